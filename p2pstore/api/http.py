@@ -1,0 +1,52 @@
+"""Small HTTP helpers shared by handlers: Range parsing, dates, ETags."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+
+from ..errors import RangeNotSatisfiable
+
+RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """Return [start, end) for a single satisfiable byte range, None to serve the whole body.
+
+    Malformed or multi-range headers are ignored (RFC 9110 allows serving 200); a well-formed
+    range beyond the end raises RangeNotSatisfiable (416).
+    """
+    if not header:
+        return None
+    m = RANGE_RE.match(header.strip())
+    if not m or (m.group(1) == "" and m.group(2) == ""):
+        return None
+    first, last = m.group(1), m.group(2)
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            raise RangeNotSatisfiable("range not satisfiable", {"size": size})
+        return max(0, size - suffix), size
+    start = int(first)
+    end = size if last == "" else min(size, int(last) + 1)
+    if last != "" and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable("range not satisfiable", {"size": size})
+    return start, end
+
+
+def http_date(ts: float) -> str:
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+def etag_of(sha256: str) -> str:
+    return f'"{sha256}"'
+
+
+def etag_matches(header: str | None, sha256: str) -> bool:
+    """If-None-Match: true when any listed tag (weak or strong) or '*' matches."""
+    if not header:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return any(t == "*" or t.removeprefix("W/") == etag_of(sha256) for t in tags)

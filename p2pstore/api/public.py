@@ -1,0 +1,220 @@
+"""The public gateway API: files, listing, health, status, checkpoint."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+
+from aiohttp import BodyPartReader, web
+
+from ..core.manifest import ManifestEntry
+from ..errors import BadRequest, LengthRequired, Unauthorized
+from ..keys import validate_key
+from ..node import Node, WriteResult
+from .http import etag_matches, etag_of, http_date, parse_range
+
+NODE_KEY = web.AppKey("node", Node)
+READ_SIZE = 256 * 1024
+MAX_LIST = 10_000
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def get_node(request: web.Request) -> Node:
+    return request.app[NODE_KEY]
+
+
+def key_from_path(request: web.Request) -> str:
+    node = get_node(request)
+    raw = request.match_info["key"]
+    return validate_key(raw, node.config.max_key_bytes)
+
+
+def check_sha_header(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise BadRequest("X-Content-SHA256 must be 64 hex digits")
+    return value
+
+
+def write_json(result: WriteResult) -> dict:
+    e = result.entry
+    return {
+        "key": e.key,
+        "size": e.size,
+        "sha256": e.sha256,
+        "version": e.version,
+        "content_type": e.content_type,
+        "replicas": result.replicas,
+    }
+
+
+def entry_json(e: ManifestEntry) -> dict:
+    return {
+        "key": e.key,
+        "size": e.size,
+        "sha256": e.sha256,
+        "version": e.version,
+        "content_type": e.content_type,
+        "modified": e.modified,
+    }
+
+
+@web.middleware
+async def api_token_auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """When --api-token is set, public endpoints need ``Authorization: Bearer <token>``."""
+    token = get_node(request).config.api_token
+    path = request.path
+    if token and path != "/health" and not path.startswith("/_internal/"):
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            raise Unauthorized("missing or wrong API token")
+    return await handler(request)
+
+
+async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
+    async for piece in request.content.iter_chunked(READ_SIZE):
+        yield piece
+
+
+async def put_file(request: web.Request) -> web.Response:
+    key = key_from_path(request)
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if request.content_length is None and not chunked:
+        raise LengthRequired("Content-Length or chunked transfer encoding required")
+    expected = check_sha_header(request.headers.get("X-Content-SHA256"))
+    content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+    result = await get_node(request).put(
+        key, body_stream(request), content_type, expected, request.content_length
+    )
+    return web.json_response(write_json(result), status=201)
+
+
+async def post_file(request: web.Request) -> web.Response:
+    """Browser form upload: fields ``file`` and optional ``key`` (before or after the file)."""
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("POST /files needs a multipart/form-data body with a 'file' field")
+    node = get_node(request)
+    reader = await request.multipart()
+    key: str | None = None
+    blob = None
+    filename = None
+    content_type = DEFAULT_CONTENT_TYPE
+    try:
+        async for part in reader:
+            if not isinstance(part, BodyPartReader):
+                continue
+            if part.name == "key":
+                key = (await part.text()).strip() or None
+            elif part.name == "file" and blob is None:
+                filename = part.filename
+                content_type = part.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+
+                async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
+                    while data := await p.read_chunk(READ_SIZE):
+                        yield data
+
+                blob = await node.store.write_stream(pieces(), None, node.config.max_upload_bytes)
+            else:
+                await part.release()
+        if blob is None:
+            raise BadRequest("multipart body has no 'file' field")
+        key = validate_key(key or filename or "", node.config.max_key_bytes)
+        result = await node.commit_blob(key, blob, content_type)
+        blob = None
+    finally:
+        if blob is not None:
+            await node.store.discard(blob)
+    return web.json_response(write_json(result), status=201)
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    key = key_from_path(request)
+    node = get_node(request)
+    entry = node.lookup(key)
+    headers = {
+        "ETag": etag_of(entry.sha256),
+        "Last-Modified": http_date(entry.modified),
+        "Content-Type": entry.content_type,
+        "Accept-Ranges": "bytes",
+        "X-P2PStore-Version": entry.version,
+    }
+    if etag_matches(request.headers.get("If-None-Match"), entry.sha256):
+        return web.Response(status=304, headers=headers)
+    rng = parse_range(request.headers.get("Range"), entry.size)
+    start, end = rng if rng else (0, entry.size)
+    status = 206 if rng else 200
+    if rng:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = end - start
+    if request.method == "HEAD":
+        await resp.prepare(request)
+        return resp
+    body = node.read_range(entry, start, end)
+    first = await anext(body, None)  # errors before the first byte become a JSON error
+    await resp.prepare(request)
+    if first is not None:
+        await resp.write(first)
+        async for piece in body:  # a corrupt chunk later raises: the connection is cut short
+            await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    key = key_from_path(request)
+    result = await get_node(request).delete(key)
+    return web.json_response(
+        {"key": key, "version": result.entry.version, "deleted": True, "replicas": result.replicas}
+    )
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"query parameter {name} must be an integer") from exc
+    if not lo <= value <= hi:
+        raise BadRequest(f"query parameter {name} must be between {lo} and {hi}")
+    return value
+
+
+async def list_files(request: web.Request) -> web.Response:
+    node = get_node(request)
+    limit = int_param(request, "limit", 1000, 1, MAX_LIST)
+    prefix = request.query.get("prefix", "")
+    after = request.query.get("after", "")
+    entries = node.list(prefix, after, limit)
+    nxt = entries[-1].key if len(entries) == limit else None
+    return web.json_response({"files": [entry_json(e) for e in entries], "next": nxt})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True, "node_id": get_node(request).node_id})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(get_node(request).status())
+
+
+async def checkpoint(request: web.Request) -> web.Response:
+    node = get_node(request)
+    results = await node.checkpoint_all()
+    ok = all(r.get("ok") for r in results)
+    return web.json_response({"results": results}, status=200 if ok else 500)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_put("/files/{key:.+}", put_file)
+    app.router.add_get("/files/{key:.+}", get_file)  # also answers HEAD
+    app.router.add_delete("/files/{key:.+}", delete_file)
+    app.router.add_post("/files", post_file)
+    app.router.add_get("/files", list_files)
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_post("/checkpoint", checkpoint)

@@ -1,0 +1,98 @@
+"""Node configuration: one dataclass, filled from CLI flags and ``P2PSTORE_*`` variables.
+
+Every field is documented in docs/configuration.md; the environment variable for a field is
+``P2PSTORE_`` + the upper-cased field name (``data_dir`` -> ``P2PSTORE_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "P2PSTORE_"
+
+
+@dataclass
+class NodeConfig:
+    """Everything one node needs to run; defaults suit a LAN cluster."""
+
+    data_dir: Path = Path("./p2pstore-data")
+    host: str = "127.0.0.1"
+    port: int = 7000
+    advertise: str = ""  # host:port other nodes use to reach us; default host:port
+    seeds: list[str] = field(default_factory=list)  # host:port of nodes to join through
+    cluster_secret: str = ""  # shared by all nodes; guards /_internal/
+    api_token: str = ""  # when set, public endpoints need "Authorization: Bearer <token>"
+    chunk_size: int = 4 * 1024 * 1024
+    replicas: int = 3  # R
+    write_quorum: int = 2  # W
+    gossip_interval: float = 0.5  # seconds per protocol period
+    checkpoint_interval: float = 300.0  # seconds; 0 disables the timer
+    checkpoint_keep: int = 5
+    max_key_bytes: int = 1024
+    max_upload_bytes: int = 0  # 0 = unlimited
+    min_free_bytes: int = 64 * 1024 * 1024  # refuse writes (507) below this much free disk
+    dead_after: float = 600.0  # seconds dead before leader re-replicates its files
+    tombstone_grace: float = 3600.0  # seconds after all replicas saw a delete before GC
+    repair_rate: float = 0.0  # bytes/s for re-sync; 0 = unthrottled
+    scrub_rate: float = 16 * 1024 * 1024  # bytes/s the scrubber reads
+    fsync: str = "always"  # always | batch | never
+    log_level: str = "INFO"
+
+    @property
+    def advertise_address(self) -> str:
+        """The host:port that other nodes should use to reach this one."""
+        return self.advertise or f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.advertise_address}"
+
+    def validate(self) -> None:
+        """Raise ValueError with a clear message for an inconsistent configuration."""
+        if not 1 <= self.write_quorum <= self.replicas:
+            raise ValueError(f"write_quorum must be 1..replicas ({self.replicas})")
+        if self.chunk_size < 4096:
+            raise ValueError("chunk_size must be at least 4096 bytes")
+        if self.fsync not in ("always", "batch", "never"):
+            raise ValueError("fsync must be one of always, batch, never")
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be 1..65535")
+
+
+def _coerce(kind: Any, raw: str) -> Any:
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in (Path, "Path"):
+        return Path(raw)
+    if kind in ("list[str]",):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    return raw
+
+
+def from_env(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> NodeConfig:
+    """Build a config: defaults, then ``P2PSTORE_*`` variables, then explicit overrides.
+
+    ``overrides`` holds values given on the command line; ``None`` values are ignored so that a
+    flag left unset does not hide the environment.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in fields(NodeConfig):
+        name = ENV_PREFIX + f.name.upper()
+        if name in env:
+            try:
+                values[f.name] = _coerce(f.type, env[name])
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    cfg = NodeConfig(**values)
+    cfg.data_dir = Path(cfg.data_dir)
+    cfg.validate()
+    return cfg

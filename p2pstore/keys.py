@@ -1,0 +1,34 @@
+"""File key validation: what a key may be, so that every client can also use it as a path."""
+
+from __future__ import annotations
+
+from .errors import BadRequest
+
+MAX_KEY_BYTES = 1024
+
+
+def validate_key(key: str, max_bytes: int = MAX_KEY_BYTES) -> str:
+    """Return ``key`` unchanged if it is safe, else raise BadRequest saying why.
+
+    Keys are '/'-separated segments of printable UTF-8. Empty keys, NUL and control characters,
+    backslashes, empty segments and '.'/'..' segments are refused so that no key can escape a
+    directory when a client mirrors keys to a file system.
+    """
+    if not isinstance(key, str) or key == "":
+        raise BadRequest("invalid key: empty")
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest("invalid key: not valid UTF-8") from exc
+    if len(encoded) > max_bytes:
+        raise BadRequest(f"invalid key: longer than {max_bytes} bytes", {"bytes": len(encoded)})
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise BadRequest("invalid key: contains NUL or a control character")
+    if "\\" in key:
+        raise BadRequest("invalid key: contains a backslash")
+    for segment in key.split("/"):
+        if segment == "":
+            raise BadRequest("invalid key: empty path segment (leading, trailing or double '/')")
+        if segment in (".", ".."):
+            raise BadRequest("invalid key: '.' and '..' segments are not allowed")
+    return key

@@ -1,0 +1,101 @@
+"""Run a node: build the aiohttp application, start background tasks, stop cleanly on signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .api.errors import json_errors
+from .api.public import NODE_KEY, add_routes, api_token_auth
+from .config import NodeConfig
+from .node import Node
+
+log = logging.getLogger("p2pstore")
+
+CLIENT_MAX_SIZE = 1024**2  # only for bodies read whole (forms, internal messages); files stream
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[json_errors, api_token_auth], client_max_size=CLIENT_MAX_SIZE)
+    app[NODE_KEY] = node
+    add_routes(app)
+    return app
+
+
+def setup_logging(level: str, node_id: str = "-") -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format=f"%(asctime)s %(levelname)s [{node_id}] %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def checkpoint_timer(node: Node) -> None:
+    """Write a checkpoint every ``checkpoint_interval`` seconds (0 disables)."""
+    interval = node.config.checkpoint_interval
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            result = await node.store.checkpoint(node.config.checkpoint_keep)
+            log.info("checkpoint %s written", result["checkpoint"])
+        except Exception:
+            log.exception("timed checkpoint failed")
+
+
+async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down in order: listener, tasks, store."""
+    node = Node(cfg)
+    setup_logging(cfg.log_level, node.node_id)
+    app = build_app(node)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=False)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        node.close()
+        raise SystemExit(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+    tasks = [asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer")]
+    log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
+    try:
+        await stop.wait()
+    finally:
+        log.info("node %s stopping", node.node_id)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await runner.cleanup()
+        node.close()
+        log.info("node %s stopped", node.node_id)
+
+
+def run_node(cfg: NodeConfig) -> None:
+    """Blocking entry point used by ``p2pstore node start``."""
+    setup_logging(cfg.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        pass
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, stop)
+
+    asyncio.run(main())

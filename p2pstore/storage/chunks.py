@@ -1,0 +1,142 @@
+"""Content-addressed chunk files: the only place file bytes live on a node.
+
+A chunk is named by the sha256 of its bytes and written tmp -> fsync -> rename -> dir fsync,
+so a chunk file either does not exist or holds exactly the bytes its name promises (until the
+disk rots, which reads and the scrubber detect). Identical chunks are stored once.
+All methods here block: callers run them in a thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from ..errors import CorruptData
+
+log = logging.getLogger(__name__)
+
+HEX = set("0123456789abcdef")
+
+
+def is_sha256_hex(value: object) -> bool:
+    """True for a lower-case 64-digit hex string."""
+    return isinstance(value, str) and len(value) == 64 and set(value) <= HEX
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ChunkStore:
+    """Chunk files under ``root/chunks/ab/<sha>``, temp files under ``root/tmp``."""
+
+    def __init__(self, root: Path, fsync: str = "always") -> None:
+        self.root = root
+        self.chunk_dir = root / "chunks"
+        self.tmp_dir = root / "tmp"
+        self.quarantine_dir = root / "quarantine"
+        self.fsync = fsync
+        for d in (self.chunk_dir, self.tmp_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        return self.chunk_dir / sha[:2] / sha
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).exists()
+
+    def length(self, sha: str) -> int | None:
+        """Size of a stored chunk file, or None when absent (no read, no verification)."""
+        try:
+            return self.path(sha).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def clean_tmp(self) -> int:
+        """Remove temp files left by a crash or an aborted upload; return how many."""
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def write(self, data: bytes | bytearray | memoryview, sha: str | None = None) -> str:
+        """Store one chunk durably and return its sha256 (computed here unless given)."""
+        if sha is None:
+            sha = hashlib.sha256(data).hexdigest()
+        final = self.path(sha)
+        if final.exists():
+            return sha
+        final.parent.mkdir(exist_ok=True)
+        tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if self.fsync != "never":
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if self.fsync == "always":
+            fsync_dir(final.parent)
+        return sha
+
+    def read(self, sha: str) -> bytes:
+        """Read a chunk and verify it; raise CorruptData on mismatch, FileNotFoundError if absent."""
+        with open(self.path(sha), "rb") as fh:
+            data = fh.read()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
+        return data
+
+    def verify(self, sha: str) -> bool:
+        """True when the chunk exists and its bytes hash to its name (streamed, low memory)."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path(sha), "rb") as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+        except FileNotFoundError:
+            return False
+        return digest.hexdigest() == sha
+
+    def quarantine(self, sha: str) -> Path | None:
+        """Move a bad chunk aside (kept for inspection) so it is never served again."""
+        src = self.path(sha)
+        dest = self.quarantine_dir / f"{sha}.{int(time.time())}"
+        try:
+            os.replace(src, dest)
+        except FileNotFoundError:
+            return None
+        log.warning("quarantined corrupt chunk %s", sha[:12])
+        return dest
+
+    def delete(self, sha: str) -> None:
+        self.path(sha).unlink(missing_ok=True)
+
+    def iter_shas(self):
+        """Every chunk name on disk (used by start-up checks, the scrubber and GC)."""
+        for sub in self.chunk_dir.iterdir():
+            if sub.is_dir():
+                for f in sub.iterdir():
+                    if is_sha256_hex(f.name):
+                        yield f.name
+
+    def disk_usage(self) -> dict[str, int]:
+        usage = shutil.disk_usage(self.root)
+        return {"total": usage.total, "used": usage.used, "free": usage.free}

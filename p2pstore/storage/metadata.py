@@ -1,0 +1,217 @@
+"""The node's metadata: manifest entries, chunk reference counts and small node state, in SQLite.
+
+SQLite in WAL mode gives atomic, durable commits (``synchronous=FULL`` when fsync is "always")
+without rewriting a whole file per upload. One writer connection is used from a single thread
+(the caller's executor); a second connection serves reads concurrently, as WAL allows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ..core.manifest import ManifestEntry, newer
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    key TEXT PRIMARY KEY,
+    version TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    chunks BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    modified REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_refs (
+    sha TEXT PRIMARY KEY,
+    refs INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    name TEXT PRIMARY KEY,
+    value BLOB
+) WITHOUT ROWID;
+"""
+
+ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"
+MAX_TEXT = "\U0010ffff"
+
+
+def pack_chunks(chunks: Iterable[str]) -> bytes:
+    return b"".join(bytes.fromhex(c) for c in chunks)
+
+
+def unpack_chunks(blob: bytes) -> tuple[str, ...]:
+    return tuple(blob[i : i + 32].hex() for i in range(0, len(blob), 32))
+
+
+def row_to_entry(row: tuple) -> ManifestEntry:
+    key, version, size, sha, chunks, ctype, deleted, modified = row
+    return ManifestEntry(
+        key=key,
+        version=version,
+        size=size,
+        sha256=sha,
+        chunks=unpack_chunks(chunks),
+        content_type=ctype,
+        deleted=bool(deleted),
+        modified=modified,
+    )
+
+
+class DatabaseCorrupt(Exception):
+    """The metadata database failed its integrity check."""
+
+
+def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    return conn
+
+
+def check_integrity(path: Path) -> None:
+    """Raise DatabaseCorrupt unless ``path`` is a readable SQLite file with our tables intact."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if not result or result[0] != "ok":
+                raise DatabaseCorrupt(f"quick_check: {result}")
+            conn.execute("SELECT count(*) FROM files").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseCorrupt(str(exc)) from exc
+
+
+class MetadataDB:
+    """Manifest entries with last-writer-wins apply, and reference-counted chunks."""
+
+    def __init__(self, path: Path, fsync: str = "always") -> None:
+        self.path = path
+        sync = {"always": "FULL", "batch": "NORMAL", "never": "OFF"}[fsync]
+        self._w = connect(path, sync)
+        self._w.executescript(SCHEMA)
+        self._r = connect(path, sync)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        for conn in (self._r, self._w):
+            conn.close()
+
+    # ---- reads (any thread; the read connection is guarded by a lock) ----
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._r.execute(sql, args).fetchall()
+
+    def get(self, key: str) -> ManifestEntry | None:
+        rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (key,))
+        return row_to_entry(rows[0]) if rows else None
+
+    def list(
+        self, prefix: str = "", after: str = "", limit: int = 1000, include_deleted: bool = False
+    ) -> list[ManifestEntry]:
+        """Entries with ``key`` starting with ``prefix``, strictly after ``after``, in key order."""
+        sql = f"SELECT {ENTRY_COLUMNS} FROM files WHERE key >= ? AND key < ? AND key > ?"
+        if not include_deleted:
+            sql += " AND deleted = 0"
+        sql += " ORDER BY key LIMIT ?"
+        rows = self._read(sql, (prefix, prefix + MAX_TEXT, after, limit))
+        return [row_to_entry(r) for r in rows]
+
+    def iter_all(self, batch: int = 2000) -> Iterator[ManifestEntry]:
+        """Every entry, tombstones included, in key order, read in batches."""
+        after = ""
+        while True:
+            page = self.list(after=after, limit=batch, include_deleted=True)
+            yield from page
+            if len(page) < batch:
+                return
+            after = page[-1].key
+
+    def counts(self) -> dict[str, int]:
+        files, size = self._read("SELECT count(*), coalesce(sum(size), 0) FROM files WHERE deleted = 0")[0]
+        tombstones = self._read("SELECT count(*) FROM files WHERE deleted = 1")[0][0]
+        chunks = self._read("SELECT count(*) FROM chunk_refs WHERE refs > 0")[0][0]
+        return {"files": files, "bytes": size, "tombstones": tombstones, "chunks": chunks}
+
+    def referenced_chunks(self) -> set[str]:
+        return {r[0] for r in self._read("SELECT sha FROM chunk_refs WHERE refs > 0")}
+
+    def chunk_refs(self, sha: str) -> int:
+        rows = self._read("SELECT refs FROM chunk_refs WHERE sha = ?", (sha,))
+        return rows[0][0] if rows else 0
+
+    def get_state(self, name: str) -> bytes | None:
+        rows = self._read("SELECT value FROM kv WHERE name = ?", (name,))
+        return rows[0][0] if rows else None
+
+    # ---- writes (call from the single writer thread) ----
+    def apply(self, entries: Iterable[ManifestEntry]) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
+        """Apply entries last-writer-wins in one transaction; return (old, new) for each that won.
+
+        An entry older than what is stored changes nothing, so applying the same gossip twice,
+        or out of order, is harmless.
+        """
+        won: list[tuple[ManifestEntry | None, ManifestEntry]] = []
+        conn = self._w
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for entry in entries:
+                row = conn.execute(
+                    f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (entry.key,)
+                ).fetchone()
+                old = row_to_entry(row) if row else None
+                if not newer(old, entry):
+                    continue
+                self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
+                self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
+                conn.execute(
+                    f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        entry.key,
+                        entry.version,
+                        entry.size,
+                        entry.sha256,
+                        pack_chunks(entry.chunks),
+                        entry.content_type,
+                        int(entry.deleted),
+                        entry.modified,
+                    ),
+                )
+                won.append((old, entry))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return won
+
+    def _adjust_refs(self, chunks: Iterable[str], delta: int) -> None:
+        for sha in chunks:
+            self._w.execute(
+                "INSERT INTO chunk_refs (sha, refs) VALUES (?, ?) "
+                "ON CONFLICT(sha) DO UPDATE SET refs = refs + excluded.refs",
+                (sha, delta),
+            )
+
+    def forget_chunks(self, shas: Iterable[str]) -> None:
+        """Drop zero-reference rows (after their files were deleted from disk)."""
+        self._w.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", [(s,) for s in shas])
+
+    def unreferenced_chunks(self) -> list[str]:
+        return [r[0] for r in self._w.execute("SELECT sha FROM chunk_refs WHERE refs <= 0")]
+
+    def set_state(self, name: str, value: bytes) -> None:
+        self._w.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
+
+    def backup_to(self, dest: Path) -> None:
+        """Consistent snapshot via SQLite's online backup API."""
+        target = sqlite3.connect(dest)
+        try:
+            with self._lock:
+                self._r.backup(target)
+        finally:
+            target.close()

@@ -1,0 +1,239 @@
+"""One node's local store: streaming chunked writes, verified reads, LWW metadata commits.
+
+Blocking disk work runs in threads so the event loop never waits on fsync; metadata writes go
+through one dedicated thread (SQLite has one writer anyway), so commits are serialised in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..core.manifest import ManifestEntry
+from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge
+from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
+from .chunks import ChunkStore, fsync_dir
+from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class StoredBlob:
+    """What a completed upload wrote: chunk files staged under tmp, not yet visible."""
+
+    size: int
+    sha256: str
+    chunks: tuple[str, ...]
+    staging: Path
+    new_chunks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StoreStats:
+    corrupt_chunks_found: int = 0
+    missing_chunks_at_start: int = 0
+    restored_from: str | None = None
+    last_checkpoint: dict[str, Any] | None = None
+
+
+class LocalStore:
+    """Chunks plus metadata for one data directory."""
+
+    def __init__(self, data_dir: Path, chunk_size: int, fsync: str = "always",
+                 min_free_bytes: int = 0) -> None:
+        self.data_dir = data_dir
+        self.chunk_size = chunk_size
+        self.fsync = fsync
+        self.min_free_bytes = min_free_bytes
+        self.stats = StoreStats()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.chunks = ChunkStore(data_dir, fsync)
+        self.stats.restored_from = self._ensure_database()
+        self.db = MetadataDB(data_dir / DB_NAME, fsync)
+        self.chunks.clean_tmp()
+        self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
+        self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
+        self.stats.missing_chunks_at_start = len(self.missing_chunks())
+        if self.stats.missing_chunks_at_start:
+            log.warning("%d referenced chunks are missing on disk", self.stats.missing_chunks_at_start)
+
+    # ---- start-up ----
+    def _ensure_database(self) -> str | None:
+        """Check the database; restore the newest checkpoint when it is missing or corrupt."""
+        path = self.data_dir / DB_NAME
+        if path.exists():
+            try:
+                check_integrity(path)
+                return None
+            except DatabaseCorrupt as exc:
+                log.error("metadata database is corrupt (%s)", exc)
+                aside = path.with_name(f"{DB_NAME}.corrupt-{int(time.time())}")
+                os.replace(path, aside)
+                for suffix in ("-wal", "-shm"):
+                    (self.data_dir / (DB_NAME + suffix)).unlink(missing_ok=True)
+        elif not list_checkpoints(self.data_dir):
+            return None
+        else:
+            log.error("metadata database is missing")
+        if not list_checkpoints(self.data_dir):
+            log.error("no checkpoint to restore from; starting with an empty database")
+            return None
+        name = restore_checkpoint(self.data_dir)
+        log.warning("restored metadata from checkpoint %s", name)
+        return name
+
+    def missing_chunks(self) -> set[str]:
+        return {sha for sha in self.db.referenced_chunks() if not self.chunks.has(sha)}
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+        self._dbw.shutdown(wait=True)
+        self.db.close()
+
+    # ---- thread helpers ----
+    async def in_io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def in_db(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._dbw, fn, *args)
+
+    # ---- writes ----
+    def check_space(self, incoming: int = 0) -> None:
+        free = shutil.disk_usage(self.data_dir).free
+        if free - incoming < self.min_free_bytes:
+            raise InsufficientStorage(
+                "not enough free disk space on this node", {"free": free, "needed": incoming}
+            )
+
+    async def write_stream(
+        self,
+        body: AsyncIterator[bytes],
+        expected_sha: str | None = None,
+        max_size: int = 0,
+        expected_size: int | None = None,
+    ) -> StoredBlob:
+        """Stage a streamed body as chunk files; raise (and clean up) on any problem.
+
+        Chunk i is hashed and fsynced in a thread while chunk i+1 is read from the network, so
+        memory stays at about two chunks whatever the file size.
+        """
+        self.check_space(expected_size or 0)
+        staging = self.chunks.tmp_dir / f"up-{uuid.uuid4().hex}"
+        staging.mkdir()
+        whole = hashlib.sha256()
+        chunks: list[str] = []
+        size = 0
+        pending: asyncio.Future | None = None
+        buf = bytearray()
+        try:
+            async for piece in body:
+                size += len(piece)
+                if max_size and size > max_size:
+                    raise PayloadTooLarge(f"upload larger than the limit of {max_size} bytes")
+                buf += piece
+                while len(buf) >= self.chunk_size:
+                    block = bytes(buf[: self.chunk_size])
+                    del buf[: self.chunk_size]
+                    if pending is not None:
+                        chunks.append(await pending)
+                    pending = asyncio.ensure_future(self.in_io(self._stage_chunk, staging, whole, block))
+            if pending is not None:
+                chunks.append(await pending)
+                pending = None
+            if buf:
+                chunks.append(await self.in_io(self._stage_chunk, staging, whole, bytes(buf)))
+            digest = whole.hexdigest()
+            if expected_size is not None and size != expected_size:
+                raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": size})
+            if expected_sha and expected_sha != digest:
+                raise BadRequest(
+                    "X-Content-SHA256 does not match the body; nothing stored",
+                    {"expected": expected_sha, "actual": digest},
+                )
+            return StoredBlob(size=size, sha256=digest, chunks=tuple(chunks), staging=staging)
+        except BaseException as exc:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+            await self.in_io(shutil.rmtree, staging, True)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                raise InsufficientStorage("disk full on this node") from exc
+            raise
+
+    def _stage_chunk(self, staging: Path, whole: Any, block: bytes) -> str:
+        whole.update(block)
+        sha = hashlib.sha256(block).hexdigest()
+        path = staging / sha
+        if not path.exists() and not self.chunks.has(sha):
+            with open(path, "wb") as fh:
+                fh.write(block)
+                if self.fsync != "never":
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        return sha
+
+    def _promote(self, blob: StoredBlob) -> None:
+        """Move staged chunk files into the chunk store (rename + dir fsync)."""
+        touched: set[Path] = set()
+        for staged in blob.staging.iterdir():
+            final = self.chunks.path(staged.name)
+            if final.exists():
+                continue
+            final.parent.mkdir(exist_ok=True)
+            os.replace(staged, final)
+            touched.add(final.parent)
+        if self.fsync == "always":
+            for folder in touched:
+                fsync_dir(folder)
+        shutil.rmtree(blob.staging, ignore_errors=True)
+
+    async def discard(self, blob: StoredBlob) -> None:
+        await self.in_io(shutil.rmtree, blob.staging, True)
+
+    async def commit(self, blob: StoredBlob | None, entry: ManifestEntry) -> bool:
+        """Make ``blob`` durable under ``entry``; True if the entry won (is now current)."""
+        if blob is not None:
+            await self.in_io(self._promote, blob)
+        won = await self.in_db(self.db.apply, [entry])
+        return bool(won)
+
+    async def apply_entries(self, entries: Iterable[ManifestEntry]) -> list:
+        """Apply manifest entries learned from elsewhere (LWW); returns the winners."""
+        return await self.in_db(self.db.apply, list(entries))
+
+    # ---- reads ----
+    def get(self, key: str) -> ManifestEntry | None:
+        return self.db.get(key)
+
+    async def read_chunk(self, sha: str) -> bytes:
+        """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
+        try:
+            return await self.in_io(self.chunks.read, sha)
+        except CorruptData:
+            self.stats.corrupt_chunks_found += 1
+            log.error("corrupt chunk %s detected while reading", sha[:12])
+            raise
+
+    def has_all_chunks(self, entry: ManifestEntry) -> bool:
+        return all(self.chunks.has(c) for c in entry.chunks)
+
+    # ---- checkpoints ----
+    async def checkpoint(self, keep: int) -> dict[str, Any]:
+        result = await self.in_db(create_checkpoint, self.db, self.data_dir, keep)
+        self.stats.last_checkpoint = result
+        return result
