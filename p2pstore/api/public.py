@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, web
 
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, LengthRequired, Unauthorized
+from ..errors import BadRequest, LengthRequired, StoreError, Unauthorized
 from ..keys import validate_key
 from ..node import Node, WriteResult
 from .http import etag_matches, etag_of, http_date, parse_range
@@ -155,10 +155,17 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     body = node.read_range(entry, start, end)
     first = await anext(body, None)  # errors before the first byte become a JSON error
     await resp.prepare(request)
-    if first is not None:
-        await resp.write(first)
-        async for piece in body:  # a corrupt chunk later raises: the connection is cut short
-            await resp.write(piece)
+    try:
+        if first is not None:
+            await resp.write(first)
+            async for piece in body:
+                await resp.write(piece)
+    except StoreError:
+        # Headers are gone already: cut the connection so the client sees a short body
+        # instead of bad bytes (the error was logged and counted where it was found).
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
     await resp.write_eof()
     return resp
 

@@ -1,0 +1,323 @@
+"""File commands: put, get, ls, rm, stat."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import mimetypes
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Annotated, Any
+
+import typer
+from rich.progress import Progress, TaskID
+
+from .client import CHUNK, ApiError, Client, CliError, key_path
+from .common import TokenOption, UrlOption, client_for, human_size, out, progress, run
+
+
+def _not_found(exc: ApiError, key: str) -> CliError:
+    """404 on a file path always means the key is absent; say so in the user's terms."""
+    return CliError(f"key not found: {key}") if exc.status == 404 else exc
+
+
+def _sha256_file(path: Path, bar: Progress | None) -> str:
+    """First streaming pass: hash the file so the node can verify what it stored."""
+    digest = hashlib.sha256()
+    task = bar.add_task("hashing", total=path.stat().st_size) if bar else None
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK):
+            digest.update(block)
+            if bar is not None and task is not None:
+                bar.advance(task, len(block))
+    if bar is not None and task is not None:
+        bar.remove_task(task)
+    return digest.hexdigest()
+
+
+def _file_body(path: Path, bar: Progress | None, label: str) -> AsyncIterator[bytes]:
+    """Second streaming pass: the upload body, 1 MiB at a time (restartable per node)."""
+
+    async def gen() -> AsyncIterator[bytes]:
+        task: TaskID | None = None
+        if bar is not None:
+            task = bar.add_task(label, total=path.stat().st_size)
+        try:
+            with path.open("rb") as fh:
+                while block := fh.read(CHUNK):
+                    yield block
+                    if bar is not None and task is not None:
+                        bar.advance(task, len(block))
+        finally:
+            if bar is not None and task is not None:
+                bar.remove_task(task)
+
+    return gen()
+
+
+def _print_record(rec: dict[str, Any]) -> None:
+    """Key/value lines, stable and grep-friendly."""
+    width = max(len(k) for k in rec) if rec else 0
+    for name, value in rec.items():
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value) or "-"
+        elif value is None or value == "":
+            value = "-"
+        out.print(f"{name + ':':<{width + 1}} {value}", markup=False)
+
+
+def put(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="File to upload.")],
+    key: Annotated[str | None, typer.Argument(help="Key to store it under (default: the file name).")] = None,
+    content_type: Annotated[
+        str | None, typer.Option("--content-type", help="MIME type (default: guessed).")
+    ] = None,
+    w: Annotated[
+        int | None,
+        typer.Option("-w", "--w", min=1, help="Write quorum: replicas to confirm before success."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the node's JSON answer.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Upload a file (streamed, sha256-verified by the node)."""
+    key = key or file.name
+    size = file.stat().st_size
+    ctype = content_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    client = client_for(ctx, url, token)
+
+    async def go() -> dict[str, Any]:
+        with progress() as bar:
+            sha = _sha256_file(file, bar)
+            headers = {
+                "X-Content-SHA256": sha,
+                "Content-Type": ctype,
+                "Content-Length": str(size),
+            }
+            async with client:
+                try:
+                    return await client.json(
+                        "PUT",
+                        key_path(key),
+                        params={"w": w},
+                        headers=headers,
+                        body=lambda: _file_body(file, bar, f"uploading {key}"),
+                    )
+                except ApiError as exc:
+                    raise CliError(f"upload of {key} failed: {exc.message}") from exc
+
+    rec = run(go())
+    if as_json:
+        out.print_json(data=rec)
+        return
+    _print_record(
+        {
+            "key": rec.get("key", key),
+            "size": rec.get("size", size),
+            "sha256": rec.get("sha256"),
+            "version": rec.get("version"),
+            "replicas": rec.get("replicas", []),
+        }
+    )
+
+
+def _etag_sha(resp_etag: str | None) -> str | None:
+    if not resp_etag:
+        return None
+    tag = resp_etag.strip()
+    if tag.startswith("W/"):
+        tag = tag[2:]
+    return tag.strip('"').lower() or None
+
+
+async def _download(client: Client, key: str, sink: IO[bytes]) -> tuple[int, str, str | None]:
+    """Stream ``key`` into ``sink``; returns (bytes, sha256 of what was written, ETag sha)."""
+    async with client:
+        try:
+            resp = await client.open("GET", key_path(key))
+        except ApiError as exc:
+            raise _not_found(exc, key) from exc
+        try:
+            expected = _etag_sha(resp.headers.get("ETag"))
+            total = resp.content_length
+            digest = hashlib.sha256()
+            written = 0
+            with progress() as bar:
+                task = bar.add_task(f"downloading {key}", total=total) if bar else None
+                async for block in resp.content.iter_chunked(CHUNK):
+                    sink.write(block)
+                    digest.update(block)
+                    written += len(block)
+                    if bar is not None and task is not None:
+                        bar.advance(task, len(block))
+        finally:
+            resp.release()
+    if total is not None and written != total:
+        raise CliError(f"download of {key} truncated: got {written} of {total} bytes")
+    return written, digest.hexdigest(), expected
+
+
+def get(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Key to download.")],
+    output: Annotated[
+        str | None,
+        typer.Option("-o", "--output", help="Write here (a file or directory); '-' is stdout."),
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Download a file; verified against its sha256 before it appears on disk."""
+    client = client_for(ctx, url, token)
+    if output in (None, "-"):
+        sink = sys.stdout.buffer
+        _, actual, expected = run(_download(client, key, sink))
+        sink.flush()
+        if expected and actual != expected:
+            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
+        return
+
+    target = Path(output)
+    if target.is_dir():
+        target = target / key.rsplit("/", 1)[-1]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            size, actual, expected = run(_download(client, key, fh))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if expected and actual != expected:
+            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {actual})", err=True)
+
+
+def ls(
+    ctx: typer.Context,
+    prefix: Annotated[str, typer.Argument(help="Only keys starting with this.")] = "",
+    long: Annotated[
+        bool, typer.Option("-l", "--long", help="Size, version, modified time, replicas.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="Keys fetched per request (page size).")
+    ] = 1000,
+    max_keys: Annotated[int | None, typer.Option("--max", min=1, help="Stop after this many keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List keys, paging through the whole listing."""
+    client = client_for(ctx, url, token)
+
+    async def go() -> int:
+        count = 0
+        after: str | None = None
+        async with client:
+            while True:
+                params: dict[str, Any] = {"prefix": prefix, "limit": limit, "after": after}
+                if long:
+                    params["long"] = 1
+                page = await client.json("GET", "/files", params=params)
+                for entry in page.get("files", []):
+                    _print_entry(entry, long, as_json)
+                    count += 1
+                    if max_keys is not None and count >= max_keys:
+                        return count
+                after = page.get("next")
+                if not after or not page.get("files"):
+                    return count
+
+    run(go())
+
+
+def _print_entry(entry: dict[str, Any], long: bool, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(entry, sort_keys=True))
+    elif not long:
+        typer.echo(entry.get("key", ""))
+    else:
+        replicas = entry.get("replicas")
+        rep = ""
+        if isinstance(replicas, list):
+            marks = [
+                f"{r.get('node')}{'' if r.get('verified') else '?'}" if isinstance(r, dict) else str(r)
+                for r in replicas
+            ]
+            rep = "  [" + ",".join(marks) + "]"
+        sha = str(entry.get("sha256") or "")[:12]
+        typer.echo(
+            f"{entry.get('size', 0):>12}  {entry.get('modified') or '-':<25}  "
+            f"{entry.get('version') or '-':<20}  {sha:<12}  {entry.get('key', '')}{rep}"
+        )
+
+
+def rm(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Key to delete.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a file (a versioned tombstone, replicated like a write)."""
+    client = client_for(ctx, url, token)
+
+    async def go() -> dict[str, Any]:
+        async with client:
+            try:
+                return await client.json("DELETE", key_path(key))
+            except ApiError as exc:
+                raise _not_found(exc, key) from exc
+
+    rec = run(go())
+    typer.echo(f"deleted {rec.get('key', key)} (version {rec.get('version', '-')})")
+
+
+def stat(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Key to describe.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Show a file's size, sha256, version and type without downloading it."""
+    client = client_for(ctx, url, token)
+
+    async def go() -> dict[str, Any]:
+        async with client:
+            try:
+                resp = await client.open("HEAD", key_path(key))
+            except ApiError as exc:
+                raise _not_found(exc, key) from exc
+            resp.release()
+            h = resp.headers
+            length = h.get("Content-Length")
+            return {
+                "key": key,
+                "size": int(length) if length and length.isdigit() else length,
+                "sha256": _etag_sha(h.get("ETag")),
+                "version": h.get("X-P2PStore-Version"),
+                "content_type": h.get("Content-Type"),
+                "modified": h.get("Last-Modified"),
+            }
+
+    rec = run(go())
+    if as_json:
+        out.print_json(data=rec)
+    else:
+        _print_record(rec)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the file commands to the root app."""
+    for fn in (put, get, ls, rm, stat):
+        app.command(fn.__name__)(fn)

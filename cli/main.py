@@ -1,0 +1,100 @@
+"""The `p2pstore` command: root app, global options and the no-traceback entry point.
+
+New command groups register here: write a module with a ``register(app)`` function (add a
+sub-app with ``app.add_typer`` or commands with ``app.command``) and add it to ``_MODULES``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from . import admin, files, node
+from .client import DEFAULT_URL, CliError
+from .common import Connection
+
+app = typer.Typer(
+    name="p2pstore",
+    help="p2pstore: a peer-to-peer, self-healing, triple-replicated file store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    url: Annotated[
+        str,
+        typer.Option(
+            "--url",
+            envvar="P2PSTORE_URL",
+            help="Node URL(s), comma-separated; the next one is tried when a node is down.",
+        ),
+    ] = DEFAULT_URL,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="P2PSTORE_API_TOKEN", help="API token (Bearer)."),
+    ] = None,
+) -> None:
+    """Keep the connection options for the client commands."""
+    ctx.obj = Connection(url=url, token=token)
+
+
+_MODULES = (files, admin, node)
+for _module in _MODULES:
+    _module.register(app)
+
+
+def _fail(message: str, code: int) -> None:
+    """One line on stderr, then exit: the only way the CLI reports an error."""
+    message = " ".join(str(message).split()) or "unknown error"
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _fail_click_or_other(exc: Exception) -> None:
+    """Report a click/typer exception (typer vendors its own click, so match by shape)."""
+    name = type(exc).__name__
+    ctx = getattr(exc, "ctx", None)
+    if name == "NoArgsIsHelpError":
+        sys.stderr.write(ctx.get_help() + "\n" if ctx else "")
+        sys.exit(2)
+    if isinstance(exc, typer.Abort | click.Abort):
+        _fail("aborted", 130)
+    format_message = getattr(exc, "format_message", None)
+    exit_code = getattr(exc, "exit_code", None)
+    if callable(format_message) and isinstance(exit_code, int):
+        message = format_message().replace("Value error, ", "")
+        if exit_code == 2 and ctx is not None:
+            message += f" (see '{ctx.command_path} --help')"
+        _fail(message, exit_code)
+    _fail(f"{name}: {exc}", 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app and turn every failure into one line on stderr."""
+    try:
+        command = typer.main.get_command(app)
+        rv = command.main(args=argv, prog_name="p2pstore", standalone_mode=False)
+    except CliError as exc:
+        _fail(exc.message, exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        # `p2pstore get big | head`: the reader left; not our error.
+        sys.stderr.close()
+        sys.exit(0)
+    except Exception as exc:
+        _fail_click_or_other(exc)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""`p2pstore node ...`: run a node, restore a node's checkpoint.
+
+Every NodeConfig field has a flag here; all flags default to None so that a flag left unset
+does not hide the matching ``P2PSTORE_*`` environment variable.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .client import CliError
+
+app = typer.Typer(help="Run and maintain a storage node.", no_args_is_help=True)
+
+
+class Fsync(StrEnum):
+    always = "always"
+    batch = "batch"
+    never = "never"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(raw: str) -> int:
+    """Accept 4194304, 4MiB, 4M, 512k (binary units), so sizes are easy to type."""
+    m = _SIZE.match(str(raw))
+    if not m:
+        raise typer.BadParameter(f"{raw!r} is not a size (e.g. 4096, 4MiB, 1G)")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    return int(number * 1024 ** " kmgt".index(unit or " "))
+
+
+def parse_rate(raw: str) -> float:
+    """A bytes-per-second rate; same units as sizes, '/s' optional."""
+    return float(parse_size(str(raw).removesuffix("/s")))
+
+
+def _seeds(raw: str | None) -> list[str] | None:
+    if raw is None:
+        return None
+    return [s.strip() for s in raw.split(",") if s.strip()]
+
+
+def _size_option(help: str) -> Any:
+    return typer.Option(parser=parse_size, metavar="BYTES", show_default=False, help=help)
+
+
+def _rate_option(help: str) -> Any:
+    return typer.Option(parser=parse_rate, metavar="BYTES/S", show_default=False, help=help)
+
+
+@app.command("start")
+def start(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where chunks, metadata and checkpoints live.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    advertise: Annotated[
+        str | None, typer.Option(help="host:port other nodes use to reach this one.")
+    ] = None,
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated host:port of nodes to join through.")
+    ] = None,
+    cluster_secret: Annotated[
+        str | None, typer.Option(help="Shared secret guarding node-to-node traffic.")
+    ] = None,
+    api_token: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer <token>' on the API.")
+    ] = None,
+    chunk_size: Annotated[int | None, _size_option("Chunk size (e.g. 4MiB).")] = None,
+    replicas: Annotated[int | None, typer.Option(help="Copies of each file (R).")] = None,
+    write_quorum: Annotated[int | None, typer.Option(help="Replicas that must confirm a write (W).")] = None,
+    gossip_interval: Annotated[float | None, typer.Option(help="Seconds per gossip round.")] = None,
+    checkpoint_interval: Annotated[
+        float | None, typer.Option(help="Seconds between automatic checkpoints; 0 disables.")
+    ] = None,
+    checkpoint_keep: Annotated[int | None, typer.Option(help="Checkpoints to keep on disk.")] = None,
+    max_key_bytes: Annotated[int | None, typer.Option(help="Longest key accepted.")] = None,
+    max_upload_bytes: Annotated[int | None, _size_option("Largest upload accepted; 0 = unlimited.")] = None,
+    min_free_bytes: Annotated[
+        int | None, _size_option("Refuse writes (507) below this much free disk.")
+    ] = None,
+    dead_after: Annotated[
+        float | None, typer.Option(help="Seconds dead before a node's files are re-replicated.")
+    ] = None,
+    tombstone_grace: Annotated[
+        float | None, typer.Option(help="Seconds to keep confirmed deletes before GC.")
+    ] = None,
+    repair_rate: Annotated[float | None, _rate_option("Re-sync bandwidth cap; 0 = unthrottled.")] = None,
+    scrub_rate: Annotated[float | None, _rate_option("Bytes/s the corruption scrubber reads.")] = None,
+    fsync: Annotated[Fsync | None, typer.Option(help="When to fsync writes.", show_default=False)] = None,
+    log_level: Annotated[
+        LogLevel | None,
+        typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
+    ] = None,
+) -> None:
+    """Run a storage node in the foreground until SIGTERM/SIGINT."""
+    from p2pstore.config import from_env
+
+    overrides: dict[str, Any] = {
+        "data_dir": data_dir,
+        "host": host,
+        "port": port,
+        "advertise": advertise,
+        "seeds": _seeds(seeds),
+        "cluster_secret": cluster_secret,
+        "api_token": api_token,
+        "chunk_size": chunk_size,
+        "replicas": replicas,
+        "write_quorum": write_quorum,
+        "gossip_interval": gossip_interval,
+        "checkpoint_interval": checkpoint_interval,
+        "checkpoint_keep": checkpoint_keep,
+        "max_key_bytes": max_key_bytes,
+        "max_upload_bytes": max_upload_bytes,
+        "min_free_bytes": min_free_bytes,
+        "dead_after": dead_after,
+        "tombstone_grace": tombstone_grace,
+        "repair_rate": repair_rate,
+        "scrub_rate": scrub_rate,
+        "fsync": fsync.value if fsync else None,
+        "log_level": log_level.value if log_level else None,
+    }
+    try:
+        cfg = from_env(overrides)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"invalid configuration: {exc}") from exc
+    try:
+        from p2pstore.server import run_node
+    except ImportError as exc:
+        raise CliError(f"node server is not available: {exc}") from exc
+    run_node(cfg)
+
+
+@app.command("restore")
+def restore(
+    data_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="P2PSTORE_DATA_DIR",
+            file_okay=False,
+            help="The (stopped) node's data directory.",
+        ),
+    ],
+    checkpoint: Annotated[
+        str | None, typer.Option("--checkpoint", help="Checkpoint name (default: newest).")
+    ] = None,
+) -> None:
+    """Replace a stopped node's metadata with a checkpoint (newest by default)."""
+    from p2pstore.errors import StoreError
+    from p2pstore.storage.checkpoint import restore_checkpoint
+
+    if not data_dir.is_dir():
+        raise CliError(f"data directory not found: {data_dir}")
+    try:
+        name = restore_checkpoint(data_dir, checkpoint)
+    except StoreError as exc:
+        raise CliError(f"restore failed: {exc.message}") from exc
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(f"restore failed: {exc}") from exc
+    typer.echo(f"restored checkpoint {name} into {data_dir}")
+
+
+def register(root: typer.Typer) -> None:
+    """Attach `node` as a sub-app of the root app."""
+    root.add_typer(app, name="node")

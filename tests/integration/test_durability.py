@@ -1,0 +1,164 @@
+"""Crash, corruption and restore: what one node promises about its disk."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sqlite3
+
+import aiohttp
+import pytest
+
+from tests.support.http import generated_body, generated_sha256
+from tests.support.processes import NodeProcess, wait_for
+
+MiB = 1 << 20
+
+
+def chunk_paths(node: NodeProcess) -> list:
+    return sorted(p for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
+
+
+async def put(s: aiohttp.ClientSession, node: NodeProcess, key: str, data) -> dict:
+    async with s.put(f"{node.url}/files/{key}", data=data) as r:
+        assert r.status == 201, await r.text()
+        return await r.json()
+
+
+async def test_kill9_during_large_upload_leaves_nothing_half_written(node_factory) -> None:
+    (node,) = node_factory(1)  # fsync=always, the default
+    async with aiohttp.ClientSession() as s:
+        await put(s, node, "before", b"committed before the crash")
+    total = 200 * MiB
+    sock = socket.create_connection((node.host, node.port))
+    sock.sendall(f"PUT /files/big HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n".encode())
+    block = b"q" * MiB
+    for _ in range(60):  # 60 MiB of 200: well into the upload, chunks already on disk
+        sock.sendall(block)
+    wait_for(lambda: any((node.data_dir / "tmp").rglob("*")), 10, message="upload staged")
+    node.kill()
+    sock.close()
+    node.start()
+    node.wait_ready()
+    assert not any((node.data_dir / "tmp").iterdir()), "temp files must be cleaned at start"
+    conn = sqlite3.connect(node.data_dir / "meta.sqlite")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    conn.close()
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{node.url}/files/big") as r:
+            assert r.status == 404
+        async with s.get(f"{node.url}/files/before") as r:
+            assert await r.read() == b"committed before the crash"
+
+
+async def test_flipped_byte_is_never_served(node_factory) -> None:
+    (node,) = node_factory(1, fsync="never", chunk_size=64 * 1024)
+    size = 256 * 1024  # 4 chunks
+    async with aiohttp.ClientSession() as s:
+        await put(s, node, "first", generated_body(size, seed=1))
+        await put(s, node, "later", generated_body(size, seed=2))
+        async with s.get(f"{node.url}/files/first") as r:
+            good_first = await r.read()
+        async with s.get(f"{node.url}/files/later") as r:
+            good_later = await r.read()
+
+    def flip(data: bytes, offset: int) -> None:
+        sha = hashlib.sha256(data[offset : offset + 64 * 1024]).hexdigest()
+        path = node.data_dir / "chunks" / sha[:2] / sha
+        raw = bytearray(path.read_bytes())
+        raw[100] ^= 0xFF
+        path.write_bytes(bytes(raw))
+
+    flip(good_first, 0)  # first chunk: detected before any byte is sent -> JSON error
+    flip(good_later, 128 * 1024)  # third chunk: detected mid-stream -> connection cut short
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{node.url}/files/first") as r:
+            assert r.status >= 500
+            assert "corrupt" in (await r.json())["error"]
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with s.get(f"{node.url}/files/later") as r:
+                assert r.status == 200
+                await r.read()
+        async with s.get(f"{node.url}/status") as r:
+            assert (await r.json())["storage"]["corrupt_chunks_found"] >= 2
+
+
+async def test_checkpoint_then_lost_database_is_restored(node_factory) -> None:
+    (node,) = node_factory(1)
+    async with aiohttp.ClientSession() as s:
+        for i in range(20):
+            await put(s, node, f"cp/{i}", generated_body(10_000 + i, seed=i))
+        async with s.post(f"{node.url}/checkpoint") as r:
+            result = await r.json()
+            assert r.status == 200 and result["results"][0]["ok"], result
+    node.terminate()
+    for name in ("meta.sqlite", "meta.sqlite-wal", "meta.sqlite-shm"):
+        (node.data_dir / name).unlink(missing_ok=True)
+    node.start()
+    node.wait_ready()
+    assert "restored" in node.log_text()
+    async with aiohttp.ClientSession() as s:
+        for i in range(20):
+            async with s.get(f"{node.url}/files/cp/{i}") as r:
+                assert r.status == 200
+                assert hashlib.sha256(await r.read()).hexdigest() == generated_sha256(10_000 + i, seed=i)
+        async with s.get(f"{node.url}/status") as r:
+            assert (await r.json())["storage"]["restored_from_checkpoint"]
+
+
+async def test_corrupt_database_is_detected_and_restored(node_factory) -> None:
+    (node,) = node_factory(1)
+    async with aiohttp.ClientSession() as s:
+        await put(s, node, "keep", b"precious")
+        async with s.post(f"{node.url}/checkpoint") as r:
+            assert r.status == 200
+    node.terminate()
+    db = node.data_dir / "meta.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    node.start()
+    node.wait_ready()
+    assert "corrupt" in node.log_text()
+    async with aiohttp.ClientSession() as s, s.get(f"{node.url}/files/keep") as r:
+        assert await r.read() == b"precious"
+
+
+def test_restore_command_picks_a_checkpoint(node_factory) -> None:
+    from tests.support.processes import run_cli
+
+    (node,) = node_factory(1)
+    node.get_json("/status")
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{node.url}/files/a", data=b"1", method="PUT"))
+    urllib.request.urlopen(urllib.request.Request(f"{node.url}/checkpoint", data=b"", method="POST"))
+    urllib.request.urlopen(urllib.request.Request(f"{node.url}/files/b", data=b"2", method="PUT"))
+    node.terminate()
+    done = run_cli("node", "restore", "--data-dir", str(node.data_dir))
+    assert done.returncode == 0, done.stderr
+    node.start()
+    node.wait_ready()
+    assert node.get_json("/files?prefix=")["files"][0]["key"] == "a"
+    assert [f["key"] for f in node.get_json("/files")["files"]] == ["a"]
+    bad = run_cli("node", "restore", "--data-dir", str(node.data_dir), "--checkpoint", "nope")
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_memory_stays_bounded_for_large_files(node_factory) -> None:
+    (node,) = node_factory(1, fsync="never")
+    size = 300 * MiB
+    async with aiohttp.ClientSession() as s:
+        await put(s, node, "huge", generated_body(size, seed=7))
+        digest = hashlib.sha256()
+        async with s.get(f"{node.url}/files/huge") as r:
+            async for piece in r.content.iter_chunked(MiB):
+                digest.update(piece)
+    assert digest.hexdigest() == generated_sha256(size, seed=7)
+    assert peak_rss_mib(node.proc.pid) < 150
