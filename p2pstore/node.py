@@ -6,6 +6,7 @@ lives here, so the replication layer can take over these operations without touc
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -14,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
+from .cluster.replication import Cluster, Resolved
 from .config import NodeConfig
 from .core.hlc import HybridLogicalClock
 from .core.manifest import ManifestEntry
 from .errors import NotFound
-from .storage.store import LocalStore, StoredBlob
+from .storage.store import LocalStore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class WriteResult:
 
 
 class Node:
-    """A storage node; later issues add membership, election and replication around it."""
+    """A storage node: identity, clock and local store, plus the cluster it belongs to."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -61,6 +63,14 @@ class Node:
             config.data_dir, config.chunk_size, config.fsync, config.min_free_bytes
         )
         self.started = time.time()
+        self.cluster = Cluster(self)
+
+    def start(self) -> None:
+        """Start background work (needs the running event loop)."""
+        self.cluster.start()
+
+    async def stop(self) -> None:
+        await self.cluster.stop()
 
     def close(self) -> None:
         self.store.close()
@@ -68,7 +78,7 @@ class Node:
     def new_version(self) -> str:
         return self.clock.now(wall_ms())
 
-    # ---- file operations ----
+    # ---- file operations (any node is a gateway) ----
     async def put(
         self,
         key: str,
@@ -76,73 +86,54 @@ class Node:
         content_type: str,
         expected_sha: str | None = None,
         expected_size: int | None = None,
+        w: int | None = None,
     ) -> WriteResult:
-        """Store a streamed body under ``key``; visible only once complete and durable."""
-        blob = await self.store.write_stream(
-            body, expected_sha, self.config.max_upload_bytes, expected_size
+        """Store a streamed body under ``key`` on its replicas; visible once W have it durably."""
+        entry, holders = await self.cluster.write(
+            key, body, content_type, expected_sha, expected_size, w or self.config.write_quorum
         )
-        return await self.commit_blob(key, blob, content_type)
+        return WriteResult(entry, holders)
 
-    async def commit_blob(self, key: str, blob: StoredBlob, content_type: str) -> WriteResult:
-        """Give a staged blob a fresh version under ``key`` and make it visible."""
-        entry = ManifestEntry(
-            key=key,
-            version=self.new_version(),
-            size=blob.size,
-            sha256=blob.sha256,
-            chunks=blob.chunks,
-            content_type=content_type,
-            deleted=False,
-            modified=time.time(),
+    async def delete(self, key: str, w: int | None = None) -> WriteResult:
+        await self.cluster.resolve(key)  # 404 when there is nothing to delete
+        entry, holders = await self.cluster.write(
+            key, None, "", None, None, w or self.config.write_quorum, tombstone=True
         )
-        await self.store.commit(blob, entry)
-        return WriteResult(entry, [self.node_id])
+        return WriteResult(entry, holders)
 
-    async def delete(self, key: str) -> WriteResult:
-        current = self.store.get(key)
-        if current is None or current.deleted:
-            raise NotFound(f"key not found: {key}")
-        entry = ManifestEntry.tombstone(key, self.new_version(), time.time())
-        await self.store.commit(None, entry)
-        return WriteResult(entry, [self.node_id])
+    async def lookup(self, key: str) -> Resolved:
+        return await self.cluster.resolve(key)
 
-    def lookup(self, key: str) -> ManifestEntry:
+    def lookup_local(self, key: str) -> Resolved:
+        """This node's own complete copy, or NotFound (``?local=1``)."""
         entry = self.store.get(key)
-        if entry is None or entry.deleted:
-            raise NotFound(f"key not found: {key}")
-        return entry
+        if entry is None or entry.deleted or not self.store.has_all_chunks(entry):
+            raise NotFound(f"no local copy of {key} on {self.node_id}")
+        return Resolved(entry, [self.node_id])
 
-    async def read_range(self, entry: ManifestEntry, start: int, end: int) -> AsyncIterator[bytes]:
-        """Yield verified bytes [start, end) of ``entry``; raises CorruptData rather than lie."""
-        offset = 0
-        for sha in entry.chunks:
-            if offset < start:
-                length = self.store.chunks.length(sha)
-                if length is not None and offset + length <= start:
-                    offset += length  # skip whole chunks before the range without reading them
-                    continue
-            data = await self.store.read_chunk(sha)
-            chunk_end = offset + len(data)
-            if chunk_end > start and offset < end:
-                yield data[max(0, start - offset) : min(len(data), end - offset)]
-            offset = chunk_end
-            if offset >= end:
-                break
+    def read_range(self, resolved: Resolved, start: int, end: int) -> AsyncIterator[bytes]:
+        """Verified bytes [start, end); raises rather than serve a byte that fails its sha256."""
+        return self.cluster.read_range(resolved, start, end)
 
     def list(self, prefix: str, after: str, limit: int) -> list[ManifestEntry]:
         return self.store.db.list(prefix, after, limit)
 
-    async def checkpoint_all(self) -> list[dict]:
-        """Checkpoint this node (the cluster layer extends this to every live node)."""
+    async def checkpoint_local(self) -> dict:
         try:
             result = await self.store.checkpoint(self.config.checkpoint_keep)
-            return [{"node_id": self.node_id, "ok": True, **result, "error": None}]
+            return {"node_id": self.node_id, "ok": True, **result, "error": None}
         except Exception as exc:  # reported per node, not raised: others may have succeeded
             log.exception("checkpoint failed")
-            return [{"node_id": self.node_id, "ok": False, "checkpoint": None, "error": str(exc)}]
+            return {"node_id": self.node_id, "ok": False, "checkpoint": None, "error": str(exc)}
+
+    async def checkpoint_all(self) -> list[dict]:
+        """Checkpoint this node and every live peer; one result per node."""
+        mine, others = await asyncio.gather(self.checkpoint_local(), self.cluster.checkpoint_peers())
+        return [mine, *others]
 
     def status(self) -> dict:
         counts = self.store.db.counts()
+        gossip = self.cluster.gossip
         return {
             "node_id": self.node_id,
             "address": self.config.advertise_address,
@@ -151,6 +142,12 @@ class Node:
             "uptime": round(time.time() - self.started, 3),
             **counts,
             "disk": self.store.chunks.disk_usage(),
+            "members": gossip.members_json(),
+            "leader": gossip.leader,
+            "term": gossip.term,
+            "is_leader": gossip.is_leader(),
+            "replication": {"replicas": self.config.replicas, "write_quorum": self.config.write_quorum,
+                            "bad_copies_reported": self.cluster.bad_copies_reported},
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,
                 "missing_chunks_at_start": self.store.stats.missing_chunks_at_start,

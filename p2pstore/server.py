@@ -11,9 +11,11 @@ import sys
 from aiohttp import web
 
 from .api.errors import json_errors
+from .api.internal import add_internal_routes, cluster_secret_auth
 from .api.public import NODE_KEY, add_routes, api_token_auth
 from .config import NodeConfig
 from .node import Node
+from .web.routes import add_web_routes
 
 log = logging.getLogger("p2pstore")
 
@@ -21,9 +23,13 @@ CLIENT_MAX_SIZE = 1024**2  # only for bodies read whole (forms, internal message
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[json_errors, api_token_auth], client_max_size=CLIENT_MAX_SIZE)
+    app = web.Application(
+        middlewares=[json_errors, cluster_secret_auth, api_token_auth], client_max_size=CLIENT_MAX_SIZE
+    )
     app[NODE_KEY] = node
     add_routes(app)
+    add_web_routes(app)
+    add_internal_routes(app)
     return app
 
 
@@ -65,6 +71,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         await runner.cleanup()
         node.close()
         raise SystemExit(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+    node.start()
     tasks = [asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer")]
     log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
     try:
@@ -76,6 +83,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await node.stop()
         await runner.cleanup()
         node.close()
         log.info("node %s stopped", node.node_id)

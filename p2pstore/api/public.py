@@ -85,54 +85,49 @@ async def put_file(request: web.Request) -> web.Response:
         raise LengthRequired("Content-Length or chunked transfer encoding required")
     expected = check_sha_header(request.headers.get("X-Content-SHA256"))
     content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-    result = await get_node(request).put(
-        key, body_stream(request), content_type, expected, request.content_length
-    )
+    node = get_node(request)
+    w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
+    result = await node.put(key, body_stream(request), content_type, expected, request.content_length, w)
     return web.json_response(write_json(result), status=201)
 
 
 async def post_file(request: web.Request) -> web.Response:
-    """Browser form upload: fields ``file`` and optional ``key`` (before or after the file)."""
+    """Browser form upload: field ``file`` and optional ``key`` (send ``key`` first; without it
+    the upload's file name is the key). The file part is streamed straight to the replicas."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("POST /files needs a multipart/form-data body with a 'file' field")
     node = get_node(request)
+    w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
     reader = await request.multipart()
     key: str | None = None
-    blob = None
-    filename = None
-    content_type = DEFAULT_CONTENT_TYPE
-    try:
-        async for part in reader:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "key":
-                key = (await part.text()).strip() or None
-            elif part.name == "file" and blob is None:
-                filename = part.filename
-                content_type = part.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+    result: WriteResult | None = None
+    async for part in reader:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "key" and result is None:
+            key = (await part.text()).strip() or None
+        elif part.name == "file" and result is None:
+            key = validate_key(key or part.filename or "", node.config.max_key_bytes)
+            content_type = part.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
 
-                async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
-                    while data := await p.read_chunk(READ_SIZE):
-                        yield data
+            async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
+                while data := await p.read_chunk(READ_SIZE):
+                    yield data
 
-                blob = await node.store.write_stream(pieces(), None, node.config.max_upload_bytes)
-            else:
-                await part.release()
-        if blob is None:
-            raise BadRequest("multipart body has no 'file' field")
-        key = validate_key(key or filename or "", node.config.max_key_bytes)
-        result = await node.commit_blob(key, blob, content_type)
-        blob = None
-    finally:
-        if blob is not None:
-            await node.store.discard(blob)
+            result = await node.put(key, pieces(), content_type, None, None, w)
+        else:
+            await part.release()
+    if result is None:
+        raise BadRequest("multipart body has no 'file' field")
     return web.json_response(write_json(result), status=201)
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
     key = key_from_path(request)
     node = get_node(request)
-    entry = node.lookup(key)
+    local = request.query.get("local") in ("1", "true", "yes")
+    resolved = node.lookup_local(key) if local else await node.lookup(key)
+    entry = resolved.entry
     headers = {
         "ETag": etag_of(entry.sha256),
         "Last-Modified": http_date(entry.modified),
@@ -152,7 +147,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         await resp.prepare(request)
         return resp
-    body = node.read_range(entry, start, end)
+    body = node.read_range(resolved, start, end)
     first = await anext(body, None)  # errors before the first byte become a JSON error
     await resp.prepare(request)
     try:
@@ -172,7 +167,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 async def delete_file(request: web.Request) -> web.Response:
     key = key_from_path(request)
-    result = await get_node(request).delete(key)
+    node = get_node(request)
+    w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
+    result = await node.delete(key, w)
     return web.json_response(
         {"key": key, "version": result.entry.version, "deleted": True, "replicas": result.replicas}
     )
@@ -198,7 +195,12 @@ async def list_files(request: web.Request) -> web.Response:
     after = request.query.get("after", "")
     entries = node.list(prefix, after, limit)
     nxt = entries[-1].key if len(entries) == limit else None
-    return web.json_response({"files": [entry_json(e) for e in entries], "next": nxt})
+    files = [entry_json(e) for e in entries]
+    if request.query.get("long") in ("1", "true", "yes") and files:
+        report = await node.cluster.replica_report([f["key"] for f in files])
+        for f in files:
+            f["replicas"] = report[f["key"]]
+    return web.json_response({"files": files, "next": nxt})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -206,7 +208,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(get_node(request).status())
+    node = get_node(request)
+    body = node.status()
+    if request.query.get("files") in ("1", "true", "yes"):
+        limit = int_param(request, "limit", 1000, 1, MAX_LIST)
+        entries = node.list(request.query.get("prefix", ""), request.query.get("after", ""), limit)
+        report = await node.cluster.replica_report([e.key for e in entries])
+        body["files_detail"] = [{**entry_json(e), "replicas": report[e.key]} for e in entries]
+    return web.json_response(body)
 
 
 async def checkpoint(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..core.manifest import ManifestEntry, newer
+from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, newer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -23,8 +23,10 @@ CREATE TABLE IF NOT EXISTS files (
     chunks BLOB NOT NULL,
     content_type TEXT NOT NULL,
     deleted INTEGER NOT NULL,
-    modified REAL NOT NULL
+    modified REAL NOT NULL,
+    bucket INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
     sha TEXT PRIMARY KEY,
     refs INTEGER NOT NULL
@@ -96,10 +98,11 @@ class MetadataDB:
         self._w = connect(path, sync)
         self._w.executescript(SCHEMA)
         self._r = connect(path, sync)
+        self._kv = connect(path, sync)  # small node state, written from the event loop
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        for conn in (self._r, self._w):
+        for conn in (self._r, self._w, self._kv):
             conn.close()
 
     # ---- reads (any thread; the read connection is guarded by a lock) ----
@@ -131,6 +134,17 @@ class MetadataDB:
             if len(page) < batch:
                 return
             after = page[-1].key
+
+    def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
+        rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket = ?", (bucket,))
+        return [row_to_entry(r) for r in rows]
+
+    def build_digest(self) -> BucketDigest:
+        """The per-bucket digest of every entry (done once at start; then kept up to date)."""
+        digest = BucketDigest()
+        for entry in self.iter_all():
+            digest.add(entry)
+        return digest
 
     def counts(self) -> dict[str, int]:
         files, size = self._read("SELECT count(*), coalesce(sum(size), 0) FROM files WHERE deleted = 0")[0]
@@ -170,7 +184,7 @@ class MetadataDB:
                 self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
                 self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
                 conn.execute(
-                    f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                    f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
                         entry.key,
                         entry.version,
@@ -180,6 +194,7 @@ class MetadataDB:
                         entry.content_type,
                         int(entry.deleted),
                         entry.modified,
+                        bucket_of(entry.key),
                     ),
                 )
                 won.append((old, entry))
@@ -205,7 +220,8 @@ class MetadataDB:
         return [r[0] for r in self._w.execute("SELECT sha FROM chunk_refs WHERE refs <= 0")]
 
     def set_state(self, name: str, value: bytes) -> None:
-        self._w.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
+        """Durably store one small value (own connection: callable from any one thread)."""
+        self._kv.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
 
     def backup_to(self, dest: Path) -> None:
         """Consistent snapshot via SQLite's online backup API."""

@@ -67,6 +67,7 @@ class LocalStore:
         self.chunks.clean_tmp()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
+        self.manifest_digest = self.db.build_digest()
         self.stats.missing_chunks_at_start = len(self.missing_chunks())
         if self.stats.missing_chunks_at_start:
             log.warning("%d referenced chunks are missing on disk", self.stats.missing_chunks_at_start)
@@ -209,12 +210,22 @@ class LocalStore:
         """Make ``blob`` durable under ``entry``; True if the entry won (is now current)."""
         if blob is not None:
             await self.in_io(self._promote, blob)
-        won = await self.in_db(self.db.apply, [entry])
+        won = await self.apply_entries([entry])
         return bool(won)
 
     async def apply_entries(self, entries: Iterable[ManifestEntry]) -> list:
-        """Apply manifest entries learned from elsewhere (LWW); returns the winners."""
-        return await self.in_db(self.db.apply, list(entries))
+        """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners."""
+        won = await self.in_db(self.db.apply, list(entries))
+        for old, new in won:
+            self.manifest_digest.replace(old, new)
+        return won
+
+    # ---- the ManifestStore protocol used by manifest anti-entropy ----
+    def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
+        return self.db.entries_in_bucket(bucket)
+
+    def digest(self):
+        return self.manifest_digest
 
     # ---- reads ----
     def get(self, key: str) -> ManifestEntry | None:

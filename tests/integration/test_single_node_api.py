@@ -115,8 +115,8 @@ async def test_overwrite_delete_and_listing(node: NodeProcess) -> None:
 async def test_multipart_upload(node: NodeProcess) -> None:
     async with aiohttp.ClientSession() as s:
         form = aiohttp.FormData()
+        form.add_field("key", "forms/named.txt")  # before the file: it is streamed as it arrives
         form.add_field("file", b"form bytes", filename="hello.txt", content_type="text/plain")
-        form.add_field("key", "forms/named.txt")
         async with s.post(f"{node.url}/files", data=form) as r:
             assert r.status == 201, await r.text()
             assert (await r.json())["key"] == "forms/named.txt"

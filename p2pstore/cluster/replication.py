@@ -1,0 +1,466 @@
+"""Replication through any node: placement, fan-out writes with a W quorum, verified reads
+that fail over between replicas chunk by chunk, and manifest anti-entropy.
+
+Writes are two-phase so that nothing half-received ever becomes visible: every replica first
+*stages* the streamed body (chunk files fsynced under tmp/), the gateway checks that all staged
+copies agree, then asks them to *commit* (promote chunks, apply the manifest entry, fsync) and
+acknowledges the client after W commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..core import placement
+from ..core.manifest import ManifestEntry, ManifestSync
+from ..errors import BadRequest, CorruptData, NotFound, StoreError, Unavailable
+from ..storage.store import StoredBlob
+from .fanout import Sink, fan_out, first_n
+from .gossip import Gossip
+from .transport import MSGPACK, PeerError, Transport
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+log = logging.getLogger("p2pstore.replication")
+
+STAGE_TTL = 600.0
+LOOKUP_TIMEOUT = 2.0
+COMMIT_TIMEOUT = 30.0
+
+
+@dataclass
+class Staged:
+    blob: StoredBlob
+    expires: float
+
+
+@dataclass
+class Resolved:
+    """The newest entry for a key among reachable replicas, and who holds it complete."""
+
+    entry: ManifestEntry
+    holders: list[str]
+
+
+class Cluster:
+    """Cluster behaviour of one node (created by Node when it starts serving)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        cfg = node.config
+        self.transport = Transport(cfg.cluster_secret)
+        self.gossip = Gossip(
+            node.node_id,
+            cfg.advertise_address,
+            cfg.seeds,
+            node.store.db,
+            self.transport,
+            cfg.gossip_interval,
+            cfg.dead_after,
+        )
+        self.staged: dict[str, Staged] = {}
+        self.background: set[asyncio.Task] = set()
+        self.sync = ManifestSync()
+        self._tasks: list[asyncio.Task] = []
+        self.bad_copies_reported = 0
+
+    # ---- lifecycle ----
+    def start(self) -> None:
+        self.gossip.start()
+        self._tasks = [
+            asyncio.create_task(self._anti_entropy_loop(), name="manifest-sync"),
+            asyncio.create_task(self._expire_staged_loop(), name="staged-expiry"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.background:
+            await asyncio.wait(self.background, timeout=10)
+        await self.gossip.stop()
+        for staged in self.staged.values():
+            await self.node.store.discard(staged.blob)
+        await self.transport.close()
+
+    def _spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    # ---- placement ----
+    def replicas_for(self, key: str) -> list[str]:
+        return placement.replicas(key, self.gossip.placement_ids(), self.node.config.replicas)
+
+    def reachable(self, node_ids: list[str]) -> list[str]:
+        return [n for n in node_ids if n == self.node.node_id or self.gossip.is_live(n)]
+
+    def address(self, node_id: str) -> str:
+        addr = self.gossip.address_of(node_id)
+        if addr is None:
+            raise PeerError(node_id, "unknown member")
+        return addr
+
+    # ---- writes ----
+    async def write(
+        self,
+        key: str,
+        body: AsyncIterator[bytes] | None,
+        content_type: str,
+        expected_sha: str | None,
+        expected_size: int | None,
+        w: int,
+        tombstone: bool = False,
+    ) -> tuple[ManifestEntry, list[str]]:
+        """Replicate a new version of ``key`` (a body, or a tombstone) and wait for W commits."""
+        replicas = self.replicas_for(key)
+        targets = self.reachable(replicas)
+        w = min(w, len(replicas))  # a cluster smaller than R needs only what it has
+        if len(targets) < w:
+            raise Unavailable(
+                f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
+                {"reachable": targets, "replicas": replicas, "w": w},
+            )
+        version = self.node.new_version()
+        modified = time.time()
+        if tombstone:
+            entry = ManifestEntry.tombstone(key, version, modified)
+            staged = {t: None for t in targets}
+        else:
+            assert body is not None
+            staged, info = await self._stage_all(targets, body, expected_sha, expected_size, w)
+            entry = ManifestEntry(
+                key=key, version=version, size=info["size"], sha256=info["sha256"],
+                chunks=tuple(info["chunks"]), content_type=content_type, deleted=False,
+                modified=modified,
+            )  # fmt: skip
+        tasks = [self._spawn(self._commit_one(node_id, upload, entry)) for node_id, upload in staged.items()]
+        done, errors = await first_n(tasks, w)
+        if len(done) < w:
+            raise Unavailable(
+                f"only {len(done)} replicas committed, {w} needed",
+                {"errors": [str(e) for e in errors][:5]},
+            )
+        if self.node.node_id not in staged:
+            await self.node.store.apply_entries([entry])  # the gateway's manifest knows it too
+        return entry, sorted(done)
+
+    async def _stage_all(
+        self,
+        targets: list[str],
+        body: AsyncIterator[bytes],
+        expected_sha: str | None,
+        expected_size: int | None,
+        w: int,
+    ) -> tuple[dict[str, str | None], dict[str, Any]]:
+        """Stream the body to every target; return {node: upload id} of those that staged it."""
+        uploads = {t: uuid.uuid4().hex for t in targets}
+        sinks = [Sink(t) for t in targets]
+        for sink in sinks:
+            sink.start(self._stage_consumer(sink.node_id, uploads[sink.node_id], expected_sha))
+        try:
+            await fan_out(body, sinks)
+        except BaseException:
+            self._spawn(self._abort_all(uploads))
+            raise
+        results = await asyncio.gather(*(s.task for s in sinks), return_exceptions=True)
+        ok: dict[str, dict[str, Any]] = {}
+        errors: list[BaseException] = []
+        for sink, result in zip(sinks, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(result)
+            else:
+                ok[sink.node_id] = result
+        bad_request = next((e for e in errors if isinstance(e, BadRequest)), None)
+        infos = {(r["size"], r["sha256"], tuple(r["chunks"])) for r in ok.values()}
+        if bad_request is not None or len(ok) < w or len(infos) != 1:
+            self._spawn(self._abort_all(uploads))
+            if bad_request is not None:
+                raise bad_request
+            if len(infos) > 1:
+                raise StoreError("replicas received different bytes; nothing stored", status=500)
+            first = next((e for e in errors if isinstance(e, StoreError)), None)
+            if first is not None and first.status in (413, 507) and not ok:
+                raise first
+            raise Unavailable(
+                f"only {len(ok)} of {len(targets)} replicas stored the upload, {w} needed",
+                {"errors": [str(e) for e in errors][:5]},
+            )
+        if expected_size is not None and next(iter(ok.values()))["size"] != expected_size:
+            self._spawn(self._abort_all(uploads))
+            raise BadRequest("body shorter than Content-Length")
+        failed = {t: uploads[t] for t in targets if t not in ok}
+        if failed:
+            self._spawn(self._abort_all(failed))
+        return {t: uploads[t] for t in ok}, next(iter(ok.values()))
+
+    def _stage_consumer(self, node_id: str, upload: str, expected_sha: str | None):
+        async def consume(body: AsyncIterator[bytes]) -> dict[str, Any]:
+            if node_id == self.node.node_id:
+                return await self.stage_local(upload, body, expected_sha)
+            headers = {"Content-Type": "application/octet-stream"}
+            if expected_sha:
+                headers["X-Content-SHA256"] = expected_sha
+            try:
+                return await self.transport.put_stream(
+                    self.address(node_id), f"/stage/{upload}", body, headers
+                )
+            except PeerError as exc:
+                if exc.status == 400:
+                    raise BadRequest("X-Content-SHA256 does not match the body; nothing stored") from exc
+                if exc.status in (413, 507):
+                    raise StoreError(f"replica {node_id} refused: {exc}", status=exc.status) from exc
+                raise
+
+        return consume
+
+    async def stage_local(self, upload: str, body: AsyncIterator[bytes], expected_sha: str | None) -> dict:
+        store = self.node.store
+        blob = await store.write_stream(body, expected_sha, self.node.config.max_upload_bytes)
+        self.staged[upload] = Staged(blob, time.monotonic() + STAGE_TTL)
+        return {"size": blob.size, "sha256": blob.sha256, "chunks": list(blob.chunks)}
+
+    async def commit_local(self, upload: str | None, entry: ManifestEntry) -> bool:
+        blob = None
+        if upload is not None:
+            staged = self.staged.pop(upload, None)
+            if staged is None:
+                raise NotFound("no such staged upload (expired or aborted)")
+            blob = staged.blob
+            if blob.sha256 != entry.sha256 or blob.size != entry.size:
+                await self.node.store.discard(blob)
+                raise BadRequest("entry does not match the staged upload")
+        self.node.clock.observe(entry.version)
+        return await self.node.store.commit(blob, entry)
+
+    async def abort_local(self, upload: str) -> None:
+        staged = self.staged.pop(upload, None)
+        if staged is not None:
+            await self.node.store.discard(staged.blob)
+
+    async def _commit_one(self, node_id: str, upload: str | None, entry: ManifestEntry) -> str:
+        if node_id == self.node.node_id:
+            await self.commit_local(upload, entry)
+        else:
+            await self.transport.call(
+                self.address(node_id), "/commit", {"upload": upload, "entry": entry.to_wire()},
+                timeout=COMMIT_TIMEOUT,
+            )  # fmt: skip
+        return node_id
+
+    async def _abort_all(self, uploads: dict[str, str]) -> None:
+        for node_id, upload in uploads.items():
+            with contextlib.suppress(Exception):
+                if node_id == self.node.node_id:
+                    await self.abort_local(upload)
+                else:
+                    await self.transport.call(self.address(node_id), "/abort", {"upload": upload})
+
+    async def _expire_staged_loop(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            now = time.monotonic()
+            for upload in [u for u, s in self.staged.items() if s.expires < now]:
+                await self.abort_local(upload)
+
+    # ---- reads ----
+    def local_view(self, key: str) -> dict[str, Any]:
+        """What this node holds for ``key``: its entry and whether every chunk is present."""
+        entry = self.node.store.get(key)
+        complete = entry is not None and (entry.deleted or self.node.store.has_all_chunks(entry))
+        return {"entry": entry.to_wire() if entry else None, "complete": complete}
+
+    async def _remote_view(self, node_id: str, key: str) -> tuple[str, dict[str, Any]]:
+        reply = await self.transport.call(
+            self.address(node_id), "/entries", {"keys": [key]}, timeout=LOOKUP_TIMEOUT
+        )
+        return node_id, reply["views"][0]
+
+    async def resolve(self, key: str) -> Resolved:
+        """Find the newest entry among this node and the key's reachable replicas."""
+        peers = [n for n in self.reachable(self.replicas_for(key)) if n != self.node.node_id]
+        views: dict[str, dict[str, Any]] = {self.node.node_id: self.local_view(key)}
+        results = await asyncio.gather(*(self._remote_view(n, key) for n in peers), return_exceptions=True)
+        for result in results:
+            if isinstance(result, tuple):
+                views[result[0]] = result[1]
+        best: ManifestEntry | None = None
+        for view in views.values():
+            if view["entry"] is not None:
+                candidate = ManifestEntry.from_wire(view["entry"])
+                if best is None or candidate.version > best.version:
+                    best = candidate
+        if best is None or best.deleted:
+            if best is not None:
+                await self.node.store.apply_entries([best])
+            raise NotFound(f"key not found: {key}")
+        await self.node.store.apply_entries([best])  # read repair of this node's manifest
+        holders = [
+            n for n, v in views.items()
+            if v["entry"] is not None and v["entry"]["version"] == best.version and v["complete"]
+        ]  # fmt: skip
+        if self.node.node_id in holders:  # ourselves first: no network hop
+            holders.remove(self.node.node_id)
+            holders.insert(0, self.node.node_id)
+        if not holders:
+            raise Unavailable(f"no reachable replica holds a complete copy of {key}")
+        return Resolved(best, holders)
+
+    async def fetch_chunk(self, sha: str, holders: list[str], bad: set[str]) -> bytes:
+        """One verified chunk from the first holder that has a good copy."""
+        reasons: list[str] = []
+        for node_id in holders:
+            if node_id in bad:
+                continue
+            try:
+                if node_id == self.node.node_id:
+                    return await self.node.store.read_chunk(sha)
+                data = await self.transport.get_bytes(self.address(node_id), f"/chunk/{sha}")
+                if hashlib.sha256(data).hexdigest() != sha:
+                    raise CorruptData(f"chunk {sha[:12]} from {node_id} failed verification")
+                return data
+            except (PeerError, StoreError, OSError) as exc:
+                bad.add(node_id)
+                self.bad_copies_reported += 1
+                reasons.append(f"{node_id}: {getattr(exc, 'message', exc)}")
+                log.warning("replica %s could not serve chunk %s: %s", node_id, sha[:12], exc)
+        raise Unavailable(
+            f"no replica could serve a verified copy of chunk {sha[:12]} ({'; '.join(reasons)})"
+        )
+
+    async def read_range(self, resolved: Resolved, start: int, end: int) -> AsyncIterator[bytes]:
+        """Verified bytes [start, end), switching replica per chunk on failure; one chunk ahead."""
+        entry = resolved.entry
+        bad: set[str] = set()
+        spans = chunk_spans(entry, self.node.config.chunk_size, self.node.store)
+        wanted = [(sha, off) for sha, off, length in spans if off + length > start and off < end]
+        if not wanted:
+            return
+        nxt = asyncio.ensure_future(self.fetch_chunk(wanted[0][0], resolved.holders, bad))
+        try:
+            for i, (_sha, offset) in enumerate(wanted):
+                data = await nxt
+                if i + 1 < len(wanted):
+                    nxt = asyncio.ensure_future(self.fetch_chunk(wanted[i + 1][0], resolved.holders, bad))
+                yield data[max(0, start - offset) : min(len(data), end - offset)]
+        finally:
+            if not nxt.done():
+                nxt.cancel()
+
+    # ---- manifest anti-entropy ----
+    async def _anti_entropy_loop(self) -> None:
+        interval = max(1.0, self.node.config.gossip_interval * 4)
+        while True:
+            await asyncio.sleep(interval * (0.5 + random.random()))
+            peers = self.gossip.live_peers()
+            if not peers:
+                continue
+            peer = random.choice(peers)
+            try:
+                await self.sync_manifest_with(peer.address)
+            except (PeerError, ValueError) as exc:
+                log.debug("manifest sync with %s failed: %s", peer.id, exc)
+
+    async def sync_manifest_with(self, address: str) -> int:
+        """Run one digest exchange with a peer; return how many entries we applied."""
+        store = self.node.store
+        applied = 0
+        msg: dict | None = self.sync.open(store)
+        while msg is not None and msg.get("type") != "manifest-done":
+            answer = await self.transport.call(address, "/manifest-sync", msg, timeout=30)
+            step = self.sync.handle(store, answer)
+            if step.apply:
+                applied += len(await self.apply_remote_entries(step.apply))
+            msg = step.reply
+        return applied
+
+    async def handle_manifest_sync(self, msg: Any) -> dict:
+        step = self.sync.handle(self.node.store, msg)
+        if step.apply:
+            await self.apply_remote_entries(step.apply)
+        return step.reply or {"type": "manifest-done"}
+
+    async def apply_remote_entries(self, entries: list[ManifestEntry]) -> list:
+        for e in entries:
+            self.node.clock.observe(e.version)
+        return await self.node.store.apply_entries(entries)
+
+    # ---- cluster-wide actions ----
+    async def checkpoint_peers(self) -> list[dict[str, Any]]:
+        async def one(member_id: str, address: str) -> dict[str, Any]:
+            try:
+                return await self.transport.call(address, "/checkpoint", {}, timeout=60)
+            except PeerError as exc:
+                return {"node_id": member_id, "ok": False, "checkpoint": None, "error": str(exc)}
+
+        peers = self.gossip.live_peers()
+        return list(await asyncio.gather(*(one(m.id, m.address) for m in peers)))
+
+    async def replica_report(self, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """For each key: its replica nodes and whether each holds a complete current copy."""
+        by_node: dict[str, list[str]] = {}
+        for key in keys:
+            for n in self.replicas_for(key):
+                by_node.setdefault(n, []).append(key)
+
+        async def views_of(node_id: str, ks: list[str]) -> tuple[str, dict[str, dict]]:
+            if node_id == self.node.node_id:
+                return node_id, {k: self.local_view(k) for k in ks}
+            if not self.gossip.is_live(node_id):
+                return node_id, {}
+            try:
+                reply = await self.transport.call(self.address(node_id), "/entries", {"keys": ks})
+                return node_id, dict(zip(ks, reply["views"], strict=True))
+            except (PeerError, KeyError, ValueError):
+                return node_id, {}
+
+        results = dict(await asyncio.gather(*(views_of(n, ks) for n, ks in by_node.items())))
+        report: dict[str, list[dict[str, Any]]] = {}
+        for key in keys:
+            local = self.node.store.get(key)
+            version = local.version if local else None
+            rows = []
+            for n in self.replicas_for(key):
+                view = results.get(n, {}).get(key)
+                ok = bool(
+                    view and view["complete"] and view["entry"] and view["entry"]["version"] == version
+                )
+                rows.append({"node": n, "verified": ok})
+            report[key] = rows
+        return report
+
+
+def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple[str, int, int]]:
+    """(sha, offset, length) for each chunk: from the usual chunk size, else from local files."""
+    n = len(entry.chunks)
+    if n == 0:
+        return []
+    if (n - 1) * chunk_size < entry.size <= n * chunk_size:
+        last = entry.size - (n - 1) * chunk_size
+        return [
+            (sha, i * chunk_size, chunk_size if i < n - 1 else last) for i, sha in enumerate(entry.chunks)
+        ]
+    spans, offset = [], 0
+    for sha in entry.chunks:  # written with another chunk size: ask the local files
+        length = store.chunks.length(sha)
+        if length is None:
+            raise Unavailable("file was written with another chunk size; fetch it from a replica")
+        spans.append((sha, offset, length))
+        offset += length
+    return spans
+
+
+__all__ = ["MSGPACK", "Cluster", "Resolved"]
