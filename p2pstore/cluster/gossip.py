@@ -63,6 +63,7 @@ class Gossip:
         self.db = db
         self.transport = transport
         self.dead_after = dead_after
+        self.seeds = [s for s in seeds if s != address]
         self.on_change = on_change or (lambda: None)
         now = time.monotonic()
         known = self._load_members()
@@ -187,7 +188,11 @@ class Gossip:
 
     def _step(self, now: float) -> None:
         self._dispatch_membership(self.membership.tick(now))
-        self._dispatch_election(self.election.tick(now, self.voters()))
+        voters = self.voters()
+        if not (self.seeds and len(voters) <= 1):
+            # A node told to join through seeds waits until it has joined: alone it would be
+            # its own majority and could lead a term that the real cluster also uses.
+            self._dispatch_election(self.election.tick(now, voters))
         self._after_events()
         if now - self._last_persist > PERSIST_MEMBERS_EVERY:
             self._last_persist = now

@@ -32,7 +32,7 @@ def pack(obj: Any) -> bytes:
 
 
 def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, max_buffer_size=MAX_MESSAGE_BYTES)
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 class Transport:

@@ -1,0 +1,538 @@
+/* p2pstore status page: plain JS, no build step.
+ *
+ * Every piece of text coming from the node goes into the DOM through textContent / text nodes
+ * (the el() helper), never through innerHTML, so a key like "<script>..." shows as text.
+ */
+"use strict";
+(() => {
+  const STATUS_INTERVAL_MS = 1000;
+  const FILES_INTERVAL_MS = 3000;
+  const PAGE_SIZE = 50;
+  const TOKEN_KEY = "p2pstore.apiToken";
+  const STATE_CLASS = {
+    alive: "text-bg-success",
+    suspect: "text-bg-warning",
+    dead: "text-bg-danger",
+    left: "text-bg-secondary",
+  };
+
+  const state = {
+    status: null,
+    replicas: 3,
+    prefix: "",
+    after: "",
+    afterStack: [],
+    next: null,
+    filesSig: "",
+    memberIds: "",
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  /** Create an element; props: class, text, on<event>, other attributes. Children are appended as text-safe nodes. */
+  function el(tag, props, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = String(v);
+      else if (k.startsWith("on") && typeof v === "function") node.addEventListener(k.slice(2), v);
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) {
+      if (c === null || c === undefined || c === false) continue;
+      node.append(c instanceof Node ? c : String(c));
+    }
+    return node;
+  }
+
+  // ---------------------------------------------------------------- formatting
+
+  function humanSize(n) {
+    if (typeof n !== "number" || !isFinite(n)) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let i = 0;
+    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return i === 0 ? `${n} B` : `${n.toFixed(n < 10 ? 2 : n < 100 ? 1 : 0)} ${units[i]}`;
+  }
+
+  function fmtDate(unix) {
+    if (typeof unix !== "number" || !unix) return "—";
+    return new Date(unix * 1000).toLocaleString();
+  }
+
+  function ago(unix) {
+    if (typeof unix !== "number" || !unix) return "—";
+    const s = Math.max(0, Date.now() / 1000 - unix);
+    if (s < 1.5) return "now";
+    if (s < 90) return `${Math.round(s)} s ago`;
+    if (s < 5400) return `${Math.round(s / 60)} min ago`;
+    if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  }
+
+  function duration(sec) {
+    if (typeof sec !== "number") return "—";
+    const d = Math.floor(sec / 86400), h = Math.floor(sec / 3600) % 24, m = Math.floor(sec / 60) % 60;
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${m}m`;
+    if (m) return `${m}m ${Math.floor(sec % 60)}s`;
+    return `${Math.floor(sec)}s`;
+  }
+
+  function fmtScalar(key, v) {
+    if (v === null || v === undefined) return "—";
+    if (typeof v === "number" && /bytes/i.test(key)) return humanSize(v);
+    if (typeof v === "number" && /(^|_)(at|time|last_\w+|since)$/i.test(key) && v > 1e9) return fmtDate(v);
+    if (typeof v === "boolean") return v ? "yes" : "no";
+    if (typeof v === "object") return JSON.stringify(v);
+    return String(v);
+  }
+
+  const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
+
+  /** Render any JSON value as a small table / definition list (used for repair and recover reports). */
+  function renderGeneric(value, key = "") {
+    if (value === null || value === undefined) return el("span", { class: "text-body-secondary", text: "—" });
+    if (Array.isArray(value)) {
+      if (!value.length) return el("span", { class: "text-body-secondary", text: "none" });
+      if (value.every(isObj)) return tableOf(value.map((v, i) => [String(i + 1), v]));
+      return el("span", { text: value.map((v) => fmtScalar(key, v)).join(", ") });
+    }
+    if (!isObj(value)) return el("span", { text: fmtScalar(key, value) });
+    const entries = Object.entries(value);
+    const nested = entries.filter(([, v]) => isObj(v));
+    const flat = entries.filter(([, v]) => !isObj(v));
+    const wrap = el("div");
+    if (flat.length) {
+      const dl = el("dl", { class: "row mb-1" });
+      for (const [k, v] of flat) {
+        dl.append(el("dt", { class: "col-6 col-sm-5 fw-normal text-body-secondary", text: k }));
+        dl.append(el("dd", { class: "col-6 col-sm-7 mb-0" }, renderGeneric(v, k)));
+      }
+      wrap.append(dl);
+    }
+    if (nested.length) wrap.append(tableOf(nested));
+    return wrap;
+  }
+
+  function tableOf(rows) {
+    const cols = [];
+    for (const [, obj] of rows) for (const k of Object.keys(obj)) if (!cols.includes(k)) cols.push(k);
+    const head = el("tr", null, el("th", { text: "" }), ...cols.map((c) => el("th", { text: c })));
+    const body = rows.map(([name, obj]) =>
+      el("tr", { "data-row": name }, el("th", { text: name }),
+        ...cols.map((c) => el("td", { text: fmtScalar(c, obj[c]) }))));
+    return el("div", { class: "table-responsive" },
+      el("table", { class: "table table-sm mb-0" }, el("thead", null, head), el("tbody", null, ...body)));
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  const token = () => localStorage.getItem(TOKEN_KEY) || "";
+  const authHeaders = () => (token() ? { Authorization: `Bearer ${token()}` } : {});
+
+  class ApiError extends Error {
+    constructor(status, message, detail, body) {
+      super(message);
+      this.status = status;
+      this.detail = detail;
+      this.body = body;
+    }
+  }
+
+  function parseBody(text) {
+    if (!text) return null;
+    try { return JSON.parse(text); } catch { return text; }
+  }
+
+  function errorFrom(status, data) {
+    const msg = isObj(data) && data.error ? String(data.error) : status ? `HTTP ${status}` : "node unreachable";
+    return new ApiError(status, msg, isObj(data) ? data.detail : null, data);
+  }
+
+  async function api(method, path) {
+    let resp;
+    try {
+      resp = await fetch(path, { method, headers: authHeaders(), cache: "no-store" });
+    } catch (e) {
+      throw new ApiError(0, "node unreachable", String(e), null);
+    }
+    const data = parseBody(await resp.text());
+    if (!resp.ok) throw errorFrom(resp.status, data);
+    return data;
+  }
+
+  const fileUrl = (key) => "/files/" + key.split("/").map(encodeURIComponent).join("/");
+
+  function describeError(e) {
+    let text = e.message || String(e);
+    if (e.status) text += ` (HTTP ${e.status})`;
+    if (e.detail !== null && e.detail !== undefined && e.detail !== "") {
+      text += ": " + (typeof e.detail === "string" ? e.detail : JSON.stringify(e.detail));
+    }
+    return text;
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  function showMessage(kind, text) {
+    const alert = el("div", { class: `alert alert-${kind} alert-dismissible fade show py-2`, role: "alert" },
+      el("span", { class: "msg-text", text }),
+      el("button", { type: "button", class: "btn-close py-2", "data-bs-dismiss": "alert", "aria-label": "Close" }));
+    $("messages").prepend(alert);
+    while ($("messages").children.length > 4) $("messages").lastElementChild.remove();
+    if (kind === "success" || kind === "info") setTimeout(() => alert.remove(), 6000);
+  }
+
+  // ---------------------------------------------------------------- status / cluster
+
+  function setConn(ok, why) {
+    const badge = $("conn-state");
+    badge.textContent = ok ? "live" : "offline";
+    badge.className = `badge ms-2 ${ok ? "text-bg-success" : "text-bg-danger"}`;
+    badge.title = ok ? "" : why || "";
+  }
+
+  function renderStatus(s) {
+    $("node-id").textContent = s.node_id || "?";
+    $("node-version").textContent = s.version ? `v${s.version}` : "";
+    document.title = `p2pstore status — ${s.node_id}`;
+    if (isObj(s.replication) && typeof s.replication.replicas === "number") state.replicas = s.replication.replicas;
+
+    const disk = isObj(s.disk) ? s.disk : {};
+    $("node-stats").textContent = [
+      `files ${s.files ?? "—"}`,
+      `data ${humanSize(s.bytes)}`,
+      `chunks ${s.chunks ?? "—"}`,
+      `tombstones ${s.tombstones ?? "—"}`,
+      `disk free ${humanSize(disk.free)} of ${humanSize(disk.total)}`,
+      `up ${duration(s.uptime)}`,
+    ].join(" · ");
+
+    renderMembers(s);
+    renderRepair(s.repair);
+  }
+
+  function renderMembers(s) {
+    const members = Array.isArray(s.members) ? s.members : null;
+    const leader = s.leader ?? null;
+    const lead = $("leader");
+    lead.replaceChildren();
+    if (!("leader" in s) && !members) {
+      lead.append(el("span", { class: "text-body-secondary", text: "leader: not reported" }));
+    } else if (leader) {
+      lead.append("leader ", el("span", { class: "leader-mark", text: "★ " }), el("code", { text: leader }));
+    } else {
+      lead.append(el("span", { class: "badge text-bg-warning", text: "no leader" }));
+    }
+    if (typeof s.term === "number") lead.append(el("span", { class: "text-body-secondary", text: ` · term ${s.term}` }));
+
+    const tbody = $("members");
+    $("members-empty").classList.toggle("d-none", !!members);
+    const list = members || [];
+    tbody.replaceChildren(...list.map((m) => {
+      const st = String(m.state || "unknown");
+      const idCell = el("td", { class: "text-nowrap" }, el("code", { class: "member-id", text: m.id }));
+      if (m.id === leader) idCell.append(" ", el("span", { class: "badge text-bg-warning leader-badge", title: "leader", text: "★ leader" }));
+      if (m.self) idCell.append(" ", el("span", { class: "badge text-bg-light border", text: "this node" }));
+      return el("tr", { "data-node-id": m.id, "data-state": st },
+        idCell,
+        el("td", null, el("span", { class: `badge state-badge ${STATE_CLASS[st] || "text-bg-secondary"}`, text: st })),
+        el("td", { class: "d-none d-md-table-cell", text: m.address || "—" }),
+        el("td", { class: "text-end", text: m.incarnation ?? "—" }),
+        el("td", { class: "text-end text-nowrap", title: fmtDate(m.last_seen), text: m.self ? "now" : ago(m.last_seen) }));
+    }));
+    updateRecoverSelect(list, s.node_id);
+  }
+
+  function updateRecoverSelect(members, selfId) {
+    const ids = members.length ? members.map((m) => m.id) : selfId ? [selfId] : [];
+    const sig = ids.join("\n");
+    if (sig === state.memberIds) return;
+    state.memberIds = sig;
+    const select = $("recover-node");
+    const keep = select.value;
+    select.replaceChildren(el("option", { value: "", text: "choose a node…" }),
+      ...ids.map((id) => el("option", { value: id, text: id })));
+    if (ids.includes(keep)) select.value = keep;
+  }
+
+  function renderRepair(repair) {
+    const box = $("repair");
+    if (repair === undefined || repair === null) {
+      box.replaceChildren(el("span", { class: "text-body-secondary", text: "No repair information reported." }));
+      return;
+    }
+    box.replaceChildren(renderGeneric(repair, "repair"));
+  }
+
+  async function pollStatus() {
+    try {
+      const s = await api("GET", "/status");
+      state.status = s;
+      setConn(true);
+      renderStatus(s);
+    } catch (e) {
+      setConn(false, describeError(e));
+    } finally {
+      setTimeout(pollStatus, STATUS_INTERVAL_MS);
+    }
+  }
+
+  // ---------------------------------------------------------------- files
+
+  async function loadFiles(force) {
+    const q = new URLSearchParams({ limit: String(PAGE_SIZE), long: "1" });
+    if (state.prefix) q.set("prefix", state.prefix);
+    if (state.after) q.set("after", state.after);
+    try {
+      const data = await api("GET", "/files?" + q.toString());
+      const sig = JSON.stringify(data);
+      if (!force && sig === state.filesSig) return;
+      state.filesSig = sig;
+      renderFiles(data);
+    } catch (e) {
+      if (force) showMessage("danger", `Listing files failed: ${describeError(e)}`);
+    }
+  }
+
+  function replicaCell(f) {
+    const td = el("td", { class: "replicas" });
+    if (!Array.isArray(f.replicas)) {
+      td.append(el("span", { class: "text-body-secondary", text: "—" }));
+      return td;
+    }
+    const verified = f.replicas.filter((r) => r && r.verified).length;
+    td.setAttribute("data-verified", String(verified));
+    for (const r of f.replicas) {
+      const ok = !!(r && r.verified);
+      td.append(el("span", { class: "replica", title: ok ? "verified copy" : "copy not verified" },
+        el("code", { text: String(r && r.node) }),
+        el("span", { class: ok ? "replica-ok" : "replica-bad", text: ok ? " ✓" : " ✗" })));
+    }
+    if (verified < state.replicas) {
+      td.append(el("span", { class: "badge text-bg-warning replica-warning", text: `${verified}/${state.replicas} verified` }));
+    }
+    return td;
+  }
+
+  function renderFiles(data) {
+    const files = Array.isArray(data.files) ? data.files : [];
+    state.next = data.next || null;
+    $("files-empty").classList.toggle("d-none", files.length > 0);
+    $("files").replaceChildren(...files.map((f) => {
+      const name = f.key.split("/").pop();
+      const download = el("a", {
+        class: "btn btn-sm btn-outline-primary download-link", href: fileUrl(f.key), download: name,
+        title: "download", text: "Download",
+      });
+      download.addEventListener("click", (ev) => downloadWithToken(ev, f.key, name));
+      const del = el("button", { type: "button", class: "btn btn-sm btn-outline-danger delete-btn", text: "Delete" });
+      del.addEventListener("click", () => deleteFile(f.key));
+      const sha = String(f.sha256 || "");
+      return el("tr", { "data-key": f.key },
+        el("td", { class: "key-cell" }, el("span", { class: "key-text", text: f.key })),
+        el("td", { class: "text-end text-nowrap", title: `${f.size} bytes`, text: humanSize(f.size) }),
+        el("td", { class: "d-none d-md-table-cell text-nowrap", text: fmtDate(f.modified) }),
+        el("td", { class: "d-none d-lg-table-cell sha", title: sha, text: sha.slice(0, 12) }),
+        replicaCell(f),
+        el("td", { class: "text-end text-nowrap btn-row" }, download, " ", del));
+    }));
+    $("prev-page").disabled = state.afterStack.length === 0;
+    $("next-page").disabled = !state.next;
+    const page = state.afterStack.length + 1;
+    $("page-info").textContent = `page ${page}${state.prefix ? ` · prefix “${state.prefix}”` : ""}`;
+  }
+
+  /** Links cannot carry an Authorization header: with a token, fetch the file and save the blob. */
+  async function downloadWithToken(ev, key, name) {
+    if (!token()) return;
+    ev.preventDefault();
+    try {
+      const resp = await fetch(fileUrl(key), { headers: authHeaders() });
+      if (!resp.ok) throw errorFrom(resp.status, parseBody(await resp.text()));
+      const url = URL.createObjectURL(await resp.blob());
+      const a = el("a", { href: url, download: name });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10000);
+    } catch (e) {
+      showMessage("danger", `Download of ${key} failed: ${describeError(e)}`);
+    }
+  }
+
+  async function deleteFile(key) {
+    if (!window.confirm(`Delete ${key}? This removes it from every replica.`)) return;
+    try {
+      await api("DELETE", fileUrl(key));
+      showMessage("success", `Deleted ${key}`);
+    } catch (e) {
+      showMessage("danger", `Delete of ${key} failed: ${describeError(e)}`);
+    }
+    await loadFiles(true);
+  }
+
+  async function pollFiles() {
+    if (!document.hidden) await loadFiles(false);
+    setTimeout(pollFiles, FILES_INTERVAL_MS);
+  }
+
+  // ---------------------------------------------------------------- upload
+
+  function keyFor(file, field, count) {
+    if (!field) return "";
+    if (field.endsWith("/")) return field + file.name;
+    return count === 1 ? field : `${field}/${file.name}`;
+  }
+
+  function uploadOne(file, key) {
+    const bar = el("div", { class: "progress-bar", role: "progressbar" });
+    const text = el("span", { class: "upload-status", text: "uploading…" });
+    const item = el("li", { class: "list-group-item px-0 upload-item", "data-name": file.name },
+      el("div", { class: "d-flex justify-content-between gap-2" },
+        el("span", { class: "key-cell", text: key || file.name }), text),
+      el("div", { class: "progress upload-progress mt-1" }, bar));
+    $("upload-results").prepend(item);
+
+    return new Promise((resolve) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", "/files");
+      for (const [k, v] of Object.entries(authHeaders())) xhr.setRequestHeader(k, v);
+      xhr.upload.addEventListener("progress", (ev) => {
+        if (ev.lengthComputable) bar.style.width = `${Math.round((ev.loaded / ev.total) * 100)}%`;
+      });
+      const finish = (ok, message) => {
+        bar.style.width = "100%";
+        bar.classList.add(ok ? "bg-success" : "bg-danger");
+        text.textContent = message;
+        text.className = `upload-status ${ok ? "text-success" : "text-danger"}`;
+        item.setAttribute("data-result", ok ? "ok" : "error");
+        resolve(ok);
+      };
+      xhr.addEventListener("load", () => {
+        const data = parseBody(xhr.responseText);
+        if (xhr.status >= 200 && xhr.status < 300 && isObj(data)) {
+          const reps = Array.isArray(data.replicas) ? data.replicas.join(", ") : "?";
+          finish(true, `uploaded ${humanSize(data.size)} · v${data.version} · on ${reps}`);
+        } else {
+          finish(false, `failed: ${describeError(errorFrom(xhr.status, data))}`);
+        }
+      });
+      xhr.addEventListener("error", () => finish(false, "failed: network error"));
+      xhr.addEventListener("abort", () => finish(false, "aborted"));
+      const form = new FormData();
+      if (key) form.append("key", key); // the key part must come before the file part
+      form.append("file", file, file.name);
+      xhr.send(form);
+    });
+  }
+
+  async function onUpload(ev) {
+    ev.preventDefault();
+    const files = Array.from($("upload-file").files || []);
+    if (!files.length) return;
+    const field = $("upload-key").value.trim();
+    const btn = $("upload-btn");
+    btn.disabled = true;
+    try {
+      for (const f of files) await uploadOne(f, keyFor(f, field, files.length));
+    } finally {
+      btn.disabled = false;
+      $("upload-form").reset();
+      await loadFiles(true);
+    }
+  }
+
+  // ---------------------------------------------------------------- actions
+
+  async function onCheckpoint() {
+    const btn = $("checkpoint-btn");
+    const list = $("checkpoint-results");
+    btn.disabled = true;
+    list.replaceChildren(el("li", { class: "list-group-item px-0 text-body-secondary", text: "checkpointing…" }));
+    let results = null;
+    let failure = null;
+    try {
+      results = (await api("POST", "/checkpoint")).results;
+    } catch (e) {
+      if (isObj(e.body) && Array.isArray(e.body.results)) results = e.body.results;
+      else failure = e;
+    } finally {
+      btn.disabled = false;
+    }
+    if (failure) {
+      list.replaceChildren(el("li", { class: "list-group-item px-0 text-danger", text: `Checkpoint failed: ${describeError(failure)}` }));
+      return;
+    }
+    list.replaceChildren(...(results || []).map((r) =>
+      el("li", { class: "list-group-item px-0 checkpoint-result", "data-node-id": r.node_id, "data-ok": r.ok ? "1" : "0" },
+        el("code", { text: r.node_id }), " ",
+        el("span", { class: `badge ${r.ok ? "text-bg-success" : "text-bg-danger"}`, text: r.ok ? "ok" : "failed" }), " ",
+        el("span", { class: "text-body-secondary", text: r.ok ? String(r.checkpoint ?? "") : String(r.error ?? "") }))));
+    if (!results || !results.length) list.replaceChildren(el("li", { class: "list-group-item px-0", text: "no results" }));
+  }
+
+  async function onRecover(ev) {
+    ev.preventDefault();
+    const id = $("recover-node").value;
+    const out = $("recover-result");
+    if (!id) return;
+    const btn = $("recover-btn");
+    btn.disabled = true;
+    out.replaceChildren(el("span", { class: "text-body-secondary", text: `recovering ${id}…` }));
+    try {
+      const report = await api("POST", `/recover/${encodeURIComponent(id)}`);
+      out.replaceChildren(el("div", { class: "alert alert-success py-2 mb-1", text: `Recovery of ${id} done` }),
+        renderGeneric(report, "report"));
+    } catch (e) {
+      const text = e.status === 404 && !(isObj(e.body) && e.body.detail)
+        ? `Recovery is not available on this node (${e.message}, HTTP 404)`
+        : `Recovery of ${id} failed: ${describeError(e)}`;
+      out.replaceChildren(el("div", { class: "alert alert-danger py-2 mb-0 recover-error", text }));
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- wiring
+
+  function init() {
+    $("upload-form").addEventListener("submit", onUpload);
+    $("checkpoint-btn").addEventListener("click", onCheckpoint);
+    $("recover-form").addEventListener("submit", onRecover);
+    $("search-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      state.prefix = $("search").value;
+      state.after = "";
+      state.afterStack = [];
+      loadFiles(true);
+    });
+    $("next-page").addEventListener("click", () => {
+      if (!state.next) return;
+      state.afterStack.push(state.after);
+      state.after = state.next;
+      loadFiles(true);
+    });
+    $("prev-page").addEventListener("click", () => {
+      if (!state.afterStack.length) return;
+      state.after = state.afterStack.pop();
+      loadFiles(true);
+    });
+    $("token").value = token();
+    $("token-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const t = $("token").value.trim();
+      if (t) localStorage.setItem(TOKEN_KEY, t);
+      else localStorage.removeItem(TOKEN_KEY);
+      showMessage("info", t ? "API token saved in this browser" : "API token cleared");
+      loadFiles(true);
+    });
+    pollStatus();
+    loadFiles(true).then(() => setTimeout(pollFiles, FILES_INTERVAL_MS));
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
