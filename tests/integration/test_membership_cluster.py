@@ -1,0 +1,84 @@
+"""Membership and election between real node processes on loopback (issue: gossip + election).
+
+Bounds used here, with gossip_interval = 0.2 s (one protocol period): a killed node is
+suspected within ~2 periods and declared dead after the Lifeguard suspicion timeout (at most
+suspicion_max_timeout_mult * suspicion_mult * log10(max(N, 10)) = 24 periods = 4.8 s) plus
+dissemination (a few periods); we allow 15 s. A new leader needs the lease to lapse (3
+heartbeats = 0.6 s) plus an election timeout (≤ 1.2 s) plus a vote round; we allow 10 s.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.processes import NodeProcess, wait_for
+
+PERIOD = 0.2
+DEAD_BOUND = 15.0
+LEADER_BOUND = 10.0
+
+
+def view(node: NodeProcess) -> dict:
+    return node.get_json("/status", timeout=2)
+
+
+def states(node: NodeProcess) -> dict[str, str]:
+    return {m["id"]: m["state"] for m in view(node)["members"]}
+
+
+def all_see(nodes: list[NodeProcess], subject: str, state: str) -> bool:
+    return all(states(n).get(subject) == state for n in nodes)
+
+
+def agreed_leader(nodes: list[NodeProcess]) -> str | None:
+    leaders = {view(n)["leader"] for n in nodes}
+    if len(leaders) == 1 and None not in leaders:
+        return leaders.pop()
+    return None
+
+
+@pytest.mark.slow
+def test_five_nodes_join_detect_death_reelect_and_rejoin(node_factory) -> None:
+    nodes = node_factory(5, fsync="never", gossip_interval=PERIOD)
+    ids = [n.health()["node_id"] for n in nodes]
+    by_id = dict(zip(ids, nodes, strict=True))
+
+    wait_for(lambda: all(len(states(n)) == 5 and set(states(n).values()) == {"alive"} for n in nodes),
+             15, message="all 5 nodes see each other alive")
+    leader = wait_for(lambda: agreed_leader(nodes), LEADER_BOUND, message="one agreed leader")
+    terms = {view(n)["term"] for n in nodes}
+    assert len(terms) == 1
+
+    # kill -9 a follower: every live node marks it dead within the bound
+    victim = next(i for i in ids if i != leader)
+    by_id[victim].kill()
+    live = [n for i, n in by_id.items() if i != victim]
+    wait_for(lambda: all_see(live, victim, "dead"), DEAD_BOUND, message=f"{victim} dead everywhere")
+
+    # kill -9 the leader: a new leader among the survivors within the bound
+    by_id[leader].kill()
+    survivors = [n for i, n in by_id.items() if i not in (victim, leader)]
+    new_leader = wait_for(
+        lambda: (lambda ldr: ldr if ldr not in (None, leader) else None)(agreed_leader(survivors)),
+        LEADER_BOUND + DEAD_BOUND,
+        message="a new leader among 3 survivors of 5",
+    )
+    assert new_leader in ids and new_leader != leader
+
+    # restart both: all alive everywhere (higher incarnation wins), one leader
+    by_id[victim].start()
+    by_id[leader].start()
+    by_id[victim].wait_ready()
+    by_id[leader].wait_ready()
+    wait_for(lambda: all(all_see(nodes, i, "alive") for i in ids), 20, message="all alive again")
+    wait_for(lambda: agreed_leader(nodes), LEADER_BOUND, message="one leader after restarts")
+    incarnations = {m["id"]: m["incarnation"] for m in view(nodes[0])["members"]}
+    assert incarnations[victim] >= 2 and incarnations[leader] >= 2
+
+
+def test_graceful_stop_is_seen_as_left(node_factory) -> None:
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD)
+    wait_for(lambda: all(len(states(n)) == 3 for n in nodes), 15, message="3 members")
+    leaving = nodes[2].health()["node_id"]
+    nodes[2].terminate()
+    wait_for(lambda: all_see(nodes[:2], leaving, "left"), 10, message="left everywhere")
