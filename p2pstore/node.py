@@ -59,9 +59,7 @@ class Node:
         self.config = config
         self.node_id = load_node_id(config.data_dir)
         self.clock = HybridLogicalClock(self.node_id)
-        self.store = LocalStore(
-            config.data_dir, config.chunk_size, config.fsync, config.min_free_bytes
-        )
+        self.store = LocalStore(config.data_dir, config.chunk_size, config.fsync, config.min_free_bytes)
         self.started = time.time()
         self.cluster = Cluster(self)
 
@@ -146,8 +144,11 @@ class Node:
             "leader": gossip.leader,
             "term": gossip.term,
             "is_leader": gossip.is_leader(),
-            "replication": {"replicas": self.config.replicas, "write_quorum": self.config.write_quorum,
-                            "bad_copies_reported": self.cluster.bad_copies_reported},
+            "replication": {
+                "replicas": self.config.replicas,
+                "write_quorum": self.config.write_quorum,
+                "bad_copies_reported": self.cluster.bad_copies_reported,
+            },
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,
                 "missing_chunks_at_start": self.store.stats.missing_chunks_at_start,

@@ -129,9 +129,7 @@ class Gossip:
         return self.membership.state_of(node_id) in (ALIVE, SUSPECT)
 
     def live_peers(self) -> list[Member]:
-        return [
-            m for m in self.membership.members() if m.id != self.node_id and m.state in (ALIVE, SUSPECT)
-        ]
+        return [m for m in self.membership.members() if m.id != self.node_id and m.state in (ALIVE, SUSPECT)]
 
     def members_json(self) -> list[dict[str, Any]]:
         mono, wall = time.monotonic(), time.time()

@@ -435,9 +435,7 @@ class Cluster:
             rows = []
             for n in self.replicas_for(key):
                 view = results.get(n, {}).get(key)
-                ok = bool(
-                    view and view["complete"] and view["entry"] and view["entry"]["version"] == version
-                )
+                ok = bool(view and view["complete"] and view["entry"] and view["entry"]["version"] == version)
                 rows.append({"node": n, "verified": ok})
             report[key] = rows
         return report

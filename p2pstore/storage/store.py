@@ -53,8 +53,9 @@ class StoreStats:
 class LocalStore:
     """Chunks plus metadata for one data directory."""
 
-    def __init__(self, data_dir: Path, chunk_size: int, fsync: str = "always",
-                 min_free_bytes: int = 0) -> None:
+    def __init__(
+        self, data_dir: Path, chunk_size: int, fsync: str = "always", min_free_bytes: int = 0
+    ) -> None:
         self.data_dir = data_dir
         self.chunk_size = chunk_size
         self.fsync = fsync

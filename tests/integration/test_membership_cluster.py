@@ -43,8 +43,11 @@ def test_five_nodes_join_detect_death_reelect_and_rejoin(node_factory) -> None:
     ids = [n.health()["node_id"] for n in nodes]
     by_id = dict(zip(ids, nodes, strict=True))
 
-    wait_for(lambda: all(len(states(n)) == 5 and set(states(n).values()) == {"alive"} for n in nodes),
-             15, message="all 5 nodes see each other alive")
+    wait_for(
+        lambda: all(len(states(n)) == 5 and set(states(n).values()) == {"alive"} for n in nodes),
+        15,
+        message="all 5 nodes see each other alive",
+    )
     leader = wait_for(lambda: agreed_leader(nodes), LEADER_BOUND, message="one agreed leader")
     terms = {view(n)["term"] for n in nodes}
     assert len(terms) == 1

@@ -101,7 +101,9 @@ async def test_overwrite_delete_and_listing(node: NodeProcess) -> None:
         await (await s.put(files_url(node, "other"), data=b"y")).release()
         seen, after = [], ""
         while True:
-            async with s.get(f"{node.url}/files", params={"prefix": "list/", "limit": 3, "after": after}) as r:
+            async with s.get(
+                f"{node.url}/files", params={"prefix": "list/", "limit": 3, "after": after}
+            ) as r:
                 page = await r.json()
             seen += [f["key"] for f in page["files"]]
             if page["next"] is None:
@@ -151,7 +153,9 @@ async def test_bad_keys_rejected(node: NodeProcess, key: str) -> None:
 async def test_wrong_checksum_stores_nothing(node: NodeProcess) -> None:
     async with aiohttp.ClientSession() as s:
         wrong = hashlib.sha256(b"something else").hexdigest()
-        async with s.put(files_url(node, "c"), data=b"payload" * 1000, headers={"X-Content-SHA256": wrong}) as r:
+        async with s.put(
+            files_url(node, "c"), data=b"payload" * 1000, headers={"X-Content-SHA256": wrong}
+        ) as r:
             assert r.status == 400
             assert "does not match" in (await r.json())["error"]
         async with s.put(files_url(node, "c"), data=b"x", headers={"X-Content-SHA256": "zz"}) as r:
@@ -204,9 +208,10 @@ async def test_api_token(node_factory) -> None:
 
 
 async def test_limits_413_and_507(node_factory) -> None:
-    small, full = node_factory(1, fsync="never", max_upload_bytes=1000)[0], node_factory(
-        1, fsync="never", min_free_bytes=1 << 60
-    )[0]
+    small, full = (
+        node_factory(1, fsync="never", max_upload_bytes=1000)[0],
+        node_factory(1, fsync="never", min_free_bytes=1 << 60)[0],
+    )
     async with aiohttp.ClientSession() as s:
         async with s.put(files_url(small, "big"), data=b"x" * 5000) as r:
             assert r.status == 413

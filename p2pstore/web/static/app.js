@@ -391,9 +391,9 @@
     const bar = el("div", { class: "progress-bar", role: "progressbar" });
     const text = el("span", { class: "upload-status", text: "uploading…" });
     const item = el("li", { class: "list-group-item px-0 upload-item", "data-name": file.name },
-      el("div", { class: "d-flex justify-content-between gap-2" },
-        el("span", { class: "key-cell", text: key || file.name }), text),
-      el("div", { class: "progress upload-progress mt-1" }, bar));
+      el("div", { class: "upload-name fw-semibold", text: key || file.name }),
+      el("div", { class: "progress upload-progress my-1" }, bar),
+      text);
     $("upload-results").prepend(item);
 
     return new Promise((resolve) => {
@@ -415,7 +415,8 @@
         const data = parseBody(xhr.responseText);
         if (xhr.status >= 200 && xhr.status < 300 && isObj(data)) {
           const reps = Array.isArray(data.replicas) ? data.replicas.join(", ") : "?";
-          finish(true, `uploaded ${humanSize(data.size)} · v${data.version} · on ${reps}`);
+          text.title = `version ${data.version}, sha256 ${data.sha256}`;
+          finish(true, `uploaded ${humanSize(data.size)} · stored on ${reps}`);
         } else {
           finish(false, `failed: ${describeError(errorFrom(xhr.status, data))}`);
         }

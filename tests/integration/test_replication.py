@@ -1,0 +1,240 @@
+"""Triple replication through any node, failover reads and quorum writes, on real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+
+import aiohttp
+import msgpack
+import pytest
+
+from p2pstore.core.placement import replicas as place
+from tests.support.http import generated_body, generated_sha256
+from tests.support.processes import NodeProcess, wait_for
+
+MiB = 1 << 20
+PERIOD = 0.2
+
+
+def node_ids(nodes: list[NodeProcess]) -> list[str]:
+    return [n.health()["node_id"] for n in nodes]
+
+
+def wait_members(nodes: list[NodeProcess]) -> None:
+    def all_alive() -> bool:
+        for n in nodes:
+            members = n.get_json("/status")["members"]
+            if len(members) != len(nodes) or any(m["state"] != "alive" for m in members):
+                return False
+        return True
+
+    wait_for(all_alive, 20, message=f"{len(nodes)} nodes see each other alive")
+
+
+async def sha_of(session: aiohttp.ClientSession, url: str) -> tuple[int, str | None]:
+    async with session.get(url) as r:
+        if r.status != 200:
+            await r.read()
+            return r.status, None
+        digest = hashlib.sha256()
+        async for piece in r.content.iter_chunked(MiB):
+            digest.update(piece)
+        return r.status, digest.hexdigest()
+
+
+def mixed_sizes(n: int, seed: int = 1) -> list[int]:
+    rng = random.Random(seed)
+    fixed = [0, 1, MiB - 1, MiB, MiB + 1, 20 * MiB, 7 * MiB + 3]
+    big = [rng.randint(2 * MiB, 12 * MiB) for _ in range(6)]
+    small = [rng.randint(0, 200_000) for _ in range(n - len(fixed) - len(big))]
+    return fixed + big + small
+
+
+@pytest.mark.slow
+async def test_200_files_on_three_nodes_then_two_killed(node_factory) -> None:
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, chunk_size=MiB)
+    wait_members(nodes)
+    a = nodes[0]
+    sizes = mixed_sizes(200)
+    expected: dict[str, str] = {}
+    sem = asyncio.Semaphore(8)
+    async with aiohttp.ClientSession() as s:
+
+        async def upload(i: int, size: int) -> None:
+            key = f"mixed/{i:03d}"
+            async with sem, s.put(f"{a.url}/files/{key}", data=generated_body(size, seed=i)) as r:
+                assert r.status == 201, await r.text()
+                body = await r.json()
+            assert body["sha256"] == generated_sha256(size, seed=i)
+            expected[key] = body["sha256"]
+
+        await asyncio.gather(*(upload(i, size) for i, size in enumerate(sizes)))
+
+        async def copies(key: str) -> int:
+            found = 0
+            for n in nodes:
+                status, sha = await sha_of(s, f"{n.url}/files/{key}?local=1")
+                found += status == 200 and sha == expected[key]
+            return found
+
+        async def all_on_three() -> bool:
+            counts = await asyncio.gather(*(copies(k) for k in expected))
+            return all(c == 3 for c in counts)
+
+        deadline = asyncio.get_running_loop().time() + 30  # the third copy may land after the ack
+        while not await all_on_three():
+            assert asyncio.get_running_loop().time() < deadline, "some files are not on 3 nodes"
+            await asyncio.sleep(0.2)
+
+    nodes[1].kill()
+    nodes[2].kill()
+    async with aiohttp.ClientSession() as s:
+        for key, sha in expected.items():
+            assert await sha_of(s, f"{a.url}/files/{key}") == (200, sha), key
+        async with s.put(f"{a.url}/files/after-failure", data=b"x") as r:
+            assert r.status == 503
+            assert "replicas" in (await r.json())["error"]
+        async with s.get(f"{a.url}/files/after-failure") as r:
+            assert r.status == 404
+        async with s.put(f"{a.url}/files/after-failure?w=1", data=b"x") as r:
+            assert r.status == 201, await r.text()
+
+
+@pytest.mark.slow
+async def test_replica_killed_mid_download_and_any_gateway(node_factory) -> None:
+    nodes = node_factory(5, fsync="never", gossip_interval=PERIOD)
+    wait_members(nodes)
+    ids = node_ids(nodes)
+    by_id = dict(zip(ids, nodes, strict=True))
+    gateway = nodes[0]
+    key = next(f"big/{i}" for i in range(1000) if ids[0] not in place(f"big/{i}", ids, 3))
+    holders = place(key, ids, 3)
+    size = 200 * MiB
+    sha = generated_sha256(size, seed=3)
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{nodes[1].url}/files/{key}", data=generated_body(size, seed=3)) as r:
+            assert r.status == 201, await r.text()
+
+        def on_all_three() -> bool:
+            rows = gateway.get_json(f"/files?prefix={key}&long=1")["files"][0]["replicas"]
+            return sorted(r["node"] for r in rows if r["verified"]) == sorted(holders)
+
+        wait_for(on_all_three, 30, message="3 verified copies")
+        digest = hashlib.sha256()
+        got = 0
+        async with s.get(f"{gateway.url}/files/{key}") as r:
+            assert r.status == 200
+            async for piece in r.content.iter_chunked(MiB):
+                digest.update(piece)
+                got += len(piece)
+                if got >= 20 * MiB and by_id[holders[0]].running:
+                    by_id[holders[0]].kill()  # the replica the gateway reads from first
+        assert not by_id[holders[0]].running, "the replica was killed during the download"
+        assert got == size
+        assert digest.hexdigest() == sha
+
+        # writes through any node, reads through any other
+        live = [n for n in nodes if n.running]
+        for i, writer in enumerate(live):
+            async with s.put(f"{writer.url}/files/any/{i}", data=f"via {i}".encode()) as r:
+                assert r.status == 201
+        for i in range(len(live)):
+            for reader in live:
+                async with s.get(f"{reader.url}/files/any/{i}") as r:
+                    assert r.status == 200 and await r.read() == f"via {i}".encode()
+
+
+async def test_concurrent_writers_converge_to_newest(node_factory) -> None:
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD)
+    wait_members(nodes)
+    async with aiohttp.ClientSession() as s:
+
+        async def write(i: int) -> str:
+            gw = nodes[i % 3]
+            async with s.put(f"{gw.url}/files/contended", data=f"writer {i}".encode() * 100) as r:
+                assert r.status == 201
+                return (await r.json())["version"]
+
+        versions = await asyncio.gather(*(write(i) for i in range(30)))
+        newest = max(versions)
+
+        async def replica_versions() -> set[str]:
+            found = set()
+            for n in nodes:
+                async with s.get(f"{n.url}/files/contended?local=1") as r:
+                    found.add(r.headers.get("X-P2PStore-Version", "missing"))
+                    await r.read()
+            return found
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while (got := await replica_versions()) != {newest}:
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(0.2)
+        for n in nodes:
+            async with s.get(f"{n.url}/files/contended") as r:
+                assert r.headers["X-P2PStore-Version"] == newest
+
+
+async def test_deletes_and_overwrites_replicate(node_factory) -> None:
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD)
+    wait_members(nodes)
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{nodes[0].url}/files/d", data=b"one") as r:
+            assert r.status == 201
+        async with s.put(f"{nodes[1].url}/files/d", data=b"two") as r:
+            assert r.status == 201
+        async with s.delete(f"{nodes[2].url}/files/d") as r:
+            assert r.status == 200
+
+        async def gone_everywhere() -> bool:
+            for n in nodes:
+                async with s.get(f"{n.url}/files/d?local=1") as r:
+                    await r.read()
+                    if r.status != 404:
+                        return False
+            return True
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await gone_everywhere():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+        for n in nodes:
+            async with s.get(f"{n.url}/files/d") as r:
+                assert r.status == 404
+
+
+async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
+    secret = "correct-horse"
+    nodes = node_factory(2, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
+    wait_members(nodes)
+    n = nodes[0]
+    entry = {
+        "key": "forged", "version": "9999999999999.000000.evil", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
+        "chunks": [], "content_type": "x", "deleted": False, "modified": 1.0,
+    }  # fmt: skip
+    body = msgpack.packb({"upload": None, "entry": entry})
+    async with aiohttp.ClientSession() as s:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with s.post(f"{n.url}/_internal/commit", data=body, headers=headers) as r:
+                assert r.status == 401
+                assert "secret" in (await r.json())["error"]
+            async with s.post(f"{n.url}/_internal/gossip", data=b"\x80", headers=headers) as r:
+                assert r.status == 401
+        async with s.get(f"{n.url}/files/forged") as r:
+            assert r.status == 404
+        good = {"Authorization": f"Bearer {secret}"}
+        for junk in (
+            b"\xc1",
+            msgpack.packb([1, 2]),
+            msgpack.packb({"kind": "membership", "from": "x", "msg": 5}),
+        ):
+            async with s.post(f"{n.url}/_internal/gossip", data=junk, headers=good) as r:
+                assert r.status == 400 and "malformed" in (await r.json())["error"]
+        async with s.post(
+            f"{n.url}/_internal/commit", data=msgpack.packb({"entry": {"key": ""}}), headers=good
+        ) as r:
+            assert r.status == 400
+    assert n.health() is not None
+    assert "rejected malformed message" in n.log_text()
