@@ -211,9 +211,15 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
     wait_members(nodes)
     n = nodes[0]
     entry = {
-        "key": "forged", "version": "9999999999999.000000.evil", "size": 0, "sha256": hashlib.sha256(b"").hexdigest(),
-        "chunks": [], "content_type": "x", "deleted": False, "modified": 1.0,
-    }  # fmt: skip
+        "key": "forged",
+        "version": "9999999999999.000000.evil",
+        "size": 0,
+        "sha256": hashlib.sha256(b"").hexdigest(),
+        "chunks": [],
+        "content_type": "x",
+        "deleted": False,
+        "modified": 1.0,
+    }
     body = msgpack.packb({"upload": None, "entry": entry})
     async with aiohttp.ClientSession() as s:
         for headers in ({}, {"Authorization": "Bearer wrong"}):

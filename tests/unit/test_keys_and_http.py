@@ -18,8 +18,22 @@ def test_good_keys(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["", "/a", "a/", "a//b", ".", "..", "a/../b", "a/./b", "a\x00b", "a\nb", "a\\b", "x" * 1025,
-     "é" * 513, "a\x7fb"],
+    [
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        ".",
+        "..",
+        "a/../b",
+        "a/./b",
+        "a\x00b",
+        "a\nb",
+        "a\\b",
+        "x" * 1025,
+        "é" * 513,
+        "a\x7fb",
+    ],
 )
 def test_bad_keys(key: str) -> None:
     with pytest.raises(BadRequest):
