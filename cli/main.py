@@ -12,7 +12,7 @@ from typing import Annotated
 import click
 import typer
 
-from . import admin, cluster, files, node
+from . import admin, cluster, files, node, recover
 from .client import DEFAULT_URL, CliError
 from .common import Connection
 
@@ -46,7 +46,7 @@ def root(
     ctx.obj = Connection(url=url, token=token)
 
 
-_MODULES = (files, admin, node, cluster)
+_MODULES = (files, admin, node, cluster, recover)
 for _module in _MODULES:
     _module.register(app)
 

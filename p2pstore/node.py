@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import __version__
@@ -149,6 +149,8 @@ class Node:
                 "write_quorum": self.config.write_quorum,
                 "bad_copies_reported": self.cluster.bad_copies_reported,
             },
+            "repair": asdict(self.cluster.repairer.stats),
+            "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,
                 "missing_chunks_at_start": self.store.stats.missing_chunks_at_start,

@@ -140,6 +140,13 @@ async def checkpoint(request: web.Request) -> web.Response:
     return reply(await get_node(request).checkpoint_local())
 
 
+async def recover(request: web.Request) -> web.Response:
+    await read_message(request)
+    cluster = get_node(request).cluster
+    await cluster.sync_all_manifests()
+    return reply(await cluster.repairer.run_pass())
+
+
 def add_internal_routes(app: web.Application) -> None:
     app.router.add_post("/_internal/gossip", gossip)
     app.router.add_post("/_internal/manifest-sync", manifest_sync)
@@ -149,3 +156,4 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_post("/_internal/entries", entries)
     app.router.add_get("/_internal/chunk/{sha}", chunk)
     app.router.add_post("/_internal/checkpoint", checkpoint)
+    app.router.add_post("/_internal/recover", recover)

@@ -12,6 +12,7 @@ from ..errors import BadRequest, LengthRequired, StoreError, Unauthorized
 from ..keys import validate_key
 from ..node import Node, WriteResult
 from .http import etag_matches, etag_of, http_date, parse_range
+from .metrics import render_metrics
 
 NODE_KEY = web.AppKey("node", Node)
 READ_SIZE = 256 * 1024
@@ -225,6 +226,16 @@ async def checkpoint(request: web.Request) -> web.Response:
     return web.json_response({"results": results}, status=200 if ok else 500)
 
 
+async def recover(request: web.Request) -> web.Response:
+    """Re-sync the named node (id or host:port) now and report what it copied."""
+    report = await get_node(request).cluster.recover(request.match_info["node"])
+    return web.json_response(report)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=render_metrics(get_node(request)), content_type="text/plain")
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_put("/files/{key:.+}", put_file)
     app.router.add_get("/files/{key:.+}", get_file)  # also answers HEAD
@@ -234,3 +245,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_post("/checkpoint", checkpoint)
+    app.router.add_post("/recover/{node}", recover)
+    app.router.add_get("/metrics", metrics)

@@ -26,6 +26,7 @@ from ..errors import BadRequest, CorruptData, NotFound, StoreError, Unavailable
 from ..storage.store import StoredBlob
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
+from .repair import Repairer, Scrubber
 from .transport import MSGPACK, PeerError, Transport
 
 if TYPE_CHECKING:
@@ -67,7 +68,11 @@ class Cluster:
             self.transport,
             cfg.gossip_interval,
             cfg.dead_after,
+            on_change=self._membership_changed,
         )
+        self.repairer = Repairer(self, cfg.repair_rate)
+        self.scrubber = Scrubber(self, cfg.scrub_rate)
+        node.store.on_corrupt = self.chunk_went_bad
         self.staged: dict[str, Staged] = {}
         self.background: set[asyncio.Task] = set()
         self.sync = ManifestSync()
@@ -77,6 +82,8 @@ class Cluster:
     # ---- lifecycle ----
     def start(self) -> None:
         self.gossip.start()
+        self.repairer.start()
+        self.scrubber.start()
         self._tasks = [
             asyncio.create_task(self._anti_entropy_loop(), name="manifest-sync"),
             asyncio.create_task(self._expire_staged_loop(), name="staged-expiry"),
@@ -88,12 +95,22 @@ class Cluster:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.repairer.stop()
+        await self.scrubber.stop()
         if self.background:
             await asyncio.wait(self.background, timeout=10)
         await self.gossip.stop()
         for staged in self.staged.values():
             await self.node.store.discard(staged.blob)
         await self.transport.close()
+
+    def _membership_changed(self) -> None:
+        self.repairer.trigger()  # a member came back or went away: replicas may be missing
+
+    def chunk_went_bad(self, sha: str) -> None:
+        """A local chunk failed verification: never serve it again, fetch a good copy."""
+        self.node.store.chunks.quarantine(sha)
+        self.repairer.trigger()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -319,7 +336,7 @@ class Cluster:
             raise Unavailable(f"no reachable replica holds a complete copy of {key}")
         return Resolved(best, holders)
 
-    async def fetch_chunk(self, sha: str, holders: list[str], bad: set[str]) -> bytes:
+    async def fetch_chunk(self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True) -> bytes:
         """One verified chunk from the first holder that has a good copy."""
         reasons: list[str] = []
         for node_id in holders:
@@ -334,7 +351,8 @@ class Cluster:
                 return data
             except (PeerError, StoreError, OSError) as exc:
                 bad.add(node_id)
-                self.bad_copies_reported += 1
+                if count_bad:
+                    self.bad_copies_reported += 1
                 reasons.append(f"{node_id}: {getattr(exc, 'message', exc)}")
                 log.warning("replica %s could not serve chunk %s: %s", node_id, sha[:12], exc)
         raise Unavailable(
@@ -385,12 +403,14 @@ class Cluster:
             if step.apply:
                 applied += len(await self.apply_remote_entries(step.apply))
             msg = step.reply
+        if applied:
+            self.repairer.trigger()
         return applied
 
     async def handle_manifest_sync(self, msg: Any) -> dict:
         step = self.sync.handle(self.node.store, msg)
-        if step.apply:
-            await self.apply_remote_entries(step.apply)
+        if step.apply and await self.apply_remote_entries(step.apply):
+            self.repairer.trigger()
         return step.reply or {"type": "manifest-done"}
 
     async def apply_remote_entries(self, entries: list[ManifestEntry]) -> list:
@@ -399,6 +419,29 @@ class Cluster:
         return await self.node.store.apply_entries(entries)
 
     # ---- cluster-wide actions ----
+    async def recover(self, target: str) -> dict[str, Any]:
+        """Run the re-sync on ``target`` (node id or address) now; returns its report."""
+        member = next((m for m in self.gossip.membership.members() if target in (m.id, m.address)), None)
+        if member is None:
+            raise NotFound(f"no member named {target}")
+        if member.id == self.node.node_id:
+            await self.sync_all_manifests()
+            return await self.repairer.run_pass()
+        if not self.gossip.is_live(member.id):
+            raise Unavailable(f"member {member.id} is {member.state}; start it and it re-syncs itself")
+        try:
+            return await self.transport.call(member.address, "/recover", {}, timeout=3600)
+        except PeerError as exc:
+            raise Unavailable(f"recovery on {member.id} failed: {exc}") from exc
+
+    async def sync_all_manifests(self) -> int:
+        """One manifest exchange with every live peer (recovery wants the newest view first)."""
+        results = await asyncio.gather(
+            *(self.sync_manifest_with(m.address) for m in self.gossip.live_peers()),
+            return_exceptions=True,
+        )
+        return sum(r for r in results if isinstance(r, int))
+
     async def checkpoint_peers(self) -> list[dict[str, Any]]:
         async def one(member_id: str, address: str) -> dict[str, Any]:
             try:

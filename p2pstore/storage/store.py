@@ -61,6 +61,7 @@ class LocalStore:
         self.fsync = fsync
         self.min_free_bytes = min_free_bytes
         self.stats = StoreStats()
+        self.on_corrupt: Callable[[str], None] = lambda sha: None
         data_dir.mkdir(parents=True, exist_ok=True)
         self.chunks = ChunkStore(data_dir, fsync)
         self.stats.restored_from = self._ensure_database()
@@ -239,6 +240,7 @@ class LocalStore:
         except CorruptData:
             self.stats.corrupt_chunks_found += 1
             log.error("corrupt chunk %s detected while reading", sha[:12])
+            self.on_corrupt(sha)
             raise
 
     def has_all_chunks(self, entry: ManifestEntry) -> bool:

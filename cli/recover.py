@@ -1,0 +1,38 @@
+"""`p2pstore recover NODE`: re-sync a node now and print what it copied."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from .client import CliError
+from .common import TokenOption, UrlOption, client_for, run
+
+
+def recover(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Node id (or host:port) to re-sync.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Re-sync NODE from live replicas now and report what was copied."""
+    client = client_for(ctx, url, token)
+
+    async def go() -> dict[str, Any]:
+        async with client:
+            return await client.json("POST", f"/recover/{quote(node, safe='')}")
+
+    report = run(go())
+    typer.echo(
+        f"{report.get('node_id', node)}: {report.get('files_needing_repair', 0)} files needed data, "
+        f"{report.get('files_repaired', 0)} repaired, {report.get('files_failed', 0)} failed, "
+        f"{report.get('bytes_copied', 0)} bytes copied in {report.get('seconds', 0)} s"
+    )
+    if report.get("files_failed"):
+        raise CliError(f"recovery of {node} left {report['files_failed']} files incomplete")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("recover")(recover)

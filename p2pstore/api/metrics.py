@@ -1,0 +1,47 @@
+"""Prometheus text exposition of a node's counters and gauges (no client library needed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+STATES = ("alive", "suspect", "dead", "left")
+
+
+def render_metrics(node: Node) -> str:
+    """One scrape: every value read fresh from the node's state."""
+    cluster = node.cluster
+    counts = node.store.db.counts()
+    disk = node.store.chunks.disk_usage()
+    members = cluster.gossip.membership.members()
+    rep, scrub = cluster.repairer.stats, cluster.scrubber.stats
+    labels = f'node="{node.node_id}"'
+    rows: list[tuple[str, str, str, float]] = [
+        ("p2pstore_files", "gauge", "Live files in this node's manifest", counts["files"]),
+        ("p2pstore_file_bytes", "gauge", "Bytes of live files in the manifest", counts["bytes"]),
+        ("p2pstore_tombstones", "gauge", "Deleted keys still remembered", counts["tombstones"]),
+        ("p2pstore_disk_free_bytes", "gauge", "Free bytes on the data disk", disk["free"]),
+        ("p2pstore_leader_term", "gauge", "Current election term", cluster.gossip.term),
+        ("p2pstore_is_leader", "gauge", "1 while leader (lease held)", int(cluster.gossip.is_leader())),
+        ("p2pstore_repair_queue", "gauge", "Files waiting for repair", rep.queue),
+        ("p2pstore_repair_bytes_copied_total", "counter", "Bytes copied by repair", rep.bytes_copied),
+        ("p2pstore_repair_files_total", "counter", "Files repaired", rep.files_repaired),
+        ("p2pstore_repair_failures_total", "counter", "Repairs that failed", rep.failures),
+        ("p2pstore_scrub_bytes_total", "counter", "Bytes verified by the scrubber", scrub.bytes_checked),
+        ("p2pstore_scrub_corrupt_total", "counter", "Corrupt chunks found by scrub", scrub.corrupt_found),
+        ("p2pstore_corrupt_reads_total", "counter", "Corrupt chunks met while reading",
+         node.store.stats.corrupt_chunks_found),
+        ("p2pstore_bad_copies_reported_total", "counter", "Replica copies that failed a read",
+         cluster.bad_copies_reported),
+        ("p2pstore_staged_uploads", "gauge", "Uploads staged, waiting for commit", len(cluster.staged)),
+    ]  # fmt: skip
+    lines: list[str] = []
+    for name, kind, help_text, value in rows:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]
+    lines += ["# HELP p2pstore_members Members by state", "# TYPE p2pstore_members gauge"]
+    for state in STATES:
+        n = sum(1 for m in members if m.state == state)
+        lines.append(f'p2pstore_members{{{labels},state="{state}"}} {n}')
+    return "\n".join(lines) + "\n"

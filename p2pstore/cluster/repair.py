@@ -1,0 +1,228 @@
+"""Self-healing on one node: pull missing chunks from other replicas, scrub chunks on disk.
+
+The repairer runs a pass on a timer and whenever something suggests data is missing (new
+manifest entries from gossip, a member coming back, a bad chunk found by a read or by the
+scrubber). A pass plans with :func:`plan_repairs` and copies chunk by chunk, verifying each
+before it counts, so an interrupted pass simply resumes on the next one (the plan is derived
+from what is on disk, never from a log that could drift).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..core.repair import plan_repairs
+from ..errors import Unavailable
+
+if TYPE_CHECKING:
+    from .replication import Cluster
+
+log = logging.getLogger("p2pstore.repair")
+
+PASS_INTERVAL = 30.0
+CONCURRENCY = 4
+
+
+@dataclass
+class RepairStats:
+    queue: int = 0
+    bytes_to_copy: int = 0
+    bytes_copied: int = 0
+    chunks_copied: int = 0
+    files_repaired: int = 0
+    failures: int = 0
+    passes: int = 0
+    running: bool = False
+    last_pass_started: float | None = None
+    last_pass_seconds: float | None = None
+    last_pass_copied: int = 0
+    last_error: str | None = None
+
+
+@dataclass
+class ScrubStats:
+    chunks_checked: int = 0
+    bytes_checked: int = 0
+    corrupt_found: int = 0
+    passes: int = 0
+    last_pass_finished: float | None = None
+    last_pass_seconds: float | None = None
+    last_pass_found: list[str] = field(default_factory=list)
+
+
+class RateLimiter:
+    """Token bucket in bytes/s (0 = unlimited), so repair and scrub share the disk politely."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next = time.monotonic()
+
+    async def take(self, nbytes: int) -> None:
+        if self.rate <= 0:
+            return
+        now = time.monotonic()
+        start = max(self._next, now)
+        self._next = start + nbytes / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
+
+
+class Repairer:
+    """Keeps this node's replicas complete."""
+
+    def __init__(self, cluster: Cluster, rate: float) -> None:
+        self.cluster = cluster
+        self.stats = RepairStats()
+        self.limiter = RateLimiter(rate)
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="repair")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def trigger(self) -> None:
+        """Ask for a pass soon (cheap; many triggers coalesce into one pass)."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(1.0)
+        while True:
+            try:
+                await self.run_pass()
+            except Exception as exc:
+                self.stats.last_error = str(exc)
+                log.exception("repair pass failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
+            self._wake.clear()
+
+    async def run_pass(self) -> dict[str, Any]:
+        """Plan and copy everything missing now; returns what was done (for /recover)."""
+        async with self._lock:
+            return await self._run_pass()
+
+    async def _run_pass(self) -> dict[str, Any]:
+        node = self.cluster.node
+        store = node.store
+        started = time.monotonic()
+        self.stats.running = True
+        self.stats.last_pass_started = time.time()
+        tasks = await store.in_io(
+            lambda: plan_repairs(
+                store.db.iter_all(), node.node_id, self.cluster.replicas_for, store.chunks.has
+            )
+        )
+        self.stats.queue = len(tasks)
+        chunk_size = node.config.chunk_size
+        self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
+        copied_files = copied_bytes = failed = 0
+        sem = asyncio.Semaphore(CONCURRENCY)
+
+        async def repair_one(task: Any) -> None:
+            nonlocal copied_files, copied_bytes, failed
+            async with sem:
+                try:
+                    sources = [s for s in task.sources if self.cluster.gossip.is_live(s)]
+                    for sha in task.missing:
+                        if store.chunks.has(sha):
+                            continue
+                        data = await self.cluster.fetch_chunk(sha, sources, set(), count_bad=False)
+                        await self.limiter.take(len(data))
+                        await store.in_io(store.chunks.write, data, sha)
+                        copied_bytes += len(data)
+                        self.stats.bytes_copied += len(data)
+                        self.stats.chunks_copied += 1
+                    copied_files += 1
+                    self.stats.files_repaired += 1
+                except (Unavailable, OSError) as exc:
+                    failed += 1
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{task.key}: {exc}"
+                finally:
+                    self.stats.queue = max(0, self.stats.queue - 1)
+
+        await asyncio.gather(*(repair_one(t) for t in tasks))
+        elapsed = time.monotonic() - started
+        self.stats.running = False
+        self.stats.passes += 1
+        self.stats.last_pass_seconds = round(elapsed, 3)
+        self.stats.last_pass_copied = copied_bytes
+        self.stats.bytes_to_copy = 0
+        if tasks:
+            log.info(
+                "repair pass: %d files needed data, %d repaired, %d failed, %d bytes in %.1fs",
+                len(tasks), copied_files, failed, copied_bytes, elapsed,
+            )  # fmt: skip
+        return {
+            "node_id": node.node_id,
+            "files_needing_repair": len(tasks),
+            "files_repaired": copied_files,
+            "files_failed": failed,
+            "bytes_copied": copied_bytes,
+            "seconds": round(elapsed, 3),
+        }
+
+
+class Scrubber:
+    """Re-verifies every chunk on disk at a throttled rate; quarantines and repairs bad ones."""
+
+    def __init__(self, cluster: Cluster, rate: float) -> None:
+        self.cluster = cluster
+        self.stats = ScrubStats()
+        self.limiter = RateLimiter(rate)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self.limiter.rate > 0:
+            self._task = asyncio.create_task(self._loop(), name="scrub")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        await asyncio.sleep(2.0)
+        while True:
+            try:
+                await self.scrub_pass()
+            except Exception:
+                log.exception("scrub pass failed")
+            await asyncio.sleep(5.0)
+
+    async def scrub_pass(self) -> list[str]:
+        store = self.cluster.node.store
+        started = time.monotonic()
+        found: list[str] = []
+        shas = await store.in_io(lambda: list(store.chunks.iter_shas()))
+        for sha in shas:
+            length = store.chunks.length(sha)
+            if length is None:
+                continue
+            await self.limiter.take(length)
+            ok = await store.in_io(store.chunks.verify, sha)
+            self.stats.chunks_checked += 1
+            self.stats.bytes_checked += length
+            if not ok and store.chunks.has(sha):
+                found.append(sha)
+                self.stats.corrupt_found += 1
+                log.error("scrub found corrupt chunk %s", sha[:12])
+                self.cluster.chunk_went_bad(sha)
+        self.stats.passes += 1
+        self.stats.last_pass_finished = time.time()
+        self.stats.last_pass_seconds = round(time.monotonic() - started, 3)
+        self.stats.last_pass_found = [s[:12] for s in found]
+        return found
