@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 
 from . import admin, cluster, files, node, recover
@@ -66,7 +65,7 @@ def _fail_click_or_other(exc: Exception) -> None:
     if name == "NoArgsIsHelpError":
         sys.stderr.write(ctx.get_help() + "\n" if ctx else "")
         sys.exit(2)
-    if isinstance(exc, typer.Abort | click.Abort):
+    if isinstance(exc, typer.Abort) or name == "Abort":
         _fail("aborted", 130)
     format_message = getattr(exc, "format_message", None)
     exit_code = getattr(exc, "exit_code", None)
