@@ -149,7 +149,7 @@ class Node:
                 "write_quorum": self.config.write_quorum,
                 "bad_copies_reported": self.cluster.bad_copies_reported,
             },
-            "repair": asdict(self.cluster.repairer.stats),
+            "repair": {**asdict(self.cluster.repairer.stats), **self.cluster.housekeeper.stats()},
             "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,

@@ -147,6 +147,18 @@ async def recover(request: web.Request) -> web.Response:
     return reply(await cluster.repairer.run_pass())
 
 
+async def purge(request: web.Request) -> web.Response:
+    msg = await read_message(request)
+    tombstones = msg.get("tombstones") if isinstance(msg, dict) else None
+    if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
+        raise malformed(request, "purge needs a list of tombstones")
+    try:
+        purged = await get_node(request).cluster.purge_local(tombstones)
+    except ValueError as exc:
+        raise malformed(request, str(exc)) from exc
+    return reply({"purged": purged})
+
+
 def add_internal_routes(app: web.Application) -> None:
     app.router.add_post("/_internal/gossip", gossip)
     app.router.add_post("/_internal/manifest-sync", manifest_sync)
@@ -157,3 +169,4 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_get("/_internal/chunk/{sha}", chunk)
     app.router.add_post("/_internal/checkpoint", checkpoint)
     app.router.add_post("/_internal/recover", recover)
+    app.router.add_post("/_internal/purge", purge)

@@ -26,6 +26,7 @@ from ..errors import BadRequest, CorruptData, NotFound, StoreError, Unavailable
 from ..storage.store import StoredBlob
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
+from .housekeeping import Housekeeper
 from .repair import Repairer, Scrubber
 from .transport import MSGPACK, PeerError, Transport
 
@@ -72,6 +73,7 @@ class Cluster:
         )
         self.repairer = Repairer(self, cfg.repair_rate)
         self.scrubber = Scrubber(self, cfg.scrub_rate)
+        self.housekeeper = Housekeeper(self)
         node.store.on_corrupt = self.chunk_went_bad
         self.staged: dict[str, Staged] = {}
         self.background: set[asyncio.Task] = set()
@@ -84,6 +86,7 @@ class Cluster:
         self.gossip.start()
         self.repairer.start()
         self.scrubber.start()
+        self.housekeeper.start()
         self._tasks = [
             asyncio.create_task(self._anti_entropy_loop(), name="manifest-sync"),
             asyncio.create_task(self._expire_staged_loop(), name="staged-expiry"),
@@ -97,6 +100,7 @@ class Cluster:
                 await task
         await self.repairer.stop()
         await self.scrubber.stop()
+        await self.housekeeper.stop()
         if self.background:
             await asyncio.wait(self.background, timeout=10)
         await self.gossip.stop()
@@ -433,6 +437,20 @@ class Cluster:
             return await self.transport.call(member.address, "/recover", {}, timeout=3600)
         except PeerError as exc:
             raise Unavailable(f"recovery on {member.id} failed: {exc}") from exc
+
+    async def purge_on(self, node_id: str, tombstones: list[dict[str, Any]]) -> int:
+        if node_id == self.node.node_id:
+            return await self.purge_local(tombstones)
+        reply = await self.transport.call(
+            self.address(node_id), "/purge", {"tombstones": tombstones}, timeout=60
+        )
+        return int(reply["purged"])
+
+    async def purge_local(self, tombstones: list[dict[str, Any]]) -> int:
+        entries = [ManifestEntry.from_wire(t) for t in tombstones]
+        if not all(e.deleted for e in entries):
+            raise ValueError("only tombstones can be purged")
+        return await self.node.store.purge_tombstones(entries)
 
     async def sync_all_manifests(self) -> int:
         """One manifest exchange with every live peer (recovery wants the newest view first)."""

@@ -100,6 +100,7 @@ class MetadataDB:
         self._r = connect(path, sync)
         self._kv = connect(path, sync)  # small node state, written from the event loop
         self._lock = threading.Lock()
+        self._kv_lock = threading.Lock()
 
     def close(self) -> None:
         for conn in (self._r, self._w, self._kv):
@@ -214,14 +215,41 @@ class MetadataDB:
 
     def forget_chunks(self, shas: Iterable[str]) -> None:
         """Drop zero-reference rows (after their files were deleted from disk)."""
-        self._w.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", [(s,) for s in shas])
+        with self._kv_lock:
+            self._kv.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", [(s,) for s in shas])
 
     def unreferenced_chunks(self) -> list[str]:
-        return [r[0] for r in self._w.execute("SELECT sha FROM chunk_refs WHERE refs <= 0")]
+        return [r[0] for r in self._read("SELECT sha FROM chunk_refs WHERE refs <= 0")]
+
+    def purge_tombstones(self, tombstones: Iterable[ManifestEntry]) -> list[ManifestEntry]:
+        """Forget tombstones that every member has seen; a newer entry for the key stays."""
+        conn = self._w
+        purged = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for t in tombstones:
+                cur = conn.execute(
+                    "DELETE FROM files WHERE key = ? AND version = ? AND deleted = 1", (t.key, t.version)
+                )
+                if cur.rowcount:
+                    purged.append(t)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return purged
+
+    def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
+        rows = self._read(
+            f"SELECT {ENTRY_COLUMNS} FROM files WHERE deleted = 1 AND modified < ? ORDER BY key LIMIT ?",
+            (modified, limit),
+        )
+        return [row_to_entry(r) for r in rows]
 
     def set_state(self, name: str, value: bytes) -> None:
-        """Durably store one small value (own connection: callable from any one thread)."""
-        self._kv.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
+        """Durably store one small value (own connection, so callable from the event loop)."""
+        with self._kv_lock:
+            self._kv.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
 
     def backup_to(self, dest: Path) -> None:
         """Consistent snapshot via SQLite's online backup API."""

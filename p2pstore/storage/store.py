@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge
+from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
@@ -62,6 +62,7 @@ class LocalStore:
         self.min_free_bytes = min_free_bytes
         self.stats = StoreStats()
         self.on_corrupt: Callable[[str], None] = lambda sha: None
+        self.gc_lock = asyncio.Lock()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.chunks = ChunkStore(data_dir, fsync)
         self.stats.restored_from = self._ensure_database()
@@ -182,12 +183,19 @@ class LocalStore:
         whole.update(block)
         sha = hashlib.sha256(block).hexdigest()
         path = staging / sha
-        if not path.exists() and not self.chunks.has(sha):
-            with open(path, "wb") as fh:
-                fh.write(block)
-                if self.fsync != "never":
-                    fh.flush()
-                    os.fsync(fh.fileno())
+        if path.exists():
+            return sha
+        existing = self.chunks.path(sha)
+        try:
+            os.utime(existing)  # dedupe: mark it in use so GC leaves it alone for a while
+            return sha
+        except FileNotFoundError:
+            pass
+        with open(path, "wb") as fh:
+            fh.write(block)
+            if self.fsync != "never":
+                fh.flush()
+                os.fsync(fh.fileno())
         return sha
 
     def _promote(self, blob: StoredBlob) -> None:
@@ -209,11 +217,49 @@ class LocalStore:
         await self.in_io(shutil.rmtree, blob.staging, True)
 
     async def commit(self, blob: StoredBlob | None, entry: ManifestEntry) -> bool:
-        """Make ``blob`` durable under ``entry``; True if the entry won (is now current)."""
-        if blob is not None:
-            await self.in_io(self._promote, blob)
-        won = await self.apply_entries([entry])
+        """Make ``blob`` durable under ``entry``; True if the entry won (is now current).
+
+        Runs under the GC lock, and checks every chunk is on disk before the entry is applied,
+        so garbage collection can never remove a chunk a new entry is about to reference.
+        """
+        async with self.gc_lock:
+            if blob is not None:
+                await self.in_io(self._promote, blob)
+                missing = [c for c in entry.chunks if not self.chunks.has(c)]
+                if missing:
+                    raise Unavailable(f"{len(missing)} chunks vanished before commit; retry")
+            won = await self.apply_entries([entry])
         return bool(won)
+
+    async def collect_garbage(self, min_age: float) -> int:
+        """Delete chunk files no entry references that nobody touched for ``min_age`` seconds."""
+        async with self.gc_lock:
+            return await self.in_io(self._collect_garbage, min_age)
+
+    def _collect_garbage(self, min_age: float) -> int:
+        referenced = self.db.referenced_chunks()
+        cutoff = time.time() - min_age
+        removed = []
+        for sha in self.chunks.iter_shas():
+            if sha in referenced:
+                continue
+            try:
+                if self.chunks.path(sha).stat().st_mtime < cutoff:
+                    self.chunks.delete(sha)
+                    removed.append(sha)
+            except FileNotFoundError:
+                continue
+        self.db.forget_chunks(self.db.unreferenced_chunks())
+        if removed:
+            log.info("garbage collection removed %d unreferenced chunks", len(removed))
+        return len(removed)
+
+    async def drop_chunks(self, shas: Iterable[str]) -> int:
+        """Delete chunk files this node no longer owns (handoff done); returns how many."""
+        shas = list(shas)
+        async with self.gc_lock:
+            await self.in_io(lambda: [self.chunks.delete(s) for s in shas])
+        return len(shas)
 
     async def apply_entries(self, entries: Iterable[ManifestEntry]) -> list:
         """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners."""
@@ -221,6 +267,12 @@ class LocalStore:
         for old, new in won:
             self.manifest_digest.replace(old, new)
         return won
+
+    async def purge_tombstones(self, tombstones: list[ManifestEntry]) -> int:
+        purged = await self.in_db(self.db.purge_tombstones, tombstones)
+        for t in purged:
+            self.manifest_digest.remove(t)
+        return len(purged)
 
     # ---- the ManifestStore protocol used by manifest anti-entropy ----
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:

@@ -6,7 +6,7 @@
 "use strict";
 (() => {
   const STATUS_INTERVAL_MS = 1000;
-  const FILES_INTERVAL_MS = 3000;
+  const FILES_INTERVAL_MS = 2000;
   const PAGE_SIZE = 50;
   const TOKEN_KEY = "p2pstore.apiToken";
   const STATE_CLASS = {
@@ -233,14 +233,14 @@
     const list = members || [];
     tbody.replaceChildren(...list.map((m) => {
       const st = String(m.state || "unknown");
-      const idCell = el("td", { class: "text-nowrap" }, el("code", { class: "member-id", text: m.id }));
+      const idCell = el("td", null, el("code", { class: "member-id", text: m.id }));
       if (m.id === leader) idCell.append(" ", el("span", { class: "badge text-bg-warning leader-badge", title: "leader", text: "★ leader" }));
       if (m.self) idCell.append(" ", el("span", { class: "badge text-bg-light border", text: "this node" }));
       return el("tr", { "data-node-id": m.id, "data-state": st },
         idCell,
         el("td", null, el("span", { class: `badge state-badge ${STATE_CLASS[st] || "text-bg-secondary"}`, text: st })),
         el("td", { class: "d-none d-md-table-cell", text: m.address || "—" }),
-        el("td", { class: "text-end", text: m.incarnation ?? "—" }),
+        el("td", { class: "text-end d-none d-sm-table-cell", text: m.incarnation ?? "—" }),
         el("td", { class: "text-end text-nowrap", title: fmtDate(m.last_seen), text: m.self ? "now" : ago(m.last_seen) }));
     }));
     updateRecoverSelect(list, s.node_id);

@@ -1,0 +1,228 @@
+"""The nemesis: faults injected into a running cluster, and a random schedule that drives them.
+
+Faults are blocking calls (signals, process starts, ip commands), so the schedule runs in a
+worker thread while the workload keeps its event loop. Every fault is logged with its time so
+a failing history can be lined up with what the cluster suffered.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .nodes import ChaosNode, get_json
+
+PROCESS_FAULTS = ("kill", "pause", "restart")
+
+
+class Unsupported(RuntimeError):
+    """This backend cannot inject that fault (e.g. partitions without network namespaces)."""
+
+
+@dataclass
+class FaultEvent:
+    t: float
+    action: str
+    target: str
+    detail: str = ""
+
+
+class Nemesis:
+    """Process-level faults on real node processes (always available)."""
+
+    backend = "processes"
+
+    def __init__(self, nodes: Sequence[ChaosNode], ready_timeout: float = 30.0) -> None:
+        self.nodes = list(nodes)
+        self.ready_timeout = ready_timeout
+        self.events: list[FaultEvent] = []
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _log(self, action: str, node: ChaosNode | str, detail: str = "") -> None:
+        name = node if isinstance(node, str) else node.name
+        with self._lock:
+            self.events.append(FaultEvent(round(time.monotonic() - self.t0, 3), action, name, detail))
+
+    def supports(self, fault: str) -> bool:
+        return fault in ("kill", "pause", "resume", "restart", "start", "wipe", "flip_bytes")
+
+    # ---- process faults ----
+    def kill(self, node: ChaosNode) -> None:
+        """SIGKILL: the process dies with no cleanup (a crash)."""
+        node.kill()
+        self._log("kill", node)
+
+    def start(self, node: ChaosNode) -> None:
+        node.start()
+        node.wait_ready(self.ready_timeout)
+        self._log("start", node)
+
+    def pause(self, node: ChaosNode) -> None:
+        """SIGSTOP: alive for the kernel (sockets accept), silent for peers: a hung node."""
+        node.pause()
+        self._log("pause", node)
+
+    def resume(self, node: ChaosNode) -> None:
+        node.resume()
+        self._log("resume", node)
+
+    def restart(self, node: ChaosNode) -> None:
+        """kill -9 then start at once: a crash-restart loop (same data, same address)."""
+        node.kill()
+        self._log("kill", node, "restart")
+        self.start(node)
+
+    def wipe(self, node: ChaosNode, keep_identity: bool = False) -> None:
+        """Disk loss: stop, delete the data dir (the node id too, unless kept), start empty."""
+        node.kill()
+        ident = node.data_dir / "node_id"
+        saved = ident.read_text() if keep_identity and ident.exists() else None
+        shutil.rmtree(node.data_dir, ignore_errors=True)
+        if saved is not None:
+            node.data_dir.mkdir(parents=True)
+            ident.write_text(saved)
+        self._log("wipe", node, "kept id" if saved else "new id")
+        self.start(node)
+
+    def flip_bytes(self, node: ChaosNode, rng: random.Random | None = None) -> Path | None:
+        """Silent disk rot: flip one byte of a random chunk file (the node is not told)."""
+        rng = rng or random.Random()
+        files = [p for p in (node.data_dir / "chunks").rglob("*") if p.is_file()]
+        files = [p for p in files if p.stat().st_size > 0]
+        if not files:
+            return None
+        path = rng.choice(files)
+        try:
+            with path.open("r+b") as fh:
+                size = path.stat().st_size
+                pos = rng.randrange(size)
+                fh.seek(pos)
+                byte = fh.read(1)
+                fh.seek(pos)
+                fh.write(bytes([byte[0] ^ 0xFF]))
+        except FileNotFoundError:  # repaired or collected while we looked
+            return None
+        self._log("flip_bytes", node, f"{path.name[:12]}@{pos}")
+        return path
+
+    # ---- network faults (netns backend only) ----
+    def partition(self, groups: Sequence[Sequence[ChaosNode]]) -> None:
+        raise Unsupported("partitions need the netns backend (root and iproute2)")
+
+    def partition_one_way(self, src: Sequence[ChaosNode], dst: Sequence[ChaosNode]) -> None:
+        raise Unsupported("partitions need the netns backend (root and iproute2)")
+
+    def heal_network(self) -> None:
+        """Nothing to heal without a network backend."""
+
+    # ---- recovery ----
+    def heal(self) -> None:
+        """End every fault: resume frozen nodes, start dead ones, heal the network."""
+        self.heal_network()
+        for node in self.nodes:
+            if node.paused:
+                self.resume(node)
+        for node in self.nodes:
+            if not node.running:
+                self.start(node)
+
+    def down(self) -> list[ChaosNode]:
+        return [n for n in self.nodes if not n.running or n.paused]
+
+    def wait_members_alive(self, timeout: float = 30.0) -> float:
+        """Wait until every node sees every node alive; return the seconds it took."""
+        t = time.monotonic()
+        deadline = t + timeout
+        while True:
+            try:
+                if all(_all_alive(n, len(self.nodes)) for n in self.nodes):
+                    return time.monotonic() - t
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"members not all alive after {timeout:.0f}s")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.terminate()
+
+
+def _all_alive(node: ChaosNode, n: int) -> bool:
+    status, body = get_json(node.url + "/status", timeout=2.0)
+    if status != 200 or not isinstance(body, dict):
+        return False
+    states = [m.get("state") for m in body.get("members", [])]
+    return states.count("alive") >= n
+
+
+@dataclass
+class Schedule:
+    """Random faults: at most ``max_down`` nodes hurt at once, so R-1 replicas at most are gone."""
+
+    faults: Sequence[str] = PROCESS_FAULTS
+    max_down: int = 1
+    interval: tuple[float, float] = (1.0, 3.0)
+    flip_every: float = 0.0  # seconds between byte flips (0 = never); flips do not count as "down"
+    seed: int | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def run(self, nemesis: Nemesis, duration: float, stop: threading.Event | None = None) -> None:
+        rng = random.Random(self.seed)
+        stop = stop or threading.Event()
+        deadline = time.monotonic() + duration
+        next_flip = time.monotonic() + self.flip_every if self.flip_every else float("inf")
+        partitioned = False
+        while time.monotonic() < deadline and not stop.is_set():
+            if time.monotonic() >= next_flip:
+                node = rng.choice([n for n in nemesis.nodes if n.running] or nemesis.nodes)
+                if nemesis.flip_bytes(node, rng) is not None:
+                    self._count("flip_bytes")
+                next_flip = time.monotonic() + self.flip_every
+            hurt = nemesis.down()
+            if partitioned or hurt:
+                heal_now = rng.random() < 0.5 or len(hurt) >= self.max_down or partitioned
+            else:
+                heal_now = False
+            if heal_now and partitioned:
+                nemesis.heal_network()
+                partitioned = False
+                self._count("heal")
+            elif heal_now and hurt:
+                node = rng.choice(hurt)
+                if node.paused:
+                    nemesis.resume(node)
+                else:
+                    nemesis.start(node)
+            elif self.faults:
+                fault = rng.choice(list(self.faults))
+                if fault in ("partition", "one_way") and not hurt:
+                    self._partition(nemesis, rng, fault)
+                    partitioned = True
+                elif fault in ("kill", "pause", "restart"):
+                    healthy = [n for n in nemesis.nodes if n.running and not n.paused]
+                    if healthy and len(hurt) < self.max_down:
+                        getattr(nemesis, fault)(rng.choice(healthy))
+                        self._count(fault)
+            stop.wait(rng.uniform(*self.interval))
+        nemesis.heal()
+
+    def _partition(self, nemesis: Nemesis, rng: random.Random, fault: str) -> None:
+        nodes = list(nemesis.nodes)
+        rng.shuffle(nodes)
+        minority = nodes[: max(1, min(self.max_down, (len(nodes) - 1) // 2 or 1))]
+        majority = nodes[len(minority) :]
+        if fault == "one_way":
+            nemesis.partition_one_way(minority, majority)
+        else:
+            nemesis.partition([majority, minority])
+        self._count(fault)
+
+    def _count(self, fault: str) -> None:
+        self.counts[fault] = self.counts.get(fault, 0) + 1

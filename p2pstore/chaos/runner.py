@@ -1,0 +1,282 @@
+"""Glue for a whole chaos run: start a cluster, load it while the nemesis strikes, heal, check.
+
+Used by the pytest chaos suite and by ``p2pstore chaos``. Each phase is its own function so a
+test can swap in a scripted fault sequence instead of the random schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checker import CheckReport, check
+from .history import FinalRead, HistoryWriter
+from .nemesis import Nemesis, Schedule
+from .nodes import ChaosNode, free_port, get_json, reap_all
+from .workload import Workload, WorkloadConfig
+
+DEFAULT_NODE_FLAGS: dict[str, str] = {
+    "gossip-interval": "0.2",
+    "fsync": "never",  # kill -9 keeps the page cache; only power cuts need fsync, and it costs CPU
+    "chunk-size": "16KiB",  # several chunks per value, so corruption hits multi-chunk reads too
+    "scrub-rate": "1MiB",
+    "checkpoint-interval": "0",
+}
+
+
+@dataclass
+class ChaosConfig:
+    nodes: int = 3
+    duration: float = 20.0
+    backend: str = "processes"
+    seed: int | None = None
+    max_down: int | None = None  # default: 1 for 3 nodes, 2 for 5 or more (never all replicas)
+    faults: tuple[str, ...] | None = None
+    interval: tuple[float, float] = (1.0, 3.0)
+    flip_every: float = 0.0
+    convergence_bound: float = 60.0
+    workload: WorkloadConfig = field(default_factory=WorkloadConfig)
+    node_flags: dict[str, str] = field(default_factory=dict)
+    replicas: int = 3
+
+    def resolved_max_down(self) -> int:
+        if self.max_down is not None:
+            return self.max_down
+        return 1 if self.nodes <= 3 else min(2, self.replicas - 1)
+
+
+def node_args(flags: dict[str, str], secret: str) -> list[str]:
+    merged = {**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **flags}
+    args: list[str] = []
+    for name, value in merged.items():
+        args += [f"--{name}", str(value)]
+    return args
+
+
+@contextlib.contextmanager
+def process_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) -> Iterator[Nemesis]:
+    """``n`` loopback node processes (node 0 seeds the rest) under a process nemesis."""
+    secret = f"chaos-{os.getpid()}-{time.monotonic_ns()}"
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    nodes = []
+    for i, port in enumerate(ports):
+        args = node_args(flags or {}, secret)
+        if i:
+            args += ["--seeds", f"127.0.0.1:{ports[0]}"]
+        nodes.append(ChaosNode(f"n{i}", workdir / f"n{i}", "127.0.0.1", port, args))
+    nemesis = Nemesis(nodes)
+    try:
+        for node in nodes:
+            node.start()
+        for node in nodes:
+            node.wait_ready()
+        yield nemesis
+    finally:
+        nemesis.close()
+
+
+@contextlib.contextmanager
+def open_cluster(cfg: ChaosConfig, workdir: Path) -> Iterator[Nemesis]:
+    if cfg.backend == "processes":
+        with process_cluster(workdir, cfg.nodes, cfg.node_flags) as nemesis:
+            yield nemesis
+    elif cfg.backend == "netns":
+        from .netns import netns_cluster
+
+        with netns_cluster(workdir, cfg.nodes, cfg.node_flags) as nemesis:
+            yield nemesis
+    else:
+        raise ValueError(f"unknown backend {cfg.backend!r} (processes or netns)")
+
+
+async def load_under_faults(
+    nemesis: Nemesis,
+    workload: Workload,
+    duration: float,
+    faults: Callable[[threading.Event], None],
+) -> None:
+    """Run the workload for ``duration`` while ``faults(stop)`` runs in a thread; heal after."""
+    stop = threading.Event()
+    fault_task = asyncio.create_task(asyncio.to_thread(faults, stop))
+    try:
+        await workload.run(duration)
+    finally:
+        stop.set()
+        await fault_task
+        await asyncio.to_thread(nemesis.heal)
+
+
+def wait_converged(
+    nemesis: Nemesis, prefix: str, bound: float, r: int = 3, interval: float = 0.5
+) -> dict[str, Any]:
+    """Poll until every node lists the same manifest and every file has R verified replicas."""
+    t0 = time.monotonic()
+    lagging: list[str] = ["(not polled yet)"]
+    files = 0
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            lagging, files = _lagging(nemesis.nodes, prefix, r)
+            if not lagging:
+                return {
+                    "converged": True,
+                    "seconds": round(time.monotonic() - t0, 2),
+                    "bound": bound,
+                    "files": files,
+                    "r": r,
+                    "lagging": [],
+                }
+        if time.monotonic() - t0 > bound:
+            return {
+                "converged": False,
+                "seconds": round(time.monotonic() - t0, 2),
+                "bound": bound,
+                "files": files,
+                "r": r,
+                "lagging": lagging[:20],
+            }
+        time.sleep(interval)
+
+
+def _listing(node: ChaosNode, prefix: str, long: bool) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    after = ""
+    while True:
+        q = urllib.parse.urlencode({"prefix": prefix, "after": after, "limit": 1000, "long": int(long)})
+        status, body = get_json(f"{node.url}/files?{q}", timeout=10.0)
+        if status != 200:
+            raise OSError(f"{node.name}: listing HTTP {status}")
+        out += body["files"]
+        if not body.get("next"):
+            return out
+        after = body["next"]
+
+
+def _lagging(nodes: list[ChaosNode], prefix: str, r: int) -> tuple[list[str], int]:
+    """What still differs: per-node manifest disagreements, then files short of R verified copies."""
+    views = {
+        n.name: {f["key"]: (f["version"], f["sha256"]) for f in _listing(n, prefix, False)} for n in nodes
+    }
+    reference = next(iter(views.values()))
+    lag = [
+        f"{name} disagrees on {sorted(set(v.items()) ^ set(reference.items()))[:3]}"
+        for name, v in views.items()
+        if v != reference
+    ]
+    if lag:
+        return lag, len(reference)
+    want = min(r, len(nodes))
+    for f in _listing(nodes[0], prefix, True):
+        verified = sum(1 for rep in f.get("replicas", []) if rep.get("verified"))
+        if verified < want:
+            lag.append(f"{f['key']}: {verified}/{want} verified")
+    return lag, len(reference)
+
+
+def final_reads(nemesis: Nemesis, keys: list[str]) -> list[FinalRead]:
+    """Read every key through every node (gateway reads, verified bytes)."""
+    out: list[FinalRead] = []
+    for node in nemesis.nodes:
+        for key in keys:
+            out.append(read_once(node, key))
+    return out
+
+
+def read_once(node: ChaosNode, key: str, timeout: float = 10.0) -> FinalRead:
+    url = f"{node.url}/files/{urllib.parse.quote(key)}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            body = resp.read()
+            etag = (resp.headers.get("ETag") or "").strip('W/"') or None
+            return FinalRead(
+                key,
+                node.name,
+                etag,
+                resp.headers.get("X-P2PStore-Version"),
+                resp.status,
+                hashlib.sha256(body).hexdigest(),
+            )
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return FinalRead(key, node.name, None, None, 404)
+        return FinalRead(key, node.name, None, None, exc.code, error=f"HTTP {exc.code}: {exc.read()[:200]!r}")
+    except (OSError, ValueError) as exc:
+        return FinalRead(key, node.name, None, None, None, error=f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class ChaosResult:
+    report: CheckReport
+    history_path: Path
+    timings: dict[str, float]
+    events: list[Any]
+
+
+def settle_and_check(
+    nemesis: Nemesis, workload: Workload, history: HistoryWriter, bound: float, r: int = 3
+) -> tuple[CheckReport, dict[str, float]]:
+    """After the faults: wait for membership and convergence, read everything, run the checker."""
+    timings: dict[str, float] = {}
+    t = time.monotonic()
+    with contextlib.suppress(TimeoutError):  # convergence below reports it
+        nemesis.wait_members_alive(timeout=min(bound, 30.0))
+    timings["members_alive_s"] = round(time.monotonic() - t, 2)
+    convergence = wait_converged(nemesis, workload.config.key_prefix, bound, r)
+    timings["convergence_s"] = convergence["seconds"]
+    finals = final_reads(nemesis, workload.keys)
+    history.close()
+    report = check(history.ops, finals, convergence)
+    return report, timings
+
+
+def run_chaos(cfg: ChaosConfig, workdir: Path) -> ChaosResult:
+    """One full randomized run; the history is kept in ``workdir/history.jsonl``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    history_path = workdir / "history.jsonl"
+    history = HistoryWriter(history_path)
+    faults = cfg.faults or (
+        ("kill", "pause", "restart", "partition") if cfg.backend == "netns" else ("kill", "pause", "restart")
+    )
+    schedule = Schedule(
+        faults=faults,
+        max_down=cfg.resolved_max_down(),
+        interval=cfg.interval,
+        flip_every=cfg.flip_every,
+        seed=cfg.seed,
+    )
+    t0 = time.monotonic()
+    try:
+        with open_cluster(cfg, workdir) as nemesis:
+            timings = {"startup_s": round(time.monotonic() - t0, 2)}
+            nemesis.wait_members_alive()
+            workload = Workload(lambda: [n.url for n in nemesis.nodes], history, cfg.workload)
+            t = time.monotonic()
+            asyncio.run(
+                load_under_faults(
+                    nemesis, workload, cfg.duration, lambda stop: schedule.run(nemesis, cfg.duration, stop)
+                )
+            )
+            timings["load_s"] = round(time.monotonic() - t, 2)
+            report, more = settle_and_check(nemesis, workload, history, cfg.convergence_bound, cfg.replicas)
+            timings.update(more)
+            timings["total_s"] = round(time.monotonic() - t0, 2)
+            report.stats["faults"] = dict(schedule.counts)
+            report.stats["duration"] = timings
+            return ChaosResult(report, history_path, timings, list(nemesis.events))
+    finally:
+        history.close()
+        reap_all()

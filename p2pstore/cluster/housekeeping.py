@@ -1,0 +1,166 @@
+"""Housekeeping that removes data, so every step waits for confirmation first.
+
+* Handoff: a node that holds chunks of a file it is no longer a replica of (placement moved
+  after a join, or after a long death) drops them only once every current replica confirms a
+  complete copy of the same version.
+* Tombstone GC (leader only): a tombstone older than ``tombstone_grace`` is forgotten only when
+  every member is alive and confirms it holds that tombstone, so no node can later gossip the
+  deleted file back to life. Members that are down block the GC; that is the point.
+* Chunk GC (every node): chunk files no entry references, untouched for a while, are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..core.manifest import ManifestEntry
+from ..core.membership import ALIVE, LEFT
+from .transport import PeerError
+
+if TYPE_CHECKING:
+    from .replication import Cluster
+
+log = logging.getLogger("p2pstore.housekeeping")
+
+MAX_CHUNK_GC_AGE = 600.0  # also the staging lifetime: dedupe touches keep live chunks young
+BATCH = 500
+
+
+class Housekeeper:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        cfg = cluster.node.config
+        self.interval = max(2.0, cfg.gossip_interval * 10)
+        self.tombstone_grace = cfg.tombstone_grace
+        self.handed_off_files = 0
+        self.handed_off_chunks = 0
+        self.tombstones_purged = 0
+        self.chunks_collected = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="housekeeping")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "handed_off_files": self.handed_off_files,
+            "handed_off_chunks": self.handed_off_chunks,
+            "tombstones_purged": self.tombstones_purged,
+            "chunks_collected": self.chunks_collected,
+        }
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            for step in (self.handoff, self.collect_chunks, self.leader_tombstone_gc):
+                try:
+                    await step()
+                except Exception:
+                    log.exception("housekeeping step %s failed", step.__name__)
+
+    # ---- handoff ----
+    async def handoff(self) -> None:
+        cluster = self.cluster
+        store = cluster.node.store
+        me = cluster.node.node_id
+
+        def plan() -> tuple[set[str], list[ManifestEntry]]:
+            needed: set[str] = set()
+            surplus: list[ManifestEntry] = []
+            for e in store.db.iter_all():
+                if e.deleted or not e.chunks:
+                    continue
+                if me in cluster.replicas_for(e.key):
+                    needed.update(e.chunks)
+                elif any(store.chunks.has(c) for c in e.chunks):
+                    surplus.append(e)
+            return needed, surplus
+
+        needed, surplus = await store.in_io(plan)
+        for i in range(0, len(surplus), BATCH):
+            batch = surplus[i : i + BATCH]
+            confirmed = await self._confirmed_elsewhere(batch)
+            drop = {c for e in batch if e.key in confirmed for c in e.chunks} - needed
+            if drop:
+                await store.drop_chunks(drop)
+                self.handed_off_files += len(confirmed)
+                self.handed_off_chunks += len(drop)
+                log.info("handoff: dropped %d chunks of %d files now held by their owners",
+                         len(drop), len(confirmed))  # fmt: skip
+
+    async def _confirmed_elsewhere(self, entries: list[ManifestEntry]) -> set[str]:
+        """Keys whose every current replica reports a complete copy of this exact version."""
+        cluster = self.cluster
+        by_node: dict[str, list[ManifestEntry]] = {}
+        for e in entries:
+            for n in cluster.replicas_for(e.key):
+                by_node.setdefault(n, []).append(e)
+        ok = {e.key for e in entries}
+        for node_id, es in by_node.items():
+            views = await self._views(node_id, [e.key for e in es])
+            for e in es:
+                v = views.get(e.key)
+                if not (v and v["complete"] and v["entry"] and v["entry"]["version"] == e.version):
+                    ok.discard(e.key)
+        return ok
+
+    async def _views(self, node_id: str, keys: list[str]) -> dict[str, Any]:
+        cluster = self.cluster
+        if node_id == cluster.node.node_id:
+            return {k: cluster.local_view(k) for k in keys}
+        if cluster.gossip.membership.state_of(node_id) != ALIVE:
+            return {}
+        try:
+            reply = await cluster.transport.call(
+                cluster.address(node_id), "/entries", {"keys": keys}, timeout=30
+            )
+            return dict(zip(keys, reply["views"], strict=True))
+        except (PeerError, KeyError, ValueError, TypeError):
+            return {}
+
+    # ---- chunk GC ----
+    async def collect_chunks(self) -> None:
+        age = min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
+        self.chunks_collected += await self.cluster.node.store.collect_garbage(age)
+
+    # ---- tombstone GC (leader) ----
+    async def leader_tombstone_gc(self) -> None:
+        cluster = self.cluster
+        if not cluster.gossip.is_leader():
+            return
+        members = [m for m in cluster.gossip.membership.members() if m.state != LEFT]
+        if any(m.state != ALIVE for m in members):
+            return  # someone might still hold an older copy: wait until every member is back
+        old = await cluster.node.store.in_io(
+            cluster.node.store.db.tombstones_before, time.time() - self.tombstone_grace, BATCH
+        )
+        if not old:
+            return
+        keys = [t.key for t in old]
+        confirmed = {t.key for t in old}
+        for m in members:
+            views = await self._views(m.id, keys)
+            for t in old:
+                v = views.get(t.key)
+                if not (v and v["entry"] and v["entry"]["version"] == t.version and v["entry"]["deleted"]):
+                    confirmed.discard(t.key)
+        purge = [t for t in old if t.key in confirmed]
+        if not purge:
+            return
+        wire = [t.to_wire() for t in purge]
+        results = await asyncio.gather(
+            *(cluster.purge_on(m.id, wire) for m in members), return_exceptions=True
+        )
+        done = sum(r for r in results if isinstance(r, int))
+        self.tombstones_purged += len(purge)
+        log.info("leader purged %d tombstones on %d members (%d rows)", len(purge), len(members), done)

@@ -1,0 +1,111 @@
+"""Deletes stay deleted, garbage goes away, and data moves when a node is gone for long."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import urllib.error
+import urllib.request
+
+import aiohttp
+import pytest
+
+from p2pstore.core.placement import replicas as place
+from tests.support.processes import NodeProcess, wait_for
+
+PERIOD = 0.2
+
+
+def wait_members(nodes: list[NodeProcess]) -> None:
+    def ok() -> bool:
+        return all(
+            [m["state"] for m in n.get_json("/status")["members"]] == ["alive"] * len(nodes) for n in nodes
+        )
+
+    wait_for(ok, 30, message="all members alive")
+
+
+def chunk_count(node: NodeProcess) -> int:
+    return sum(1 for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
+
+
+@pytest.mark.slow
+async def test_deletes_while_replica_down_stay_deleted_and_are_collected(node_factory) -> None:
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, tombstone_grace=3)
+    wait_members(nodes)
+    bodies = {f"del/{i:03d}": hashlib.sha256(b"%d" % i).digest() * 300 for i in range(100)}
+    async with aiohttp.ClientSession() as s:
+        for i, (key, body) in enumerate(bodies.items()):
+            async with s.put(f"{nodes[i % 3].url}/files/{key}", data=body) as r:
+                assert r.status == 201
+    wait_for(lambda: all(chunk_count(n) == 100 for n in nodes), 30, message="100 chunks on every node")
+    down = nodes[2]
+    down.kill()
+    async with aiohttp.ClientSession() as s:
+        for key in bodies:
+            async with s.delete(f"{nodes[0].url}/files/{key}") as r:
+                assert r.status == 200, await r.text()
+    down.start()
+    down.wait_ready()
+    wait_members(nodes)
+    async with aiohttp.ClientSession() as s:
+        for _ in range(3):  # several rounds of anti-entropy: a deleted file must never reappear
+            for key in list(bodies)[::10]:
+                for n in nodes:
+                    async with s.get(f"{n.url}/files/{key}") as r:
+                        assert r.status == 404, (key, n.url)
+            await asyncio.sleep(1)
+    # after the grace period: tombstones purged by the leader, chunks gone from every disk
+    wait_for(lambda: all(chunk_count(n) == 0 for n in nodes), 60, message="chunks collected everywhere")
+    wait_for(
+        lambda: all(n.get_json("/status")["tombstones"] == 0 for n in nodes), 60, message="tombstones purged"
+    )
+    for n in nodes:
+        assert n.get_json("/files?prefix=del/")["files"] == []
+
+
+def local_body(node: NodeProcess, key: str) -> bytes | None:
+    try:
+        with urllib.request.urlopen(f"{node.url}/files/{key}?local=1", timeout=5) as r:
+            return r.read()
+    except (urllib.error.HTTPError, OSError):
+        return None
+
+
+@pytest.mark.slow
+def test_long_dead_node_is_replaced_then_surplus_removed(node_factory) -> None:
+    nodes = node_factory(5, fsync="never", gossip_interval=PERIOD, dead_after=4)
+    wait_members(nodes)
+    ids = [n.health()["node_id"] for n in nodes]
+    by_id = dict(zip(ids, nodes, strict=True))
+    victim_id = ids[4]
+    keys = [f"move/{i}" for i in range(60)]
+    for key in keys:
+        req = urllib.request.Request(f"{nodes[0].url}/files/{key}", data=key.encode() * 1000, method="PUT")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.status == 201
+    held = [k for k in keys if victim_id in place(k, ids, 3)]
+    assert held, "the victim holds some files"
+    survivors = [i for i in ids if i != victim_id]
+
+    def holders(key: str) -> set[str]:
+        return {i for i, n in by_id.items() if n.running and local_body(n, key) == key.encode() * 1000}
+
+    wait_for(lambda: all(len(holders(k)) == 3 for k in held), 30, message="3 copies of each file")
+    by_id[victim_id].kill()
+    # after dead_after, each file it held is again on 3 live nodes (the next in placement)
+    wait_for(
+        lambda: all(holders(k) == set(place(k, survivors, 3)) for k in held),
+        60,
+        interval=0.5,
+        message="files re-replicated to 3 live nodes",
+    )
+    # bring it back: it owns its files again, and the temporary copies are removed
+    by_id[victim_id].start()
+    by_id[victim_id].wait_ready()
+    wait_for(
+        lambda: all(holders(k) == set(place(k, ids, 3)) for k in held),
+        60,
+        interval=0.5,
+        message="surplus copies removed after the owners confirmed",
+    )
