@@ -67,7 +67,8 @@ async def api_token_auth(request: web.Request, handler):  # type: ignore[no-unty
     """When --api-token is set, public endpoints need ``Authorization: Bearer <token>``."""
     token = get_node(request).config.api_token
     path = request.path
-    if token and path != "/health" and not path.startswith("/_internal/"):
+    # The page and its assets are static and hold no data; the page sends the token itself.
+    if token and path not in ("/health", "/") and not path.startswith(("/_internal/", "/static/")):
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             raise Unauthorized("missing or wrong API token")
