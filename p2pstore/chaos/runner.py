@@ -112,6 +112,7 @@ async def load_under_faults(
 ) -> None:
     """Run the workload for ``duration`` while ``faults(stop)`` runs in a thread; heal after."""
     stop = threading.Event()
+    workload.t0 = nemesis.t0 = time.monotonic()  # one clock for the history and the fault log
     fault_task = asyncio.create_task(asyncio.to_thread(faults, stop))
     try:
         await workload.run(duration)

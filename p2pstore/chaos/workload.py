@@ -91,7 +91,8 @@ class Workload:
             gateway = self.rng.choice(list(self.gateways()))
             op = await self.do(session, client, kind, key, gateway)
             self.history.record(op)
-            await asyncio.sleep(cfg.think * self.rng.random())
+            backoff = 0.2 if (op.error or "").startswith("connect") else 0.0  # a dead gateway refuses fast
+            await asyncio.sleep(backoff + cfg.think * self.rng.random())
 
     async def do(self, session: aiohttp.ClientSession, client: int, kind: str, key: str, gateway: str) -> Op:
         """Run one operation and return its record (never raises for node or network errors)."""

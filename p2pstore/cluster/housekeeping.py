@@ -82,7 +82,7 @@ class Housekeeper:
                     continue
                 if me in cluster.replicas_for(e.key):
                     needed.update(e.chunks)
-                elif any(store.chunks.has(c) for c in e.chunks):
+                elif any(store.has_chunk(c) for c in e.chunks):
                     surplus.append(e)
             return needed, surplus
 

@@ -121,7 +121,7 @@ class Repairer:
         self.stats.last_pass_started = time.time()
         tasks = await store.in_io(
             lambda: plan_repairs(
-                store.db.iter_all(), node.node_id, self.cluster.replicas_for, store.chunks.has
+                store.db.iter_all(), node.node_id, self.cluster.replicas_for, store.has_chunk
             )
         )
         self.stats.queue = len(tasks)
@@ -136,11 +136,11 @@ class Repairer:
                 try:
                     sources = [s for s in task.sources if self.cluster.gossip.is_live(s)]
                     for sha in task.missing:
-                        if store.chunks.has(sha):
+                        if store.has_chunk(sha):
                             continue
                         data = await self.cluster.fetch_chunk(sha, sources, set(), count_bad=False)
                         await self.limiter.take(len(data))
-                        await store.in_io(store.chunks.write, data, sha)
+                        await store.write_chunk(data, sha)
                         copied_bytes += len(data)
                         self.stats.bytes_copied += len(data)
                         self.stats.chunks_copied += 1
@@ -207,16 +207,16 @@ class Scrubber:
         store = self.cluster.node.store
         started = time.monotonic()
         found: list[str] = []
-        shas = await store.in_io(lambda: list(store.chunks.iter_shas()))
+        shas = await store.in_io(store.iter_chunk_shas)
         for sha in shas:
-            length = store.chunks.length(sha)
+            length = store.chunk_length(sha)
             if length is None:
                 continue
             await self.limiter.take(length)
-            ok = await store.in_io(store.chunks.verify, sha)
+            ok = await store.in_io(store.verify_chunk, sha)
             self.stats.chunks_checked += 1
             self.stats.bytes_checked += length
-            if not ok and store.chunks.has(sha):
+            if not ok and store.has_chunk(sha):
                 found.append(sha)
                 self.stats.corrupt_found += 1
                 log.error("scrub found corrupt chunk %s", sha[:12])

@@ -113,7 +113,10 @@ class Cluster:
 
     def chunk_went_bad(self, sha: str) -> None:
         """A local chunk failed verification: never serve it again, fetch a good copy."""
-        self.node.store.chunks.quarantine(sha)
+        self._spawn(self._quarantine_then_repair(sha))
+
+    async def _quarantine_then_repair(self, sha: str) -> None:
+        await self.node.store.quarantine_chunk(sha)
         self.repairer.trigger()
 
     def _spawn(self, coro: Any) -> asyncio.Task:
@@ -514,7 +517,7 @@ def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple
         ]
     spans, offset = [], 0
     for sha in entry.chunks:  # written with another chunk size: ask the local files
-        length = store.chunks.length(sha)
+        length = store.chunk_length(sha)
         if length is None:
             raise Unavailable("file was written with another chunk size; fetch it from a replica")
         spans.append((sha, offset, length))

@@ -31,6 +31,10 @@ CREATE TABLE IF NOT EXISTS chunk_refs (
     sha TEXT PRIMARY KEY,
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS small_chunks (
+    sha TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     name TEXT PRIMARY KEY,
     value BLOB
@@ -165,45 +169,80 @@ class MetadataDB:
         return rows[0][0] if rows else None
 
     # ---- writes (call from the single writer thread) ----
-    def apply(self, entries: Iterable[ManifestEntry]) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
+    def apply(
+        self, entries: Iterable[ManifestEntry], small: dict[str, bytes] | None = None
+    ) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
         """Apply entries last-writer-wins in one transaction; return (old, new) for each that won.
 
         An entry older than what is stored changes nothing, so applying the same gossip twice,
-        or out of order, is harmless.
+        or out of order, is harmless. ``small`` chunks are stored in the same transaction.
         """
-        won: list[tuple[ManifestEntry | None, ManifestEntry]] = []
+        return self.apply_batch([(list(entries), small or {})])[0]
+
+    def apply_batch(
+        self, requests: list[tuple[list[ManifestEntry], dict[str, bytes]]]
+    ) -> list[list[tuple[ManifestEntry | None, ManifestEntry]]]:
+        """Group commit: many callers' entries and small chunks in one transaction, one fsync."""
+        results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for entry in entries:
-                row = conn.execute(
-                    f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (entry.key,)
-                ).fetchone()
-                old = row_to_entry(row) if row else None
-                if not newer(old, entry):
-                    continue
-                self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
-                self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
-                conn.execute(
-                    f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (
-                        entry.key,
-                        entry.version,
-                        entry.size,
-                        entry.sha256,
-                        pack_chunks(entry.chunks),
-                        entry.content_type,
-                        int(entry.deleted),
-                        entry.modified,
-                        bucket_of(entry.key),
-                    ),
-                )
-                won.append((old, entry))
+            for entries, small in requests:
+                if small:
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", list(small.items())
+                    )
+                results.append([w for e in entries if (w := self._apply_one(e)) is not None])
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return won
+        return results
+
+    def _apply_one(self, entry: ManifestEntry) -> tuple[ManifestEntry | None, ManifestEntry] | None:
+        conn = self._w
+        row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (entry.key,)).fetchone()
+        old = row_to_entry(row) if row else None
+        if not newer(old, entry):
+            return None
+        self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
+        self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
+        conn.execute(
+            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                entry.key,
+                entry.version,
+                entry.size,
+                entry.sha256,
+                pack_chunks(entry.chunks),
+                entry.content_type,
+                int(entry.deleted),
+                entry.modified,
+                bucket_of(entry.key),
+            ),
+        )
+        return old, entry
+
+    # ---- small chunks (stored in the database: one fsync with their manifest entry) ----
+    def small_chunk(self, sha: str) -> bytes | None:
+        rows = self._read("SELECT data FROM small_chunks WHERE sha = ?", (sha,))
+        return rows[0][0] if rows else None
+
+    def has_small_chunk(self, sha: str) -> bool:
+        return bool(self._read("SELECT 1 FROM small_chunks WHERE sha = ?", (sha,)))
+
+    def small_chunk_length(self, sha: str) -> int | None:
+        rows = self._read("SELECT length(data) FROM small_chunks WHERE sha = ?", (sha,))
+        return rows[0][0] if rows else None
+
+    def small_chunk_shas(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT sha FROM small_chunks")]
+
+    def put_small_chunk(self, sha: str, data: bytes) -> None:
+        self._w.execute("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", (sha, data))
+
+    def delete_small_chunks(self, shas: Iterable[str]) -> None:
+        self._w.executemany("DELETE FROM small_chunks WHERE sha = ?", [(s,) for s in shas])
 
     def _adjust_refs(self, chunks: Iterable[str], delta: int) -> None:
         for sha in chunks:

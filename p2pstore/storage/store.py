@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,15 +31,99 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with their entry
+
+
 @dataclass
 class StoredBlob:
-    """What a completed upload wrote: chunk files staged under tmp, not yet visible."""
+    """A completed upload, not yet visible: chunk files staged under tmp, or the bytes of a
+    small file kept in memory (``inline``) to be stored with its manifest entry."""
 
     size: int
     sha256: str
     chunks: tuple[str, ...]
     staging: Path
-    new_chunks: list[str] = field(default_factory=list)
+    inline: bytes | None = None
+
+
+class SharedExclusiveLock:
+    """Many commits at once (shared) or one garbage collection (exclusive), never both."""
+
+    def __init__(self) -> None:
+        self._shared = 0
+        self._exclusive = False
+        self._waiting = 0  # exclusive waiters block new shared holders, so GC is not starved
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def shared(self):
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._exclusive and not self._waiting)
+            self._shared += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._shared -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self):
+        async with self._cond:
+            self._waiting += 1
+            try:
+                await self._cond.wait_for(lambda: not self._exclusive and self._shared == 0)
+            finally:
+                self._waiting -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
+
+
+class GroupCommitter:
+    """Batches concurrent metadata commits into one SQLite transaction (one fsync).
+
+    Each caller's future resolves only after the transaction holding its entries committed,
+    so nobody is acknowledged before their own data is durable.
+    """
+
+    def __init__(self, db: MetadataDB, run: Callable[..., Any]) -> None:
+        self.db = db
+        self.run = run
+        self.pending: list[tuple[list[ManifestEntry], dict[str, bytes], asyncio.Future]] = []
+        self.flushing = False
+        self.batches = 0
+        self._task: asyncio.Future | None = None
+
+    async def submit(self, entries: list[ManifestEntry], small: dict[str, bytes]) -> list:
+        fut = asyncio.get_running_loop().create_future()
+        self.pending.append((entries, small, fut))
+        if not self.flushing:
+            self.flushing = True
+            self._task = asyncio.ensure_future(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, []
+                self.batches += 1
+                try:
+                    results = await self.run(self.db.apply_batch, [(e, s) for e, s, _ in batch])
+                except BaseException as exc:
+                    for _, _, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (_, _, fut), result in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(result)
+        finally:
+            self.flushing = False
 
 
 @dataclass
@@ -62,7 +146,7 @@ class LocalStore:
         self.min_free_bytes = min_free_bytes
         self.stats = StoreStats()
         self.on_corrupt: Callable[[str], None] = lambda sha: None
-        self.gc_lock = asyncio.Lock()
+        self.gc_lock = SharedExclusiveLock()
         data_dir.mkdir(parents=True, exist_ok=True)
         self.chunks = ChunkStore(data_dir, fsync)
         self.stats.restored_from = self._ensure_database()
@@ -71,6 +155,7 @@ class LocalStore:
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
         self.manifest_digest = self.db.build_digest()
+        self.committer = GroupCommitter(self.db, self.in_db)
         self.stats.missing_chunks_at_start = len(self.missing_chunks())
         if self.stats.missing_chunks_at_start:
             log.warning("%d referenced chunks are missing on disk", self.stats.missing_chunks_at_start)
@@ -101,7 +186,50 @@ class LocalStore:
         return name
 
     def missing_chunks(self) -> set[str]:
-        return {sha for sha in self.db.referenced_chunks() if not self.chunks.has(sha)}
+        return {sha for sha in self.db.referenced_chunks() if not self.has_chunk(sha)}
+
+    # ---- chunks, wherever they live (files, or SQLite for small ones) ----
+    def has_chunk(self, sha: str) -> bool:
+        return self.chunks.has(sha) or self.db.has_small_chunk(sha)
+
+    def chunk_length(self, sha: str) -> int | None:
+        length = self.chunks.length(sha)
+        return length if length is not None else self.db.small_chunk_length(sha)
+
+    def iter_chunk_shas(self) -> list[str]:
+        return [*self.chunks.iter_shas(), *self.db.small_chunk_shas()]
+
+    def _read_chunk(self, sha: str) -> bytes:
+        try:
+            return self.chunks.read(sha)
+        except FileNotFoundError:
+            data = self.db.small_chunk(sha)
+            if data is None:
+                raise
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha}) from None
+            return data
+
+    def verify_chunk(self, sha: str) -> bool:
+        if self.chunks.has(sha):
+            return self.chunks.verify(sha)
+        data = self.db.small_chunk(sha)
+        return data is not None and hashlib.sha256(data).hexdigest() == sha
+
+    async def write_chunk(self, data: bytes, sha: str) -> None:
+        """Store one verified chunk (repair): small ones in SQLite, others as files."""
+        if len(data) <= SMALL_CHUNK:
+            await self.in_db(self.db.put_small_chunk, sha, data)
+        else:
+            await self.in_io(self.chunks.write, data, sha)
+
+    async def quarantine_chunk(self, sha: str) -> None:
+        if self.chunks.quarantine(sha) is None:
+            data = self.db.small_chunk(sha)
+            if data is not None:
+                (self.chunks.quarantine_dir / f"{sha}.{int(time.time())}").write_bytes(data)
+                await self.in_db(self.db.delete_small_chunks, [sha])
+                log.warning("quarantined corrupt chunk %s", sha[:12])
 
     def close(self) -> None:
         self._io.shutdown(wait=True)
@@ -137,7 +265,6 @@ class LocalStore:
         """
         self.check_space(expected_size or 0)
         staging = self.chunks.tmp_dir / f"up-{uuid.uuid4().hex}"
-        staging.mkdir()
         whole = hashlib.sha256()
         chunks: list[str] = []
         size = 0
@@ -158,7 +285,12 @@ class LocalStore:
             if pending is not None:
                 chunks.append(await pending)
                 pending = None
-            if buf:
+            inline = None
+            if buf and not chunks and len(buf) <= SMALL_CHUNK:
+                inline = bytes(buf)  # a small file: no chunk file, stored with its entry
+                whole.update(inline)
+                chunks.append(hashlib.sha256(inline).hexdigest())
+            elif buf:
                 chunks.append(await self.in_io(self._stage_chunk, staging, whole, bytes(buf)))
             digest = whole.hexdigest()
             if expected_size is not None and size != expected_size:
@@ -168,7 +300,7 @@ class LocalStore:
                     "X-Content-SHA256 does not match the body; nothing stored",
                     {"expected": expected_sha, "actual": digest},
                 )
-            return StoredBlob(size=size, sha256=digest, chunks=tuple(chunks), staging=staging)
+            return StoredBlob(size=size, sha256=digest, chunks=tuple(chunks), staging=staging, inline=inline)
         except BaseException as exc:
             if pending is not None:
                 pending.cancel()
@@ -182,6 +314,7 @@ class LocalStore:
     def _stage_chunk(self, staging: Path, whole: Any, block: bytes) -> str:
         whole.update(block)
         sha = hashlib.sha256(block).hexdigest()
+        staging.mkdir(exist_ok=True)
         path = staging / sha
         if path.exists():
             return sha
@@ -200,6 +333,8 @@ class LocalStore:
 
     def _promote(self, blob: StoredBlob) -> None:
         """Move staged chunk files into the chunk store (rename + dir fsync)."""
+        if not blob.staging.exists():
+            return
         touched: set[Path] = set()
         for staged in blob.staging.iterdir():
             final = self.chunks.path(staged.name)
@@ -214,27 +349,38 @@ class LocalStore:
         shutil.rmtree(blob.staging, ignore_errors=True)
 
     async def discard(self, blob: StoredBlob) -> None:
-        await self.in_io(shutil.rmtree, blob.staging, True)
+        if blob.staging.exists():
+            await self.in_io(shutil.rmtree, blob.staging, True)
 
     async def commit(self, blob: StoredBlob | None, entry: ManifestEntry) -> bool:
         """Make ``blob`` durable under ``entry``; True if the entry won (is now current).
 
-        Runs under the GC lock, and checks every chunk is on disk before the entry is applied,
-        so garbage collection can never remove a chunk a new entry is about to reference.
+        Commits share the GC lock (GC takes it alone), and check every chunk is present before
+        the entry is applied, so garbage collection can never remove a chunk a new entry is
+        about to reference. Concurrent commits share one SQLite transaction (group commit).
         """
-        async with self.gc_lock:
+        async with self.gc_lock.shared():
+            small: dict[str, bytes] = {}
             if blob is not None:
-                await self.in_io(self._promote, blob)
-                missing = [c for c in entry.chunks if not self.chunks.has(c)]
-                if missing:
-                    raise Unavailable(f"{len(missing)} chunks vanished before commit; retry")
-            won = await self.apply_entries([entry])
+                if blob.inline is not None:
+                    small[blob.chunks[0]] = blob.inline
+                else:
+                    await self.in_io(self._promote, blob)
+                    missing = [c for c in entry.chunks if not self.has_chunk(c)]
+                    if missing:
+                        raise Unavailable(f"{len(missing)} chunks vanished before commit; retry")
+            won = await self.apply_entries([entry], small)
         return bool(won)
 
     async def collect_garbage(self, min_age: float) -> int:
         """Delete chunk files no entry references that nobody touched for ``min_age`` seconds."""
-        async with self.gc_lock:
-            return await self.in_io(self._collect_garbage, min_age)
+        async with self.gc_lock.exclusive():
+            removed = await self.in_io(self._collect_garbage, min_age)
+            referenced = self.db.referenced_chunks()
+            small = [sha for sha in self.db.small_chunk_shas() if sha not in referenced]
+            if small:
+                await self.in_db(self.db.delete_small_chunks, small)
+            return removed + len(small)
 
     def _collect_garbage(self, min_age: float) -> int:
         referenced = self.db.referenced_chunks()
@@ -257,13 +403,16 @@ class LocalStore:
     async def drop_chunks(self, shas: Iterable[str]) -> int:
         """Delete chunk files this node no longer owns (handoff done); returns how many."""
         shas = list(shas)
-        async with self.gc_lock:
+        async with self.gc_lock.exclusive():
             await self.in_io(lambda: [self.chunks.delete(s) for s in shas])
+            await self.in_db(self.db.delete_small_chunks, shas)
         return len(shas)
 
-    async def apply_entries(self, entries: Iterable[ManifestEntry]) -> list:
+    async def apply_entries(
+        self, entries: Iterable[ManifestEntry], small: dict[str, bytes] | None = None
+    ) -> list:
         """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners."""
-        won = await self.in_db(self.db.apply, list(entries))
+        won = await self.committer.submit(list(entries), small or {})
         for old, new in won:
             self.manifest_digest.replace(old, new)
         return won
@@ -288,7 +437,7 @@ class LocalStore:
     async def read_chunk(self, sha: str) -> bytes:
         """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
         try:
-            return await self.in_io(self.chunks.read, sha)
+            return await self.in_io(self._read_chunk, sha)
         except CorruptData:
             self.stats.corrupt_chunks_found += 1
             log.error("corrupt chunk %s detected while reading", sha[:12])
@@ -296,7 +445,7 @@ class LocalStore:
             raise
 
     def has_all_chunks(self, entry: ManifestEntry) -> bool:
-        return all(self.chunks.has(c) for c in entry.chunks)
+        return all(self.has_chunk(c) for c in entry.chunks)
 
     # ---- checkpoints ----
     async def checkpoint(self, keep: int) -> dict[str, Any]:

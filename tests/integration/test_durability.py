@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import sqlite3
@@ -49,6 +50,22 @@ async def test_kill9_during_large_upload_leaves_nothing_half_written(node_factor
             assert r.status == 404
         async with s.get(f"{node.url}/files/before") as r:
             assert await r.read() == b"committed before the crash"
+
+
+async def test_acknowledged_small_writes_survive_kill9(node_factory) -> None:
+    """Group commit: concurrent small writes share an fsync, and every acknowledged one is kept."""
+    (node,) = node_factory(1)  # fsync=always
+    bodies = {f"small/{i}": hashlib.sha256(b"%d" % i).digest() * (i + 1) for i in range(64)}
+    async with aiohttp.ClientSession() as s:
+        results = await asyncio.gather(*(put(s, node, k, v) for k, v in bodies.items()))
+    assert all(r["size"] == len(bodies[r["key"]]) for r in results)
+    node.kill()
+    node.start()
+    node.wait_ready()
+    async with aiohttp.ClientSession() as s:
+        for key, body in bodies.items():
+            async with s.get(f"{node.url}/files/{key}") as r:
+                assert r.status == 200 and await r.read() == body
 
 
 async def test_flipped_byte_is_never_served(node_factory) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 import urllib.error
 import urllib.request
 
@@ -26,14 +27,24 @@ def wait_members(nodes: list[NodeProcess]) -> None:
 
 
 def chunk_count(node: NodeProcess) -> int:
-    return sum(1 for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
+    """Chunk files plus small chunks kept in SQLite (files of at most 64 KiB live there)."""
+    files = sum(1 for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
+    conn = sqlite3.connect(f"file:{node.data_dir / 'meta.sqlite'}?mode=ro", uri=True)
+    try:
+        small = conn.execute("SELECT count(*) FROM small_chunks").fetchone()[0]
+    finally:
+        conn.close()
+    return files + small
 
 
 @pytest.mark.slow
 async def test_deletes_while_replica_down_stay_deleted_and_are_collected(node_factory) -> None:
     nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, tombstone_grace=3)
     wait_members(nodes)
-    bodies = {f"del/{i:03d}": hashlib.sha256(b"%d" % i).digest() * 300 for i in range(100)}
+    # half small (stored in SQLite), half large enough for chunk files
+    bodies = {
+        f"del/{i:03d}": hashlib.sha256(b"%d" % i).digest() * (300 if i % 2 else 3000) for i in range(100)
+    }
     async with aiohttp.ClientSession() as s:
         for i, (key, body) in enumerate(bodies.items()):
             async with s.put(f"{nodes[i % 3].url}/files/{key}", data=body) as r:
