@@ -16,6 +16,7 @@ from ..cluster.transport import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..storage.chunks import is_sha256_hex
+from ..storage.store import SMALL_CHUNK
 from .public import READ_SIZE, check_sha_header, get_node
 
 log = logging.getLogger("p2pstore.internal")
@@ -103,6 +104,19 @@ async def commit(request: web.Request) -> web.Response:
     return reply({"applied": applied})
 
 
+async def write_small(request: web.Request) -> web.Response:
+    msg = await read_message(request)
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if not isinstance(data, bytes) or len(data) > SMALL_CHUNK:
+        raise malformed(request, "write needs the data as bytes (a small file)")
+    try:
+        entry = ManifestEntry.from_wire(msg.get("entry"))
+    except ValueError as exc:
+        raise malformed(request, str(exc)) from exc
+    applied = await get_node(request).cluster.commit_small_local(entry, data)
+    return reply({"applied": applied})
+
+
 async def abort(request: web.Request) -> web.Response:
     msg = await read_message(request)
     if not isinstance(msg, dict) or not isinstance(msg.get("upload"), str):
@@ -165,6 +179,7 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_put("/_internal/stage/{upload}", stage)
     app.router.add_post("/_internal/commit", commit)
     app.router.add_post("/_internal/abort", abort)
+    app.router.add_post("/_internal/write", write_small)
     app.router.add_post("/_internal/entries", entries)
     app.router.add_get("/_internal/chunk/{sha}", chunk)
     app.router.add_post("/_internal/checkpoint", checkpoint)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .nodes import ChaosNode, get_json
 
@@ -90,17 +90,33 @@ class Nemesis:
         self._log("wipe", node, "kept id" if saved else "new id")
         self.start(node)
 
-    def flip_bytes(self, node: ChaosNode, rng: random.Random | None = None) -> Path | None:
-        """Silent disk rot: flip one byte of a random chunk file (the node is not told)."""
+    def flip_bytes(self, node: ChaosNode, rng: random.Random | None = None, where: str = "any") -> str | None:
+        """Silent rot: flip one byte of a random chunk (a chunk file, or a small chunk kept in SQLite).
+
+        ``where`` is ``file``, ``db`` or ``any``. The node is not told; it must notice on read
+        or scrub. Returns a description of what was flipped, or None when there was nothing.
+        """
         rng = rng or random.Random()
-        files = [p for p in (node.data_dir / "chunks").rglob("*") if p.is_file()]
-        files = [p for p in files if p.stat().st_size > 0]
+        places = ["file", "db"] if where == "any" else [where]
+        rng.shuffle(places)
+        for place in places:
+            done = self._flip_file(node, rng) if place == "file" else self._flip_db(node, rng)
+            if done is not None:
+                self._log("flip_bytes", node, done)
+                return done
+        return None
+
+    @staticmethod
+    def _flip_file(node: ChaosNode, rng: random.Random) -> str | None:
+        files = sorted(p for p in (node.data_dir / "chunks").rglob("*") if len(p.name) == 64)
         if not files:
             return None
         path = rng.choice(files)
         try:
             with path.open("r+b") as fh:
                 size = path.stat().st_size
+                if size == 0:
+                    return None
                 pos = rng.randrange(size)
                 fh.seek(pos)
                 byte = fh.read(1)
@@ -108,8 +124,34 @@ class Nemesis:
                 fh.write(bytes([byte[0] ^ 0xFF]))
         except FileNotFoundError:  # repaired or collected while we looked
             return None
-        self._log("flip_bytes", node, f"{path.name[:12]}@{pos}")
-        return path
+        return f"file {path.name[:12]}@{pos}"
+
+    @staticmethod
+    def _flip_db(node: ChaosNode, rng: random.Random) -> str | None:
+        """Rot inside the metadata database: one small chunk's bytes change, its sha does not."""
+        db = node.data_dir / "meta.sqlite"
+        if not db.exists():
+            return None
+        try:
+            con = sqlite3.connect(db, timeout=5.0)
+            try:
+                shas = [r[0] for r in con.execute("SELECT sha FROM small_chunks")]
+                if not shas:
+                    return None
+                sha = rng.choice(sorted(shas))
+                row = con.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
+                if not row or not row[0]:
+                    return None
+                data = bytearray(row[0])
+                pos = rng.randrange(len(data))
+                data[pos] ^= 0xFF
+                with con:
+                    con.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (bytes(data), sha))
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return None  # busy or schema changed: skip this time
+        return f"db {sha[:12]}@{pos}"
 
     # ---- network faults (netns backend only) ----
     def partition(self, groups: Sequence[Sequence[ChaosNode]]) -> None:

@@ -78,6 +78,11 @@ class Workload:
         timeout = aiohttp.ClientTimeout(total=self.config.op_timeout, sock_connect=2.0)
         connector = aiohttp.TCPConnector(limit=0, force_close=True)  # no stale pooled sockets to dead nodes
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            # aiohttp >= 3.10 silently resends an idempotent request (PUT, DELETE) once when the
+            # server drops the connection; the resend's "connection refused" would then hide that
+            # the first attempt was committed. One attempt per recorded operation, always.
+            if hasattr(session, "_retry_connection"):
+                session._retry_connection = False
             deadline = time.monotonic() + duration
             await asyncio.gather(*(self._client(i, session, deadline) for i in range(self.config.clients)))
 

@@ -28,6 +28,7 @@ log = logging.getLogger("p2pstore.housekeeping")
 
 MAX_CHUNK_GC_AGE = 600.0  # also the staging lifetime: dedupe touches keep live chunks young
 BATCH = 500
+HANDOFF_RESCAN = 300.0
 
 
 class Housekeeper:
@@ -41,6 +42,9 @@ class Housekeeper:
         self.tombstones_purged = 0
         self.chunks_collected = 0
         self._task: asyncio.Task | None = None
+        self._placement_seen: tuple[str, ...] | None = None
+        self._last_handoff = 0.0
+        self._surplus_left = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="housekeeping")
@@ -70,6 +74,16 @@ class Housekeeper:
 
     # ---- handoff ----
     async def handoff(self) -> None:
+        """Scan for surplus copies after placement changed (and every few minutes anyway)."""
+        placement = tuple(sorted(self.cluster.gossip.placement_ids()))
+        now = time.monotonic()
+        settled = placement == self._placement_seen and not self._surplus_left
+        if settled and now - self._last_handoff < HANDOFF_RESCAN:
+            return
+        self._placement_seen, self._last_handoff = placement, now
+        await self._handoff()
+
+    async def _handoff(self) -> None:
         cluster = self.cluster
         store = cluster.node.store
         me = cluster.node.node_id
@@ -87,9 +101,11 @@ class Housekeeper:
             return needed, surplus
 
         needed, surplus = await store.in_io(plan)
+        left = 0
         for i in range(0, len(surplus), BATCH):
             batch = surplus[i : i + BATCH]
             confirmed = await self._confirmed_elsewhere(batch)
+            left += len(batch) - len(confirmed)
             drop = {c for e in batch if e.key in confirmed for c in e.chunks} - needed
             if drop:
                 await store.drop_chunks(drop)
@@ -97,6 +113,7 @@ class Housekeeper:
                 self.handed_off_chunks += len(drop)
                 log.info("handoff: dropped %d chunks of %d files now held by their owners",
                          len(drop), len(confirmed))  # fmt: skip
+        self._surplus_left = left > 0
 
     async def _confirmed_elsewhere(self, entries: list[ManifestEntry]) -> set[str]:
         """Keys whose every current replica reports a complete copy of this exact version."""

@@ -80,6 +80,8 @@ class Repairer:
         self.stats = RepairStats()
         self.limiter = RateLimiter(rate)
         self._wake = asyncio.Event()
+        self._full = True  # the first pass looks at everything
+        self._keys: set[str] = set()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
@@ -93,36 +95,50 @@ class Repairer:
                 await self._task
 
     def trigger(self) -> None:
-        """Ask for a pass soon (cheap; many triggers coalesce into one pass)."""
+        """Ask for a full pass soon (cheap; many triggers coalesce into one pass)."""
+        self._full = True
+        self._wake.set()
+
+    def trigger_keys(self, keys: list[str]) -> None:
+        """Ask for a pass over just these keys (new entries learned from gossip)."""
+        self._keys.update(keys)
         self._wake.set()
 
     async def _loop(self) -> None:
         await asyncio.sleep(1.0)
         while True:
+            full, keys = self._full, self._keys
+            self._full, self._keys = False, set()
             try:
-                await self.run_pass()
+                await self.run_pass(None if full else keys)
             except Exception as exc:
                 self.stats.last_error = str(exc)
                 log.exception("repair pass failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
+                await asyncio.sleep(0.2)  # let a burst of triggers coalesce
+            if not self._wake.is_set():
+                self._full = True  # the timer fired: a periodic full pass
             self._wake.clear()
 
-    async def run_pass(self) -> dict[str, Any]:
-        """Plan and copy everything missing now; returns what was done (for /recover)."""
+    async def run_pass(self, keys: set[str] | None = None) -> dict[str, Any]:
+        """Plan and copy what is missing now (all entries, or only ``keys``); report it."""
         async with self._lock:
-            return await self._run_pass()
+            return await self._run_pass(keys)
 
-    async def _run_pass(self) -> dict[str, Any]:
+    async def _run_pass(self, keys: set[str] | None) -> dict[str, Any]:
         node = self.cluster.node
         store = node.store
         started = time.monotonic()
         self.stats.running = True
         self.stats.last_pass_started = time.time()
+        def entries():
+            if keys is None:
+                return store.db.iter_all()
+            return (e for k in sorted(keys) if (e := store.db.get(k)) is not None)
+
         tasks = await store.in_io(
-            lambda: plan_repairs(
-                store.db.iter_all(), node.node_id, self.cluster.replicas_for, store.has_chunk
-            )
+            lambda: plan_repairs(entries(), node.node_id, self.cluster.replicas_for, store.has_chunk)
         )
         self.stats.queue = len(tasks)
         chunk_size = node.config.chunk_size

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import placement
 from ..core.manifest import ManifestEntry, ManifestSync
-from ..errors import BadRequest, CorruptData, NotFound, StoreError, Unavailable
-from ..storage.store import StoredBlob
+from ..errors import BadRequest, CorruptData, NotFound, PayloadTooLarge, StoreError, Unavailable
+from ..storage.store import SMALL_CHUNK, StoredBlob
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
 from .housekeeping import Housekeeper
@@ -150,6 +150,9 @@ class Cluster:
         tombstone: bool = False,
     ) -> tuple[ManifestEntry, list[str]]:
         """Replicate a new version of ``key`` (a body, or a tombstone) and wait for W commits."""
+        limit = self.node.config.max_upload_bytes
+        if limit and expected_size is not None and expected_size > limit:
+            raise PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
         replicas = self.replicas_for(key)
         targets = self.reachable(replicas)
         w = min(w, len(replicas))  # a cluster smaller than R needs only what it has
@@ -160,8 +163,19 @@ class Cluster:
             )
         version = self.node.new_version()
         modified = time.time()
+        small: bytes | None = None
         if tombstone:
             entry = ManifestEntry.tombstone(key, version, modified)
+            staged: dict[str, str | None] = {t: None for t in targets}
+        elif body is not None and expected_size is not None and expected_size <= SMALL_CHUNK:
+            # Small file: read it whole (bounded) and replicate in one round trip per replica.
+            small = await read_small(body, expected_size, expected_sha)
+            sha = hashlib.sha256(small).hexdigest()
+            entry = ManifestEntry(
+                key=key, version=version, size=len(small), sha256=sha,
+                chunks=(sha,) if small else (), content_type=content_type, deleted=False,
+                modified=modified,
+            )  # fmt: skip
             staged = {t: None for t in targets}
         else:
             assert body is not None
@@ -171,8 +185,13 @@ class Cluster:
                 chunks=tuple(info["chunks"]), content_type=content_type, deleted=False,
                 modified=modified,
             )  # fmt: skip
-        tasks = [self._spawn(self._commit_one(node_id, upload, entry)) for node_id, upload in staged.items()]
+        tasks = [
+            self._spawn(self._commit_one(node_id, upload, entry, small)) for node_id, upload in staged.items()
+        ]
         done, errors = await first_n(tasks, w)
+        refusal = next((e for e in errors if isinstance(e, StoreError) and e.status in (400, 413, 507)), None)
+        if not done and refusal is not None:
+            raise refusal  # every replica refused for the same reason the client should see
         if len(done) < w:
             raise Unavailable(
                 f"only {len(done)} replicas committed, {w} needed",
@@ -270,13 +289,39 @@ class Cluster:
         self.node.clock.observe(entry.version)
         return await self.node.store.commit(blob, entry)
 
+    async def commit_small_local(self, entry: ManifestEntry, data: bytes) -> bool:
+        """One-phase write of a small file: the bytes arrive with their entry."""
+        sha = hashlib.sha256(data).hexdigest()
+        chunks = (sha,) if data else ()
+        if entry.deleted or entry.size != len(data) or entry.sha256 != sha or entry.chunks != chunks:
+            raise BadRequest("entry does not match the data sent with it")
+        self.node.store.check_space(len(data))
+        self.node.clock.observe(entry.version)
+        blob = StoredBlob(len(data), sha, chunks, self.node.store.chunks.tmp_dir / "unused", data or None)
+        return await self.node.store.commit(blob if data else None, entry)
+
     async def abort_local(self, upload: str) -> None:
         staged = self.staged.pop(upload, None)
         if staged is not None:
             await self.node.store.discard(staged.blob)
 
-    async def _commit_one(self, node_id: str, upload: str | None, entry: ManifestEntry) -> str:
-        if node_id == self.node.node_id:
+    async def _commit_one(
+        self, node_id: str, upload: str | None, entry: ManifestEntry, small: bytes | None = None
+    ) -> str:
+        if small is not None:
+            if node_id == self.node.node_id:
+                await self.commit_small_local(entry, small)
+            else:
+                try:
+                    await self.transport.call(
+                        self.address(node_id), "/write", {"entry": entry.to_wire(), "data": small},
+                        timeout=COMMIT_TIMEOUT,
+                    )  # fmt: skip
+                except PeerError as exc:
+                    if exc.status in (413, 507):
+                        raise StoreError(f"replica {node_id} refused: {exc}", status=exc.status) from exc
+                    raise
+        elif node_id == self.node.node_id:
             await self.commit_local(upload, entry)
         else:
             await self.transport.call(
@@ -410,20 +455,22 @@ class Cluster:
             if step.apply:
                 applied += len(await self.apply_remote_entries(step.apply))
             msg = step.reply
-        if applied:
-            self.repairer.trigger()
         return applied
 
     async def handle_manifest_sync(self, msg: Any) -> dict:
         step = self.sync.handle(self.node.store, msg)
-        if step.apply and await self.apply_remote_entries(step.apply):
-            self.repairer.trigger()
+        if step.apply:
+            await self.apply_remote_entries(step.apply)
         return step.reply or {"type": "manifest-done"}
 
     async def apply_remote_entries(self, entries: list[ManifestEntry]) -> list:
+        """Apply entries learned from a peer; fetch the data of those this node must hold."""
         for e in entries:
             self.node.clock.observe(e.version)
-        return await self.node.store.apply_entries(entries)
+        won = await self.node.store.apply_entries(entries)
+        if won:
+            self.repairer.trigger_keys([new.key for _, new in won if not new.deleted])
+        return won
 
     # ---- cluster-wide actions ----
     async def recover(self, target: str) -> dict[str, Any]:
@@ -503,6 +550,21 @@ class Cluster:
                 rows.append({"node": n, "verified": ok})
             report[key] = rows
         return report
+
+
+async def read_small(body: AsyncIterator[bytes], expected_size: int, expected_sha: str | None) -> bytes:
+    """Collect a small body (its Content-Length is known and bounded) and check it."""
+    buf = bytearray()
+    async for piece in body:
+        buf += piece
+        if len(buf) > expected_size:
+            raise BadRequest("body longer than Content-Length")
+    if len(buf) != expected_size:
+        raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": len(buf)})
+    data = bytes(buf)
+    if expected_sha and hashlib.sha256(data).hexdigest() != expected_sha:
+        raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
+    return data
 
 
 def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple[str, int, int]]:
