@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..cluster.replication import ONE_PHASE_MAX
 from ..cluster.transport import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, Unauthorized
 from ..storage.chunks import is_sha256_hex
-from ..storage.store import SMALL_CHUNK
 from .public import READ_SIZE, check_sha_header, get_node
 
 log = logging.getLogger("p2pstore.internal")
@@ -42,9 +42,12 @@ def reply(obj: object) -> web.Response:
 async def read_message(request: web.Request) -> object:
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
         raise BadRequest("message too large")
-    raw = await request.content.read(MAX_MESSAGE_BYTES + 1)
-    if len(raw) > MAX_MESSAGE_BYTES:
-        raise BadRequest("message too large")
+    buf = bytearray()
+    async for piece in request.content.iter_any():  # read(n) may return less than n: loop
+        buf += piece
+        if len(buf) > MAX_MESSAGE_BYTES:
+            raise BadRequest("message too large")
+    raw = bytes(buf)
     try:
         return unpack(raw)
     except Exception as exc:
@@ -107,7 +110,7 @@ async def commit(request: web.Request) -> web.Response:
 async def write_small(request: web.Request) -> web.Response:
     msg = await read_message(request)
     data = msg.get("data") if isinstance(msg, dict) else None
-    if not isinstance(data, bytes) or len(data) > SMALL_CHUNK:
+    if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
         raise malformed(request, "write needs the data as bytes (a small file)")
     try:
         entry = ManifestEntry.from_wire(msg.get("entry"))

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.replication")
 
 STAGE_TTL = 600.0
+ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
 LOOKUP_TIMEOUT = 2.0
 COMMIT_TIMEOUT = 30.0
 
@@ -167,7 +168,7 @@ class Cluster:
         if tombstone:
             entry = ManifestEntry.tombstone(key, version, modified)
             staged: dict[str, str | None] = {t: None for t in targets}
-        elif body is not None and expected_size is not None and expected_size <= SMALL_CHUNK:
+        elif body is not None and expected_size is not None and expected_size <= ONE_PHASE_MAX:
             # Small file: read it whole (bounded) and replicate in one round trip per replica.
             small = await read_small(body, expected_size, expected_sha)
             sha = hashlib.sha256(small).hexdigest()
@@ -295,10 +296,15 @@ class Cluster:
         chunks = (sha,) if data else ()
         if entry.deleted or entry.size != len(data) or entry.sha256 != sha or entry.chunks != chunks:
             raise BadRequest("entry does not match the data sent with it")
-        self.node.store.check_space(len(data))
+        store = self.node.store
+        store.check_space(len(data))
         self.node.clock.observe(entry.version)
-        blob = StoredBlob(len(data), sha, chunks, self.node.store.chunks.tmp_dir / "unused", data or None)
-        return await self.node.store.commit(blob if data else None, entry)
+        if len(data) > SMALL_CHUNK:  # one chunk file, written durably before the entry commits
+            async with store.gc_lock.shared():
+                await store.in_io(store.chunks.write, data, sha)
+                return bool(await store.apply_entries([entry]))
+        blob = StoredBlob(len(data), sha, chunks, store.chunks.tmp_dir / "unused", data or None)
+        return await store.commit(blob if data else None, entry)
 
     async def abort_local(self, upload: str) -> None:
         staged = self.staged.pop(upload, None)

@@ -78,8 +78,11 @@ class ChunkStore:
         if sha is None:
             sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
-        if final.exists():
+        try:
+            os.utime(final)  # already stored: mark it in use so GC leaves it alone for a while
             return sha
+        except FileNotFoundError:
+            pass
         final.parent.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex}"
         try:
