@@ -160,7 +160,7 @@ class Cluster:
         if len(targets) < w:
             raise Unavailable(
                 f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
-                {"reachable": targets, "replicas": replicas, "w": w},
+                {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
             )
         version = self.node.new_version()
         modified = time.time()
@@ -194,9 +194,11 @@ class Cluster:
         if not done and refusal is not None:
             raise refusal  # every replica refused for the same reason the client should see
         if len(done) < w:
+            # Some replicas may have committed: the write is not acknowledged, but it may
+            # still appear (outcome unknown), unlike a 503 raised before any commit.
             raise Unavailable(
-                f"only {len(done)} replicas committed, {w} needed",
-                {"errors": [str(e) for e in errors][:5]},
+                f"only {len(done)} replicas committed, {w} needed; the write may or may not persist",
+                {"committed_on": sorted(done), "outcome": "unknown", "errors": [str(e) for e in errors][:5]},
             )
         if self.node.node_id not in staged:
             await self.node.store.apply_entries([entry])  # the gateway's manifest knows it too
@@ -365,33 +367,52 @@ class Cluster:
         return node_id, reply["views"][0]
 
     async def resolve(self, key: str) -> Resolved:
-        """Find the newest entry among this node and the key's reachable replicas."""
-        peers = [n for n in self.reachable(self.replicas_for(key)) if n != self.node.node_id]
-        views: dict[str, dict[str, Any]] = {self.node.node_id: self.local_view(key)}
+        """Find the newest entry among this node and the key's reachable replicas.
+
+        If no reachable replica holds a complete copy, the replicas this node believes are down
+        are asked too (briefly): just after a partition heals, a node's view of who is alive
+        lags behind, and a read should not fail for that.
+        """
+        me = self.node.node_id
+        replicas = self.replicas_for(key)
+        views: dict[str, dict[str, Any]] = {me: self.local_view(key)}
+        await self._gather_views(key, [n for n in self.reachable(replicas) if n != me], views)
+        resolved = await self._pick(key, views)
+        if not resolved.holders:
+            await self._gather_views(key, [n for n in replicas if n not in views], views)
+            resolved = await self._pick(key, views)
+        if not resolved.holders:
+            raise Unavailable(f"no reachable replica holds a complete copy of {key}")
+        return resolved
+
+    async def _gather_views(self, key: str, peers: list[str], views: dict[str, dict[str, Any]]) -> None:
         results = await asyncio.gather(*(self._remote_view(n, key) for n in peers), return_exceptions=True)
         for result in results:
             if isinstance(result, tuple):
                 views[result[0]] = result[1]
+
+    async def _pick(self, key: str, views: dict[str, dict[str, Any]]) -> Resolved:
+        me = self.node.node_id
         best: ManifestEntry | None = None
         for view in views.values():
             if view["entry"] is not None:
                 candidate = ManifestEntry.from_wire(view["entry"])
                 if best is None or candidate.version > best.version:
                     best = candidate
-        if best is None or best.deleted:
-            if best is not None:
-                await self.node.store.apply_entries([best])
+        if best is None:
             raise NotFound(f"key not found: {key}")
-        await self.node.store.apply_entries([best])  # read repair of this node's manifest
+        mine = views[me]["entry"]
+        if mine is None or mine["version"] < best.version:
+            await self.node.store.apply_entries([best])  # read repair of this node's manifest
+        if best.deleted:
+            raise NotFound(f"key not found: {key}")
         holders = [
             n for n, v in views.items()
             if v["entry"] is not None and v["entry"]["version"] == best.version and v["complete"]
         ]  # fmt: skip
-        if self.node.node_id in holders:  # ourselves first: no network hop
-            holders.remove(self.node.node_id)
-            holders.insert(0, self.node.node_id)
-        if not holders:
-            raise Unavailable(f"no reachable replica holds a complete copy of {key}")
+        if me in holders:  # ourselves first: no network hop
+            holders.remove(me)
+            holders.insert(0, me)
         return Resolved(best, holders)
 
     async def fetch_chunk(self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True) -> bytes:
