@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 30.0
-CONCURRENCY = 4
+CONCURRENCY = 8
 
 
 @dataclass

@@ -459,7 +459,13 @@ class Cluster:
 
     # ---- manifest anti-entropy ----
     async def _anti_entropy_loop(self) -> None:
+        """Exchange manifest digests with a random live peer now and then; right after start
+        (a restart after downtime), with every peer as soon as one is known, to catch up fast."""
         interval = max(1.0, self.node.config.gossip_interval * 4)
+        while not self.gossip.live_peers():
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(Exception):
+            await self.sync_all_manifests()
         while True:
             await asyncio.sleep(interval * (0.5 + random.random()))
             peers = self.gossip.live_peers()
