@@ -117,7 +117,10 @@ class Gossip:
         now = time.monotonic()
         ids = []
         for m in self.membership.members():
-            if m.state in (ALIVE, SUSPECT) or (m.state == DEAD and now - m.last_change < self.dead_after):
+            # A node that stopped (dead) or shut down gracefully (left) keeps its place for
+            # dead_after: restarts and rolling updates move no data.
+            recent = now - m.last_change < self.dead_after
+            if m.state in (ALIVE, SUSPECT) or (m.state in (DEAD, LEFT) and recent):
                 ids.append(m.id)
         return ids
 
