@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from .client import CliError
-from .common import TokenOption, UrlOption, client_for, human_size, out, run
+from .common import TokenOption, UrlOption, human_size, out, request_json
 
 
 def _ago(ts: Any) -> str:
@@ -31,13 +31,7 @@ def status(
     token: TokenOption = None,
 ) -> None:
     """Show the node's state and its view of cluster membership."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> dict[str, Any]:
-        async with client:
-            return await client.json("GET", "/status")
-
-    st = run(go())
+    st = request_json(ctx, url, token, "GET", "/status")
     if as_json:
         out.print_json(data=st)
         return
@@ -79,13 +73,7 @@ def checkpoint(
     token: TokenOption = None,
 ) -> None:
     """Ask every node to save a checkpoint now; exits 1 if any node failed."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> dict[str, Any]:
-        async with client:
-            return await client.json("POST", "/checkpoint")
-
-    results = run(go()).get("results", [])
+    results = request_json(ctx, url, token, "POST", "/checkpoint").get("results", [])
     failed = 0
     for r in results:
         if r.get("ok"):

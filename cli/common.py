@@ -55,6 +55,17 @@ def client_for(ctx: typer.Context, url: str | None, token: str | None) -> Client
     return Client(parse_urls(url or conn.url), token or conn.token or None)
 
 
+def request_json(ctx: typer.Context, url: str | None, token: str | None, method: str, path: str) -> Any:
+    """One JSON request through the failover client: the body of most admin commands."""
+    client = client_for(ctx, url, token)
+
+    async def go() -> Any:
+        async with client:
+            return await client.json(method, path)
+
+    return run(go())
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one command's coroutine; each CLI invocation gets a fresh event loop."""
     return asyncio.run(coro)

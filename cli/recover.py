@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 import typer
 
 from .client import CliError
-from .common import TokenOption, UrlOption, client_for, run
+from .common import TokenOption, UrlOption, request_json
 
 
 def recover(
@@ -18,13 +18,7 @@ def recover(
     token: TokenOption = None,
 ) -> None:
     """Re-sync NODE from live replicas now and report what was copied."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> dict[str, Any]:
-        async with client:
-            return await client.json("POST", f"/recover/{quote(node, safe='')}")
-
-    report = run(go())
+    report = request_json(ctx, url, token, "POST", f"/recover/{quote(node, safe='')}")
     typer.echo(
         f"{report.get('node_id', node)}: {report.get('files_needing_repair', 0)} files needed data, "
         f"{report.get('files_repaired', 0)} repaired, {report.get('files_failed', 0)} failed, "

@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from ..core.manifest import ManifestEntry
 from ..core.membership import ALIVE, LEFT
+from .background import BackgroundLoop
 from .transport import PeerError
 
 if TYPE_CHECKING:
@@ -31,7 +31,9 @@ BATCH = 500
 HANDOFF_RESCAN = 300.0
 
 
-class Housekeeper:
+class Housekeeper(BackgroundLoop):
+    name = "housekeeping"
+
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         cfg = cluster.node.config
@@ -41,19 +43,9 @@ class Housekeeper:
         self.handed_off_chunks = 0
         self.tombstones_purged = 0
         self.chunks_collected = 0
-        self._task: asyncio.Task | None = None
         self._placement_seen: tuple[str, ...] | None = None
         self._last_handoff = 0.0
         self._surplus_left = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="housekeeping")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def stats(self) -> dict[str, int]:
         return {

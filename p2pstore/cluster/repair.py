@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.repair import plan_repairs
 from ..errors import Unavailable
+from .background import BackgroundLoop
 
 if TYPE_CHECKING:
     from .replication import Cluster
@@ -72,8 +73,10 @@ class RateLimiter:
             await asyncio.sleep(start - now)
 
 
-class Repairer:
+class Repairer(BackgroundLoop):
     """Keeps this node's replicas complete."""
+
+    name = "repair"
 
     def __init__(self, cluster: Cluster, rate: float) -> None:
         self.cluster = cluster
@@ -83,16 +86,6 @@ class Repairer:
         self._full = True  # the first pass looks at everything
         self._keys: set[str] = set()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="repair")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     def trigger(self) -> None:
         """Ask for a full pass soon (cheap; many triggers coalesce into one pass)."""
@@ -132,6 +125,7 @@ class Repairer:
         started = time.monotonic()
         self.stats.running = True
         self.stats.last_pass_started = time.time()
+
         def entries():
             if keys is None:
                 return store.db.iter_all()
@@ -191,24 +185,18 @@ class Repairer:
         }
 
 
-class Scrubber:
+class Scrubber(BackgroundLoop):
     """Re-verifies every chunk on disk at a throttled rate; quarantines and repairs bad ones."""
+
+    name = "scrub"
 
     def __init__(self, cluster: Cluster, rate: float) -> None:
         self.cluster = cluster
         self.stats = ScrubStats()
         self.limiter = RateLimiter(rate)
-        self._task: asyncio.Task | None = None
 
-    def start(self) -> None:
-        if self.limiter.rate > 0:
-            self._task = asyncio.create_task(self._loop(), name="scrub")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    def enabled(self) -> bool:
+        return self.limiter.rate > 0
 
     async def _loop(self) -> None:
         await asyncio.sleep(2.0)
