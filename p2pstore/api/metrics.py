@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+from aiohttp import web
 
 if TYPE_CHECKING:
     from ..node import Node
+
+REQUESTS: Counter[tuple[str, str, str]] = Counter()  # (api, method, status class) -> count
+BYTES_IN: Counter[str] = Counter()  # api -> request body bytes announced by Content-Length
+
+
+@web.middleware
+async def count_requests(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count every request by API (public/internal), method and status class."""
+    api = "internal" if request.path.startswith("/_internal/") else "public"
+    if request.content_length:
+        BYTES_IN[api] += request.content_length
+    status = "5xx"
+    try:
+        response = await handler(request)
+        status = f"{response.status // 100}xx"
+        return response
+    finally:
+        REQUESTS[(api, request.method, status)] += 1
+
 
 STATES = ("alive", "suspect", "dead", "left")
 
@@ -36,10 +61,23 @@ def render_metrics(node: Node) -> str:
         ("p2pstore_bad_copies_reported_total", "counter", "Replica copies that failed a read",
          cluster.bad_copies_reported),
         ("p2pstore_staged_uploads", "gauge", "Uploads staged, waiting for commit", len(cluster.staged)),
+        ("p2pstore_replication_pending", "gauge", "Replica writes still running after the ack (lag)",
+         len(cluster.background)),
+        ("p2pstore_commit_batches_total", "counter", "Group commits (SQLite transactions)",
+         node.store.committer.batches),
     ]  # fmt: skip
     lines: list[str] = []
     for name, kind, help_text, value in rows:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{labels}}} {value}"]
+    lines += ["# HELP p2pstore_requests_total HTTP requests served", "# TYPE p2pstore_requests_total counter"]
+    for (api, method, status), n in sorted(REQUESTS.items()):
+        lines.append(
+            f'p2pstore_requests_total{{{labels},api="{api}",method="{method}",status="{status}"}} {n}'
+        )
+    lines += ["# HELP p2pstore_request_bytes_total Request body bytes received",
+              "# TYPE p2pstore_request_bytes_total counter"]  # fmt: skip
+    for api, n in sorted(BYTES_IN.items()):
+        lines.append(f'p2pstore_request_bytes_total{{{labels},api="{api}"}} {n}')
     lines += ["# HELP p2pstore_members Members by state", "# TYPE p2pstore_members gauge"]
     for state in STATES:
         n = sum(1 for m in members if m.state == state)

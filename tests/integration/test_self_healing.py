@@ -118,6 +118,8 @@ async def test_flipped_byte_and_deleted_chunk_are_repaired(node_factory) -> None
     async with aiohttp.ClientSession() as s, s.get(f"{victim.url}/metrics") as r:
         text = await r.text()
     assert "p2pstore_repair_files_total" in text and 'state="alive"' in text
+    assert 'p2pstore_requests_total{' in text and 'api="internal"' in text
+    assert "p2pstore_replication_pending" in text and "p2pstore_leader_term" in text
 
 
 async def test_recover_command_reports(node_factory) -> None:
