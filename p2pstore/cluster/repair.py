@@ -27,6 +27,8 @@ log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 30.0
 CONCURRENCY = 8
+SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
+SCRUB_PAUSE = 30.0  # between full passes
 
 
 @dataclass
@@ -205,7 +207,7 @@ class Scrubber(BackgroundLoop):
                 await self.scrub_pass()
             except Exception:
                 log.exception("scrub pass failed")
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(SCRUB_PAUSE)
 
     async def scrub_pass(self) -> list[str]:
         store = self.cluster.node.store
@@ -216,7 +218,7 @@ class Scrubber(BackgroundLoop):
             length = store.chunk_length(sha)
             if length is None:
                 continue
-            await self.limiter.take(length)
+            await self.limiter.take(max(length, SCRUB_MIN_COST))
             ok = await store.in_io(store.verify_chunk, sha)
             self.stats.chunks_checked += 1
             self.stats.bytes_checked += length

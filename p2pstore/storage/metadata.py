@@ -101,19 +101,29 @@ class MetadataDB:
         sync = {"always": "FULL", "batch": "NORMAL", "never": "OFF"}[fsync]
         self._w = connect(path, sync)
         self._w.executescript(SCHEMA)
-        self._r = connect(path, sync)
+        self._sync = sync
         self._kv = connect(path, sync)  # small node state, written from the event loop
-        self._lock = threading.Lock()
         self._kv_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
 
     def close(self) -> None:
-        for conn in (self._r, self._w, self._kv):
+        for conn in (*self._readers, self._w, self._kv):
             conn.close()
 
-    # ---- reads (any thread; the read connection is guarded by a lock) ----
+    # ---- reads: one connection per thread (WAL readers never block each other or the loop) ----
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, self._sync)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._r.execute(sql, args).fetchall()
+        return self._reader().execute(sql, args).fetchall()
 
     def get(self, key: str) -> ManifestEntry | None:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (key,))
@@ -294,7 +304,10 @@ class MetadataDB:
         """Consistent snapshot via SQLite's online backup API."""
         target = sqlite3.connect(dest)
         try:
-            with self._lock:
-                self._r.backup(target)
+            source = connect(self.path, self._sync)
+            try:
+                source.backup(target)
+            finally:
+                source.close()
         finally:
             target.close()

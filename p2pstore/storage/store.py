@@ -189,7 +189,10 @@ class LocalStore:
         return {sha for sha in self.db.referenced_chunks() if not self.has_chunk(sha)}
 
     # ---- chunks, wherever they live (files, or SQLite for small ones) ----
-    def has_chunk(self, sha: str) -> bool:
+    def has_chunk(self, sha: str, small: bool = False) -> bool:
+        """Present as a file or in SQLite; ``small`` says where to look first."""
+        if small:
+            return self.db.has_small_chunk(sha) or self.chunks.has(sha)
         return self.chunks.has(sha) or self.db.has_small_chunk(sha)
 
     def chunk_length(self, sha: str) -> int | None:
@@ -200,15 +203,12 @@ class LocalStore:
         return [*self.chunks.iter_shas(), *self.db.small_chunk_shas()]
 
     def _read_chunk(self, sha: str) -> bytes:
-        try:
+        data = self.db.small_chunk(sha)
+        if data is None:
             return self.chunks.read(sha)
-        except FileNotFoundError:
-            data = self.db.small_chunk(sha)
-            if data is None:
-                raise
-            if hashlib.sha256(data).hexdigest() != sha:
-                raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha}) from None
-            return data
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
+        return data
 
     def verify_chunk(self, sha: str) -> bool:
         if self.chunks.has(sha):
@@ -437,6 +437,8 @@ class LocalStore:
     async def read_chunk(self, sha: str) -> bytes:
         """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
         try:
+            if self.db.small_chunk_length(sha) is not None:
+                return self._read_chunk(sha)  # a small row: cheaper here than a thread hop
             return await self.in_io(self._read_chunk, sha)
         except CorruptData:
             self.stats.corrupt_chunks_found += 1
@@ -445,7 +447,8 @@ class LocalStore:
             raise
 
     def has_all_chunks(self, entry: ManifestEntry) -> bool:
-        return all(self.has_chunk(c) for c in entry.chunks)
+        small = entry.size <= SMALL_CHUNK
+        return all(self.has_chunk(c, small) for c in entry.chunks)
 
     # ---- checkpoints ----
     async def checkpoint(self, keep: int) -> dict[str, Any]:

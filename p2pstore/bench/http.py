@@ -1,0 +1,564 @@
+"""HTTP throughput and latency of p2pstore nodes: PUT and GET phases at 4 KiB, 1 MiB and 64 MiB.
+
+Used by ``p2pstore bench`` and ``benchmarks/bench_http.py`` (same options, same output).
+``local=N`` starts N real node processes in a temp dir and stops them at the end; ``urls``
+targets running nodes. Requests are spread round-robin over the URLs; a GET goes through the
+gateway after the one its PUT used. Every downloaded byte is checked against the sha256 of what
+was sent; a mismatch counts as an error. MB means 10**6 bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .local import LocalNode, start_nodes
+
+KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
+MB = 1_000_000
+PIECE = MiB  # streamed bodies go in 1 MiB pieces
+SIZES = {"4k": 4 * KiB, "1m": MiB, "64m": 64 * MiB}
+DISTINCT = 8  # distinct base buffers per size
+HEADER = 16  # bytes at the start of every piece that make it unique (no chunk dedup)
+MEM_LIMIT = 150 * MiB
+
+
+# ---- content: deterministic, pseudo-random, unique per object and per piece ----
+class Content:
+    """Deterministic object bodies: a few random base buffers, each piece stamped with its id.
+
+    The stamp (object index, piece index, size) in the first 16 bytes of each piece keeps every
+    object, and every 1 MiB piece of a large one, distinct, so content-addressed chunk dedup
+    cannot flatter the figures; nothing larger than one piece is ever held in memory.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size = size
+        piece = min(size, PIECE)
+        rng = random.Random(f"{seed}-{size}")
+        self.bases = [rng.randbytes(piece) for _ in range(DISTINCT)]
+
+    def pieces(self, index: int) -> Iterator[bytes]:
+        """Yield object ``index`` in pieces of at most 1 MiB."""
+        sent, n = 0, 0
+        while sent < self.size:
+            base = self.bases[(index + n) % DISTINCT]
+            length = min(len(base), self.size - sent)
+            stamp = f"{index:08x}{n:04x}{self.size % 0xFFFF:04x}".encode()[:HEADER]
+            yield stamp[:length] + base[len(stamp) : length]
+            sent += length
+            n += 1
+
+    def sha256(self, index: int) -> str:
+        digest = hashlib.sha256()
+        for piece in self.pieces(index):
+            digest.update(piece)
+        return digest.hexdigest()
+
+    async def body(self, index: int) -> AsyncIterator[bytes]:
+        for piece in self.pieces(index):
+            yield piece
+
+
+# ---- results ----
+@dataclass
+class PhaseResult:
+    """One phase's figures (latencies in ms)."""
+
+    phase: str
+    ops: int
+    errors: int
+    seconds: float
+    bytes: int
+    ops_per_s: float
+    mb_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    concurrency: int
+    urls: list[str]
+    fsync: str | None
+    nodes_peak_rss_mib: dict[str, float] = field(default_factory=dict)
+    first_errors: list[str] = field(default_factory=list)
+
+
+def quantile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank quantile; 0 for no values."""
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """VmHWM (peak resident set) of a process in MiB, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+class ErrorLog:
+    """Counts errors and keeps the first few messages."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.first) < 5:
+            self.first.append(message)
+
+
+# ---- requests ----
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def put_one(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str,
+    content: Content,
+    index: int,
+    sha: str,
+    token: str | None,
+) -> str | None:
+    """Upload one object; None on success, else an error message."""
+    headers = {
+        "Content-Length": str(content.size),
+        "Content-Type": "application/octet-stream",
+        "X-Content-SHA256": sha,
+        **auth_headers(token),
+    }
+    data: Any = next(content.pieces(index)) if content.size <= PIECE else content.body(index)
+    async with session.put(f"{url}/files/{key}", data=data, headers=headers) as resp:
+        text = await resp.text()
+        if resp.status != 201:
+            return f"PUT {key}: HTTP {resp.status}: {text[:200]}"
+        got = json.loads(text)
+        if got.get("sha256") != sha or got.get("size") != content.size:
+            return f"PUT {key}: node reports sha256 {got.get('sha256')} size {got.get('size')}"
+    return None
+
+
+async def get_one(
+    session: aiohttp.ClientSession, url: str, key: str, size: int, sha: str, token: str | None
+) -> str | None:
+    """Download one object and check every byte against ``sha``; None on success."""
+    async with session.get(f"{url}/files/{key}", headers=auth_headers(token)) as resp:
+        if resp.status != 200:
+            return f"GET {key}: HTTP {resp.status}: {(await resp.text())[:200]}"
+        digest = hashlib.sha256()
+        got = 0
+        async for piece in resp.content.iter_chunked(PIECE):
+            digest.update(piece)
+            got += len(piece)
+        if got != size or digest.hexdigest() != sha:
+            return f"GET {key}: {got} bytes, sha256 {digest.hexdigest()} (expected {size}, {sha})"
+        if resp.headers.get("ETag") != f'"{sha}"':
+            return f'GET {key}: ETag {resp.headers.get("ETag")!r}, expected "{sha}"'
+    return None
+
+
+# ---- options ----
+DEFAULT_PHASES = "put-4k,get-4k,put-1m,get-1m,put-64m,get-64m"
+
+
+class BenchError(Exception):
+    """A bad option or a failed set-up: reported as one line, never a traceback."""
+
+
+@dataclass
+class BenchOptions:
+    """Everything one run needs; built by the script's argparse or by the CLI command."""
+
+    urls: list[str] = field(default_factory=list)
+    local: int | None = None
+    pids: list[int] = field(default_factory=list)
+    token: str | None = None
+    concurrency: int = 16
+    phases: list[str] = field(default_factory=lambda: DEFAULT_PHASES.split(","))
+    count_4k: int = 2000
+    count_1m: int = 200
+    count_64m: int = 8
+    json: Path | None = None
+    fsync: str = "always"
+    replicas: int | None = None
+    write_quorum: int | None = None
+    data_dir: Path | None = None
+    keep: bool = False
+    mem_1g: bool = False
+
+    def count(self, size_name: str) -> int:
+        return int(getattr(self, f"count_{size_name}"))
+
+
+def parse_phases(text: str) -> list[str]:
+    """Split and check a phase list: each GET phase needs its PUT phase earlier."""
+    phases = [p.strip() for p in text.split(",") if p.strip()]
+    if not phases:
+        raise BenchError("no phase given: use e.g. put-4k,get-4k")
+    for i, name in enumerate(phases):
+        op, _, size_name = name.partition("-")
+        if op not in ("put", "get") or size_name not in SIZES:
+            raise BenchError(f"unknown phase {name!r}: use (put|get)-(4k|1m|64m)")
+        if op == "get" and f"put-{size_name}" not in phases[:i]:
+            raise BenchError(f"phase {name} needs put-{size_name} before it")
+    return phases
+
+
+def parse_urls(text: str) -> list[str]:
+    """Comma-separated node URLs; bare ``host:port`` gets ``http://``."""
+    urls = []
+    for part in text.split(","):
+        part = part.strip().rstrip("/")
+        if part:
+            urls.append(part if "://" in part else "http://" + part)
+    if not urls:
+        raise BenchError("--url: no URL given")
+    return urls
+
+
+def check_options(opts: BenchOptions) -> BenchOptions:
+    """Reject impossible combinations up front (before any node starts); default to one local node."""
+    if opts.urls and opts.local:
+        raise BenchError("give --url or --local, not both")
+    if opts.local is not None and opts.local < 1:
+        raise BenchError("--local must be at least 1")
+    if not opts.urls and not opts.local:
+        opts.local = 1
+    if opts.pids and not opts.urls:
+        raise BenchError("--pids goes with --url (local nodes are known)")
+    if opts.concurrency < 1:
+        raise BenchError("--concurrency must be at least 1")
+    for size_name in SIZES:
+        if opts.count(size_name) < 1:
+            raise BenchError(f"--count-{size_name} must be at least 1")
+    if opts.fsync not in ("always", "batch", "never"):
+        raise BenchError(f"--fsync must be always, batch or never, not {opts.fsync!r}")
+    if opts.replicas is not None and not 1 <= opts.replicas <= (opts.local or opts.replicas):
+        raise BenchError("--replicas must be between 1 and the number of local nodes")
+    if opts.write_quorum is not None and opts.write_quorum < 1:
+        raise BenchError("--write-quorum must be at least 1")
+    parse_phases(",".join(opts.phases))
+    return opts
+
+
+# ---- phases ----
+class Bench:
+    """Runs phases against a list of gateway URLs; remembers what was uploaded for the GETs."""
+
+    def __init__(self, opts: BenchOptions, urls: list[str], pids: dict[str, int]) -> None:
+        self.opts = opts
+        self.urls = urls
+        self.pids = pids
+        self.run_id = uuid.uuid4().hex[:8]
+        self.contents: dict[str, Content] = {}
+        self.shas: dict[str, list[str]] = {}
+        self.uploaded: dict[str, list[bool]] = {}
+
+    def key(self, size_name: str, index: int) -> str:
+        return f"bench/{self.run_id}/{size_name}/{index:06d}"
+
+    def count(self, size_name: str) -> int:
+        return self.opts.count(size_name)
+
+    def prepare(self, size_name: str) -> None:
+        """Build the base buffers and the expected sha256 of every object (not timed)."""
+        if size_name in self.contents:
+            return
+        content = Content(SIZES[size_name])
+        self.contents[size_name] = content
+        self.shas[size_name] = [content.sha256(i) for i in range(self.count(size_name))]
+        self.uploaded[size_name] = [False] * self.count(size_name)
+
+    async def phase(self, session: aiohttp.ClientSession, name: str) -> PhaseResult:
+        """Run one ``put-<size>`` or ``get-<size>`` phase with ``concurrency`` workers."""
+        op, _, size_name = name.partition("-")
+        if op not in ("put", "get") or size_name not in SIZES:
+            raise BenchError(f"unknown phase {name!r}: use (put|get)-(4k|1m|64m)")
+        self.prepare(size_name)
+        content, shas = self.contents[size_name], self.shas[size_name]
+        if op == "get" and not any(self.uploaded[size_name]):
+            raise BenchError(f"phase {name} needs put-{size_name} before it")
+        todo = list(range(len(shas))) if op == "put" else [
+            i for i, ok in enumerate(self.uploaded[size_name]) if ok
+        ]  # fmt: skip
+        errors = ErrorLog()
+        latencies: list[float] = []
+        moved = 0
+        cursor = iter(todo)
+        n_urls = len(self.urls)
+        token = self.opts.token
+
+        async def worker() -> None:
+            nonlocal moved
+            for i in cursor:
+                key = self.key(size_name, i)
+                t0 = time.perf_counter()
+                try:
+                    if op == "put":
+                        msg = await put_one(session, self.urls[i % n_urls], key, content, i, shas[i], token)
+                    else:
+                        url = self.urls[(i + 1) % n_urls]  # another gateway than the PUT's
+                        msg = await get_one(session, url, key, content.size, shas[i], token)
+                except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                    msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if msg is None:
+                    moved += content.size
+                    if op == "put":
+                        self.uploaded[size_name][i] = True
+                else:
+                    errors.add(msg)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.opts.concurrency)))
+        seconds = time.perf_counter() - t0
+        latencies.sort()
+        ops = len(latencies)
+        rss = {url: v for url, pid in self.pids.items() if (v := peak_rss_mib(pid)) is not None}
+        return PhaseResult(
+            phase=name, ops=ops, errors=errors.count, seconds=round(seconds, 3), bytes=moved,
+            ops_per_s=round(ops / seconds, 1), mb_per_s=round(moved / seconds / MB, 1),
+            p50_ms=round(quantile(latencies, 0.5), 2), p99_ms=round(quantile(latencies, 0.99), 2),
+            max_ms=round(latencies[-1] if latencies else 0.0, 2), concurrency=self.opts.concurrency,
+            urls=self.urls, fsync=self.opts.fsync if self.opts.local else None,
+            nodes_peak_rss_mib={u: round(v, 1) for u, v in rss.items()}, first_errors=errors.first,
+        )  # fmt: skip
+
+
+def print_header() -> None:
+    print(f"{'phase':<9} {'ops':>6} {'ops/s':>9} {'MB/s':>8} {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'max ms':>9} {'errors':>6}", flush=True)  # fmt: skip
+
+
+def print_result(r: PhaseResult) -> None:
+    print(f"{r.phase:<9} {r.ops:>6} {r.ops_per_s:>9.1f} {r.mb_per_s:>8.1f} {r.p50_ms:>9.2f} "
+          f"{r.p99_ms:>9.2f} {r.max_ms:>9.2f} {r.errors:>6}", flush=True)  # fmt: skip
+    for msg in r.first_errors:
+        print(f"    error: {msg}", flush=True)
+
+
+def append_json(path: Path | None, record: dict[str, Any]) -> None:
+    if path is None:
+        return
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def make_session(concurrency: int) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+
+
+async def run_phases(opts: BenchOptions, urls: list[str], pids: dict[str, int]) -> int:
+    """All requested phases; returns the total error count."""
+    bench = Bench(opts, urls, pids)
+    total_errors = 0
+    async with make_session(opts.concurrency) as session:
+        print_header()
+        for name in opts.phases:
+            result = await bench.phase(session, name)
+            total_errors += result.errors
+            print_result(result)
+            append_json(opts.json, {"kind": "phase", **asdict(result)})
+    if pids:
+        print()
+        for url, pid in pids.items():
+            rss = peak_rss_mib(pid)
+            shown = f"{rss:.1f} MiB" if rss is not None else "unknown (process gone?)"
+            print(f"node {url} (pid {pid}) peak RSS (VmHWM): {shown}")
+    return total_errors
+
+
+async def run_mem_1g(opts: BenchOptions, url: str, pid: int | None) -> int:
+    """Upload then download one 1 GiB file through one node; report the node's peak RSS."""
+    content = Content(GiB, seed=1)
+    print("computing the sha256 of the 1 GiB body ...", flush=True)
+    sha = content.sha256(0)
+    key = f"bench/{uuid.uuid4().hex[:8]}/mem-1g"
+    before = peak_rss_mib(pid) if pid else None
+    errors = 0
+    async with make_session(1) as session:
+        for op in ("put", "get"):
+            t0 = time.perf_counter()
+            if op == "put":
+                msg = await put_one(session, url, key, content, 0, sha, opts.token)
+            else:
+                msg = await get_one(session, url, key, GiB, sha, opts.token)
+            seconds = time.perf_counter() - t0
+            status = "ok" if msg is None else f"ERROR {msg}"
+            print(f"{op.upper()} 1 GiB: {seconds:.1f} s, {GiB / seconds / MB:.1f} MB/s, {status}", flush=True)
+            errors += msg is not None
+            append_json(opts.json, {"kind": "mem-1g", "op": op, "seconds": round(seconds, 3),
+                                    "mb_per_s": round(GiB / seconds / MB, 1), "error": msg})  # fmt: skip
+    if pid is None:
+        print("peak RSS unknown: give --pids (or use --local) to read the node's VmHWM")
+        return errors
+    peak = peak_rss_mib(pid)
+    if peak is None:
+        print(f"cannot read /proc/{pid}/status")
+        return errors + 1
+    verdict = "OK" if peak < MEM_LIMIT / MiB else "OVER LIMIT"
+    print(f"node peak RSS (VmHWM): before {before:.1f} MiB, after 1 GiB up+down {peak:.1f} MiB "
+          f"(limit {MEM_LIMIT // MiB} MiB): {verdict}")  # fmt: skip
+    append_json(opts.json, {"kind": "mem-1g", "peak_rss_mib_before": before, "peak_rss_mib": peak,
+                            "limit_mib": MEM_LIMIT // MiB, "ok": peak < MEM_LIMIT / MiB})  # fmt: skip
+    return errors + (peak >= MEM_LIMIT / MiB)
+
+
+# ---- running ----
+def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
+    """Start ``opts.local`` nodes under ``parent``; node 0 is the seed the others join through."""
+    n = opts.local or 1
+    replicas = opts.replicas or min(3, n)
+    write_quorum = opts.write_quorum or min(2, replicas)
+    print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync} in {parent}", flush=True)
+    try:
+        return start_nodes(parent, n, timeout=60.0, token=opts.token, fsync=opts.fsync,
+                           replicas=replicas, write_quorum=write_quorum)  # fmt: skip
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise BenchError(f"local nodes did not start: {exc}") from exc
+
+
+def run_loop(coro: Any) -> Any:
+    """Run ``coro`` on uvloop when it is installed (as the node does), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def run_bench(opts: BenchOptions) -> int:
+    """Start or find the nodes, run the phases (or the 1 GiB memory check), stop local nodes.
+
+    Returns the number of failed requests (plus 1 when ``mem_1g`` finds the node over the limit).
+    Raises BenchError on bad options or a failed set-up; KeyboardInterrupt passes through, after
+    the local nodes are stopped and their temp dir removed.
+    """
+    check_options(opts)
+    nodes: list[LocalNode] = []
+    tmp: Path | None = None
+    try:
+        if opts.local:
+            if opts.data_dir:
+                parent = opts.data_dir
+                parent.mkdir(parents=True, exist_ok=True)
+            else:
+                tmp = parent = Path(tempfile.mkdtemp(prefix="p2pstore-bench-"))
+            nodes = start_local(opts, parent)
+            urls = [n.url for n in nodes]
+            pids = {n.url: n.pid for n in nodes if n.pid is not None}
+        else:
+            urls = list(opts.urls)
+            pids = dict(zip(urls, opts.pids, strict=False))
+        print(f"gateways: {', '.join(urls)}; concurrency {opts.concurrency}", flush=True)
+        if opts.mem_1g:
+            return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
+        return int(run_loop(run_phases(opts, urls, pids)))
+    finally:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                node.terminate(timeout=10)
+        if tmp is not None:
+            if opts.keep:
+                print(f"kept node data in {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def handle_signals() -> None:
+    """Ctrl-C (even when SIGINT was inherited as ignored), SIGTERM and SIGHUP all end the run
+    through KeyboardInterrupt, so run_bench's clean-up always stops the local nodes."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+
+
+# ---- the script's command line (benchmarks/bench_http.py) ----
+def parse_args(argv: Sequence[str] | None = None, description: str | None = None) -> BenchOptions:
+    """argparse front end; bad values exit 2 with argparse's usage line."""
+    ap = argparse.ArgumentParser(description=description or __doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    target = ap.add_mutually_exclusive_group()
+    target.add_argument("--url", help="comma-separated node URLs (round-robin)")
+    target.add_argument("--local", type=int, metavar="N", help="start N local node processes")
+    ap.add_argument("--pids", help="with --url: comma-separated node pids (same order) for peak RSS")
+    ap.add_argument("--token", default=os.environ.get("P2PSTORE_API_TOKEN"), help="API token")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--phases", default=DEFAULT_PHASES)
+    ap.add_argument("--count-4k", type=int, default=2000)
+    ap.add_argument("--count-1m", type=int, default=200)
+    ap.add_argument("--count-64m", type=int, default=8)
+    ap.add_argument("--json", type=Path, help="append one JSON line per phase to this file")
+    ap.add_argument("--fsync", choices=["always", "batch", "never"], default="always",
+                    help="fsync mode of --local nodes")  # fmt: skip
+    ap.add_argument("--replicas", type=int, help="R of --local nodes (default min(3, N))")
+    ap.add_argument("--write-quorum", type=int, help="W of --local nodes (default min(2, R))")
+    ap.add_argument("--data-dir", type=Path, help="parent dir of --local node data (default: temp)")
+    ap.add_argument("--keep", action="store_true", help="keep the --local data dir afterwards")
+    ap.add_argument(
+        "--mem-1g", action="store_true", help="1 GiB up+down through one node, print its peak RSS"
+    )
+    a = ap.parse_args(argv)
+    try:
+        return check_options(BenchOptions(
+            urls=parse_urls(a.url) if a.url else [], local=a.local,
+            pids=[int(p) for p in a.pids.split(",") if p.strip()] if a.pids else [],
+            token=a.token, concurrency=a.concurrency, phases=parse_phases(a.phases),
+            count_4k=a.count_4k, count_1m=a.count_1m, count_64m=a.count_64m, json=a.json, fsync=a.fsync,
+            replicas=a.replicas, write_quorum=a.write_quorum, data_dir=a.data_dir, keep=a.keep,
+            mem_1g=a.mem_1g,
+        ))  # fmt: skip
+    except (BenchError, ValueError) as exc:
+        ap.error(str(exc))
+        raise  # unreachable: ap.error exits
+
+
+def main(argv: Sequence[str] | None = None, description: str | None = None) -> int:
+    """The script's entry point: exit 1 when a request failed, 130 when interrupted."""
+    opts = parse_args(argv, description)
+    handle_signals()
+    try:
+        errors = run_bench(opts)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    return 1 if errors else 0
+
+
+__all__ = ["BenchError", "BenchOptions", "check_options", "main", "parse_phases", "run_bench"]
