@@ -1,4 +1,4 @@
-"""`p2pstore recover NODE`: re-sync a node now and print what it copied."""
+"""`p2pstore recover NODE` (re-sync a node now) and `p2pstore members remove NODE`."""
 
 from __future__ import annotations
 
@@ -28,5 +28,21 @@ def recover(
         raise CliError(f"recovery of {node} left {report['files_failed']} files incomplete")
 
 
+members = typer.Typer(help="Manage cluster membership.", no_args_is_help=True)
+
+
+@members.command("remove")
+def remove(
+    ctx: typer.Context,
+    node: Annotated[str, typer.Argument(help="Id of a dead member to forget for good.")],
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Forget a dead member (its data is re-replicated after --dead-after anyway)."""
+    request_json(ctx, url, token, "DELETE", f"/members/{quote(node, safe='')}")
+    typer.echo(f"removed {node}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("recover")(recover)
+    app.add_typer(members, name="members")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, web
 
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, LengthRequired, StoreError, Unauthorized
+from ..errors import BadRequest, Conflict, LengthRequired, NotFound, StoreError, Unauthorized
 from ..keys import validate_key
 from ..node import Node, WriteResult
 from .http import etag_matches, etag_of, http_date, parse_range
@@ -233,6 +233,19 @@ async def recover(request: web.Request) -> web.Response:
     return web.json_response(report)
 
 
+async def remove_member(request: web.Request) -> web.Response:
+    """Forget a dead member for good (a machine that will not come back, a wiped disk)."""
+    gossip = get_node(request).cluster.gossip
+    member_id = request.match_info["node"]
+    state = gossip.membership.state_of(member_id)
+    if state is None:
+        raise NotFound(f"no member named {member_id}")
+    if state != "dead":
+        raise Conflict(f"member {member_id} is {state}; only dead members can be removed")
+    gossip.membership.remove(member_id)
+    return web.json_response({"removed": member_id})
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=render_metrics(get_node(request)), content_type="text/plain")
 
@@ -248,3 +261,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/checkpoint", checkpoint)
     app.router.add_post("/recover/{node}", recover)
     app.router.add_get("/metrics", metrics)
+    app.router.add_delete("/members/{node}", remove_member)

@@ -85,3 +85,21 @@ def test_graceful_stop_is_seen_as_left(node_factory) -> None:
     leaving = nodes[2].health()["node_id"]
     nodes[2].terminate()
     wait_for(lambda: all_see(nodes[:2], leaving, "left"), 10, message="left everywhere")
+
+
+def test_operator_removes_a_dead_member(node_factory) -> None:
+    from tests.support.processes import run_cli
+
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD)
+    wait_for(lambda: all(len(states(n)) == 3 for n in nodes), 15, message="3 members")
+    gone = nodes[2].health()["node_id"]
+    alive_id = nodes[1].health()["node_id"]
+    refused = run_cli("--url", nodes[0].url, "members", "remove", alive_id)
+    assert refused.returncode == 1 and b"only dead members" in refused.stderr
+    nodes[2].kill()
+    wait_for(lambda: all_see(nodes[:2], gone, "dead"), DEAD_BOUND, message="dead everywhere")
+    done = run_cli("--url", nodes[0].url, "members", "remove", gone)
+    assert done.returncode == 0, done.stderr
+    wait_for(
+        lambda: all(states(n).get(gone) in (None, "left") for n in nodes[:2]), 10, message="forgotten"
+    )
