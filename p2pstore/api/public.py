@@ -240,8 +240,8 @@ async def remove_member(request: web.Request) -> web.Response:
     state = gossip.membership.state_of(member_id)
     if state is None:
         raise NotFound(f"no member named {member_id}")
-    if state != "dead":
-        raise Conflict(f"member {member_id} is {state}; only dead members can be removed")
+    if state not in ("dead", "left"):
+        raise Conflict(f"member {member_id} is {state}; only dead or left members can be removed")
     gossip.membership.remove(member_id)
     return web.json_response({"removed": member_id})
 

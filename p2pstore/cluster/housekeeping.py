@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..core.manifest import ManifestEntry
-from ..core.membership import ALIVE, LEFT
+from ..core.membership import ALIVE
 from .background import BackgroundLoop
 from .transport import PeerError
 
@@ -147,9 +147,11 @@ class Housekeeper(BackgroundLoop):
         cluster = self.cluster
         if not cluster.gossip.is_leader():
             return
-        members = [m for m in cluster.gossip.membership.members() if m.state != LEFT]
+        members = cluster.gossip.membership.members()
         if any(m.state != ALIVE for m in members):
-            return  # someone might still hold an older copy: wait until every member is back
+            # Someone (dead, or stopped gracefully: "left") may still hold an older copy and
+            # gossip it back after the purge: wait until every member is back, or removed.
+            return
         old = await cluster.node.store.in_io(
             cluster.node.store.db.tombstones_before, time.time() - self.tombstone_grace, BATCH
         )
