@@ -82,8 +82,13 @@ def check(
     history: Iterable[Op],
     final_reads: Iterable[FinalRead] = (),
     convergence: dict[str, Any] | None = None,
+    leaders: Iterable[tuple[int, str]] = (),
 ) -> CheckReport:
-    """Judge a history; see the module docstring for exactly what is checked."""
+    """Judge a history; see the module docstring for exactly what is checked.
+
+    ``leaders`` are (term, leader id) pairs observed in the nodes' /status during the run: a
+    node only names a leader it heard from in that term, so two ids for one term is split brain.
+    """
     ops = sorted(history, key=lambda o: (o.start, o.id))
     finals = list(final_reads)
     violations: list[Violation] = []
@@ -121,7 +126,15 @@ def check(
             )
         )
 
+    by_term: dict[int, set[str]] = defaultdict(set)
+    for term, leader in leaders:
+        by_term[term].add(leader)
+    for term, ids in sorted(by_term.items()):
+        if len(ids) > 1:
+            violations.append(Violation("two_leaders", f"term {term}", f"leaders {sorted(ids)}"))
+
     stats: dict[str, Any] = {
+        "terms_observed": len(by_term),
         "ops": len(ops),
         "keys": len(by_key),
         "outcomes": dict(Counter(f"{o.op}:{o.outcome}" for o in ops)),

@@ -104,21 +104,45 @@ def open_cluster(cfg: ChaosConfig, workdir: Path) -> Iterator[Nemesis]:
         raise ValueError(f"unknown backend {cfg.backend!r} (processes or netns)")
 
 
+def poll_leaders(nemesis: Nemesis, seen: list[tuple[int, str]]) -> None:
+    """Record every reachable node's (term, leader) from /status."""
+    for node in list(nemesis.nodes):
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+            status, body = get_json(node.url + "/status", timeout=1.0)
+            if status == 200 and body.get("leader"):
+                seen.append((int(body["term"]), str(body["leader"])))
+
+
+def observe_leaders(nemesis: Nemesis, stop: threading.Event, seen: list[tuple[int, str]]) -> None:
+    """Poll (term, leader) pairs until ``stop``, for the one-leader-per-term check."""
+    while not stop.is_set():
+        poll_leaders(nemesis, seen)
+        stop.wait(0.3)
+
+
 async def load_under_faults(
     nemesis: Nemesis,
     workload: Workload,
     duration: float,
     faults: Callable[[threading.Event], None],
+    leaders: list[tuple[int, str]] | None = None,
 ) -> None:
-    """Run the workload for ``duration`` while ``faults(stop)`` runs in a thread; heal after."""
+    """Run the workload for ``duration`` while ``faults(stop)`` runs in a thread; heal after.
+
+    Meanwhile (term, leader) pairs are collected into ``leaders`` for the one-leader-per-term check.
+    """
     stop = threading.Event()
     workload.t0 = nemesis.t0 = time.monotonic()  # one clock for the history and the fault log
     fault_task = asyncio.create_task(asyncio.to_thread(faults, stop))
+    observer = asyncio.create_task(
+        asyncio.to_thread(observe_leaders, nemesis, stop, leaders if leaders is not None else [])
+    )
     try:
         await workload.run(duration)
     finally:
         stop.set()
         await fault_task
+        await observer
         await asyncio.to_thread(nemesis.heal)
 
 
@@ -228,7 +252,12 @@ class ChaosResult:
 
 
 def settle_and_check(
-    nemesis: Nemesis, workload: Workload, history: HistoryWriter, bound: float, r: int = 3
+    nemesis: Nemesis,
+    workload: Workload,
+    history: HistoryWriter,
+    bound: float,
+    r: int = 3,
+    leaders: list[tuple[int, str]] | None = None,
 ) -> tuple[CheckReport, dict[str, float]]:
     """After the faults: wait for membership and convergence, read everything, run the checker."""
     timings: dict[str, float] = {}
@@ -240,7 +269,9 @@ def settle_and_check(
     timings["convergence_s"] = convergence["seconds"]
     finals = final_reads(nemesis, workload.keys)
     history.close()
-    report = check(history.ops, finals, convergence)
+    leaders = list(leaders or [])
+    poll_leaders(nemesis, leaders)
+    report = check(history.ops, finals, convergence, leaders)
     return report, timings
 
 
@@ -266,13 +297,20 @@ def run_chaos(cfg: ChaosConfig, workdir: Path) -> ChaosResult:
             nemesis.wait_members_alive()
             workload = Workload(lambda: [n.url for n in nemesis.nodes], history, cfg.workload)
             t = time.monotonic()
+            leaders: list[tuple[int, str]] = []
             asyncio.run(
                 load_under_faults(
-                    nemesis, workload, cfg.duration, lambda stop: schedule.run(nemesis, cfg.duration, stop)
+                    nemesis,
+                    workload,
+                    cfg.duration,
+                    lambda stop: schedule.run(nemesis, cfg.duration, stop),
+                    leaders,
                 )
             )
             timings["load_s"] = round(time.monotonic() - t, 2)
-            report, more = settle_and_check(nemesis, workload, history, cfg.convergence_bound, cfg.replicas)
+            report, more = settle_and_check(
+                nemesis, workload, history, cfg.convergence_bound, cfg.replicas, leaders
+            )
             timings.update(more)
             timings["total_s"] = round(time.monotonic() - t0, 2)
             report.stats["faults"] = dict(schedule.counts)

@@ -150,3 +150,12 @@ def test_history_round_trips_through_jsonl(tmp_path: Path) -> None:
         writer.record(op)
     writer.close()
     assert load_history(tmp_path / "h.jsonl") == ops
+
+
+def test_two_leaders_in_one_term_is_reported() -> None:
+    from p2pstore.chaos.checker import check
+
+    ok = check([], leaders=[(1, "a"), (1, "a"), (2, "b"), (3, "a")])
+    assert ok.ok and ok.stats["terms_observed"] == 3
+    split = check([], leaders=[(1, "a"), (2, "b"), (2, "c")])
+    assert not split.ok and "two_leaders" in split.kinds()
