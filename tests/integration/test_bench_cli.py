@@ -1,0 +1,48 @@
+"""`p2pstore bench` through the real command: a tiny run on one local node, and a bad option."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.processes import REPO_ROOT, clean_env
+
+
+def bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p2pstore", "bench", *args],
+        capture_output=True, text=True, env=clean_env(), cwd=str(REPO_ROOT), timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def test_bench_local_node_writes_one_json_line_per_phase(tmp_path: Path) -> None:
+    out = tmp_path / "bench.jsonl"
+    res = bench(
+        "--local", "1", "--phases", "put-4k,get-4k", "--count-4k", "50", "--concurrency", "4",
+        "--json", str(out), "--data-dir", str(tmp_path / "nodes"),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["phase"] for r in records] == ["put-4k", "get-4k"]
+    for r in records:
+        assert r["kind"] == "phase"
+        assert r["ops"] == 50
+        assert r["ops_per_s"] > 0
+        assert r["errors"] == 0
+        assert r["nodes_peak_rss_mib"], r  # the local node's peak RSS was read
+    assert "put-4k" in res.stdout and "peak RSS" in res.stdout
+
+
+def test_bench_bad_option_is_one_clear_line(tmp_path: Path) -> None:
+    res = bench("--local", "1", "--phases", "get-4k", "--json", str(tmp_path / "x.jsonl"), timeout=30)
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == ["error: phase get-4k needs put-4k before it"], res.stderr
+    assert not (tmp_path / "x.jsonl").exists()  # nothing ran
+    res = bench("--concurrency", "many", timeout=30)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--concurrency" in lines[0], res.stderr
