@@ -153,7 +153,6 @@ class Node:
             "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,
-                "missing_chunks_at_start": self.store.stats.missing_chunks_at_start,
                 "restored_from_checkpoint": self.store.stats.restored_from,
                 "last_checkpoint": self.store.stats.last_checkpoint,
             },

@@ -66,6 +66,7 @@ class DockerNode(ChaosNode):
         self.cli = cli
         self.network = network
         self.disconnected = False
+        self.pause_attempts = 0
         self._running = True
         self.aliases = self._aliases()
 
@@ -106,9 +107,30 @@ class DockerNode(ChaosNode):
         self._running = False
         self.paused = False
 
-    def pause(self) -> None:
-        self.cli("pause", self.container)
-        self.paused = True
+    def pause(self, attempts: int = 5) -> None:
+        """``docker pause``; ``pause_attempts`` says how many tries it took.
+
+        runc gives up with "unable to freeze" when a task does not reach the frozen state in time
+        (seen on a loaded host, e.g. a task in uninterruptible I/O); it thaws the cgroup again, so
+        trying again a moment later is safe.
+        """
+        for attempt in range(1, attempts + 1):
+            proc = self.cli("pause", self.container, check=False)
+            self.pause_attempts = attempt
+            if proc.returncode == 0:
+                self.paused = True
+                return
+            if "freeze" not in proc.stderr or attempt == attempts:
+                raise RuntimeError(f"docker pause {self.name}: {proc.stderr.strip()[-400:]}")
+            time.sleep(0.5)
+
+    def sync(self) -> None:
+        """Take Docker's word for running / paused / connected (after a failed or foreign command)."""
+        info = self.cli.inspect(self.container)
+        state = info.get("State") or {}
+        self._running = bool(state.get("Running"))
+        self.paused = bool(state.get("Paused"))
+        self.disconnected = self.network not in (info.get("NetworkSettings", {}).get("Networks") or {})
 
     def resume(self) -> None:
         self.cli("unpause", self.container)
@@ -167,6 +189,25 @@ class DockerNemesis(Nemesis):
     def _node(self, node: ChaosNode) -> DockerNode:
         assert isinstance(node, DockerNode), node
         return node
+
+    def kill(self, node: ChaosNode) -> None:
+        """``docker kill``; the log says how Docker left it (the restart policy must not revive it)."""
+        node.kill()
+        state = self._node(node).state()
+        self._log("kill", node, f"exit {state.get('ExitCode')}, running={state.get('Running')}")
+
+    def pause(self, node: ChaosNode) -> None:
+        """``docker pause`` (cgroup freezer), retried when runc could not freeze in time."""
+        dn = self._node(node)
+        dn.pause()
+        self._log("pause", node, f"{dn.pause_attempts} attempts" if dn.pause_attempts > 1 else "")
+
+    def heal(self) -> None:
+        """Re-read every container's state from Docker, then end every fault."""
+        for node in self.docker_nodes:
+            with contextlib.suppress(RuntimeError, ValueError, KeyError):
+                node.sync()
+        super().heal()
 
     def start(self, node: ChaosNode) -> None:
         """``docker start`` a dead node (reconnecting it if it was cut off) and wait for /health."""

@@ -85,6 +85,8 @@ class Gossip:
         self._loop_task: asyncio.Task | None = None
         self._last_persist = now
         self.rejected_messages = 0
+        self.changes = 0  # bumped on every membership or leader event
+        self._placement_cache: tuple[int, float, list[str]] | None = None
 
     # ---- persistence ----
     def _load_members(self) -> list[Member]:
@@ -113,8 +115,18 @@ class Gossip:
         return self.membership.voter_ids()
 
     def placement_ids(self) -> list[str]:
-        """Members that keep their place in placement: alive, suspect, or dead only briefly."""
+        """Members that keep their place in placement (cached: placement runs per key, and a
+        full repair or handoff pass asks for every key; refreshed on any membership event and
+        at least every second, since "dead for longer than dead_after" changes with time)."""
         now = time.monotonic()
+        cached = self._placement_cache
+        if cached is not None and cached[0] == self.changes and now - cached[1] < 1.0:
+            return cached[2]
+        ids = self._placement_ids(now)
+        self._placement_cache = (self.changes, now, ids)
+        return ids
+
+    def _placement_ids(self, now: float) -> list[str]:
         ids = []
         for m in self.membership.members():
             # A node that stopped (dead) or shut down gracefully (left) keeps its place for
@@ -215,6 +227,7 @@ class Gossip:
             else:
                 log.info("no leader (term %d)", ev.term)
         if changed:
+            self.changes += 1
             self.on_change()
 
     def _spawn(self, coro: Any) -> None:

@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pstore.repair")
 
-PASS_INTERVAL = 30.0
+PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
-SCRUB_PAUSE = 30.0  # between full passes
+SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
 
 
 @dataclass
@@ -207,7 +207,9 @@ class Scrubber(BackgroundLoop):
                 await self.scrub_pass()
             except Exception:
                 log.exception("scrub pass failed")
-            await asyncio.sleep(SCRUB_PAUSE)
+            # As long a pause as the pass took (5 s to 5 min): a small store is re-checked often,
+            # a big one spends at most half its time scrubbing.
+            await asyncio.sleep(min(SCRUB_PAUSE_MAX, max(SCRUB_PAUSE_MIN, self.stats.last_pass_seconds or 0)))
 
     async def scrub_pass(self) -> list[str]:
         store = self.cluster.node.store
@@ -227,6 +229,7 @@ class Scrubber(BackgroundLoop):
                 self.stats.corrupt_found += 1
                 log.error("scrub found corrupt chunk %s", sha[:12])
                 self.cluster.chunk_went_bad(sha)
+        self.cluster.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
         self.stats.passes += 1
         self.stats.last_pass_finished = time.time()
         self.stats.last_pass_seconds = round(time.monotonic() - started, 3)

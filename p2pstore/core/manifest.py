@@ -275,6 +275,10 @@ class BucketDigest:
         """Account for a newly stored entry."""
         self._buckets[bucket_of(e.key, self.nbuckets)] ^= int.from_bytes(entry_hash(e), "big")
 
+    def add_hash(self, bucket: int, h: bytes) -> None:
+        """Account for an entry by its precomputed bucket and entry_hash (fast rebuilds)."""
+        self._buckets[bucket] ^= int.from_bytes(h, "big")
+
     def remove(self, e: ManifestEntry) -> None:
         """Account for an entry that is no longer stored (XOR is its own inverse)."""
         self.add(e)

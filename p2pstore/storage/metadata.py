@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, newer
+from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, newer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS files (
     content_type TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     modified REAL NOT NULL,
-    bucket INTEGER NOT NULL
+    bucket INTEGER NOT NULL,
+    ehash BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
@@ -157,8 +158,8 @@ class MetadataDB:
     def build_digest(self) -> BucketDigest:
         """The per-bucket digest of every entry (done once at start; then kept up to date)."""
         digest = BucketDigest()
-        for entry in self.iter_all():
-            digest.add(entry)
+        for bucket, h in self._reader().execute("SELECT bucket, ehash FROM files"):
+            digest.add_hash(bucket, h)
         return digest
 
     def counts(self) -> dict[str, int]:
@@ -218,7 +219,7 @@ class MetadataDB:
         self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
         self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
         conn.execute(
-            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,
                 entry.version,
@@ -229,6 +230,7 @@ class MetadataDB:
                 int(entry.deleted),
                 entry.modified,
                 bucket_of(entry.key),
+                entry_hash(entry),
             ),
         )
         return old, entry

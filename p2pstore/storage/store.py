@@ -129,7 +129,6 @@ class GroupCommitter:
 @dataclass
 class StoreStats:
     corrupt_chunks_found: int = 0
-    missing_chunks_at_start: int = 0
     restored_from: str | None = None
     last_checkpoint: dict[str, Any] | None = None
 
@@ -156,9 +155,6 @@ class LocalStore:
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
         self.manifest_digest = self.db.build_digest()
         self.committer = GroupCommitter(self.db, self.in_db)
-        self.stats.missing_chunks_at_start = len(self.missing_chunks())
-        if self.stats.missing_chunks_at_start:
-            log.warning("%d referenced chunks are missing on disk", self.stats.missing_chunks_at_start)
 
     # ---- start-up ----
     def _ensure_database(self) -> str | None:
