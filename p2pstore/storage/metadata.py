@@ -102,12 +102,26 @@ class MetadataDB:
         sync = {"always": "FULL", "batch": "NORMAL", "never": "OFF"}[fsync]
         self._w = connect(path, sync)
         self._w.executescript(SCHEMA)
+        self._migrate()
         self._sync = sync
         self._kv = connect(path, sync)  # small node state, written from the event loop
         self._kv_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older version up to this schema (in place)."""
+        columns = {row[1] for row in self._w.execute("PRAGMA table_info(files)")}
+        if "ehash" not in columns:  # added for fast digest rebuilds at start-up
+            self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
+            rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
+            self._w.execute("BEGIN IMMEDIATE")
+            self._w.executemany(
+                "UPDATE files SET ehash = ? WHERE key = ?",
+                [(entry_hash(e), e.key) for e in map(row_to_entry, rows)],
+            )
+            self._w.execute("COMMIT")
 
     def close(self) -> None:
         for conn in (*self._readers, self._w, self._kv):

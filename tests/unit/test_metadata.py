@@ -1,0 +1,45 @@
+"""The metadata database: last-writer-wins apply, digests, and upgrades of older files."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from p2pstore.core.manifest import BucketDigest, ManifestEntry
+from p2pstore.storage.metadata import MetadataDB
+
+
+def entry(key: str, version: int, deleted: bool = False) -> ManifestEntry:
+    v = f"{version:013d}.000000.n"
+    if deleted:
+        return ManifestEntry.tombstone(key, v, 1.0)
+    return ManifestEntry(key, v, 4, "a" * 64, ("b" * 64,), "x", False, 1.0)
+
+
+def test_apply_is_last_writer_wins_and_digest_matches(tmp_path: Path) -> None:
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    assert len(db.apply([entry("k", 2), entry("j", 1)])) == 2
+    assert db.apply([entry("k", 1)]) == []  # older: ignored
+    assert len(db.apply([entry("k", 3, deleted=True)])) == 1
+    ref = BucketDigest()
+    for e in (entry("k", 3, deleted=True), entry("j", 1)):
+        ref.add(e)
+    assert db.build_digest().root() == ref.root()
+    assert db.chunk_refs("b" * 64) == 1
+
+
+def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    db = MetadataDB(path, "never")
+    db.apply([entry("k", 1), entry("j", 2)])
+    db.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE files DROP COLUMN ehash")  # the older schema
+    conn.commit()
+    conn.close()
+    db = MetadataDB(path, "never")
+    ref = BucketDigest()
+    ref.add(entry("k", 1))
+    ref.add(entry("j", 2))
+    assert db.build_digest().root() == ref.root()
+    assert db.get("j") == entry("j", 2)
