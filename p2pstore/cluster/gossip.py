@@ -26,6 +26,7 @@ from .transport import PeerError, Transport, pack, unpack
 log = logging.getLogger("p2pstore.gossip")
 
 TICK = 0.05
+STALL_TOLERANCE = 0.05  # a tick later than this counts as our own stall
 PERSIST_MEMBERS_EVERY = 5.0
 
 
@@ -86,6 +87,7 @@ class Gossip:
         self._last_persist = now
         self.rejected_messages = 0
         self.changes = 0  # bumped on every membership or leader event
+        self._stalled = 0.0
         self._placement_cache: tuple[int, float, list[str]] | None = None
 
     # ---- persistence ----
@@ -118,7 +120,7 @@ class Gossip:
         """Members that keep their place in placement (cached: placement runs per key, and a
         full repair or handoff pass asks for every key; refreshed on any membership event and
         at least every second, since "dead for longer than dead_after" changes with time)."""
-        now = time.monotonic()
+        now = self.mclock()
         cached = self._placement_cache
         if cached is not None and cached[0] == self.changes and now - cached[1] < 1.0:
             return cached[2]
@@ -147,7 +149,7 @@ class Gossip:
         return [m for m in self.membership.members() if m.id != self.node_id and m.state in (ALIVE, SUSPECT)]
 
     def members_json(self) -> list[dict[str, Any]]:
-        mono, wall = time.monotonic(), time.time()
+        mono, wall = self.mclock(), time.time()
         return [
             {
                 "id": m.id,
@@ -182,7 +184,7 @@ class Gossip:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
         if announce_leave:
-            out = self.membership.leave(time.monotonic())
+            out = self.membership.leave(self.mclock())
             sends = [self._send_membership(addr, msg) for addr, msg in out]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 2.0)
@@ -191,16 +193,29 @@ class Gossip:
         with contextlib.suppress(Exception):
             self._persist_members()
 
+    def mclock(self) -> float:
+        """The failure detector's clock: monotonic time minus the time this process itself was
+        stalled (an overloaded CPU, a GC pause, SIGSTOP). Like Lifeguard's local health
+        awareness, a node that was slow does not blame its peers for acks it could not read."""
+        return time.monotonic() - self._stalled
+
     async def _run(self) -> None:
+        last = time.monotonic()
         while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            lag = now - last - TICK
+            last = now
+            if lag > STALL_TOLERANCE:
+                self._stalled += lag
+                await asyncio.sleep(0)  # let replies that queued up during the stall in first
             try:
-                self._step(time.monotonic())
+                self._step(now)
             except Exception:
                 log.exception("gossip step failed")
-            await asyncio.sleep(TICK)
 
     def _step(self, now: float) -> None:
-        self._dispatch_membership(self.membership.tick(now))
+        self._dispatch_membership(self.membership.tick(self.mclock()))
         voters = self.voters()
         if not (self.seeds and len(voters) <= 1):
             # A node told to join through seeds waits until it has joined: alone it would be
@@ -251,7 +266,7 @@ class Gossip:
     async def _send_membership(self, addr: str, msg: dict) -> None:
         envelope = {"kind": "membership", "from": self.node_id, "msg": msg}
         if not await self._send(addr, envelope):
-            self._dispatch_membership(self.membership.unreachable(addr, time.monotonic()))
+            self._dispatch_membership(self.membership.unreachable(addr, self.mclock()))
 
     async def _send(self, addr: str, envelope: dict) -> bool:
         try:
@@ -269,7 +284,7 @@ class Gossip:
         now = time.monotonic()
         if kind == "membership":
             membership_core.validate_message(msg)
-            self._dispatch_membership(self.membership.receive(src_host, msg, now))
+            self._dispatch_membership(self.membership.receive(src_host, msg, self.mclock()))
         elif kind == "election":
             election_core.validate_message(msg)
             if src not in self.voters():
