@@ -141,9 +141,11 @@ async def load_under_faults(
         await workload.run(duration)
     finally:
         stop.set()
-        await fault_task
-        await observer
-        await asyncio.to_thread(nemesis.heal)
+        try:
+            await fault_task
+        finally:  # heal even when a fault could not be injected
+            await observer
+            await asyncio.to_thread(nemesis.heal)
 
 
 def wait_converged(
