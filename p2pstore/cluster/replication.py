@@ -168,7 +168,11 @@ class Cluster:
         if tombstone:
             entry = ManifestEntry.tombstone(key, version, modified)
             staged: dict[str, str | None] = {t: None for t in targets}
-        elif body is not None and expected_size is not None and expected_size <= ONE_PHASE_MAX:
+        elif (
+            body is not None
+            and expected_size is not None
+            and expected_size <= min(ONE_PHASE_MAX, self.node.config.chunk_size)
+        ):
             # Small file: read it whole (bounded) and replicate in one round trip per replica.
             small = await read_small(body, expected_size, expected_sha)
             sha = hashlib.sha256(small).hexdigest()
@@ -443,6 +447,16 @@ class Cluster:
         entry = resolved.entry
         bad: set[str] = set()
         spans = chunk_spans(entry, self.node.config.chunk_size, self.node.store)
+        if spans is None:  # chunk lengths unknown: read them in order, learning offsets as we go
+            offset = 0
+            for sha in entry.chunks:
+                if offset >= end:
+                    return
+                data = await self.fetch_chunk(sha, resolved.holders, bad)
+                if offset + len(data) > start:
+                    yield data[max(0, start - offset) : min(len(data), end - offset)]
+                offset += len(data)
+            return
         wanted = [(sha, off) for sha, off, length in spans if off + length > start and off < end]
         if not wanted:
             return
@@ -600,11 +614,14 @@ async def read_small(body: AsyncIterator[bytes], expected_size: int, expected_sh
     return data
 
 
-def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple[str, int, int]]:
-    """(sha, offset, length) for each chunk: from the usual chunk size, else from local files."""
+def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple[str, int, int]] | None:
+    """(sha, offset, length) for each chunk: from the usual chunk size, else from local files;
+    None when neither tells (a file written with another chunk size, held elsewhere)."""
     n = len(entry.chunks)
     if n == 0:
         return []
+    if n == 1:
+        return [(entry.chunks[0], 0, entry.size)]
     if (n - 1) * chunk_size < entry.size <= n * chunk_size:
         last = entry.size - (n - 1) * chunk_size
         return [
@@ -614,7 +631,7 @@ def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple
     for sha in entry.chunks:  # written with another chunk size: ask the local files
         length = store.chunk_length(sha)
         if length is None:
-            raise Unavailable("file was written with another chunk size; fetch it from a replica")
+            return None
         spans.append((sha, offset, length))
         offset += length
     return spans

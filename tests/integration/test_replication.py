@@ -244,3 +244,41 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
             assert r.status == 400
     assert n.health() is not None
     assert "rejected malformed message" in n.log_text()
+
+
+async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_factory, tmp_path) -> None:
+    """A gateway that does not hold a file and uses another chunk size still serves it, ranges too
+    (found by a chaos run: a single large chunk used to be refused)."""
+    from tests.support.processes import NodeProcess, flags_to_args
+
+    secret = "mixed-chunks"
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, chunk_size="16KiB", cluster_secret=secret)
+    extra = NodeProcess(
+        tmp_path / "odd",
+        args=flags_to_args(
+            {
+                "fsync": "never",
+                "gossip_interval": PERIOD,
+                "chunk_size": "64KiB",
+                "cluster_secret": secret,
+                "seeds": nodes[0].address,
+            }
+        ),
+    )
+    extra.start()
+    try:
+        extra.wait_ready()
+        all_nodes = [*nodes, extra]
+        wait_members(all_nodes)
+        ids = node_ids(all_nodes)
+        key = next(f"mix/{i}" for i in range(1000) if ids[3] not in place(f"mix/{i}", ids, 3))
+        body = bytes(range(256)) * 400  # 102,400 bytes: 7 chunks of 16 KiB
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[0].url}/files/{key}", data=body) as r:
+                assert r.status == 201, await r.text()
+            async with s.get(f"{extra.url}/files/{key}") as r:
+                assert r.status == 200 and await r.read() == body
+            async with s.get(f"{extra.url}/files/{key}", headers={"Range": "bytes=20000-70000"}) as r:
+                assert r.status == 206 and await r.read() == body[20000:70001]
+    finally:
+        extra.terminate()
