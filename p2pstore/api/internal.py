@@ -92,6 +92,14 @@ async def stage(request: web.Request) -> web.Response:
     return reply(await get_node(request).cluster.stage_local(upload, body(), expected))
 
 
+def entry_of(request: web.Request, msg: dict) -> ManifestEntry:
+    """The validated manifest entry carried by a commit or write message (400 when malformed)."""
+    try:
+        return ManifestEntry.from_wire(msg.get("entry"))
+    except ValueError as exc:
+        raise malformed(request, str(exc)) from exc
+
+
 async def commit(request: web.Request) -> web.Response:
     msg = await read_message(request)
     if not isinstance(msg, dict):
@@ -99,10 +107,7 @@ async def commit(request: web.Request) -> web.Response:
     upload = msg.get("upload")
     if upload is not None and not isinstance(upload, str):
         raise malformed(request, "upload must be a string or nil")
-    try:
-        entry = ManifestEntry.from_wire(msg.get("entry"))
-    except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
+    entry = entry_of(request, msg)
     applied = await get_node(request).cluster.commit_local(upload, entry)
     return reply({"applied": applied})
 
@@ -112,10 +117,7 @@ async def write_small(request: web.Request) -> web.Response:
     data = msg.get("data") if isinstance(msg, dict) else None
     if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
         raise malformed(request, "write needs the data as bytes (a small file)")
-    try:
-        entry = ManifestEntry.from_wire(msg.get("entry"))
-    except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
+    entry = entry_of(request, msg)
     applied = await get_node(request).cluster.commit_small_local(entry, data)
     return reply({"applied": applied})
 

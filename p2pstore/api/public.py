@@ -40,15 +40,8 @@ def check_sha_header(value: str | None) -> str | None:
 
 
 def write_json(result: WriteResult) -> dict:
-    e = result.entry
-    return {
-        "key": e.key,
-        "size": e.size,
-        "sha256": e.sha256,
-        "version": e.version,
-        "content_type": e.content_type,
-        "replicas": result.replicas,
-    }
+    """What a write answers: the stored entry and the nodes that acknowledged it."""
+    return {**entry_json(result.entry), "replicas": result.replicas}
 
 
 def entry_json(e: ManifestEntry) -> dict:
