@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
+PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
 SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
@@ -94,26 +95,40 @@ class Repairer(BackgroundLoop):
         self._full = True
         self._wake.set()
 
+    def wake(self) -> None:
+        """Look at placement now (after a membership event); a full pass only if it changed."""
+        self._wake.set()
+
     def trigger_keys(self, keys: list[str]) -> None:
         """Ask for a pass over just these keys (new entries learned from gossip)."""
         self._keys.update(keys)
         self._wake.set()
 
     async def _loop(self) -> None:
+        """Full passes when placement changed (a member gone past dead_after, a new member),
+        when asked (scrub finding, corrupt read, recover) and every PASS_INTERVAL; otherwise
+        only the keys gossip brought in. Membership flaps alone cost nothing."""
         await asyncio.sleep(1.0)
+        last_full = float("-inf")
+        placement_seen: tuple[str, ...] | None = None
         while True:
             full, keys = self._full, self._keys
             self._full, self._keys = False, set()
-            try:
-                await self.run_pass(None if full else keys)
-            except Exception as exc:
-                self.stats.last_error = str(exc)
-                log.exception("repair pass failed")
+            placement = tuple(sorted(self.cluster.gossip.placement_ids()))
+            now = time.monotonic()
+            if placement != placement_seen or now - last_full > PASS_INTERVAL:
+                full = True
+            if full:
+                placement_seen, last_full = placement, now
+            if full or keys:
+                try:
+                    await self.run_pass(None if full else keys)
+                except Exception as exc:
+                    self.stats.last_error = str(exc)
+                    log.exception("repair pass failed")
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), PASS_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), PLACEMENT_CHECK)
                 await asyncio.sleep(0.2)  # let a burst of triggers coalesce
-            if not self._wake.is_set():
-                self._full = True  # the timer fired: a periodic full pass
             self._wake.clear()
 
     async def run_pass(self, keys: set[str] | None = None) -> dict[str, Any]:
@@ -133,9 +148,17 @@ class Repairer(BackgroundLoop):
                 return store.db.iter_all()
             return (e for k in sorted(keys) if (e := store.db.get(k)) is not None)
 
-        tasks = await store.in_io(
-            lambda: plan_repairs(entries(), node.node_id, self.cluster.replicas_for, store.has_chunk)
-        )
+        def plan() -> list[Any]:
+            if keys is not None:
+                return plan_repairs(entries(), node.node_id, self.cluster.replicas_for, store.has_chunk)
+            small = set(store.db.small_chunk_shas())  # one query instead of one per chunk
+
+            def has(sha: str) -> bool:
+                return sha in small or store.chunks.has(sha)
+
+            return plan_repairs(entries(), node.node_id, self.cluster.replicas_for, has)
+
+        tasks = await store.in_io(plan)
         self.stats.queue = len(tasks)
         chunk_size = node.config.chunk_size
         self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)

@@ -110,7 +110,7 @@ class Cluster:
         await self.transport.close()
 
     def _membership_changed(self) -> None:
-        self.repairer.trigger()  # a member came back or went away: replicas may be missing
+        self.repairer.wake()  # it looks whether placement changed (flaps alone cost nothing)
 
     def chunk_went_bad(self, sha: str) -> None:
         """A local chunk failed verification: never serve it again, fetch a good copy."""
