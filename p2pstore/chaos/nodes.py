@@ -58,8 +58,10 @@ class ChaosNode:
         args: Sequence[str] = (),
         prefix: Sequence[str] = (),
         listen: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.env = dict(env or {})  # extra environment for the node process
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port
@@ -97,6 +99,8 @@ class ChaosNode:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSTORE_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SRC_ROOT), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.env)
         with self.log_path.open("ab") as log:
             log.write(f"\n=== {time.strftime('%H:%M:%S')} start {' '.join(self.command())}\n".encode())
             log.flush()

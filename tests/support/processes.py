@@ -7,34 +7,22 @@ fixed sleep.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from p2pstore.chaos.nodes import ChaosNode, free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
-_live: weakref.WeakSet[NodeProcess] = weakref.WeakSet()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it, so parallel tests don't collide)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_for(
@@ -116,8 +104,9 @@ def http_json(
         return status, raw.decode("utf-8", "replace")
 
 
-class NodeProcess:
-    """One node as a child process; its log goes to ``<data_dir>.log`` beside the data dir."""
+class NodeProcess(ChaosNode):
+    """One node as a child process (the chaos harness's node wrapper, plus test conveniences);
+    its log goes to ``<data_dir>.log`` beside the data dir."""
 
     def __init__(
         self,
@@ -128,56 +117,16 @@ class NodeProcess:
         env: Mapping[str, str] | None = None,
         token: str | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
-        self.host = host
-        self.port = port or free_port(host)
-        self.args = list(args)
-        self.env = dict(env or {})
-        # The API token the node was given (for helpers that talk to it).
-        self.token = token
-        self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._paused = False
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def command(self) -> list[str]:
-        return [
-            sys.executable, "-m", "p2pstore", "node", "start",
-            "--data-dir", str(self.data_dir), "--host", self.host, "--port", str(self.port),
-            *self.args,
-        ]  # fmt: skip
+        data_dir = Path(data_dir)
+        super().__init__(data_dir.name, data_dir, host, port or free_port(host), args, env=dict(env or {}))
+        self.token = token  # the API token the node was given (for helpers that talk to it)
 
     def start(self) -> NodeProcess:
         """Launch the process (does not wait; call wait_ready)."""
         if self.running:
             raise RuntimeError(f"node {self.url} is already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"\n=== start {' '.join(self.command())}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=clean_env(self.env),
-                cwd=str(self.data_dir.parent),
-                start_new_session=True,  # a Ctrl-C on pytest must not hit the node first
-            )
-        self._paused = False
-        _live.add(self)
+        super().start()
         return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     @property
     def returncode(self) -> int | None:
@@ -193,23 +142,11 @@ class NodeProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> dict[str, Any]:
         """Poll /health until it answers; raise with the log tail if the process died."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc is None:
-                raise RuntimeError("node was never started")
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"node {self.url} exited with code {self.proc.returncode} before it was "
-                    f"ready; log tail:\n{self.log_tail()}"
-                )
-            body = self.health(timeout=0.5)
-            if body is not None:
-                return body
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"node {self.url} not ready after {timeout:.0f}s; log tail:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        super().wait_ready(timeout)
+        body = self.health(timeout=5.0)
+        if body is None:
+            raise RuntimeError(f"node {self.url} stopped answering right after it was ready")
+        return body
 
     def get_json(self, path: str, timeout: float = 5.0) -> Any:
         """GET a JSON endpoint of this node; raise on a non-2xx status."""
@@ -218,45 +155,7 @@ class NodeProcess:
             raise RuntimeError(f"GET {path} on {self.url}: HTTP {status}: {body}")
         return body
 
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL: the crash case (no cleanup, no flush); waits until it is gone."""
-        if self.proc is None:
-            return
-        self._signal(signal.SIGKILL)
-        self.proc.wait()
-        self._paused = False
-
-    def terminate(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM for a graceful stop; SIGKILL if it takes longer than ``timeout``."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self._signal(signal.SIGTERM)
-            if self._paused:
-                self._signal(signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._paused = False
-        return self.proc.returncode
-
-    def pause(self) -> None:
-        """SIGSTOP: the node freezes (a hung or partitioned peer) but keeps its sockets."""
-        self._signal(signal.SIGSTOP)
-        self._paused = True
-
-    stop = pause  # brief: stop/pause both freeze; use terminate() to shut down
-
-    def resume(self) -> None:
-        """SIGCONT: undo pause()."""
-        self._signal(signal.SIGCONT)
-        self._paused = False
+    stop = ChaosNode.pause  # brief: stop/pause both freeze; use terminate() to shut down
 
     def restart(self, timeout: float = 20.0, kill: bool = False) -> NodeProcess:
         """Stop (gracefully, or SIGKILL when ``kill``) and start again: same data dir and port."""
@@ -264,20 +163,20 @@ class NodeProcess:
             self.kill()
         else:
             self.terminate()
-        # The old socket may linger briefly; the new process binds with SO_REUSEADDR (aiohttp),
-        # so starting right away is fine.
         self.start()
         self.wait_ready(timeout)
         return self
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM for a graceful stop; SIGKILL if it takes longer than ``timeout``."""
+        super().terminate(timeout)
+        return self.returncode
 
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def __repr__(self) -> str:
         state = "running" if self.running else f"exited({self.returncode})"
@@ -356,11 +255,3 @@ def run_cli(
         cwd=str(cwd) if cwd else None,
         check=False,
     )
-
-
-@atexit.register
-def _reap() -> None:
-    """Never leave orphaned nodes behind, even when the test run is aborted."""
-    for node in list(_live):
-        with contextlib.suppress(Exception):
-            node.kill()
