@@ -32,9 +32,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """Blocking GET returning (status, JSON or None); raises OSError when unreachable."""
-    req = urllib.request.Request(url)
+def http_json(
+    url: str,
+    method: str = "GET",
+    body: Any = None,
+    token: str | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, Any]:
+    """A small blocking JSON request: returns (status, decoded body or None); never raises on 4xx/5xx."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, raw = resp.status, resp.read()
@@ -43,7 +54,12 @@ def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
     try:
         return status, json.loads(raw) if raw else None
     except ValueError:
-        return status, None
+        return status, raw.decode("utf-8", "replace")
+
+
+def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    """Blocking GET returning (status, decoded JSON); raises OSError when unreachable."""
+    return http_json(url, timeout=timeout)
 
 
 class ChaosNode:

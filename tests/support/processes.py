@@ -7,7 +7,6 @@ fixed sleep.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from p2pstore.chaos.nodes import ChaosNode, free_port
+from p2pstore.chaos.nodes import ChaosNode, free_port, http_json
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -77,31 +76,6 @@ def flags_to_args(flags: Mapping[str, Any]) -> list[str]:
         else:
             args += [flag, str(value)]
     return args
-
-
-def http_json(
-    url: str,
-    method: str = "GET",
-    body: Any = None,
-    token: str | None = None,
-    timeout: float = 5.0,
-) -> tuple[int, Any]:
-    """A small blocking JSON request: returns (status, decoded body or None); never raises on 4xx/5xx."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
-    try:
-        return status, json.loads(raw) if raw else None
-    except ValueError:
-        return status, raw.decode("utf-8", "replace")
 
 
 class NodeProcess(ChaosNode):
