@@ -1,4 +1,7 @@
-"""Node-to-node endpoints under /_internal/: msgpack bodies, cluster secret required.
+"""Node-to-node endpoints under /_internal/: msgpack messages, cluster secret required.
+
+Each message handler serves two ways: as a frame on the RPC WebSocket (``/_internal/rpc``, what
+nodes use) and as an HTTP POST to ``/_internal/<method>`` (older peers, tools).
 
 Every handler validates what it receives; a malformed message gets 400 and is logged once
 per peer, and never reaches the protocol cores or the store.
@@ -6,22 +9,32 @@ per peer, and never reaches the protocol cores or the store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
+from ..cluster.codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from ..cluster.replication import ONE_PHASE_MAX
-from ..cluster.transport import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
+from ..cluster.rpc import MAX_FRAME_BYTES
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, Unauthorized
+from ..errors import BadRequest, NotFound, StoreError, Unauthorized
 from ..storage.chunks import is_sha256_hex
+from .metrics import REQUESTS
 from .public import READ_SIZE, check_sha_header, get_node
+
+if TYPE_CHECKING:
+    from ..node import Node
 
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
 _warned: set[str] = set()
+RPC_SOCKETS = web.AppKey("rpc_sockets", weakref.WeakSet)
 
 
 @web.middleware
@@ -39,7 +52,7 @@ def reply(obj: object) -> web.Response:
     return web.Response(body=pack(obj), content_type=MSGPACK)
 
 
-async def read_message(request: web.Request) -> object:
+async def read_message(request: web.Request, peer: str, method: str) -> object:
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
         raise BadRequest("message too large")
     buf = bytearray()
@@ -51,35 +64,165 @@ async def read_message(request: web.Request) -> object:
     try:
         return unpack(raw)
     except Exception as exc:
-        raise malformed(request, f"undecodable msgpack: {type(exc).__name__}") from exc
+        raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}") from exc
 
 
-def malformed(request: web.Request, why: str) -> BadRequest:
-    peer = request.remote or "?"
+def malformed(peer: str, method: str, why: str) -> BadRequest:
     if peer not in _warned:
         _warned.add(peer)
-        log.warning("rejected malformed message from %s on %s: %s", peer, request.path, why)
+        log.warning("rejected malformed message from %s on %s: %s", peer, method, why)
     return BadRequest(f"malformed message: {why}")
 
 
-async def gossip(request: web.Request) -> web.Response:
-    envelope = await read_message(request)
+# ---- message handlers: (node, message, peer address) -> reply; shared by HTTP and RPC ----
+async def gossip(node: Node, msg: Any, peer: str) -> Any:
     try:
-        get_node(request).cluster.gossip.receive(envelope, request.remote or "")
+        node.cluster.gossip.receive(msg, peer)
     except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
-    return reply({"ok": True})
+        raise malformed(peer, "gossip", str(exc)) from exc
+    return {"ok": True}
 
 
-async def manifest_sync(request: web.Request) -> web.Response:
-    msg = await read_message(request)
+async def manifest_sync(node: Node, msg: Any, peer: str) -> Any:
     try:
-        return reply(await get_node(request).cluster.handle_manifest_sync(msg))
+        return await node.cluster.handle_manifest_sync(msg)
     except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
+        raise malformed(peer, "manifest-sync", str(exc)) from exc
+
+
+def entry_of(peer: str, method: str, msg: dict) -> ManifestEntry:
+    """The validated manifest entry carried by a commit or write message (400 when malformed)."""
+    try:
+        return ManifestEntry.from_wire(msg.get("entry"))
+    except ValueError as exc:
+        raise malformed(peer, method, str(exc)) from exc
+
+
+async def commit(node: Node, msg: Any, peer: str) -> Any:
+    if not isinstance(msg, dict):
+        raise malformed(peer, "commit", "commit must be a map")
+    upload = msg.get("upload")
+    if upload is not None and not isinstance(upload, str):
+        raise malformed(peer, "commit", "upload must be a string or nil")
+    entry = entry_of(peer, "commit", msg)
+    return {"applied": await node.cluster.commit_local(upload, entry)}
+
+
+async def write_small(node: Node, msg: Any, peer: str) -> Any:
+    data = msg.get("data") if isinstance(msg, dict) else None
+    if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
+        raise malformed(peer, "write", "write needs the data as bytes (a small file)")
+    entry = entry_of(peer, "write", msg)
+    return {"applied": await node.cluster.commit_small_local(entry, data)}
+
+
+async def abort(node: Node, msg: Any, peer: str) -> Any:
+    if not isinstance(msg, dict) or not isinstance(msg.get("upload"), str):
+        raise malformed(peer, "abort", "abort needs an upload id")
+    await node.cluster.abort_local(msg["upload"])
+    return {"ok": True}
+
+
+async def entries(node: Node, msg: Any, peer: str) -> Any:
+    keys = msg.get("keys") if isinstance(msg, dict) else None
+    if (
+        not isinstance(keys, list)
+        or len(keys) > MAX_KEYS_PER_LOOKUP
+        or not all(isinstance(k, str) for k in keys)
+    ):
+        raise malformed(peer, "entries", "entries needs a list of keys")
+    return {"views": [node.cluster.local_view(k) for k in keys]}
+
+
+async def checkpoint(node: Node, msg: Any, peer: str) -> Any:
+    return await node.checkpoint_local()
+
+
+async def recover(node: Node, msg: Any, peer: str) -> Any:
+    await node.cluster.sync_all_manifests()
+    return await node.cluster.repairer.run_pass()
+
+
+async def purge(node: Node, msg: Any, peer: str) -> Any:
+    tombstones = msg.get("tombstones") if isinstance(msg, dict) else None
+    if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
+        raise malformed(peer, "purge", "purge needs a list of tombstones")
+    try:
+        purged = await node.cluster.purge_local(tombstones)
+    except ValueError as exc:
+        raise malformed(peer, "purge", str(exc)) from exc
+    return {"purged": purged}
+
+
+MessageHandler = Callable[["Node", Any, str], Awaitable[Any]]
+HANDLERS: dict[str, MessageHandler] = {
+    "gossip": gossip,
+    "manifest-sync": manifest_sync,
+    "commit": commit,
+    "abort": abort,
+    "write": write_small,
+    "entries": entries,
+    "checkpoint": checkpoint,
+    "recover": recover,
+    "purge": purge,
+}
+
+
+def http_route(name: str, handler: MessageHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The same handler as one HTTP POST (older peers, tools, tests)."""
+
+    async def route(request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        msg = await read_message(request, peer, name)
+        return reply(await handler(get_node(request), msg, peer))
+
+    return route
+
+
+# ---- the RPC socket: many calls in flight on one connection per peer ----
+async def rpc(request: web.Request) -> web.WebSocketResponse:
+    node, peer = get_node(request), request.remote or "?"
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
+    await ws.prepare(request)
+    request.app[RPC_SOCKETS].add(ws)
+    calls: set[asyncio.Task] = set()
+    async for frame in ws:
+        if frame.type != WSMsgType.BINARY:
+            break
+        try:
+            call_id, method, body = unpack(frame.data)
+            if not isinstance(call_id, int) or not isinstance(method, str):
+                raise ValueError("a call is [id, method, body]")
+        except Exception as exc:  # any undecodable frame ends the connection
+            malformed(peer, "rpc", f"undecodable frame: {type(exc).__name__}")
+            break
+        task = asyncio.ensure_future(serve_call(ws, node, peer, call_id, method, body))
+        calls.add(task)
+        task.add_done_callback(calls.discard)
+    await ws.close()
+    return ws
+
+
+async def serve_call(ws: web.WebSocketResponse, node: Node, peer: str, call_id: int, method: str,
+                     body: Any) -> None:  # fmt: skip
+    handler = HANDLERS.get(method)
+    try:
+        if handler is None:
+            raise NotFound(f"no internal method {method!r}")
+        answer = [call_id, 200, await handler(node, body, peer)]
+    except StoreError as exc:
+        answer = [call_id, exc.status, exc.message]
+    except Exception as exc:
+        log.exception("unexpected error serving internal call %s from %s", method, peer)
+        answer = [call_id, 500, f"internal error: {type(exc).__name__}"]
+    REQUESTS[("internal", "RPC", f"{answer[1] // 100}xx")] += 1
+    if not ws.closed:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_bytes(pack(answer))
 
 
 async def stage(request: web.Request) -> web.Response:
+    """Receive a streamed body into tmp/ (the first phase of a large write)."""
     upload = request.match_info["upload"]
     if not (8 <= len(upload) <= 64 and upload.isalnum()):
         raise BadRequest("bad upload id")
@@ -90,57 +233,6 @@ async def stage(request: web.Request) -> web.Response:
             yield piece
 
     return reply(await get_node(request).cluster.stage_local(upload, body(), expected))
-
-
-def entry_of(request: web.Request, msg: dict) -> ManifestEntry:
-    """The validated manifest entry carried by a commit or write message (400 when malformed)."""
-    try:
-        return ManifestEntry.from_wire(msg.get("entry"))
-    except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
-
-
-async def commit(request: web.Request) -> web.Response:
-    msg = await read_message(request)
-    if not isinstance(msg, dict):
-        raise malformed(request, "commit must be a map")
-    upload = msg.get("upload")
-    if upload is not None and not isinstance(upload, str):
-        raise malformed(request, "upload must be a string or nil")
-    entry = entry_of(request, msg)
-    applied = await get_node(request).cluster.commit_local(upload, entry)
-    return reply({"applied": applied})
-
-
-async def write_small(request: web.Request) -> web.Response:
-    msg = await read_message(request)
-    data = msg.get("data") if isinstance(msg, dict) else None
-    if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
-        raise malformed(request, "write needs the data as bytes (a small file)")
-    entry = entry_of(request, msg)
-    applied = await get_node(request).cluster.commit_small_local(entry, data)
-    return reply({"applied": applied})
-
-
-async def abort(request: web.Request) -> web.Response:
-    msg = await read_message(request)
-    if not isinstance(msg, dict) or not isinstance(msg.get("upload"), str):
-        raise malformed(request, "abort needs an upload id")
-    await get_node(request).cluster.abort_local(msg["upload"])
-    return reply({"ok": True})
-
-
-async def entries(request: web.Request) -> web.Response:
-    msg = await read_message(request)
-    keys = msg.get("keys") if isinstance(msg, dict) else None
-    if (
-        not isinstance(keys, list)
-        or len(keys) > MAX_KEYS_PER_LOOKUP
-        or not all(isinstance(k, str) for k in keys)
-    ):
-        raise malformed(request, "entries needs a list of keys")
-    cluster = get_node(request).cluster
-    return reply({"views": [cluster.local_view(k) for k in keys]})
 
 
 async def chunk(request: web.Request) -> web.Response:
@@ -154,39 +246,18 @@ async def chunk(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="application/octet-stream")
 
 
-async def checkpoint(request: web.Request) -> web.Response:
-    await read_message(request)
-    return reply(await get_node(request).checkpoint_local())
-
-
-async def recover(request: web.Request) -> web.Response:
-    await read_message(request)
-    cluster = get_node(request).cluster
-    await cluster.sync_all_manifests()
-    return reply(await cluster.repairer.run_pass())
-
-
-async def purge(request: web.Request) -> web.Response:
-    msg = await read_message(request)
-    tombstones = msg.get("tombstones") if isinstance(msg, dict) else None
-    if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
-        raise malformed(request, "purge needs a list of tombstones")
-    try:
-        purged = await get_node(request).cluster.purge_local(tombstones)
-    except ValueError as exc:
-        raise malformed(request, str(exc)) from exc
-    return reply({"purged": purged})
+async def close_rpc_sockets(app: web.Application) -> None:
+    """On shutdown: peers' sockets would otherwise keep the server waiting for them."""
+    for ws in list(app[RPC_SOCKETS]):
+        with contextlib.suppress(Exception):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
 
 
 def add_internal_routes(app: web.Application) -> None:
-    app.router.add_post("/_internal/gossip", gossip)
-    app.router.add_post("/_internal/manifest-sync", manifest_sync)
+    app[RPC_SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_rpc_sockets)
+    app.router.add_get("/_internal/rpc", rpc)
+    for name, handler in HANDLERS.items():
+        app.router.add_post(f"/_internal/{name}", http_route(name, handler))
     app.router.add_put("/_internal/stage/{upload}", stage)
-    app.router.add_post("/_internal/commit", commit)
-    app.router.add_post("/_internal/abort", abort)
-    app.router.add_post("/_internal/write", write_small)
-    app.router.add_post("/_internal/entries", entries)
     app.router.add_get("/_internal/chunk/{sha}", chunk)
-    app.router.add_post("/_internal/checkpoint", checkpoint)
-    app.router.add_post("/_internal/recover", recover)
-    app.router.add_post("/_internal/purge", purge)

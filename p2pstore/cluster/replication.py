@@ -131,7 +131,14 @@ class Cluster:
         return placement.replicas(key, self.gossip.placement_ids(), self.node.config.replicas)
 
     def reachable(self, node_ids: list[str]) -> list[str]:
-        return [n for n in node_ids if n == self.node.node_id or self.gossip.is_live(n)]
+        """The nodes believed up: live to the failure detector, and not refusing connections
+        right now (a crashed peer is refused at once, declared dead only seconds later)."""
+        me = self.node.node_id
+        return [n for n in node_ids if n == me or (self.gossip.is_live(n) and not self._refusing(n))]
+
+    def _refusing(self, node_id: str) -> bool:
+        addr = self.gossip.address_of(node_id)
+        return addr is not None and self.transport.refusing(addr)
 
     def address(self, node_id: str) -> str:
         addr = self.gossip.address_of(node_id)

@@ -1,4 +1,5 @@
-"""Node-to-node calls: msgpack over aiohttp keep-alive sessions, authenticated by the secret.
+"""Node-to-node calls: msgpack messages over one WebSocket per peer (see rpc.py), bulk bytes
+(staged uploads, chunks) over aiohttp keep-alive HTTP, all authenticated by the secret.
 
 The cluster secret travels as ``Authorization: Bearer <secret>`` on every internal request and
 is compared in constant time by the receiving node. Run clusters on a private network or behind
@@ -11,11 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import msgpack
+
+from .codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
+from .rpc import RpcClient, RpcError, RpcUnsupported
 
 INTERNAL_PREFIX = "/_internal"
-MSGPACK = "application/msgpack"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 class PeerError(Exception):
@@ -27,14 +28,6 @@ class PeerError(Exception):
         self.status = status
 
 
-def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
-
-
-def unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
 class Transport:
     """One pooled client session for all peers, with the secret attached."""
 
@@ -42,6 +35,8 @@ class Transport:
         self.secret = secret
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._rpc: RpcClient | None = None
+        self._http_only: set[str] = set()  # peers without the RPC endpoint (older versions)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -53,7 +48,19 @@ class Transport:
             )
         return self._session
 
+    @property
+    def rpc(self) -> RpcClient:
+        if self._rpc is None or self._rpc.session is not self.session:
+            self._rpc = RpcClient(self.session, lambda address: self.url(address, "/rpc"))
+        return self._rpc
+
+    def refusing(self, address: str) -> bool:
+        """The peer at ``address`` refused our last connection attempt moments ago."""
+        return self._rpc is not None and self._rpc.refusing(address)
+
     async def close(self) -> None:
+        if self._rpc is not None:
+            await self._rpc.close()
         if self._session is not None:
             await self._session.close()
 
@@ -61,7 +68,18 @@ class Transport:
         return f"http://{address}{INTERNAL_PREFIX}{path}"
 
     async def call(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
-        """POST a msgpack message and return the decoded msgpack reply."""
+        """Send a message to the peer's ``/_internal{path}`` handler and return its reply."""
+        if address not in self._http_only:
+            try:
+                return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)
+            except RpcUnsupported:
+                self._http_only.add(address)
+            except RpcError as exc:
+                raise PeerError(address, str(exc), exc.status) from exc
+        return await self.post(address, path, message, timeout)
+
+    async def post(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
+        """POST a msgpack message as one HTTP request and return the decoded msgpack reply."""
         try:
             async with self.session.post(
                 self.url(address, path),
@@ -105,3 +123,6 @@ class Transport:
                 return unpack(raw)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
+
+
+__all__ = ["INTERNAL_PREFIX", "MAX_MESSAGE_BYTES", "MSGPACK", "PeerError", "Transport", "pack", "unpack"]

@@ -1,0 +1,141 @@
+"""The node-to-node RPC socket on real node processes: calls, errors, authentication, a peer
+that stops answering, a crashed peer, and plain HTTP for peers without the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+
+import aiohttp
+import msgpack
+import pytest
+from aiohttp import web
+
+from p2pstore.cluster.codec import pack, unpack
+from p2pstore.cluster.transport import PeerError, Transport
+
+pytest_plugins = ["tests.support.fixtures"]
+
+SECRET = "rpc-test-secret"
+
+
+def address_of(node) -> str:
+    return node.url.removeprefix("http://")
+
+
+@pytest.fixture
+def one_node(node_factory):
+    return node_factory(1, fsync="never", cluster_secret=SECRET)[0]
+
+
+async def test_calls_answers_and_errors(one_node) -> None:
+    transport = Transport(SECRET)
+    addr = address_of(one_node)
+    try:
+        async with aiohttp.ClientSession() as s, s.put(f"{one_node.url}/files/a", data=b"hello") as r:
+            assert r.status == 201
+        views = await asyncio.gather(
+            *(transport.call(addr, "/entries", {"keys": ["a", "b"]}) for _ in range(50))
+        )
+        for reply in views:  # fifty calls in flight on one connection, each answered
+            a, b = reply["views"]
+            assert a["complete"] and a["entry"]["sha256"] == hashlib.sha256(b"hello").hexdigest()
+            assert b == {"entry": None, "complete": False}
+        assert len(transport.rpc.channels) == 1
+        with pytest.raises(PeerError) as bad:
+            await transport.call(addr, "/commit", {"entry": {"key": ""}})
+        assert bad.value.status == 400 and "malformed" in str(bad.value)
+        with pytest.raises(PeerError) as unknown:
+            await transport.call(addr, "/no-such-method", {})
+        assert unknown.value.status == 404
+        assert (await transport.call(addr, "/entries", {"keys": []})) == {"views": []}  # still usable
+    finally:
+        await transport.close()
+
+
+async def test_the_socket_needs_the_secret_and_drops_garbage(one_node) -> None:
+    wrong = Transport("wrong-secret")
+    try:
+        with pytest.raises(PeerError) as denied:
+            await wrong.call(address_of(one_node), "/entries", {"keys": []})
+        assert denied.value.status == 401
+    finally:
+        await wrong.close()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {SECRET}"}) as s:
+        ws = await s.ws_connect(f"{one_node.url}/_internal/rpc")
+        await ws.send_bytes(b"\xc1")  # not msgpack: the node ends the connection
+        msg = await ws.receive(timeout=10)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        ws2 = await s.ws_connect(f"{one_node.url}/_internal/rpc")
+        await ws2.send_bytes(pack([7, "entries", {"keys": 5}]))
+        call_id, status, message = unpack((await ws2.receive(timeout=10)).data)
+        assert (call_id, status) == (7, 400) and "malformed" in message
+        await ws2.close()
+    assert one_node.health() is not None
+    assert "rejected malformed message" in one_node.log_text()
+
+
+async def test_a_silent_peer_is_given_up_and_reconnected_after(one_node) -> None:
+    transport = Transport(SECRET)
+    addr = address_of(one_node)
+    try:
+        await transport.call(addr, "/entries", {"keys": []})
+        one_node.pause()  # SIGSTOP: the socket stays open, nothing answers
+        try:
+            with pytest.raises(PeerError, match="no answer"):
+                await transport.call(addr, "/entries", {"keys": []}, timeout=0.5)
+            assert not transport.rpc.channels[addr].open  # closed, so the next call reconnects
+        finally:
+            one_node.resume()
+        assert (await transport.call(addr, "/entries", {"keys": []}, timeout=10)) == {"views": []}
+    finally:
+        await transport.close()
+
+
+async def test_a_crashed_peer_refuses_and_is_remembered(one_node) -> None:
+    transport = Transport(SECRET)
+    addr = address_of(one_node)
+    try:
+        await transport.call(addr, "/entries", {"keys": []})
+        assert not transport.refusing(addr)
+        one_node.kill()
+        with pytest.raises(PeerError):  # the open connection breaks, the reconnect is refused
+            for _ in range(3):
+                await transport.call(addr, "/entries", {"keys": []}, timeout=5)
+        with pytest.raises(PeerError):
+            await transport.call(addr, "/entries", {"keys": []}, timeout=5)
+        assert transport.refusing(addr)
+    finally:
+        await transport.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_peers_without_the_socket_are_called_over_http() -> None:
+    """An older node (no /_internal/rpc) still gets its messages, as HTTP POSTs."""
+    seen: list[object] = []
+
+    async def entries(request: web.Request) -> web.Response:
+        assert request.headers["Authorization"] == f"Bearer {SECRET}"
+        seen.append(msgpack.unpackb(await request.read()))
+        return web.Response(body=pack({"views": []}), content_type="application/msgpack")
+
+    app = web.Application()
+    app.router.add_post("/_internal/entries", entries)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = _free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    transport = Transport(SECRET)
+    try:
+        for _ in range(2):
+            assert await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []}) == {"views": []}
+        assert seen == [{"keys": []}, {"keys": []}]
+    finally:
+        await transport.close()
+        await runner.cleanup()
