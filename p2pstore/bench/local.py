@@ -183,10 +183,32 @@ def start_all(nodes: Sequence[LocalNode], timeout: float = 60.0, one_by_one: boo
         raise
 
 
+def wait_converged(nodes: Sequence[LocalNode], timeout: float = 60.0) -> None:
+    """Poll /status until every node sees all of them alive: a benchmark that starts earlier
+    measures writes placed on a partial view, and the repairs that follow them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            views = [node.get_json("/status") for node in nodes]
+            if all(sum(m["state"] == "alive" for m in v["members"]) >= len(nodes) for v in views):
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the {len(nodes)} nodes did not all see each other within {timeout:.0f}s")
+        time.sleep(0.1)
+
+
 def start_nodes(
     parent: Path, n: int, timeout: float = 60.0, token: str | None = None, **flags: Any
 ) -> list[LocalNode]:
-    """Start ``n`` nodes under ``parent`` and wait until all are ready."""
+    """Start ``n`` nodes under ``parent`` and wait until all are ready and see each other."""
     nodes = make_nodes(parent, n, token, **flags)
     start_all(nodes, timeout)
+    try:
+        wait_converged(nodes, timeout)
+    except BaseException:
+        for node in nodes:
+            node.kill()
+        raise
     return nodes
