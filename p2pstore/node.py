@@ -59,6 +59,7 @@ class Node:
         self.config = config
         self.node_id = load_node_id(config.data_dir)
         self.clock = HybridLogicalClock(self.node_id)
+        self.last_client_request = 0.0  # monotonic; background work yields while clients are active
         self.store = LocalStore(config.data_dir, config.chunk_size, config.fsync, config.min_free_bytes)
         self.started = time.time()
         self.cluster = Cluster(self)
@@ -98,6 +99,10 @@ class Node:
             key, None, "", None, None, w or self.config.write_quorum, tombstone=True
         )
         return WriteResult(entry, holders)
+
+    def serving_clients(self, within: float = 1.0) -> bool:
+        """True while client requests keep arriving (background work slows down then)."""
+        return time.monotonic() - self.last_client_request < within
 
     async def lookup(self, key: str) -> Resolved:
         return await self.cluster.resolve(key)

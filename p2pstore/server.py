@@ -10,10 +10,9 @@ import sys
 
 from aiohttp import web
 
-from .api.errors import json_errors
-from .api.internal import add_internal_routes, cluster_secret_auth
-from .api.metrics import count_requests
-from .api.public import NODE_KEY, add_routes, api_token_auth
+from .api.gate import gate
+from .api.internal import add_internal_routes
+from .api.public import NODE_KEY, add_routes
 from .config import NodeConfig
 from .node import Node
 from .web.routes import add_web_routes
@@ -25,7 +24,7 @@ CLIENT_MAX_SIZE = 1024**2  # only for bodies read whole (forms, internal message
 
 def build_app(node: Node) -> web.Application:
     app = web.Application(
-        middlewares=[count_requests, json_errors, cluster_secret_auth, api_token_auth],
+        middlewares=[gate],
         client_max_size=CLIENT_MAX_SIZE,
     )
     app[NODE_KEY] = node

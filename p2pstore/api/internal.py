@@ -37,15 +37,12 @@ _warned: set[str] = set()
 RPC_SOCKETS = web.AppKey("rpc_sockets", weakref.WeakSet)
 
 
-@web.middleware
-async def cluster_secret_auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
+def check_cluster_secret(request: web.Request) -> None:
     """Internal endpoints need ``Authorization: Bearer <cluster secret>``."""
-    if request.path.startswith("/_internal/"):
-        secret = get_node(request).config.cluster_secret
-        given = request.headers.get("Authorization", "")
-        if not secret or not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-            raise Unauthorized("missing or wrong cluster secret")
-    return await handler(request)
+    secret = get_node(request).config.cluster_secret
+    given = request.headers.get("Authorization", "")
+    if not secret or not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+        raise Unauthorized("missing or wrong cluster secret")
 
 
 def reply(obj: object) -> web.Response:

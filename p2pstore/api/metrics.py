@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-
-from aiohttp import web
 
 if TYPE_CHECKING:
     from ..node import Node
 
 REQUESTS: Counter[tuple[str, str, str]] = Counter()  # (api, method, status class) -> count
 BYTES_IN: Counter[str] = Counter()  # api -> request body bytes announced by Content-Length
-
-
-@web.middleware
-async def count_requests(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Count every request by API (public/internal), method and status class."""
-    api = "internal" if request.path.startswith("/_internal/") else "public"
-    if request.content_length:
-        BYTES_IN[api] += request.content_length
-    status = "5xx"
-    try:
-        response = await handler(request)
-        status = f"{response.status // 100}xx"
-        return response
-    finally:
-        REQUESTS[(api, request.method, status)] += 1
 
 
 STATES = ("alive", "suspect", "dead", "left")

@@ -139,8 +139,7 @@ class Gossip:
         return ids
 
     def address_of(self, node_id: str) -> str | None:
-        m = self.membership.member(node_id)
-        return m.address if m else None
+        return self.membership.address_of(node_id)
 
     def is_live(self, node_id: str) -> bool:
         return self.membership.state_of(node_id) in (ALIVE, SUSPECT)

@@ -29,6 +29,7 @@ PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
 PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
+SCRUB_BUSY_SLOWDOWN = 10  # while clients are served, scrub at a tenth of --scrub-rate
 SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
 
 
@@ -243,7 +244,10 @@ class Scrubber(BackgroundLoop):
             length = store.chunk_length(sha)
             if length is None:
                 continue
-            await self.limiter.take(max(length, SCRUB_MIN_COST))
+            cost = max(length, SCRUB_MIN_COST)
+            if self.cluster.node.serving_clients():  # yield to client traffic, but keep going
+                cost *= SCRUB_BUSY_SLOWDOWN
+            await self.limiter.take(cost)
             ok = await store.in_io(store.verify_chunk, sha)
             self.stats.chunks_checked += 1
             self.stats.bytes_checked += length

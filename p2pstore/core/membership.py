@@ -327,6 +327,11 @@ class Membership:
         m = self._members.get(member_id)
         return m.state if m else None
 
+    def address_of(self, member_id: str) -> str | None:
+        """A member's address without copying the table (cheap, for hot paths)."""
+        m = self._members.get(member_id)
+        return m.address if m else None
+
     def member(self, member_id: str) -> Member | None:
         """One member (copy) or None."""
         m = self._members.get(member_id)
