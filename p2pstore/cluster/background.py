@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+YIELD_EVERY = 200
+
+
+def yielding(items: Iterable[T], every: int = YIELD_EVERY) -> Iterator[T]:
+    """For long scans in a worker thread: give up the GIL every few hundred items.
+
+    The event loop needs the GIL after every wake-up; against a busy thread it would wait the
+    interpreter's 5 ms switch interval each time, which made requests ten times slower while a
+    repair or handoff scan over 100,000 entries ran."""
+    for i, item in enumerate(items):
+        if i % every == every - 1:
+            time.sleep(0)
+        yield item
 
 
 class BackgroundLoop:

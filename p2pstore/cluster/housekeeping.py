@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.manifest import ManifestEntry
 from ..core.membership import ALIVE
-from .background import BackgroundLoop
+from .background import BackgroundLoop, yielding
 from .transport import PeerError
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pstore.housekeeping")
 
+FULL_GC_INTERVAL = 3600.0  # seconds between full orphan scans (the first round is one)
 MAX_CHUNK_GC_AGE = 600.0  # also the staging lifetime: dedupe touches keep live chunks young
 BATCH = 500
 HANDOFF_RESCAN = 300.0
@@ -46,6 +47,7 @@ class Housekeeper(BackgroundLoop):
         self._placement_seen: tuple[str, ...] | None = None
         self._last_handoff = 0.0
         self._surplus_left = False
+        self._last_full_gc = -FULL_GC_INTERVAL
 
     def stats(self) -> dict[str, int]:
         return {
@@ -83,7 +85,7 @@ class Housekeeper(BackgroundLoop):
         def plan() -> tuple[set[str], list[ManifestEntry]]:
             needed: set[str] = set()
             surplus: list[ManifestEntry] = []
-            for e in store.db.iter_all():
+            for e in yielding(store.db.iter_all()):
                 if e.deleted or not e.chunks:
                     continue
                 if me in cluster.replicas_for(e.key):
@@ -139,8 +141,14 @@ class Housekeeper(BackgroundLoop):
 
     # ---- chunk GC ----
     async def collect_chunks(self) -> None:
+        """Chunks whose references fell to zero every round; a full scan for orphans (a crash
+        between writing a chunk and committing its entry) now and then."""
         age = min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
-        self.chunks_collected += await self.cluster.node.store.collect_garbage(age)
+        now = time.monotonic()
+        full = now - self._last_full_gc >= FULL_GC_INTERVAL
+        if full:
+            self._last_full_gc = now
+        self.chunks_collected += await self.cluster.node.store.collect_garbage(age, full)
 
     # ---- tombstone GC (leader) ----
     async def leader_tombstone_gc(self) -> None:

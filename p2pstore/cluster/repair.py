@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.repair import plan_repairs
 from ..errors import Unavailable
-from .background import BackgroundLoop
+from .background import BackgroundLoop, yielding
 
 if TYPE_CHECKING:
     from .replication import Cluster
@@ -146,7 +146,7 @@ class Repairer(BackgroundLoop):
 
         def entries():
             if keys is None:
-                return store.db.iter_all()
+                return yielding(store.db.iter_all())
             return (e for k in sorted(keys) if (e := store.db.get(k)) is not None)
 
         def plan() -> list[Any]:

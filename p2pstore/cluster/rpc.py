@@ -41,29 +41,89 @@ class RpcUnsupported(RpcError):
     """The peer has no RPC endpoint (an older version): use plain HTTP requests instead."""
 
 
-class Channel:
-    """The client end of one peer's WebSocket: pending calls by id, one reader task."""
+class Connection:
+    """One open WebSocket and the calls waiting for an answer on it."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self.session = session
-        self.url = url
-        self.refused_at: float | None = None  # the last failed connection attempt, until one succeeds
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
         self.pending: dict[int, asyncio.Future[Any]] = {}
-        self.ids = itertools.count(1)
         self.last_received = time.monotonic()
-        self._connecting = asyncio.Lock()
-        self._reader: asyncio.Task[None] | None = None
+        self.retired = False
+        self._reader = asyncio.ensure_future(self._read())
         self._closing: asyncio.Future[Any] | None = None
 
     @property
     def open(self) -> bool:
-        return self.ws is not None and not self.ws.closed
+        return not self.ws.closed and not self.retired
 
-    async def connect(self, timeout: float) -> aiohttp.ClientWebSocketResponse:
+    async def _read(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                self.last_received = time.monotonic()
+                call_id, status, body = unpack(msg.data)
+                fut = self.pending.get(call_id)
+                if fut is None or fut.done():
+                    continue  # its caller gave up (timeout)
+                if status == 200:
+                    fut.set_result(body)
+                else:
+                    fut.set_exception(RpcError(str(body), int(status)))
+        except Exception:  # a garbled frame or a broken socket ends this connection
+            pass
+        finally:
+            for fut in self.pending.values():
+                if not fut.done():
+                    fut.set_exception(RpcError("connection to peer closed"))
+            self.pending.clear()
+            self.close_soon()
+
+    def retire(self) -> None:
+        """Take no new calls; close once the calls already waiting are answered or time out
+        (failing them all at once would turn one slow answer into many failed writes)."""
+        self.retired = True
+        if not self.pending:
+            self.close_soon()
+
+    def done_with(self, call_id: int) -> None:
+        self.pending.pop(call_id, None)
+        if self.retired and not self.pending:
+            self.close_soon()
+
+    def close_soon(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self.ws.close())
+
+    async def close(self) -> None:
+        self.retired = True
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+class Channel:
+    """The client end of one peer: its current connection, opened on first use and replaced
+    when it breaks or stays silent while a call times out."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self.session = session
+        self.url = url
+        self.conn: Connection | None = None
+        self.ids = itertools.count(1)
+        self.refused_at: float | None = None  # the last failed connection attempt, until one succeeds
+        self._connecting = asyncio.Lock()
+
+    @property
+    def open(self) -> bool:
+        return self.conn is not None and self.conn.open
+
+    async def connect(self, timeout: float) -> Connection:
         async with self._connecting:  # concurrent first calls share one connection attempt
-            if self.ws is not None and not self.ws.closed:
-                return self.ws
+            if self.conn is not None and self.conn.open:
+                return self.conn
             try:
                 ws = await asyncio.wait_for(
                     self.session.ws_connect(self.url, max_msg_size=MAX_FRAME_BYTES, autoping=True),
@@ -77,69 +137,36 @@ class Channel:
                 self.refused_at = time.monotonic()
                 raise RpcError(f"{type(exc).__name__}: {exc}") from exc
             self.refused_at = None
-            self.ws = ws
-            self.last_received = time.monotonic()
-            self._reader = asyncio.ensure_future(self._read(ws))
-            return ws
+            self.conn = Connection(ws)
+            return self.conn
 
     async def call(self, method: str, body: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
-        ws = await self.connect(timeout)
+        conn = await self.connect(timeout)
         call_id = next(self.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending[call_id] = fut
+        conn.pending[call_id] = fut
         sent_at = time.monotonic()
         try:
-            await ws.send_bytes(pack([call_id, method, body]))
+            await conn.ws.send_bytes(pack([call_id, method, body]))
             return await asyncio.wait_for(fut, max(0.001, deadline - time.monotonic()))
         except TimeoutError as exc:
-            if self.last_received < sent_at:  # nothing at all came back: the link may be dead
-                await self.close()
+            if conn.last_received < sent_at and self.conn is conn:
+                self.conn = None  # silent since we asked: the link may be dead, use a new one
+                conn.retire()
             raise RpcError(f"no answer to {method} within {timeout:g}s") from exc
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-            await self.close()
+            if self.conn is conn:
+                self.conn = None
+                conn.retire()
             raise RpcError(f"{type(exc).__name__}: {exc}") from exc
         finally:
-            self.pending.pop(call_id, None)
-
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        try:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.BINARY:
-                    break
-                self.last_received = time.monotonic()
-                call_id, status, body = unpack(msg.data)
-                fut = self.pending.get(call_id)
-                if fut is None or fut.done():
-                    continue  # its caller gave up (timeout)
-                if status == 200:
-                    fut.set_result(body)
-                else:
-                    fut.set_exception(RpcError(str(body), int(status)))
-        except Exception:  # a garbled frame or a broken socket ends this channel
-            pass
-        finally:
-            self._fail_pending(ws)
-
-    def _fail_pending(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        if self.ws is ws:
-            self.ws = None
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(RpcError("connection to peer closed"))
-        self.pending.clear()
-        self._closing = asyncio.ensure_future(ws.close())
+            conn.done_with(call_id)
 
     async def close(self) -> None:
-        ws, self.ws = self.ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await ws.close()
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            await conn.close()
 
 
 class RpcClient:

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS chunk_refs (
     sha TEXT PRIMARY KEY,
     refs INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunk_refs_unreferenced ON chunk_refs (sha) WHERE refs <= 0;
 CREATE TABLE IF NOT EXISTS small_chunks (
     sha TEXT PRIMARY KEY,
     data BLOB NOT NULL
