@@ -133,6 +133,19 @@ def wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
         time.sleep(0.2)
 
 
+def settled(nodes: list[LocalNode], polls: int = 3) -> bool:
+    """No repair pass or handoff scan running on any node, ``polls`` times 0.5 s apart: the
+    background work of a fresh start (full passes as each member joins) is over."""
+    for i in range(polls):
+        if i:
+            time.sleep(0.5)
+        for node in nodes:
+            repair = node.get_json("/status", timeout=30)["repair"]
+            if repair.get("running") or repair.get("handoff_running"):
+                return False
+    return True
+
+
 def first_repair_pass_done(node: LocalNode) -> bool:
     repair = node.get_json("/status", timeout=30)["repair"]
     # Not "and not running": with 100k entries a full pass can outlast the 30 s pass interval.
@@ -202,11 +215,15 @@ def cluster_run(args: argparse.Namespace, parent: Path, label: str, template: Pa
         out["repair_last_pass_s"] = [
             n.get_json("/status", timeout=30)["repair"].get("last_pass_seconds") for n in nodes
         ]
-        out["node_cpu_s_before_bench"] = [cpu_seconds(n.pid) for n in nodes]
         print(
             f"[{label}] first repair pass done on all nodes (last pass took {out['repair_last_pass_s']} s)",
             flush=True,
         )
+        if args.settle:
+            took = wait(lambda: settled(nodes), 600, "repair and handoff to finish")
+            out["settle_s"] = round(took, 1)
+            print(f"[{label}] background repair/handoff scans finished {took:.1f}s later", flush=True)
+        out["node_cpu_s_before_bench"] = [cpu_seconds(n.pid) for n in nodes]
         opts = BenchOptions(
             local=3,
             concurrency=args.concurrency,
@@ -356,6 +373,10 @@ def main() -> int:
     ap.add_argument("--diff", type=int, default=100, help="(c): keys that differ between the two stores")
     ap.add_argument("--only", choices=["cluster", "exchange"], help="run only (a)+(b) or only (c)")
     ap.add_argument("--json", type=Path, help="write all figures to this file as one JSON object")
+    ap.add_argument(
+        "--no-settle", dest="settle", action="store_false",
+        help="measure right after the first repair pass, while start-up scans may still run",
+    )  # fmt: skip
     args = ap.parse_args()
     report: dict[str, Any] = {
         "files": args.files,

@@ -47,6 +47,7 @@ class Housekeeper(BackgroundLoop):
         self._placement_seen: tuple[str, ...] | None = None
         self._last_handoff = 0.0
         self._surplus_left = False
+        self.handoff_running = False
         self._last_full_gc = -FULL_GC_INTERVAL
 
     def stats(self) -> dict[str, int]:
@@ -55,6 +56,7 @@ class Housekeeper(BackgroundLoop):
             "handed_off_chunks": self.handed_off_chunks,
             "tombstones_purged": self.tombstones_purged,
             "chunks_collected": self.chunks_collected,
+            "handoff_running": int(self.handoff_running),
         }
 
     async def _loop(self) -> None:
@@ -75,7 +77,11 @@ class Housekeeper(BackgroundLoop):
         if settled and now - self._last_handoff < HANDOFF_RESCAN:
             return
         self._placement_seen, self._last_handoff = placement, now
-        await self._handoff()
+        self.handoff_running = True
+        try:
+            await self._handoff()
+        finally:
+            self.handoff_running = False
 
     async def _handoff(self) -> None:
         cluster = self.cluster

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
+RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # back-off of a failed repair's retries
 PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
@@ -89,6 +90,7 @@ class Repairer(BackgroundLoop):
         self._wake = asyncio.Event()
         self._full = True  # the first pass looks at everything
         self._keys: set[str] = set()
+        self._attempts: dict[str, int] = {}  # failed repairs by key, for the retry back-off
         self._lock = asyncio.Lock()
 
     def trigger(self) -> None:
@@ -99,6 +101,13 @@ class Repairer(BackgroundLoop):
     def wake(self) -> None:
         """Look at placement now (after a membership event); a full pass only if it changed."""
         self._wake.set()
+
+    def _retry_later(self, key: str) -> None:
+        """A failed repair is tried again after 2, 4, 8 … 60 s, not only at the next full
+        pass: its sources may have been unreachable for a moment, or held an older version."""
+        attempts = self._attempts[key] = self._attempts.get(key, 0) + 1
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempts - 1))
+        asyncio.get_running_loop().call_later(delay, self.trigger_keys, [key])
 
     def trigger_keys(self, keys: list[str]) -> None:
         """Ask for a pass over just these keys (new entries learned from gossip)."""
@@ -160,6 +169,9 @@ class Repairer(BackgroundLoop):
             return plan_repairs(entries(), node.node_id, self.cluster.replicas_for, has)
 
         tasks = await store.in_io(plan)
+        needing = {t.key for t in tasks}
+        for key in [k for k in self._attempts if k not in needing and (keys is None or k in keys)]:
+            del self._attempts[key]  # whole again (or gone): forget its failures
         self.stats.queue = len(tasks)
         chunk_size = node.config.chunk_size
         self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
@@ -182,10 +194,12 @@ class Repairer(BackgroundLoop):
                         self.stats.chunks_copied += 1
                     copied_files += 1
                     self.stats.files_repaired += 1
+                    self._attempts.pop(task.key, None)
                 except (Unavailable, OSError) as exc:
                     failed += 1
                     self.stats.failures += 1
                     self.stats.last_error = f"{task.key}: {exc}"
+                    self._retry_later(task.key)
                 finally:
                     self.stats.queue = max(0, self.stats.queue - 1)
 

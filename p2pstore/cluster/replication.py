@@ -414,7 +414,9 @@ class Cluster:
             raise NotFound(f"key not found: {key}")
         mine = views[me]["entry"]
         if mine is None or mine["version"] < best.version:
-            await self.node.store.apply_entries([best])  # read repair of this node's manifest
+            # Read repair of this node's manifest; the repairer then fetches the data if this
+            # node is a replica (the entry alone would leave it incomplete until a full pass).
+            await self.apply_remote_entries([best])
         if best.deleted:
             raise NotFound(f"key not found: {key}")
         holders = [
