@@ -142,6 +142,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         return resp
     body = node.read_range(resolved, start, end)
     first = await anext(body, None)  # errors before the first byte become a JSON error
+    if first is not None and len(first) == end - start:  # all of it: headers and body in one send
+        await body.aclose()
+        return web.Response(status=status, headers=headers, body=first)
     await resp.prepare(request)
     try:
         if first is not None:

@@ -37,6 +37,7 @@ log = logging.getLogger("p2pstore.replication")
 
 STAGE_TTL = 600.0
 ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
+RPC_BULK_LIMIT = 128 * 1024  # larger one-phase bodies travel as HTTP requests, not RPC frames
 LOOKUP_TIMEOUT = 2.0
 COMMIT_TIMEOUT = 30.0
 
@@ -334,7 +335,7 @@ class Cluster:
                 try:
                     await self.transport.call(
                         self.address(node_id), "/write", {"entry": entry.to_wire(), "data": small},
-                        timeout=COMMIT_TIMEOUT,
+                        timeout=COMMIT_TIMEOUT, bulk=len(small) > RPC_BULK_LIMIT,
                     )  # fmt: skip
                 except PeerError as exc:
                     if exc.status in (413, 507):

@@ -67,9 +67,15 @@ class Transport:
     def url(self, address: str, path: str) -> str:
         return f"http://{address}{INTERNAL_PREFIX}{path}"
 
-    async def call(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
-        """Send a message to the peer's ``/_internal{path}`` handler and return its reply."""
-        if address not in self._http_only:
+    async def call(
+        self, address: str, path: str, message: Any, timeout: float | None = None, bulk: bool = False
+    ) -> Any:
+        """Send a message to the peer's ``/_internal{path}`` handler and return its reply.
+
+        ``bulk`` messages (a file body of hundreds of KiB) go as one HTTP request: a WebSocket
+        client must mask every byte it sends, and the frame is copied whole on both ends, which
+        cost more than plain HTTP for large bodies."""
+        if not bulk and address not in self._http_only:
             try:
                 return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)
             except RpcUnsupported:
