@@ -198,10 +198,8 @@ class LocalStore:
     def iter_chunk_shas(self) -> list[str]:
         return [*self.chunks.iter_shas(), *self.db.small_chunk_shas()]
 
-    def _read_chunk(self, sha: str) -> bytes:
-        data = self.db.small_chunk(sha)
-        if data is None:
-            return self.chunks.read(sha)
+    @staticmethod
+    def _verified_small(sha: str, data: bytes) -> bytes:
         if hashlib.sha256(data).hexdigest() != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return data
@@ -452,9 +450,10 @@ class LocalStore:
     async def read_chunk(self, sha: str) -> bytes:
         """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
         try:
-            if self.db.small_chunk_length(sha) is not None:
-                return self._read_chunk(sha)  # a small row: cheaper here than a thread hop
-            return await self.in_io(self._read_chunk, sha)
+            data = self.db.small_chunk(sha)  # a small row (<= 64 KiB): cheaper here than a thread hop
+            if data is not None:
+                return self._verified_small(sha, data)
+            return await self.in_io(self.chunks.read, sha)
         except CorruptData:
             self.stats.corrupt_chunks_found += 1
             log.error("corrupt chunk %s detected while reading", sha[:12])
