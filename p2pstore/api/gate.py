@@ -31,7 +31,8 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
             if internal:
                 check_cluster_secret(request)
             else:
-                if request.path.startswith("/files"):  # file traffic, not status polling
+                if request.path.startswith("/files") and "local" not in request.query:
+                    # client traffic through the cluster (not status polls or ?local=1 checks)
                     get_node(request).last_client_request = time.monotonic()
                 check_api_token(request)
             response = await handler(request)
