@@ -17,6 +17,7 @@ from p2pstore.core.hlc import make_version
 from p2pstore.core.manifest import (
     DONE,
     NBUCKETS,
+    NSUBS,
     BucketDigest,
     ManifestEntry,
     ManifestSync,
@@ -27,6 +28,8 @@ from p2pstore.core.manifest import (
     merge,
     newer,
     run_exchange,
+    slot_of,
+    sub_digest,
 )
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -182,8 +185,9 @@ def _replicas(
     return a, b
 
 
-MAX_MESSAGES_ONE_BATCH = 4
-"""digest -> entries -> push -> done (full opening), or root -> digest -> entries -> push."""
+MAX_MESSAGES_ONE_BATCH = 6
+"""digest -> subdigest -> entries -> push (full opening), or root -> digest -> subdigest ->
+entries -> push -> done (three round trips)."""
 
 
 @FAST
@@ -262,25 +266,55 @@ def test_exchange_message_shapes() -> None:
     a, b = MemoryManifest(8), MemoryManifest(8)
     e = _live("k", make_version(1, 0, "n1"), b"x", "text/plain", 1.0)
     a.apply(e)
+    bucket, sub = slot_of("k", 8)
     sync = ManifestSync(8)
     m1 = sync.open(b, full=True)
     assert m1["type"] == "manifest-digest" and len(m1["buckets"]) == 8 and len(m1["root"]) == 16
     step = sync.handle(a, msgpack_roundtrip(m1))
     assert step.apply == []
     assert step.reply == {
-        "type": "manifest-entries",
-        "buckets": [bucket_of("k", 8)],
+        "type": "manifest-subdigest",
+        "buckets": [bucket],
         "pending": [],
-        "entries": [e.to_wire()],
+        "subs": [sub_digest([e], 8)],
     }
-    step = sync.handle(b, msgpack_roundtrip(step.reply))
-    assert step.apply == [e]
-    assert step.reply is not None and step.reply["type"] == "manifest-push"
-    assert step.reply["entries"] == []
+    step = sync.handle(b, msgpack_roundtrip(step.reply))  # b has nothing: only k's sub-bucket differs
+    assert step.reply == {"type": "manifest-entries", "buckets": [bucket], "pending": [], "entries": [],
+                          "subs": [[sub]]}  # fmt: skip
+    step = sync.handle(a, msgpack_roundtrip(step.reply))
+    assert step.reply == {"type": "manifest-push", "buckets": [bucket], "pending": [],
+                          "entries": [e.to_wire()], "subs": [[sub]]}  # fmt: skip
+    done = sync.handle(b, msgpack_roundtrip(step.reply))
+    assert done.reply is None and done.apply == [e]
     b.apply(e)
-    done = sync.handle(a, step.reply)
-    assert done.reply is None and done.apply == []
     assert sync.handle(a, sync.open(b)).reply == DONE
+
+
+def test_second_level_ships_sub_buckets_not_whole_buckets() -> None:
+    """2,000 files in 16 buckets (125 a bucket, ~8 a sub-bucket): 5 changed keys cost their
+    sub-buckets, not their buckets."""
+    base = [_live(f"file/{i}", make_version(1, 0, "n1"), b"hello", "", 1.0) for i in range(2000)]
+    changed = (3, 400, 999, 1500, 1999)
+    newer_on_a = [_live(f"file/{i}", make_version(2, 0, "na"), b"world", "", 2.0) for i in changed]
+    a, b = _replicas(base, newer_on_a, [], 16)
+    stats = run_exchange(ManifestSync(16), a, b, a.apply, b.apply, transport=msgpack_roundtrip)
+    assert a.snapshot() == b.snapshot()
+    assert stats.applied_b == 5 and stats.applied_a == 0
+    assert stats.entries_sent <= 5 * 20  # whole buckets would be up to 5 * 125 = 625
+    assert stats.messages <= MAX_MESSAGES_ONE_BATCH
+
+
+def test_sub_digest_xors_to_the_bucket_hash() -> None:
+    d = BucketDigest(4)
+    es = [_live(f"k{i}", make_version(1, 0, "n"), b"x", "", 1.0) for i in range(50)]
+    for e in es:
+        d.add(e)
+    for bucket in range(4):
+        subs = sub_digest([e for e in es if bucket_of(e.key, 4) == bucket], 4)
+        acc = 0
+        for h in subs:
+            acc ^= int.from_bytes(h, "big")
+        assert acc.to_bytes(16, "big") == d.digest()[bucket]
 
 
 # --- junk is refused with ValueError and nothing else --------------------------------------
@@ -386,13 +420,21 @@ def _message_junk() -> st.SearchStrategy[Any]:
             "entries": [VALID.to_wire()],
         },
         {"type": "manifest-push", "buckets": [0], "pending": [1], "entries": []},
+        {"type": "manifest-subdigest", "buckets": [0], "pending": [1], "subs": [[b"\0" * 16] * NSUBS]},
+        {
+            "type": "manifest-entries",
+            "buckets": [bucket_of(VALID.key, 8)],
+            "pending": [],
+            "entries": [VALID.to_wire()],
+            "subs": [[slot_of(VALID.key, 8)[1]]],
+        },
     ]
     mutated = st.tuples(st.sampled_from(samples), st.text(max_size=10), junk_values).map(
         lambda t: {**t[0], **{(t[1] if t[1] not in ("",) else "type"): t[2]}}
     )
     field_mutated = st.tuples(
         st.sampled_from(samples),
-        st.sampled_from(["type", "root", "buckets", "pending", "entries", "nbuckets"]),
+        st.sampled_from(["type", "root", "buckets", "pending", "entries", "nbuckets", "subs"]),
         junk_values,
     ).map(lambda t: {**t[0], t[1]: t[2]})
     return junk_values | mutated | field_mutated
