@@ -272,6 +272,9 @@ class DBManifest:
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
         return self.db.entries_in_bucket(bucket)
 
+    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
+        return self.db.hashes_in_bucket(bucket)
+
     def digest(self) -> BucketDigest:
         return self._digest
 

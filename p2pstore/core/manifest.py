@@ -74,6 +74,7 @@ __all__ = [
     "run_exchange",
     "slot_of",
     "sub_digest",
+    "sub_digest_of_hashes",
 ]
 
 NBUCKETS = 1024
@@ -283,9 +284,14 @@ def bucket_of(key: str, nbuckets: int = NBUCKETS) -> int:
 
 def sub_digest(entries: Iterable[ManifestEntry], nbuckets: int = NBUCKETS) -> list[bytes]:
     """The NSUBS hashes of one bucket's entries (XOR of entry hashes per sub-bucket)."""
+    return sub_digest_of_hashes(((e.key, entry_hash(e)) for e in entries), nbuckets)
+
+
+def sub_digest_of_hashes(pairs: Iterable[tuple[str, bytes]], nbuckets: int = NBUCKETS) -> list[bytes]:
+    """The same from (key, entry_hash) pairs, for stores that keep each entry's hash."""
     subs = [0] * NSUBS
-    for e in entries:
-        subs[slot_of(e.key, nbuckets)[1]] ^= int.from_bytes(entry_hash(e), "big")
+    for key, h in pairs:
+        subs[slot_of(key, nbuckets)[1]] ^= int.from_bytes(h, "big")
     return [x.to_bytes(HASH_BYTES, "big") for x in subs]
 
 
@@ -341,7 +347,10 @@ def differing_buckets(local: Sequence[bytes], remote: Sequence[bytes]) -> list[i
 
 
 class ManifestStore(Protocol):
-    """What ManifestSync needs from a node's manifest (read-only; applying is the caller's)."""
+    """What ManifestSync needs from a node's manifest (read-only; applying is the caller's).
+
+    A store may also offer ``hashes_in_bucket(bucket) -> Iterable[(key, entry_hash)]``: when it
+    keeps each entry's hash, the sub-bucket digests are computed without decoding entries."""
 
     def get(self, key: str) -> ManifestEntry | None: ...
 
@@ -443,8 +452,14 @@ class ManifestSync:
     def _subdigest_msg(self, store: ManifestStore, todo: Sequence[int]) -> dict[str, Any]:
         """The sub-bucket hashes of a batch of differing buckets taken from ``todo``."""
         batch, rest = list(todo[:SUBDIGEST_BATCH]), list(todo[SUBDIGEST_BATCH:])
-        subs = [sub_digest(store.entries_in_bucket(b), self.nbuckets) for b in batch]
+        subs = [self._sub_digest(store, b) for b in batch]
         return {"type": "manifest-subdigest", "buckets": batch, "pending": rest, "subs": subs}
+
+    def _sub_digest(self, store: ManifestStore, bucket: int) -> list[bytes]:
+        hashes = getattr(store, "hashes_in_bucket", None)
+        if hashes is not None:
+            return sub_digest_of_hashes(hashes(bucket), self.nbuckets)
+        return sub_digest(store.entries_in_bucket(bucket), self.nbuckets)
 
     def _entries_msg(
         self,
@@ -535,7 +550,7 @@ class ManifestSync:
                 raise ValueError(f"each bucket needs {NSUBS} sub-bucket hashes")
             if not all(isinstance(h, bytes) and len(h) == HASH_BYTES for h in theirs):
                 raise ValueError("sub-bucket hashes must be 16 bytes")
-            mine = sub_digest(store.entries_in_bucket(b), self.nbuckets)
+            mine = self._sub_digest(store, b)
             differ = [i for i in range(NSUBS) if mine[i] != theirs[i]]
             if differ:
                 todo.append(b)

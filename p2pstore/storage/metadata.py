@@ -170,6 +170,10 @@ class MetadataDB:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket = ?", (bucket,))
         return [row_to_entry(r) for r in rows]
 
+    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
+        """(key, entry hash) of every entry in a bucket: sub-digests without decoding rows."""
+        return self._read("SELECT key, ehash FROM files WHERE bucket = ?", (bucket,))
+
     def build_digest(self) -> BucketDigest:
         """The per-bucket digest of every entry (done once at start; then kept up to date)."""
         digest = BucketDigest()

@@ -440,6 +440,9 @@ class LocalStore:
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
         return self.db.entries_in_bucket(bucket)
 
+    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
+        return self.db.hashes_in_bucket(bucket)
+
     def digest(self):
         return self.manifest_digest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from p2pstore.core.manifest import BucketDigest, ManifestEntry
+from p2pstore.core.manifest import BucketDigest, ManifestEntry, bucket_of, sub_digest, sub_digest_of_hashes
 from p2pstore.storage.metadata import MetadataDB
 
 
@@ -26,6 +26,10 @@ def test_apply_is_last_writer_wins_and_digest_matches(tmp_path: Path) -> None:
         ref.add(e)
     assert db.build_digest().root() == ref.root()
     assert db.chunk_refs("b" * 64) == 1
+    for e in (entry("k", 3, deleted=True), entry("j", 1)):  # stored hashes give the same sub-digests
+        bucket = bucket_of(e.key)
+        stored = sub_digest_of_hashes(db.hashes_in_bucket(bucket))
+        assert stored == sub_digest(db.entries_in_bucket(bucket))
 
 
 def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
