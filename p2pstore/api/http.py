@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
 
 from ..errors import RangeNotSatisfiable
@@ -36,8 +37,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+@functools.lru_cache(maxsize=4096)
+def _http_date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
+
+
 def http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
+    """RFC 7231 date of a timestamp (whole seconds; cached: formatdate is slow per request)."""
+    return _http_date(int(ts))
 
 
 def etag_of(sha256: str) -> str:

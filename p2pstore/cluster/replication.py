@@ -39,6 +39,7 @@ STAGE_TTL = 600.0
 ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
 RPC_BULK_LIMIT = 128 * 1024  # larger one-phase bodies travel as HTTP requests, not RPC frames
 LOOKUP_TIMEOUT = 2.0
+REPLICAS_CACHE_MAX = 10_000  # memoised placements (cleared when full or placement changes)
 BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
 COMMIT_TIMEOUT = 30.0
 
@@ -83,6 +84,7 @@ class Cluster:
         self.sync = ManifestSync()
         self._tasks: list[asyncio.Task] = []
         self.bad_copies_reported = 0
+        self._replicas_cache: tuple[list[str] | None, dict[str, list[str]]] = (None, {})
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -130,7 +132,18 @@ class Cluster:
 
     # ---- placement ----
     def replicas_for(self, key: str) -> list[str]:
-        return placement.replicas(key, self.gossip.placement_ids(), self.node.config.replicas)
+        """The key's replicas (memoised per placement: every request and scan asks)."""
+        ids = self.gossip.placement_ids()
+        state = self._replicas_cache
+        if state[0] is not ids and state[0] != ids:  # placement changed: a new cache, swapped whole
+            state = self._replicas_cache = (ids, {})
+        cache = state[1]
+        cached = cache.get(key)
+        if cached is None:
+            if len(cache) >= REPLICAS_CACHE_MAX:
+                cache.clear()
+            cached = cache[key] = placement.replicas(key, ids, self.node.config.replicas)
+        return list(cached)
 
     def reachable(self, node_ids: list[str]) -> list[str]:
         """The nodes believed up: live to the failure detector, and not refusing connections
@@ -369,7 +382,9 @@ class Cluster:
     # ---- reads ----
     def local_view(self, key: str) -> dict[str, Any]:
         """What this node holds for ``key``: its entry and whether every chunk is present."""
-        entry = self.node.store.get(key)
+        return self._view_of(self.node.store.get(key))
+
+    def _view_of(self, entry: ManifestEntry | None) -> dict[str, Any]:
         complete = entry is not None and (entry.deleted or self.node.store.has_all_chunks(entry))
         return {"entry": entry.to_wire() if entry else None, "complete": complete}
 
@@ -388,12 +403,13 @@ class Cluster:
         """
         me = self.node.node_id
         replicas = self.replicas_for(key)
-        views: dict[str, dict[str, Any]] = {me: self.local_view(key)}
+        local = self.node.store.get(key)
+        views: dict[str, dict[str, Any]] = {me: self._view_of(local)}
         await self._gather_views(key, [n for n in self.reachable(replicas) if n != me], views)
-        resolved = await self._pick(key, views)
+        resolved = await self._pick(key, views, local)
         if not resolved.holders:
             await self._gather_views(key, [n for n in replicas if n not in views], views)
-            resolved = await self._pick(key, views)
+            resolved = await self._pick(key, views, local)
         if not resolved.holders:
             raise Unavailable(f"no reachable replica holds a complete copy of {key}")
         return resolved
@@ -404,14 +420,22 @@ class Cluster:
             if isinstance(result, tuple):
                 views[result[0]] = result[1]
 
-    async def _pick(self, key: str, views: dict[str, dict[str, Any]]) -> Resolved:
+    async def _pick(
+        self, key: str, views: dict[str, dict[str, Any]], local: ManifestEntry | None
+    ) -> Resolved:
         me = self.node.node_id
         best: ManifestEntry | None = None
-        for view in views.values():
-            if view["entry"] is not None:
-                candidate = ManifestEntry.from_wire(view["entry"])
-                if best is None or candidate.version > best.version:
-                    best = candidate
+        for node_id, view in views.items():
+            wire = view["entry"]
+            if wire is None:
+                continue
+            version = wire.get("version") if isinstance(wire, dict) else None
+            if best is not None and isinstance(version, str) and version <= best.version:
+                continue  # not newer: no need to decode and validate it
+            # our own entry is already decoded; a peer's is validated before it is used
+            candidate = local if node_id == me and local is not None else ManifestEntry.from_wire(wire)
+            if best is None or candidate.version > best.version:
+                best = candidate
         if best is None:
             raise NotFound(f"key not found: {key}")
         mine = views[me]["entry"]
