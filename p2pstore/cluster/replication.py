@@ -145,11 +145,17 @@ class Cluster:
             cached = cache[key] = placement.replicas(key, ids, self.node.config.replicas)
         return list(cached)
 
-    def reachable(self, node_ids: list[str]) -> list[str]:
-        """The nodes believed up: live to the failure detector, and not refusing connections
-        right now (a crashed peer is refused at once, declared dead only seconds later)."""
+    def reachable(self, node_ids: list[str], for_write: bool = False) -> list[str]:
+        """The nodes believed up: live to the failure detector and, for a write, not refusing
+        connections right now (a crashed peer is refused at once but declared dead only
+        seconds later; a write sent to it could only end "outcome unknown"). Reads still ask
+        such a peer: it costs one refused connection, and just after a partition heals it may
+        hold the newest version."""
         me = self.node.node_id
-        return [n for n in node_ids if n == me or (self.gossip.is_live(n) and not self._refusing(n))]
+        return [
+            n for n in node_ids
+            if n == me or (self.gossip.is_live(n) and not (for_write and self._refusing(n)))
+        ]  # fmt: skip
 
     def _refusing(self, node_id: str) -> bool:
         addr = self.gossip.address_of(node_id)
@@ -177,7 +183,7 @@ class Cluster:
         if limit and expected_size is not None and expected_size > limit:
             raise PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
         replicas = self.replicas_for(key)
-        targets = self.reachable(replicas)
+        targets = self.reachable(replicas, for_write=True)
         w = min(w, len(replicas))  # a cluster smaller than R needs only what it has
         if len(targets) < w:
             raise Unavailable(

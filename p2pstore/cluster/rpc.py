@@ -26,6 +26,7 @@ import aiohttp
 from .codec import MAX_MESSAGE_BYTES, pack, unpack
 
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024  # a message plus its envelope
+CONNECT_TIMEOUT = 3.0  # a connection attempt (a live peer answers in milliseconds)
 REFUSAL_MEMORY = 5.0  # seconds a failed connection attempt keeps a peer out of new writes
 
 
@@ -142,7 +143,10 @@ class Channel:
 
     async def call(self, method: str, body: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
-        conn = await self.connect(timeout)
+        try:  # the whole call keeps its deadline, also while another caller is connecting
+            conn = await asyncio.wait_for(self.connect(min(timeout, CONNECT_TIMEOUT)), timeout)
+        except TimeoutError as exc:
+            raise RpcError(f"no connection for {method} within {timeout:g}s") from exc
         call_id = next(self.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         conn.pending[call_id] = fut
