@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .nemesis import Nemesis, Unsupported
-from .nodes import ChaosNode, free_port, get_json
+from .nodes import ChaosNode, free_port
 
 SERVICES = ("node1", "node2", "node3")
 
@@ -148,11 +148,8 @@ class DockerNode(ChaosNode):
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            with contextlib.suppress(OSError, ValueError):
-                status, body = get_json(self.url + "/health", timeout=1.0)
-                if status == 200 and isinstance(body, dict):
-                    self.node_id = body.get("node_id")
-                    return
+            if self.healthy():
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.name} not ready after {timeout:.0f}s (state {self.state()}):\n{self.log_tail()}"

@@ -128,16 +128,22 @@ class ChaosNode:
         _live.add(self)
         return self
 
+    def healthy(self) -> bool:
+        """One /health poll; remembers the node id it reports."""
+        with contextlib.suppress(OSError, ValueError):
+            status, body = get_json(self.url + "/health", timeout=1.0)
+            if status == 200 and isinstance(body, dict):
+                self.node_id = body.get("node_id")
+                return True
+        return False
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is None or self.proc.poll() is not None:
                 raise RuntimeError(f"node {self.name} exited before it was ready:\n{self.log_tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                status, body = get_json(self.url + "/health", timeout=1.0)
-                if status == 200 and isinstance(body, dict):
-                    self.node_id = body.get("node_id")
-                    return
+            if self.healthy():
+                return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"node {self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
             time.sleep(0.1)

@@ -183,7 +183,7 @@ class RpcClient:
 
     async def call(self, address: str, method: str, body: Any, timeout: float) -> Any:
         channel = self.channels.get(address)
-        if channel is None or channel.session is not self.session:
+        if channel is None:
             channel = self.channels[address] = Channel(self.session, self.url_of(address))
         return await channel.call(method, body, timeout)
 
