@@ -142,3 +142,26 @@ async def test_peers_without_the_socket_are_called_over_http() -> None:
     finally:
         await transport.close()
         await runner.cleanup()
+
+
+async def test_a_call_keeps_its_deadline_while_another_caller_connects() -> None:
+    """A peer that accepts TCP but never answers the upgrade: a short call queued behind a long
+    one's connection attempt fails at its own deadline, not the other caller's."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    addr = f"127.0.0.1:{silent.getsockname()[1]}"
+    transport = Transport(SECRET)
+    try:
+        slow = asyncio.ensure_future(transport.call(addr, "/entries", {"keys": []}, timeout=10))
+        await asyncio.sleep(0)  # let it take the connection attempt
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(PeerError, match="no connection"):
+            await transport.call(addr, "/entries", {"keys": []}, timeout=0.5)
+        assert asyncio.get_running_loop().time() - t0 < 2.0
+        with pytest.raises(PeerError):
+            await slow
+        assert transport.refusing(addr)  # the attempt itself gave up: the peer is not answering
+    finally:
+        await transport.close()
+        silent.close()
