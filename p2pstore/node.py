@@ -104,8 +104,9 @@ class Node:
         """True while client requests keep arriving (background work slows down then)."""
         return time.monotonic() - self.last_client_request < within
 
-    async def lookup(self, key: str) -> Resolved:
-        return await self.cluster.resolve(key)
+    async def lookup(self, key: str, r: int | None = None) -> Resolved:
+        """The newest version among a read quorum of replicas (``r`` of them if given)."""
+        return await self.cluster.resolve(key, r)
 
     def lookup_local(self, key: str) -> Resolved:
         """This node's own complete copy, or NotFound (``?local=1``)."""

@@ -212,7 +212,7 @@ async def serve_call(ws: web.WebSocketResponse, node: Node, peer: str, call_id: 
     except Exception as exc:
         log.exception("unexpected error serving internal call %s from %s", method, peer)
         answer = [call_id, 500, f"internal error: {type(exc).__name__}"]
-    REQUESTS[("internal", "RPC", f"{answer[1] // 100}xx")] += 1
+    REQUESTS[("internal", f"RPC {method if handler else '?'}", f"{answer[1] // 100}xx")] += 1
     if not ws.closed:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await ws.send_bytes(pack(answer))

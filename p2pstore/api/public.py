@@ -119,7 +119,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     key = key_from_path(request)
     node = get_node(request)
     local = request.query.get("local") in ("1", "true", "yes")
-    resolved = node.lookup_local(key) if local else await node.lookup(key)
+    r = int_param(request, "r", 0, 1, node.config.replicas) or None  # read quorum override
+    resolved = node.lookup_local(key) if local else await node.lookup(key, r)
     entry = resolved.entry
     headers = {
         "ETag": etag_of(entry.sha256),

@@ -84,6 +84,7 @@ class Cluster:
         self.sync = ManifestSync()
         self._tasks: list[asyncio.Task] = []
         self.bad_copies_reported = 0
+        self._read_turn = 0
         self._replicas_cache: tuple[list[str] | None, dict[str, list[str]]] = (None, {})
 
     # ---- lifecycle ----
@@ -400,18 +401,38 @@ class Cluster:
         )
         return node_id, reply["views"][0]
 
-    async def resolve(self, key: str) -> Resolved:
-        """Find the newest entry among this node and the key's reachable replicas.
+    def read_quorum(self, n_replicas: int, r: int | None = None) -> int:
+        """How many replicas a read consults before it may answer: R - W + 1 of the key's
+        current replicas, so every read set meets every acknowledged write set (``r`` overrides)."""
+        if r is not None:
+            return max(1, min(r, n_replicas))
+        w = min(self.node.config.write_quorum, n_replicas)
+        return max(1, n_replicas - w + 1)
 
-        If no reachable replica holds a complete copy, the replicas this node believes are down
-        are asked too (briefly): just after a partition heals, a node's view of who is alive
-        lags behind, and a read should not fail for that.
+    async def resolve(self, key: str, r: int | None = None) -> Resolved:
+        """Find the newest entry among this node and a read quorum of the key's replicas.
+
+        A quorum (R - W + 1, itself included when it is a replica) meets every write that W
+        replicas acknowledged. When the answers disagree (another version, a missing entry, an
+        incomplete copy) or a replica does not answer, the key's other reachable replicas are
+        asked too (a lagging replica then costs one more lookup, never a stale read where the
+        old "ask all" would have found the newest). If no reachable replica holds a complete
+        copy, the replicas this node believes are down are asked as well (briefly): just after
+        a partition heals, a node's view of who is alive lags behind, and a read should not
+        fail for that.
         """
         me = self.node.node_id
         replicas = self.replicas_for(key)
         local = self.node.store.get(key)
         views: dict[str, dict[str, Any]] = {me: self._view_of(local)}
-        await self._gather_views(key, [n for n in self.reachable(replicas) if n != me], views)
+        others = [n for n in self.reachable(replicas) if n != me]
+        need = self.read_quorum(len(replicas), r) - (me in replicas)
+        if 0 < need < len(others):  # spread the lookups over the replicas
+            self._read_turn = turn = (self._read_turn + 1) % len(others)
+            others = others[turn:] + others[:turn]
+        await self._gather_views(key, others[:need], views)
+        if not self._agree(views, replicas, need):
+            await self._gather_views(key, others[need:], views)
         resolved = await self._pick(key, views, local)
         if not resolved.holders:
             await self._gather_views(key, [n for n in replicas if n not in views], views)
@@ -419,6 +440,27 @@ class Cluster:
         if not resolved.holders:
             raise Unavailable(f"no reachable replica holds a complete copy of {key}")
         return resolved
+
+    def _agree(self, views: dict[str, dict[str, Any]], replicas: list[str], need: int) -> bool:
+        """True when ``need`` peers answered and every view names the same version (or none),
+        the replicas' copies complete: then asking the remaining replicas cannot change the answer
+        unless a write reached fewer than W of them."""
+        me = self.node.node_id
+        if len(views) - 1 < need:
+            return False
+        versions = set()
+        for node_id, view in views.items():
+            wire = view["entry"]
+            if node_id == me and me not in replicas:
+                continue  # a gateway's own manifest may lag; it only matters when newer (below)
+            versions.add(wire.get("version") if isinstance(wire, dict) else None)
+            if wire is not None and not view["complete"]:
+                return False
+        if me not in replicas and (mine := views[me]["entry"]) is not None:
+            newest = max((v for v in versions if isinstance(v, str)), default="")
+            if not isinstance(mine, dict) or mine.get("version", "") > newest:
+                return False
+        return len(versions) == 1
 
     async def _gather_views(self, key: str, peers: list[str], views: dict[str, dict[str, Any]]) -> None:
         results = await asyncio.gather(*(self._remote_view(n, key) for n in peers), return_exceptions=True)

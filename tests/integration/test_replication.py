@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import urllib.request
 
 import aiohttp
 import msgpack
@@ -282,3 +283,69 @@ async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_fac
                 assert r.status == 206 and await r.read() == body[20000:70001]
     finally:
         extra.terminate()
+
+
+def lookups_served(node: NodeProcess) -> int:
+    """Version lookups ("entries" calls) this node has answered, from its /metrics."""
+    with urllib.request.urlopen(node.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith("p2pstore_requests_total{") and 'method="RPC entries"' in line
+    )
+
+
+async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> None:
+    """R=3, W=2: a read asks R-W+1 = 2 replicas (the gateway and one peer) when they agree;
+    ``?r=3`` asks all three; a replica holding a newer version makes the others get asked."""
+    secret = "quorum-secret"
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
+    wait_members(nodes)
+    a, b, c = nodes
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{a.url}/files/q", data=b"version one") as r:
+            assert r.status == 201
+            v1 = (await r.json())["version"]
+
+        async def local_version(n: NodeProcess) -> str | None:
+            async with s.get(f"{n.url}/files/q?local=1") as r:
+                return r.headers.get("X-P2PStore-Version") if r.status == 200 else None
+
+        async def on_all_three() -> bool:
+            return all([await local_version(n) == v1 for n in nodes])
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await on_all_three():  # the third replica commits after the acknowledgement
+            assert asyncio.get_running_loop().time() < deadline, "v1 did not reach all replicas"
+            await asyncio.sleep(0.05)
+
+        for r_param, per_read in (("", 1), ("?r=3", 2), ("?r=1", 0)):
+            before = lookups_served(b) + lookups_served(c)
+            for _ in range(10):
+                async with s.get(f"{a.url}/files/q{r_param}") as r:
+                    assert r.status == 200 and await r.read() == b"version one"
+            assert lookups_served(b) + lookups_served(c) - before == 10 * per_read, r_param
+
+        for bad in ("0", "4", "x"):
+            async with s.get(f"{a.url}/files/q?r={bad}") as r:
+                assert r.status == 400 and "r must" in (await r.json())["error"]
+
+        # A newer version on b alone (a ?w=1 write that reached one replica so far).
+        wall, counter, node_id = v1.split(".", 2)
+        v2 = f"{int(wall) + 1000:013d}.{counter}.{node_id}"
+        data = b"version two"
+        entry = {
+            "key": "q", "version": v2, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "chunks": [hashlib.sha256(data).hexdigest()], "content_type": "text/plain",
+            "deleted": False, "modified": 2.0,
+        }  # fmt: skip
+        auth = {"Authorization": f"Bearer {secret}"}
+        body = msgpack.packb({"entry": entry, "data": data})
+        async with s.post(f"{b.url}/_internal/write", data=body, headers=auth) as r:
+            assert r.status == 200, await r.text()
+        # b sees the others disagree and returns its newer copy; r=3 finds it from anywhere.
+        for url in (f"{b.url}/files/q", f"{a.url}/files/q?r=3", f"{c.url}/files/q?r=3"):
+            async with s.get(url) as r:
+                assert r.status == 200 and await r.read() == data, url
+                assert r.headers["X-P2PStore-Version"] == v2
