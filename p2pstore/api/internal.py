@@ -10,6 +10,7 @@ per peer, and never reaches the protocol cores or the store.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import logging
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..cluster.codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
+from ..cluster.codec import ENTRY_HEADER, MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from ..cluster.replication import ONE_PHASE_MAX
 from ..cluster.rpc import MAX_FRAME_BYTES
 from ..core.manifest import ManifestEntry
@@ -52,16 +53,40 @@ def reply(obj: object) -> web.Response:
 async def read_message(request: web.Request, peer: str, method: str) -> object:
     if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
         raise BadRequest("message too large")
-    buf = bytearray()
-    async for piece in request.content.iter_any():  # read(n) may return less than n: loop
-        buf += piece
-        if len(buf) > MAX_MESSAGE_BYTES:
-            raise BadRequest("message too large")
-    raw = bytes(buf)
+    raw = await read_body(request, MAX_MESSAGE_BYTES)
     try:
         return unpack(raw)
     except Exception as exc:
         raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}") from exc
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole request body, at most ``limit`` bytes; one copy when its length is announced."""
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise BadRequest("message too large")
+        try:
+            return await request.content.readexactly(request.content_length)
+        except asyncio.IncompleteReadError as exc:
+            raise BadRequest("body shorter than its Content-Length") from exc
+    buf = bytearray()
+    async for piece in request.content.iter_any():  # read(n) may return less than n: loop
+        buf += piece
+        if len(buf) > limit:
+            raise BadRequest("message too large")
+    return bytes(buf)
+
+
+async def write_raw(request: web.Request) -> web.Response:
+    """A one-phase write with the body as raw bytes and the entry (msgpack, base64) in a header:
+    the 1 MiB body is not copied into and out of a msgpack message on both ends."""
+    peer = request.remote or "?"
+    try:
+        wire = unpack(base64.b64decode(request.headers.get(ENTRY_HEADER, ""), validate=True))
+    except Exception as exc:
+        raise malformed(peer, "write", f"bad {ENTRY_HEADER} header: {type(exc).__name__}") from exc
+    data = await read_body(request, ONE_PHASE_MAX)
+    return reply(await write_small(get_node(request), {"entry": wire, "data": data}, peer))
 
 
 def malformed(peer: str, method: str, why: str) -> BadRequest:
@@ -256,5 +281,6 @@ def add_internal_routes(app: web.Application) -> None:
     app.router.add_get("/_internal/rpc", rpc)
     for name, handler in HANDLERS.items():
         app.router.add_post(f"/_internal/{name}", http_route(name, handler))
+    app.router.add_post("/_internal/write-raw", write_raw)
     app.router.add_put("/_internal/stage/{upload}", stage)
     app.router.add_get("/_internal/chunk/{sha}", chunk)

@@ -28,8 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from .client import Client, ClientError
 from .local import LocalNode, start_nodes
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
@@ -138,7 +137,7 @@ def auth_headers(token: str | None) -> dict[str, str]:
 
 
 async def put_one(
-    session: aiohttp.ClientSession,
+    session: Client,
     url: str,
     key: str,
     content: Content,
@@ -165,7 +164,7 @@ async def put_one(
 
 
 async def get_one(
-    session: aiohttp.ClientSession, url: str, key: str, size: int, sha: str, token: str | None
+    session: Client, url: str, key: str, size: int, sha: str, token: str | None
 ) -> str | None:
     """Download one object and check every byte against ``sha``; None on success."""
     async with session.get(f"{url}/files/{key}", headers=auth_headers(token)) as resp:
@@ -176,7 +175,7 @@ async def get_one(
             digest, got = hashlib.sha256(body), len(body)
         else:
             digest, got = hashlib.sha256(), 0
-            async for piece in resp.content.iter_chunked(PIECE):
+            async for piece in resp.iter_chunked(PIECE):
                 digest.update(piece)
                 got += len(piece)
         if got != size or digest.hexdigest() != sha:
@@ -298,7 +297,7 @@ class Bench:
         self.shas[size_name] = [content.sha256(i) for i in range(self.count(size_name))]
         self.uploaded[size_name] = [False] * self.count(size_name)
 
-    async def phase(self, session: aiohttp.ClientSession, name: str) -> PhaseResult:
+    async def phase(self, session: Client, name: str) -> PhaseResult:
         """Run one ``put-<size>`` or ``get-<size>`` phase with ``concurrency`` workers."""
         op, _, size_name = name.partition("-")
         if op not in ("put", "get") or size_name not in SIZES:
@@ -328,7 +327,7 @@ class Bench:
                     else:
                         url = self.urls[(i + 1) % n_urls]  # another gateway than the PUT's
                         msg = await get_one(session, url, key, content.size, shas[i], token)
-                except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+                except (TimeoutError, ClientError, ValueError) as exc:
                     msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if msg is None:
@@ -374,10 +373,9 @@ def append_json(path: Path | None, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def make_session(concurrency: int) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=300)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout)
+def make_session(concurrency: int) -> Client:
+    """The load generator's connections: a lean keep-alive client (see bench/client.py)."""
+    return Client(limit=concurrency)
 
 
 async def run_phases(opts: BenchOptions, urls: list[str], pids: dict[str, int]) -> int:

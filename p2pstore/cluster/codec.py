@@ -6,6 +6,7 @@ from typing import Any
 
 import msgpack
 
+ENTRY_HEADER = "X-P2PStore-Entry"  # a raw one-phase write's manifest entry: base64 msgpack
 MSGPACK = "application/msgpack"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -10,6 +10,7 @@ acknowledges the client after W commits.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -24,6 +25,7 @@ from ..core import placement
 from ..core.manifest import ManifestEntry, ManifestSync
 from ..errors import BadRequest, CorruptData, NotFound, PayloadTooLarge, StoreError, Unavailable
 from ..storage.store import SMALL_CHUNK, StoredBlob
+from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
 from .housekeeping import Housekeeper
@@ -85,6 +87,7 @@ class Cluster:
         self._tasks: list[asyncio.Task] = []
         self.bad_copies_reported = 0
         self._read_turn = 0
+        self._no_raw_write: set[str] = set()  # peers without /write-raw (older versions)
         self._replicas_cache: tuple[list[str] | None, dict[str, list[str]]] = (None, {})
 
     # ---- lifecycle ----
@@ -128,8 +131,15 @@ class Cluster:
     def _spawn(self, coro: Any) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task) -> None:
+        """Forget a background task; a failure after the client's answer (a replica write
+        still running after the ack) is one warning line, and repair will catch the replica up."""
+        self.background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("background %s failed: %s", task.get_coro().__qualname__, exc)
 
     # ---- placement ----
     def replicas_for(self, key: str) -> list[str]:
@@ -354,10 +364,7 @@ class Cluster:
                 await self.commit_small_local(entry, small)
             else:
                 try:
-                    await self.transport.call(
-                        self.address(node_id), "/write", {"entry": entry.to_wire(), "data": small},
-                        timeout=COMMIT_TIMEOUT, bulk=len(small) > RPC_BULK_LIMIT,
-                    )  # fmt: skip
+                    await self._write_small_remote(node_id, entry, small)
                 except PeerError as exc:
                     if exc.status in (413, 507):
                         raise StoreError(f"replica {node_id} refused: {exc}", status=exc.status) from exc
@@ -370,6 +377,24 @@ class Cluster:
                 timeout=COMMIT_TIMEOUT,
             )  # fmt: skip
         return node_id
+
+    async def _write_small_remote(self, node_id: str, entry: ManifestEntry, data: bytes) -> None:
+        """A one-phase write to a peer: an RPC frame, or for a large body a raw HTTP body with the
+        entry in a header (no msgpack copy of the body on either end); msgpack for older peers."""
+        address = self.address(node_id)
+        if len(data) > RPC_BULK_LIMIT and address not in self._no_raw_write:
+            header = {ENTRY_HEADER: base64.b64encode(pack(entry.to_wire())).decode()}
+            try:
+                await self.transport.post_raw(address, "/write-raw", data, header, timeout=COMMIT_TIMEOUT)
+                return
+            except PeerError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                self._no_raw_write.add(address)
+        await self.transport.call(
+            address, "/write", {"entry": entry.to_wire(), "data": data},
+            timeout=COMMIT_TIMEOUT, bulk=len(data) > RPC_BULK_LIMIT,
+        )  # fmt: skip
 
     async def _abort_all(self, uploads: dict[str, str]) -> None:
         for node_id, upload in uploads.items():
@@ -463,6 +488,11 @@ class Cluster:
         return len(versions) == 1
 
     async def _gather_views(self, key: str, peers: list[str], views: dict[str, dict[str, Any]]) -> None:
+        if len(peers) == 1:  # the common quorum read: no gather, no extra tasks
+            with contextlib.suppress(Exception):
+                node_id, view = await self._remote_view(peers[0], key)
+                views[node_id] = view
+            return
         results = await asyncio.gather(*(self._remote_view(n, key) for n in peers), return_exceptions=True)
         for result in results:
             if isinstance(result, tuple):

@@ -143,10 +143,12 @@ class Channel:
 
     async def call(self, method: str, body: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
-        try:  # the whole call keeps its deadline, also while another caller is connecting
-            conn = await asyncio.wait_for(self.connect(min(timeout, CONNECT_TIMEOUT)), timeout)
-        except TimeoutError as exc:
-            raise RpcError(f"no connection for {method} within {timeout:g}s") from exc
+        conn = self.conn
+        if conn is None or not conn.open:
+            try:  # the whole call keeps its deadline, also while another caller is connecting
+                conn = await asyncio.wait_for(self.connect(min(timeout, CONNECT_TIMEOUT)), timeout)
+            except TimeoutError as exc:
+                raise RpcError(f"no connection for {method} within {timeout:g}s") from exc
         call_id = next(self.ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         conn.pending[call_id] = fut

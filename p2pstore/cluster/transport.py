@@ -86,13 +86,23 @@ class Transport:
 
     async def post(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
         """POST a msgpack message as one HTTP request and return the decoded msgpack reply."""
+        return await self._post(address, path, pack(message), {"Content-Type": MSGPACK}, timeout)
+
+    async def post_raw(
+        self, address: str, path: str, data: bytes, headers: dict[str, str], timeout: float | None = None
+    ) -> Any:
+        """POST raw bytes (metadata in ``headers``) and return the decoded msgpack reply."""
+        headers = {"Content-Type": "application/octet-stream", **headers}
+        return await self._post(address, path, data, headers, timeout)
+
+    async def _post(
+        self, address: str, path: str, data: bytes, headers: dict[str, str], timeout: float | None
+    ) -> Any:
         try:
             async with self.session.post(
-                self.url(address, path),
-                data=pack(message),
-                headers={"Content-Type": MSGPACK},
+                self.url(address, path), data=data, headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-            ) as resp:
+            ) as resp:  # fmt: skip
                 body = await resp.read()
                 if resp.status != 200:
                     raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)

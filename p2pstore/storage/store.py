@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+SPACE_CACHE_SECONDS = 1.0  # how long a free-space reading is trusted ...
+SPACE_MARGIN = 1 << 30  # ... while this much more than the limit is free
 SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with their entry
 
 
@@ -143,6 +145,7 @@ class LocalStore:
         self.chunk_size = chunk_size
         self.fsync = fsync
         self.min_free_bytes = min_free_bytes
+        self._free_seen = (0, -SPACE_CACHE_SECONDS)  # (free bytes, monotonic time asked)
         self.stats = StoreStats()
         self.on_corrupt: Callable[[str], None] = lambda sha: None
         self.gc_lock = SharedExclusiveLock()
@@ -239,7 +242,14 @@ class LocalStore:
 
     # ---- writes ----
     def check_space(self, incoming: int = 0) -> None:
-        free = shutil.disk_usage(self.data_dir).free
+        """Refuse a write that would leave less than ``min_free_bytes``. The free space is asked
+        of the file system at most once a second while more than SPACE_MARGIN is left above the
+        limit (statfs under heavy writes cost ~1 % of a node's CPU when asked per write)."""
+        free, seen_at = self._free_seen
+        now = time.monotonic()
+        if now - seen_at > SPACE_CACHE_SECONDS or free - incoming - self.min_free_bytes < SPACE_MARGIN:
+            free = shutil.disk_usage(self.data_dir).free
+            self._free_seen = (free, now)
         if free - incoming < self.min_free_bytes:
             raise InsufficientStorage(
                 "not enough free disk space on this node", {"free": free, "needed": incoming}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 import urllib.request
@@ -349,3 +350,34 @@ async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> N
             async with s.get(url) as r:
                 assert r.status == 200 and await r.read() == data, url
                 assert r.headers["X-P2PStore-Version"] == v2
+
+
+async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) -> None:
+    """POST /_internal/write-raw (a large one-phase write's body, entry in a header): the
+    cluster secret is required, a bad header or bytes that do not match the entry change nothing."""
+    secret = "raw-secret"
+    node = node_factory(1, fsync="never", cluster_secret=secret)[0]
+    data = bytes(range(256)) * 1024  # 256 KiB: above the RPC frame limit, below one-phase max
+    sha = hashlib.sha256(data).hexdigest()
+    entry = {
+        "key": "raw", "version": "1795926025997.000000.nabcdef", "size": len(data), "sha256": sha,
+        "chunks": [sha], "content_type": "x/y", "deleted": False, "modified": 1.0,
+    }  # fmt: skip
+    header = base64.b64encode(msgpack.packb(entry)).decode()
+    url = f"{node.url}/_internal/write-raw"
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(url, data=data, headers={"X-P2PStore-Entry": header}) as r:
+            assert r.status == 401
+        for bad_header in ("", "!!notbase64", base64.b64encode(b"\xc1").decode()):
+            async with s.post(url, data=data, headers={**auth, "X-P2PStore-Entry": bad_header}) as r:
+                assert r.status == 400, bad_header
+        async with s.post(url, data=data[:-1] + b"x", headers={**auth, "X-P2PStore-Entry": header}) as r:
+            assert r.status == 400 and "does not match" in (await r.json())["error"]
+        async with s.get(f"{node.url}/files/raw") as r:
+            assert r.status == 404
+        async with s.post(url, data=data, headers={**auth, "X-P2PStore-Entry": header}) as r:
+            assert r.status == 200 and msgpack.unpackb(await r.read()) == {"applied": True}
+        async with s.get(f"{node.url}/files/raw") as r:
+            assert r.status == 200 and await r.read() == data
+            assert r.headers["Content-Type"] == "x/y"
