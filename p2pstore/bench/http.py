@@ -38,6 +38,8 @@ SIZES = {"4k": 4 * KiB, "1m": MiB, "64m": 64 * MiB}
 DISTINCT = 8  # distinct base buffers per size
 HEADER = 16  # bytes at the start of every piece that make it unique (no chunk dedup)
 MEM_LIMIT = 150 * MiB
+# A failed request is counted and reported, never a traceback (a node may die mid-body).
+REQUEST_ERRORS = (ClientError, OSError, EOFError, asyncio.LimitOverrunError, ValueError)
 
 
 # ---- content: deterministic, pseudo-random, unique per object and per piece ----
@@ -327,7 +329,7 @@ class Bench:
                     else:
                         url = self.urls[(i + 1) % n_urls]  # another gateway than the PUT's
                         msg = await get_one(session, url, key, content.size, shas[i], token)
-                except (TimeoutError, ClientError, ValueError) as exc:
+                except REQUEST_ERRORS as exc:
                     msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if msg is None:
@@ -409,10 +411,13 @@ async def run_mem_1g(opts: BenchOptions, url: str, pid: int | None) -> int:
     async with make_session(1) as session:
         for op in ("put", "get"):
             t0 = time.perf_counter()
-            if op == "put":
-                msg = await put_one(session, url, key, content, 0, sha, opts.token)
-            else:
-                msg = await get_one(session, url, key, GiB, sha, opts.token)
+            try:
+                if op == "put":
+                    msg = await put_one(session, url, key, content, 0, sha, opts.token)
+                else:
+                    msg = await get_one(session, url, key, GiB, sha, opts.token)
+            except REQUEST_ERRORS as exc:
+                msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
             seconds = time.perf_counter() - t0
             status = "ok" if msg is None else f"ERROR {msg}"
             print(f"{op.upper()} 1 GiB: {seconds:.1f} s, {GiB / seconds / MB:.1f} MB/s, {status}", flush=True)
