@@ -718,14 +718,16 @@ class Cluster:
 
 async def read_small(body: AsyncIterator[bytes], expected_size: int, expected_sha: str | None) -> bytes:
     """Collect a small body (its Content-Length is known and bounded) and check it."""
-    buf = bytearray()
+    pieces: list[bytes] = []
+    got = 0
     async for piece in body:
-        buf += piece
-        if len(buf) > expected_size:
+        got += len(piece)
+        if got > expected_size:
             raise BadRequest("body longer than Content-Length")
-    if len(buf) != expected_size:
-        raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": len(buf)})
-    data = bytes(buf)
+        pieces.append(piece)
+    if got != expected_size:
+        raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": got})
+    data = b"".join(pieces)  # one copy; a body that came in one piece is not copied at all
     if expected_sha and hashlib.sha256(data).hexdigest() != expected_sha:
         raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
     return data
