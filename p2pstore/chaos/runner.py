@@ -26,6 +26,7 @@ from .nemesis import Nemesis, Schedule
 from .nodes import ChaosNode, free_port, get_json, reap_all
 from .workload import Workload, WorkloadConfig
 
+FINAL_READ_ROUNDS = 3  # settle-and-read attempts while late writes keep changing the state
 DEFAULT_NODE_FLAGS: dict[str, str] = {
     "gossip-interval": "0.2",
     "fsync": "never",  # kill -9 keeps the page cache; only power cuts need fsync, and it costs CPU
@@ -193,11 +194,16 @@ def _listing(node: ChaosNode, prefix: str, long: bool) -> list[dict[str, Any]]:
         after = body["next"]
 
 
-def _lagging(nodes: list[ChaosNode], prefix: str, r: int) -> tuple[list[str], int]:
-    """What still differs: per-node manifest disagreements, then files short of R verified copies."""
-    views = {
+def cluster_state(nodes: list[ChaosNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """Every node's listing: {node: {key: (version, sha256)}}."""
+    return {
         n.name: {f["key"]: (f["version"], f["sha256"]) for f in _listing(n, prefix, False)} for n in nodes
     }
+
+
+def _lagging(nodes: list[ChaosNode], prefix: str, r: int) -> tuple[list[str], int]:
+    """What still differs: per-node manifest disagreements, then files short of R verified copies."""
+    views = cluster_state(nodes, prefix)
     reference = next(iter(views.values()))
     lag = [
         f"{name} disagrees on {sorted(set(v.items()) ^ set(reference.items()))[:3]}"
@@ -253,6 +259,13 @@ class ChaosResult:
     events: list[Any]
 
 
+def _state_or_none(nodes: list[ChaosNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]] | None:
+    try:
+        return cluster_state(nodes, prefix)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def settle_and_check(
     nemesis: Nemesis,
     workload: Workload,
@@ -267,9 +280,20 @@ def settle_and_check(
     with contextlib.suppress(TimeoutError):  # convergence below reports it
         nemesis.wait_members_alive(timeout=min(bound, 30.0))
     timings["members_alive_s"] = round(time.monotonic() - t, 2)
-    convergence = wait_converged(nemesis, workload.config.key_prefix, bound, r)
-    timings["convergence_s"] = convergence["seconds"]
-    finals = final_reads(nemesis, workload.keys)
+    # A write whose outcome was unknown may still land after convergence (its commit delayed by
+    # the faults, e.g. retransmitted once a partition heals). Final reads are judged against a
+    # state that held still while they ran: if the listings changed meanwhile, settle and read again.
+    prefix = workload.config.key_prefix
+    for rounds in range(1, FINAL_READ_ROUNDS + 1):
+        convergence = wait_converged(nemesis, prefix, bound, r)
+        timings["convergence_s"] = convergence["seconds"]
+        before = _state_or_none(nemesis.nodes, prefix)
+        finals = final_reads(nemesis, workload.keys)
+        after = _state_or_none(nemesis.nodes, prefix)
+        timings["final_read_rounds"] = rounds
+        if before is not None and before == after:
+            break
+        print(f"  the cluster's state changed during the final reads (round {rounds}): settling again")
     history.close()
     leaders = list(leaders or [])
     poll_leaders(nemesis, leaders)

@@ -159,3 +159,32 @@ def test_two_leaders_in_one_term_is_reported() -> None:
     assert ok.ok and ok.stats["terms_observed"] == 3
     split = check([], leaders=[(1, "a"), (2, "b"), (2, "c")])
     assert not split.ok and "two_leaders" in split.kinds()
+
+
+def test_final_reads_are_taken_again_when_the_state_moved_under_them(monkeypatch, tmp_path: Path) -> None:
+    """A late write landing during the final reads (the listings before and after differ) makes
+    the runner settle and read again; a state that held still is read once."""
+    from types import SimpleNamespace
+
+    from p2pstore.chaos import runner
+
+    old, new = {"n0": {K: ("v1", A)}}, {"n0": {K: ("v2", B)}}
+    states = iter([old, new, new, new])  # before/after round 1 differ; round 2 holds still
+    reads: list[int] = []
+
+    def fake_final_reads(nemesis: object, keys: list[str]) -> list[FinalRead]:
+        reads.append(1)
+        sha = A if len(reads) == 1 else B
+        return [FinalRead(K, "n0", sha, "v1" if sha == A else "v2", 200, sha)]
+
+    monkeypatch.setattr(runner, "wait_converged", lambda *a, **k: {"converged": True, "seconds": 0.0})
+    monkeypatch.setattr(runner, "cluster_state", lambda nodes, prefix: next(states))
+    monkeypatch.setattr(runner, "final_reads", fake_final_reads)
+    monkeypatch.setattr(runner, "poll_leaders", lambda nemesis, seen: None)
+    nemesis = SimpleNamespace(nodes=[], wait_members_alive=lambda timeout: None)
+    workload = SimpleNamespace(config=SimpleNamespace(key_prefix="chaos/"), keys=[K])
+    history = HistoryWriter(tmp_path / "h.jsonl")
+    history.record(put(1, 0.0, 1.0, B, version="v2"))
+    report, timings = runner.settle_and_check(nemesis, workload, history, 10.0)  # type: ignore[arg-type]
+    assert len(reads) == 2 and timings["final_read_rounds"] == 2
+    assert report.ok, report.summary()
