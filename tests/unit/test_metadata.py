@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 from p2pstore.core.manifest import BucketDigest, ManifestEntry, bucket_of, sub_digest, sub_digest_of_hashes
@@ -47,3 +49,18 @@ def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
     ref.add(entry("j", 2))
     assert db.build_digest().root() == ref.root()
     assert db.get("j") == entry("j", 2)
+
+
+def test_committed_pages_reach_the_database_file_without_a_commit_doing_it(tmp_path: Path) -> None:
+    """A background thread checkpoints the WAL (no commit pays for it); closing stops it."""
+    path = tmp_path / "m.sqlite"
+    before = set(threading.enumerate())
+    db = MetadataDB(path, "always")
+    start = path.stat().st_size
+    db.apply([entry(f"key-{i:05d}", 1) for i in range(300)])  # ~40 pages: far below any auto-checkpoint
+    deadline = time.monotonic() + 10
+    while path.stat().st_size <= start:
+        assert time.monotonic() < deadline, "the WAL was never copied into the database file"
+        time.sleep(0.05)
+    db.close()
+    assert not [t for t in threading.enumerate() if t.name == "p2pstore-wal" and t not in before]
