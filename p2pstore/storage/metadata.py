@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 """
 
-CACHE_KIB = 16 * 1024  # page cache per connection: a 100,000-file database's indexes stay in memory
 # WAL pages are copied into the database by a background thread (PASSIVE: never blocks a commit).
 # SQLite's own checkpoint runs inside whichever COMMIT crosses the limit: with 100,000 files that
 # made every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
@@ -86,7 +85,6 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     return conn
 
