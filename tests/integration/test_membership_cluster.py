@@ -9,6 +9,8 @@ heartbeats = 0.6 s) plus an election timeout (≤ 1.2 s) plus a vote round; we a
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.support.processes import NodeProcess, wait_for
@@ -16,6 +18,7 @@ from tests.support.processes import NodeProcess, wait_for
 PERIOD = 0.2
 DEAD_BOUND = 15.0
 LEADER_BOUND = 10.0
+STALL = 6.0  # > the longest suspicion timeout (24 periods = 4.8 s)
 
 
 def view(node: NodeProcess) -> dict:
@@ -103,3 +106,32 @@ def test_operator_removes_a_dead_member(node_factory) -> None:
     wait_for(
         lambda: all(states(n).get(gone) in (None, "left") for n in nodes[:2]), 10, message="forgotten"
     )
+
+
+@pytest.mark.slow
+def test_a_node_stalled_while_suspecting_a_peer_does_not_declare_it_dead(node_factory) -> None:
+    """Two nodes. A suspects B (B paused), then A stalls too (SIGSTOP) for longer than the
+    suspicion timeout; both wake together. A's failure-detector clock leaves its own stall out
+    (Lifeguard's local health), so its suspicion of B has most of its time left and B refutes
+    it; a clock counting the stall would declare B dead at A's first tick after waking."""
+    nodes = node_factory(2, fsync="never", gossip_interval=PERIOD)
+    ids = [n.health()["node_id"] for n in nodes]
+    a, b = nodes
+    wait_for(
+        lambda: all(set(states(n).values()) == {"alive"} and len(states(n)) == 2 for n in nodes),
+        15,
+        message="both nodes see each other alive",
+    )
+    b.pause()
+    try:
+        wait_for(lambda: states(a).get(ids[1]) == "suspect", DEAD_BOUND, 0.02, message="A suspects B")
+        a.pause()
+        mark = len(a.log_text())  # A is stopped: nothing more is logged until it wakes
+        time.sleep(STALL)  # the fault's length (longer than the suspicion timeout), not a sync point
+    finally:
+        a.resume()
+        b.resume()
+    wait_for(lambda: all_see(nodes, ids[1], "alive"), DEAD_BOUND, message="B alive again everywhere")
+    woke = a.log_text()[mark:].splitlines()
+    blamed = [line for line in woke if f"member {ids[1]} " in line and "-> dead" in line]
+    assert not blamed, blamed
