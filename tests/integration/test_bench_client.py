@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
+import uvloop
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from p2pstore.bench import client as client_module
 from p2pstore.bench.client import Client, ClientError
 
 BIG = bytes(range(256)) * 20_000  # 5 MB
@@ -117,3 +120,80 @@ async def test_refused_connection_is_a_client_error() -> None:
         with pytest.raises(ClientError, match=r"GET http://127\.0\.0\.1:9/x"):
             async with client.get("http://127.0.0.1:9/x"):
                 pass
+
+
+# The raw-socket tests run on both loops: the benchmark runs on uvloop, whose transports differ.
+LOOPS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+
+
+@LOOPS
+@pytest.mark.parametrize("buffer", [8192, client_module.BUFFER])
+def test_answers_split_anywhere_and_bigger_than_the_buffer(run, buffer: int, monkeypatch) -> None:
+    """Headers in 7-byte dribbles, a body four times the receive buffer, then a second answer
+    on the same connection: the bytes that arrive together with the end of one answer must
+    move to the buffer's start intact and be parsed as the next answer (with the small buffer
+    unread bytes move to its start on nearly every receive)."""
+    monkeypatch.setattr(client_module, "BUFFER", buffer)
+    body = bytes(range(251)) * 17_000  # 4.3 MB: fills, pauses and resumes the buffer
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nX-Long: {'y' * 3000}\r\n\r\n".encode()
+    second = b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope"
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        for i in range(0, len(head), 7):
+            writer.write(head[i : i + 7])
+            await writer.drain()
+        writer.write(body + second[:20])  # the next answer's start rides with this body's end
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(second[20:])
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    async def main() -> None:
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            await fetch_both(port)
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    async def fetch_both(port: int) -> None:
+        async with Client(limit=1) as client:
+            async with client.get(f"http://127.0.0.1:{port}/a") as resp:
+                assert resp.status == 200 and resp.headers["x-long"] == "y" * 3000
+                digest, sizes = hashlib.sha256(), []
+                async for view in resp.iter_views(1 << 20):
+                    digest.update(view)
+                    sizes.append(len(view))
+                assert digest.hexdigest() == hashlib.sha256(body).hexdigest()
+                assert max(sizes) <= buffer and sum(sizes) == len(body)
+            async with client.get(f"http://127.0.0.1:{port}/b") as resp:
+                assert resp.status == 404 and await resp.read() == b"nope"
+
+    run(main())
+
+
+@LOOPS
+def test_a_body_cut_short_is_a_client_error(run) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        try:
+            async with Client(limit=1) as client:
+                with pytest.raises(ClientError, match="95000 body bytes missing"):
+                    async with client.get(f"http://127.0.0.1:{port}/a") as resp:
+                        await resp.read()
+        finally:
+            srv.close()
+            await srv.wait_closed()
+
+    run(main())
