@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import placement
 from ..core.manifest import ManifestEntry, ManifestSync
 from ..errors import BadRequest, CorruptData, NotFound, PayloadTooLarge, StoreError, Unavailable
+from ..storage.chunks import ChunkStore
 from ..storage.store import SMALL_CHUNK, StoredBlob
 from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
@@ -213,8 +214,10 @@ class Cluster:
             and expected_size <= min(ONE_PHASE_MAX, self.node.config.chunk_size)
         ):
             # Small file: read it whole (bounded) and replicate in one round trip per replica.
-            small = await read_small(body, expected_size, expected_sha)
+            small = await read_small(body, expected_size)
             sha = hashlib.sha256(small).hexdigest()
+            if expected_sha and sha != expected_sha:
+                raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
             entry = ManifestEntry(
                 key=key, version=version, size=len(small), sha256=sha,
                 chunks=(sha,) if small else (), content_type=content_type, deleted=False,
@@ -335,20 +338,27 @@ class Cluster:
         self.node.clock.observe(entry.version)
         return await self.node.store.commit(blob, entry)
 
-    async def commit_small_local(self, entry: ManifestEntry, data: bytes) -> bool:
-        """One-phase write of a small file: the bytes arrive with their entry."""
-        sha = hashlib.sha256(data).hexdigest()
-        chunks = (sha,) if data else ()
-        if entry.deleted or entry.size != len(data) or entry.sha256 != sha or entry.chunks != chunks:
+    async def commit_small_local(self, entry: ManifestEntry, data: bytes, hashed: bool = False) -> bool:
+        """One-phase write of a small file: the bytes arrive with their entry.
+
+        ``hashed``: this process computed ``entry.sha256`` from these very bytes (the gateway's
+        own replica), so they are not hashed again; bytes from a peer always are.
+        """
+        chunks = (entry.sha256,) if data else ()
+        if entry.deleted or entry.size != len(data) or entry.chunks != chunks:
             raise BadRequest("entry does not match the data sent with it")
         store = self.node.store
         store.check_space(len(data))
-        self.node.clock.observe(entry.version)
         if len(data) > SMALL_CHUNK:  # one chunk file, written durably before the entry commits
             async with store.gc_lock.shared():
-                await store.in_io(store.chunks.write, data, sha)
+                # Hashed in the I/O thread with the write: 0.7 ms per MiB off the event loop.
+                await store.in_io(write_checked, store.chunks, data, entry.sha256, hashed)
+                self.node.clock.observe(entry.version)
                 return bool(await store.apply_entries([entry]))
-        blob = StoredBlob(len(data), sha, chunks, store.chunks.tmp_dir / "unused", data or None)
+        if not hashed and hashlib.sha256(data).hexdigest() != entry.sha256:
+            raise BadRequest("entry does not match the data sent with it")
+        self.node.clock.observe(entry.version)
+        blob = StoredBlob(len(data), entry.sha256, chunks, store.chunks.tmp_dir / "unused", data or None)
         return await store.commit(blob if data else None, entry)
 
     async def abort_local(self, upload: str) -> None:
@@ -361,7 +371,7 @@ class Cluster:
     ) -> str:
         if small is not None:
             if node_id == self.node.node_id:
-                await self.commit_small_local(entry, small)
+                await self.commit_small_local(entry, small, hashed=True)
             else:
                 try:
                     await self._write_small_remote(node_id, entry, small)
@@ -716,8 +726,15 @@ class Cluster:
         return report
 
 
-async def read_small(body: AsyncIterator[bytes], expected_size: int, expected_sha: str | None) -> bytes:
-    """Collect a small body (its Content-Length is known and bounded) and check it."""
+def write_checked(chunks: ChunkStore, data: bytes, sha: str, hashed: bool) -> None:
+    """Write one chunk file durably after checking ``data`` hashes to ``sha`` (unless ``hashed``)."""
+    if not hashed and hashlib.sha256(data).hexdigest() != sha:
+        raise BadRequest("entry does not match the data sent with it")
+    chunks.write(data, sha)
+
+
+async def read_small(body: AsyncIterator[bytes], expected_size: int) -> bytes:
+    """Collect a small body (its Content-Length is known and bounded)."""
     pieces: list[bytes] = []
     got = 0
     async for piece in body:
@@ -727,10 +744,7 @@ async def read_small(body: AsyncIterator[bytes], expected_size: int, expected_sh
         pieces.append(piece)
     if got != expected_size:
         raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": got})
-    data = b"".join(pieces)  # one copy; a body that came in one piece is not copied at all
-    if expected_sha and hashlib.sha256(data).hexdigest() != expected_sha:
-        raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
-    return data
+    return b"".join(pieces)  # one copy; a body that came in one piece is not copied at all
 
 
 def chunk_spans(entry: ManifestEntry, chunk_size: int, store: Any) -> list[tuple[str, int, int]] | None:
