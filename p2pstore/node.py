@@ -154,6 +154,7 @@ class Node:
                 "replicas": self.config.replicas,
                 "write_quorum": self.config.write_quorum,
                 "bad_copies_reported": self.cluster.bad_copies_reported,
+                "read_repairs_pushed": self.cluster.read_repairs_pushed,
             },
             "repair": {**asdict(self.cluster.repairer.stats), **self.cluster.housekeeper.stats()},
             "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},

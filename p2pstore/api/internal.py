@@ -157,6 +157,18 @@ async def entries(node: Node, msg: Any, peer: str) -> Any:
     return {"views": [node.cluster.local_view(k) for k in keys]}
 
 
+async def read_repair(node: Node, msg: Any, peer: str) -> Any:
+    """Newest entries a peer's read found this node behind on: applied if still newer."""
+    wires = msg.get("entries") if isinstance(msg, dict) else None
+    if not isinstance(wires, list) or not wires or len(wires) > MAX_KEYS_PER_LOOKUP:
+        raise malformed(peer, "read-repair", "read-repair needs a list of entries")
+    try:
+        fresh = [ManifestEntry.from_wire(w) for w in wires]
+    except ValueError as exc:
+        raise malformed(peer, "read-repair", str(exc)) from exc
+    return {"applied": len(await node.cluster.apply_remote_entries(fresh))}
+
+
 async def checkpoint(node: Node, msg: Any, peer: str) -> Any:
     return await node.checkpoint_local()
 
@@ -185,6 +197,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "abort": abort,
     "write": write_small,
     "entries": entries,
+    "read-repair": read_repair,
     "checkpoint": checkpoint,
     "recover": recover,
     "purge": purge,

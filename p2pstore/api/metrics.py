@@ -40,6 +40,8 @@ def render_metrics(node: Node) -> str:
          node.store.stats.corrupt_chunks_found),
         ("p2pstore_bad_copies_reported_total", "counter", "Replica copies that failed a read",
          cluster.bad_copies_reported),
+        ("p2pstore_read_repairs_total", "counter", "Newest entries sent to replicas a read found behind",
+         cluster.read_repairs_pushed),
         ("p2pstore_staged_uploads", "gauge", "Uploads staged, waiting for commit", len(cluster.staged)),
         ("p2pstore_replication_pending", "gauge", "Replica writes still running after the ack (lag)",
          len(cluster.background)),

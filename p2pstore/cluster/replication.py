@@ -45,6 +45,7 @@ LOOKUP_TIMEOUT = 2.0
 REPLICAS_CACHE_MAX = 10_000  # memoised placements (cleared when full or placement changes)
 BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
 COMMIT_TIMEOUT = 30.0
+READ_REPAIR_DELAY = 0.5  # seconds before a read pushes the newest entry to replicas found behind
 
 
 @dataclass
@@ -87,6 +88,8 @@ class Cluster:
         self.sync = ManifestSync()
         self._tasks: list[asyncio.Task] = []
         self.bad_copies_reported = 0
+        self.read_repairs_pushed = 0  # newest entries sent to replicas a read found behind
+        self._pushing: set[str] = set()  # versions with a read repair pending (one push each)
         self._read_turn = 0
         self._no_raw_write: set[str] = set()  # peers without /write-raw (older versions)
         self._replicas_cache: tuple[list[str] | None, dict[str, list[str]]] = (None, {})
@@ -531,6 +534,13 @@ class Cluster:
             # Read repair of this node's manifest; the repairer then fetches the data if this
             # node is a replica (the entry alone would leave it incomplete until a full pass).
             await self.apply_remote_entries([best])
+        stale = [
+            n for n, v in views.items()
+            if n != me and (v["entry"] is None or v["entry"]["version"] < best.version)
+        ]  # fmt: skip
+        if stale and best.version not in self._pushing:
+            self._pushing.add(best.version)
+            self._spawn(self._push_entry(stale, best))
         if best.deleted:
             raise NotFound(f"key not found: {key}")
         holders = [
@@ -541,6 +551,26 @@ class Cluster:
             holders.remove(me)
             holders.insert(0, me)
         return Resolved(best, holders)
+
+    async def _push_entry(self, nodes: list[str], entry: ManifestEntry) -> None:
+        """Read repair of the replicas a read found behind: send them the newest entry (they
+        apply it if it is still newer, then fetch its data), instead of leaving them stale until
+        anti-entropy, which runs only every 15 s while clients are served. A replica that missed
+        a write it should have had would otherwise answer older reads from gateways whose quorum
+        it is in. Sent after a short delay: a read racing a write usually finds the last replica
+        a few milliseconds short of its own commit, which then lands with the data; pushed
+        earlier, the bare entry would make that replica fetch the data a second time."""
+        try:
+            await asyncio.sleep(READ_REPAIR_DELAY)
+            wire = {"entries": [entry.to_wire()]}
+            for node_id in nodes:
+                try:
+                    await self.transport.call(self.address(node_id), "/read-repair", wire, timeout=5)
+                    self.read_repairs_pushed += 1
+                except PeerError as exc:  # down, or an older node without the method: anti-entropy will do
+                    log.debug("read repair of %s on %s failed: %s", entry.key[:80], node_id, exc)
+        finally:
+            self._pushing.discard(entry.version)
 
     async def fetch_chunk(self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True) -> bytes:
         """One verified chunk from the first holder that has a good copy."""

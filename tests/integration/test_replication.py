@@ -286,15 +286,55 @@ async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_fac
         extra.terminate()
 
 
-def lookups_served(node: NodeProcess) -> int:
-    """Version lookups ("entries" calls) this node has answered, from its /metrics."""
+def metric(node: NodeProcess, prefix: str, label: str = "") -> int:
+    """The sum of a node's /metrics samples whose line starts with ``prefix`` and holds ``label``."""
     with urllib.request.urlopen(node.url + "/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return sum(
         int(float(line.rsplit(" ", 1)[1]))
         for line in text.splitlines()
-        if line.startswith("p2pstore_requests_total{") and 'method="RPC entries"' in line
+        if line.startswith(prefix) and label in line
     )
+
+
+def lookups_served(node: NodeProcess) -> int:
+    """Version lookups ("entries" calls) this node has answered."""
+    return metric(node, "p2pstore_requests_total{", 'method="RPC entries"')
+
+
+async def three_replicas_of(s: aiohttp.ClientSession, nodes: list[NodeProcess], key: str, data: bytes) -> str:
+    """PUT ``key`` and wait until every node holds it locally; return its version."""
+    async with s.put(f"{nodes[0].url}/files/{key}", data=data) as r:
+        assert r.status == 201
+        version = (await r.json())["version"]
+    deadline = asyncio.get_running_loop().time() + 20
+    while [await local_version(s, n, key) for n in nodes] != [version] * len(nodes):
+        assert asyncio.get_running_loop().time() < deadline, f"{key} did not reach all replicas"
+        await asyncio.sleep(0.05)  # the third replica commits after the acknowledgement
+    return version
+
+
+async def local_version(s: aiohttp.ClientSession, node: NodeProcess, key: str) -> str | None:
+    async with s.get(f"{node.url}/files/{key}?local=1") as r:
+        return r.headers.get("X-P2PStore-Version") if r.status == 200 else None
+
+
+async def plant_newer(s: aiohttp.ClientSession, node: NodeProcess, key: str, than: str, data: bytes,
+                      secret: str) -> str:  # fmt: skip
+    """Write a newer version of ``key`` on ``node`` alone (as a ?w=1 write that reached one
+    replica so far); return that version."""
+    wall, counter, node_id = than.split(".", 2)
+    version = f"{int(wall) + 1000:013d}.{counter}.{node_id}"
+    sha = hashlib.sha256(data).hexdigest()
+    entry = {
+        "key": key, "version": version, "size": len(data), "sha256": sha, "chunks": [sha],
+        "content_type": "text/plain", "deleted": False, "modified": 2.0,
+    }  # fmt: skip
+    auth = {"Authorization": f"Bearer {secret}"}
+    async with s.post(f"{node.url}/_internal/write", data=msgpack.packb({"entry": entry, "data": data}),
+                      headers=auth) as r:  # fmt: skip
+        assert r.status == 200, await r.text()
+    return version
 
 
 async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> None:
@@ -305,21 +345,7 @@ async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> N
     wait_members(nodes)
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
-        async with s.put(f"{a.url}/files/q", data=b"version one") as r:
-            assert r.status == 201
-            v1 = (await r.json())["version"]
-
-        async def local_version(n: NodeProcess) -> str | None:
-            async with s.get(f"{n.url}/files/q?local=1") as r:
-                return r.headers.get("X-P2PStore-Version") if r.status == 200 else None
-
-        async def on_all_three() -> bool:
-            return all([await local_version(n) == v1 for n in nodes])
-
-        deadline = asyncio.get_running_loop().time() + 20
-        while not await on_all_three():  # the third replica commits after the acknowledgement
-            assert asyncio.get_running_loop().time() < deadline, "v1 did not reach all replicas"
-            await asyncio.sleep(0.05)
+        v1 = await three_replicas_of(s, nodes, "q", b"version one")
 
         for r_param, per_read in (("", 1), ("?r=3", 2), ("?r=1", 0)):
             before = lookups_served(b) + lookups_served(c)
@@ -332,24 +358,55 @@ async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> N
             async with s.get(f"{a.url}/files/q?r={bad}") as r:
                 assert r.status == 400 and "r must" in (await r.json())["error"]
 
-        # A newer version on b alone (a ?w=1 write that reached one replica so far).
-        wall, counter, node_id = v1.split(".", 2)
-        v2 = f"{int(wall) + 1000:013d}.{counter}.{node_id}"
         data = b"version two"
-        entry = {
-            "key": "q", "version": v2, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "chunks": [hashlib.sha256(data).hexdigest()], "content_type": "text/plain",
-            "deleted": False, "modified": 2.0,
-        }  # fmt: skip
-        auth = {"Authorization": f"Bearer {secret}"}
-        body = msgpack.packb({"entry": entry, "data": data})
-        async with s.post(f"{b.url}/_internal/write", data=body, headers=auth) as r:
-            assert r.status == 200, await r.text()
+        v2 = await plant_newer(s, b, "q", v1, data, secret)
         # b sees the others disagree and returns its newer copy; r=3 finds it from anywhere.
         for url in (f"{b.url}/files/q", f"{a.url}/files/q?r=3", f"{c.url}/files/q?r=3"):
             async with s.get(url) as r:
                 assert r.status == 200 and await r.read() == data, url
                 assert r.headers["X-P2PStore-Version"] == v2
+
+
+async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_factory) -> None:
+    """Read repair: a replica holds a version the other two missed; the first read that sees
+    the difference sends them the entry (they fetch the data), so every replica serves it; an
+    older entry sent the same way changes nothing; a malformed one is refused."""
+    secret = "repair-secret"
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
+    wait_members(nodes)
+    a, b, c = nodes
+    async with aiohttp.ClientSession() as s:
+        v1 = await three_replicas_of(s, nodes, "k", b"old bytes")
+        data = b"the newest bytes"
+        v2 = await plant_newer(s, b, "k", v1, data, secret)
+        assert [await local_version(s, n, "k") for n in nodes] == [v1, v2, v1]
+        assert metric(b, "p2pstore_read_repairs_total") == 0
+        async with s.get(f"{b.url}/files/k") as r:  # b asks a peer, disagrees, asks the other
+            assert r.status == 200 and await r.read() == data
+        deadline = asyncio.get_running_loop().time() + 10
+        while [await local_version(s, n, "k") for n in nodes] != [v2] * 3:
+            assert asyncio.get_running_loop().time() < deadline, "a and c did not get the newest version"
+            await asyncio.sleep(0.05)
+        while metric(b, "p2pstore_read_repairs_total") != 2:  # pushed to a and c: nothing else does it
+            assert asyncio.get_running_loop().time() < deadline, "b did not push the entry to a and c"
+            await asyncio.sleep(0.05)
+        for n in (a, c):  # entry and data: each serves its own copy
+            async with s.get(f"{n.url}/files/k?local=1") as r:
+                assert await r.read() == data
+
+        auth = {"Authorization": f"Bearer {secret}"}
+        old_entry = {
+            "key": "k", "version": v1, "size": 9, "sha256": hashlib.sha256(b"old bytes").hexdigest(),
+            "chunks": [hashlib.sha256(b"old bytes").hexdigest()], "content_type": "text/plain",
+            "deleted": False, "modified": 1.0,
+        }  # fmt: skip
+        cases = (({"entries": [old_entry]}, 200), ({"entries": []}, 400), ({"entries": [{}]}, 400))
+        for body, status in cases:
+            async with s.post(f"{a.url}/_internal/read-repair", data=msgpack.packb(body), headers=auth) as r:
+                assert r.status == status, body
+                if status == 200:
+                    assert msgpack.unpackb(await r.read()) == {"applied": 0}
+        assert await local_version(s, a, "k") == v2
 
 
 async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) -> None:
