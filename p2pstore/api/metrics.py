@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,8 @@ def render_metrics(node: Node) -> str:
          len(cluster.background)),
         ("p2pstore_commit_batches_total", "counter", "Group commits (SQLite transactions)",
          node.store.committer.batches),
+        ("p2pstore_gc_frozen_objects", "gauge", "Objects kept out of Python's cyclic GC (gc.freeze)",
+         gc.get_freeze_count()),
     ]  # fmt: skip
     lines: list[str] = []
     for name, kind, help_text, value in rows:
@@ -60,6 +63,11 @@ def render_metrics(node: Node) -> str:
               "# TYPE p2pstore_request_bytes_total counter"]  # fmt: skip
     for api, n in sorted(BYTES_IN.items()):
         lines.append(f'p2pstore_request_bytes_total{{{labels},api="{api}"}} {n}')
+    lines += ["# HELP p2pstore_gc_collections_total Python cyclic GC passes by generation (2: full)",
+              "# TYPE p2pstore_gc_collections_total counter"]  # fmt: skip
+    for generation, stats in enumerate(gc.get_stats()):
+        n = stats["collections"]
+        lines.append(f'p2pstore_gc_collections_total{{{labels},generation="{generation}"}} {n}')
     lines += ["# HELP p2pstore_members Members by state", "# TYPE p2pstore_members gauge"]
     for state in STATES:
         n = sum(1 for m in members if m.state == state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 from pathlib import Path
@@ -233,3 +234,23 @@ async def test_status_and_health(node: NodeProcess) -> None:
     assert st["files"] == 1 and st["bytes"] == 3
     assert st["disk"]["free"] > 0
     assert st["address"] == node.address
+
+
+async def test_long_lived_objects_are_kept_out_of_full_gc_passes(node: NodeProcess) -> None:
+    """Start-up objects are frozen (gc.freeze): full cyclic-GC passes, which stall every request
+    in flight, then walk only what was created since. /metrics shows it."""
+
+    async def frozen_and_passes() -> tuple[int, int]:
+        async with aiohttp.ClientSession() as s, s.get(f"{node.url}/metrics") as r:
+            text = await r.text()
+        def value(prefix: str, label: str = "") -> int:
+            line = next(x for x in text.splitlines() if x.startswith(prefix) and label in x)
+            return int(float(line.rsplit(" ", 1)[1]))
+
+        return value("p2pstore_gc_frozen_objects{"), value("p2pstore_gc_collections_total{", 'generation="2"')
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while (got := await frozen_and_passes())[0] < 10_000:  # modules, the app, the store: many more
+        assert asyncio.get_running_loop().time() < deadline, f"nothing frozen: {got}"
+        await asyncio.sleep(0.05)
+    assert got[1] >= 1  # the pass that ran just before freezing
