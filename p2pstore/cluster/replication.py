@@ -427,10 +427,10 @@ class Cluster:
     # ---- reads ----
     def local_view(self, key: str) -> dict[str, Any]:
         """What this node holds for ``key``: its entry and whether every chunk is present."""
-        return self._view_of(self.node.store.get(key))
+        return self._view_of(*self.node.store.get_with_presence(key))
 
-    def _view_of(self, entry: ManifestEntry | None) -> dict[str, Any]:
-        complete = entry is not None and (entry.deleted or self.node.store.has_all_chunks(entry))
+    @staticmethod
+    def _view_of(entry: ManifestEntry | None, complete: bool) -> dict[str, Any]:
         return {"entry": entry.to_wire() if entry else None, "complete": complete}
 
     async def _remote_view(self, node_id: str, key: str) -> tuple[str, dict[str, Any]]:
@@ -461,8 +461,8 @@ class Cluster:
         """
         me = self.node.node_id
         replicas = self.replicas_for(key)
-        local = self.node.store.get(key)
-        views: dict[str, dict[str, Any]] = {me: self._view_of(local)}
+        local, complete = self.node.store.get_with_presence(key)
+        views: dict[str, dict[str, Any]] = {me: self._view_of(local, complete)}
         others = [n for n in self.reachable(replicas) if n != me]
         need = self.read_quorum(len(replicas), r) - (me in replicas)
         if 0 < need < len(others):  # spread the lookups over the replicas

@@ -169,6 +169,13 @@ class MetadataDB:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (key,))
         return row_to_entry(rows[0]) if rows else None
 
+    def get_with_small(self, key: str) -> tuple[ManifestEntry | None, bool]:
+        """The entry, and whether a small chunk named like the whole file's sha256 is stored
+        here (a small file's only chunk): what a read's version lookup needs, in one query."""
+        small = "EXISTS(SELECT 1 FROM small_chunks WHERE small_chunks.sha = files.sha256)"
+        rows = self._read(f"SELECT {ENTRY_COLUMNS}, {small} FROM files WHERE key = ?", (key,))
+        return (row_to_entry(rows[0][:-1]), bool(rows[0][-1])) if rows else (None, False)
+
     def list(
         self, prefix: str = "", after: str = "", limit: int = 1000, include_deleted: bool = False
     ) -> list[ManifestEntry]:

@@ -473,6 +473,15 @@ class LocalStore:
             self.on_corrupt(sha)
             raise
 
+    def get_with_presence(self, key: str) -> tuple[ManifestEntry | None, bool]:
+        """``key``'s entry and whether this node holds all of its content (a tombstone: yes)."""
+        entry, small_here = self.db.get_with_small(key)
+        if entry is None:
+            return None, False
+        if entry.deleted or (small_here and entry.chunks == (entry.sha256,)):
+            return entry, True
+        return entry, self.has_all_chunks(entry)
+
     def has_all_chunks(self, entry: ManifestEntry) -> bool:
         small = entry.size <= SMALL_CHUNK
         return all(self.has_chunk(c, small) for c in entry.chunks)

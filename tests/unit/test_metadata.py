@@ -64,3 +64,19 @@ def test_committed_pages_reach_the_database_file_without_a_commit_doing_it(tmp_p
         time.sleep(0.05)
     db.close()
     assert not [t for t in threading.enumerate() if t.name == "p2pstore-wal" and t not in before]
+
+
+def test_a_lookup_tells_whether_a_small_files_content_is_here(tmp_path: Path) -> None:
+    """get_with_small: the entry plus whether its only chunk is stored in the database, in one
+    query (a read's version lookup); files whose chunk is elsewhere or absent say False."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    sha = "c" * 64
+    small = ManifestEntry("small", f"{1:013d}.000000.n", 3, sha, (sha,), "x", False, 1.0)
+    db.apply_batch([([small], {sha: b"abc"})])
+    assert db.get_with_small("small") == (small, True)
+    assert db.get_with_small("j") == (None, False)
+    db.apply([entry("j", 1)])  # its chunk is not named like the file's sha256, and not stored
+    assert db.get_with_small("j") == (entry("j", 1), False)
+    db.delete_small_chunks([sha])
+    assert db.get_with_small("small") == (small, False)
+    db.close()
