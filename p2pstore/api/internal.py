@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..cluster.codec import ENTRY_HEADER, MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
-from ..cluster.replication import ONE_PHASE_MAX
+from ..cluster.replication import ONE_PHASE_MAX, WHOLE_HASH_HEADER
 from ..cluster.rpc import MAX_FRAME_BYTES
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, StoreError, Unauthorized
@@ -268,7 +268,8 @@ async def stage(request: web.Request) -> web.Response:
         async for piece in request.content.iter_chunked(READ_SIZE):
             yield piece
 
-    return reply(await get_node(request).cluster.stage_local(upload, body(), expected))
+    whole_hash = request.headers.get(WHOLE_HASH_HEADER) != "gateway"  # else the gateway checks it
+    return reply(await get_node(request).cluster.stage_local(upload, body(), expected, whole_hash))
 
 
 async def chunk(request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ class StoredBlob:
     small file kept in memory (``inline``) to be stored with its manifest entry."""
 
     size: int
-    sha256: str
+    sha256: str | None  # None: staged for a gateway that hashes the whole file itself
     chunks: tuple[str, ...]
     staging: Path
     inline: bytes | None = None
@@ -261,15 +261,18 @@ class LocalStore:
         expected_sha: str | None = None,
         max_size: int = 0,
         expected_size: int | None = None,
+        whole_hash: bool = True,
     ) -> StoredBlob:
         """Stage a streamed body as chunk files; raise (and clean up) on any problem.
 
         Chunk i is hashed and fsynced in a thread while chunk i+1 is read from the network, so
-        memory stays at about two chunks whatever the file size.
+        memory stays at about two chunks whatever the file size. ``whole_hash=False`` skips the
+        whole-file sha256 (and the ``expected_sha`` check): the gateway feeding this replica
+        computes and checks it once for all replicas.
         """
         self.check_space(expected_size or 0)
         staging = self.chunks.tmp_dir / f"up-{uuid.uuid4().hex}"
-        whole = hashlib.sha256()
+        whole = hashlib.sha256() if whole_hash else None
         chunks: list[str] = []
         size = 0
         pending: asyncio.Future | None = None
@@ -281,7 +284,8 @@ class LocalStore:
                     raise PayloadTooLarge(f"upload larger than the limit of {max_size} bytes")
                 buf += piece
                 while len(buf) >= self.chunk_size:
-                    block = bytes(buf[: self.chunk_size])
+                    with memoryview(buf) as view:
+                        block = bytes(view[: self.chunk_size])  # one copy (a bytearray slice made two)
                     del buf[: self.chunk_size]
                     if pending is not None:
                         chunks.append(await pending)
@@ -292,14 +296,15 @@ class LocalStore:
             inline = None
             if buf and not chunks and len(buf) <= SMALL_CHUNK:
                 inline = bytes(buf)  # a small file: no chunk file, stored with its entry
-                whole.update(inline)
+                if whole is not None:
+                    whole.update(inline)
                 chunks.append(hashlib.sha256(inline).hexdigest())
             elif buf:
                 chunks.append(await self.in_io(self._stage_chunk, staging, whole, bytes(buf)))
-            digest = whole.hexdigest()
+            digest = whole.hexdigest() if whole is not None else None
             if expected_size is not None and size != expected_size:
                 raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": size})
-            if expected_sha and expected_sha != digest:
+            if expected_sha and digest is not None and expected_sha != digest:
                 raise BadRequest(
                     "X-Content-SHA256 does not match the body; nothing stored",
                     {"expected": expected_sha, "actual": digest},
@@ -316,7 +321,8 @@ class LocalStore:
             raise
 
     def _stage_chunk(self, staging: Path, whole: Any, block: bytes) -> str:
-        whole.update(block)
+        if whole is not None:
+            whole.update(block)
         sha = hashlib.sha256(block).hexdigest()
         staging.mkdir(exist_ok=True)
         path = staging / sha

@@ -409,6 +409,39 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
         assert await local_version(s, a, "k") == v2
 
 
+async def test_large_upload_hashed_once_by_the_gateway_checks_the_client_checksum(node_factory) -> None:
+    """A staged (> 1 MiB) write: replicas told "X-P2PStore-Whole-Hash: gateway" hash only their
+    chunks and the gateway checks the client's X-Content-SHA256 against its own whole-file hash:
+    a wrong one stores nothing anywhere, a right one is served with that hash as its ETag;
+    a replica asked without the header (an older gateway) still hashes the whole file."""
+    secret = "stage-secret"
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret, chunk_size=1 << 20)
+    wait_members(nodes)
+    a = nodes[0]
+    body = random.Random(7).randbytes(3 * (1 << 20) + 12345)  # four chunks
+    sha = hashlib.sha256(body).hexdigest()
+    wrong = hashlib.sha256(b"not the body").hexdigest()
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{a.url}/files/big", data=body, headers={"X-Content-SHA256": wrong}) as r:
+            assert r.status == 400 and "does not match" in (await r.json())["error"]
+        for n in nodes:
+            async with s.get(f"{n.url}/files/big?local=1") as r:
+                assert r.status == 404
+        async with s.put(f"{a.url}/files/big", data=body, headers={"X-Content-SHA256": sha}) as r:
+            assert r.status == 201 and (await r.json())["sha256"] == sha
+        for n in nodes:
+            async with s.get(f"{n.url}/files/big") as r:
+                assert r.status == 200 and r.headers["ETag"] == f'"{sha}"' and await r.read() == body
+
+        auth = {"Authorization": f"Bearer {secret}"}
+        for header, whole in (({"X-P2PStore-Whole-Hash": "gateway"}, None), ({}, sha)):
+            url = f"{a.url}/_internal/stage/{'ab' * 8}"
+            async with s.put(url, data=body, headers={**auth, **header}) as r:
+                assert r.status == 200
+                staged = msgpack.unpackb(await r.read())
+            assert staged["size"] == len(body) and len(staged["chunks"]) == 4 and staged["sha256"] == whole
+
+
 async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) -> None:
     """POST /_internal/write-raw (a large one-phase write's body, entry in a header): the
     cluster secret is required, a bad header or bytes that do not match the entry change nothing."""
