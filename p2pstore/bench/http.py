@@ -99,6 +99,10 @@ class PhaseResult:
     fsync: str | None
     nodes_peak_rss_mib: dict[str, float] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
+    # CPU (user + system) per request: all measured nodes together (None without their pids),
+    # and this load generator. Steadier than ops/s on a machine whose speed moves.
+    nodes_cpu_ms_per_op: float | None = None
+    client_cpu_ms_per_op: float | None = None
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -118,6 +122,21 @@ def peak_rss_mib(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far, or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 class ErrorLog:
@@ -335,12 +354,19 @@ class Bench:
                 else:
                     errors.add(msg)
 
+        nodes_cpu0 = [cpu_seconds(pid) for pid in self.pids.values()]
+        client_cpu0 = own_cpu_seconds()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(self.opts.concurrency)))
         seconds = time.perf_counter() - t0
+        client_cpu = own_cpu_seconds() - client_cpu0
+        nodes_cpu1 = [cpu_seconds(pid) for pid in self.pids.values()]
         latencies.sort()
         ops = len(latencies)
         rss = {url: v for url, pid in self.pids.items() if (v := peak_rss_mib(pid)) is not None}
+        pairs = zip(nodes_cpu0, nodes_cpu1, strict=True)
+        deltas = [b - a for a, b in pairs if a is not None and b is not None]
+        nodes_cpu = sum(deltas) if deltas and len(deltas) == len(self.pids) else None  # all nodes, or none
         return PhaseResult(
             phase=name, ops=ops, errors=errors.count, seconds=round(seconds, 3), bytes=moved,
             ops_per_s=round(ops / seconds, 1), mb_per_s=round(moved / seconds / MB, 1),
@@ -348,17 +374,21 @@ class Bench:
             max_ms=round(latencies[-1] if latencies else 0.0, 2), concurrency=self.opts.concurrency,
             urls=self.urls, fsync=self.opts.fsync if self.opts.local else None,
             nodes_peak_rss_mib={u: round(v, 1) for u, v in rss.items()}, first_errors=errors.first,
+            nodes_cpu_ms_per_op=round(nodes_cpu / ops * 1000, 3) if nodes_cpu is not None and ops else None,
+            client_cpu_ms_per_op=round(client_cpu / ops * 1000, 3) if ops else None,
         )  # fmt: skip
 
 
 def print_header() -> None:
     print(f"{'phase':<9} {'ops':>6} {'ops/s':>9} {'MB/s':>8} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'max ms':>9} {'errors':>6}", flush=True)  # fmt: skip
+          f"{'max ms':>9} {'errors':>6} {'cpu ms/op: nodes':>16} {'client':>6}", flush=True)  # fmt: skip
 
 
 def print_result(r: PhaseResult) -> None:
+    nodes = f"{r.nodes_cpu_ms_per_op:.2f}" if r.nodes_cpu_ms_per_op is not None else "?"
+    client = f"{r.client_cpu_ms_per_op:.2f}" if r.client_cpu_ms_per_op is not None else "?"
     print(f"{r.phase:<9} {r.ops:>6} {r.ops_per_s:>9.1f} {r.mb_per_s:>8.1f} {r.p50_ms:>9.2f} "
-          f"{r.p99_ms:>9.2f} {r.max_ms:>9.2f} {r.errors:>6}", flush=True)  # fmt: skip
+          f"{r.p99_ms:>9.2f} {r.max_ms:>9.2f} {r.errors:>6} {nodes:>16} {client:>6}", flush=True)  # fmt: skip
     for msg in r.first_errors:
         print(f"    error: {msg}", flush=True)
 
