@@ -302,6 +302,13 @@ def lookups_served(node: NodeProcess) -> int:
     return metric(node, "p2pstore_requests_total{", 'method="RPC entries"')
 
 
+def three_with_secret(node_factory, secret: str) -> list[NodeProcess]:
+    """Three nodes (R=3) that see each other; the test may call /_internal/ with ``secret``."""
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
+    wait_members(nodes)
+    return nodes
+
+
 async def three_replicas_of(s: aiohttp.ClientSession, nodes: list[NodeProcess], key: str, data: bytes) -> str:
     """PUT ``key`` and wait until every node holds it locally; return its version."""
     async with s.put(f"{nodes[0].url}/files/{key}", data=data) as r:
@@ -341,8 +348,7 @@ async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> N
     """R=3, W=2: a read asks R-W+1 = 2 replicas (the gateway and one peer) when they agree;
     ``?r=3`` asks all three; a replica holding a newer version makes the others get asked."""
     secret = "quorum-secret"
-    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
-    wait_members(nodes)
+    nodes = three_with_secret(node_factory, secret)
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
         v1 = await three_replicas_of(s, nodes, "q", b"version one")
@@ -372,8 +378,7 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
     the difference sends them the entry (they fetch the data), so every replica serves it; an
     older entry sent the same way changes nothing; a malformed one is refused."""
     secret = "repair-secret"
-    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
-    wait_members(nodes)
+    nodes = three_with_secret(node_factory, secret)
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
         v1 = await three_replicas_of(s, nodes, "k", b"old bytes")
