@@ -64,12 +64,11 @@ async def checkpoint_timer(node: Node) -> None:
 async def freeze_long_lived() -> None:
     """Keep the cyclic garbage collector's full passes short.
 
-    A full pass walks every object the process holds: modules, the app, caches, the manifest
-    digest (with 100,000 files, the most). Here one took 20-90 ms, ran every few seconds under
-    load, and each stalled every request in flight: they were the slowest 1 % of small
-    writes. Objects that live through start-up are moved out of the collector's sight
-    (``gc.freeze``); every ten minutes they are put back, collected once, and frozen again, so
-    cycles among them that died meanwhile are still reclaimed.
+    A full pass walks every container object the process holds (modules, classes, the app,
+    caches). Here one took 20-90 ms, several ran per minute under load, and each stalled every
+    request in flight. Objects that live through start-up are moved out of the collector's
+    sight (``gc.freeze``); every ten minutes they are put back, collected once, and frozen
+    again, so cycles among them that died meanwhile are still reclaimed.
     """
     while True:
         gc.unfreeze()
