@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import resource
 import shutil
 import signal
 import sys
@@ -135,8 +136,9 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def own_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
+    """This process's user + system CPU seconds (getrusage: finer than clock ticks)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 class ErrorLog:
