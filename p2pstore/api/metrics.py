@@ -43,6 +43,8 @@ def render_metrics(node: Node) -> str:
          cluster.bad_copies_reported),
         ("p2pstore_read_repairs_total", "counter", "Newest entries sent to replicas a read found behind",
          cluster.read_repairs_pushed),
+        ("p2pstore_manifest_syncs_total", "counter", "Manifest exchanges this node started and completed",
+         cluster.manifest_syncs),
         ("p2pstore_staged_uploads", "gauge", "Uploads staged, waiting for commit", len(cluster.staged)),
         ("p2pstore_replication_pending", "gauge",
          "Replica writes still running after the ack, and pending read repairs", len(cluster.background)),

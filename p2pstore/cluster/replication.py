@@ -90,6 +90,7 @@ class Cluster:
         self._tasks: list[asyncio.Task] = []
         self.bad_copies_reported = 0
         self.read_repairs_pushed = 0  # newest entries sent to replicas a read found behind
+        self.manifest_syncs = 0  # manifest exchanges this node started and completed
         self._pushing: set[str] = set()  # versions with a read repair pending (one push each)
         self._read_turn = 0
         self._no_raw_write: set[str] = set()  # peers without /write-raw (older versions)
@@ -682,6 +683,7 @@ class Cluster:
             if step.apply:
                 applied += len(await self.apply_remote_entries(step.apply))
             msg = step.reply
+        self.manifest_syncs += 1
         return applied
 
     async def handle_manifest_sync(self, msg: Any) -> dict:

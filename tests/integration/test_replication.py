@@ -382,7 +382,12 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
         v1 = await three_replicas_of(s, nodes, "k", b"old bytes")
-        stop = asyncio.Event()
+        # Each node's first exchange runs once it sees a peer, whether clients are served or not.
+        def each_synced_once() -> bool:
+            return all(metric(n, "p2pstore_manifest_syncs_total") for n in nodes)
+
+        await asyncio.to_thread(wait_for, each_synced_once, 20)
+        stop, every_node_busy = asyncio.Event(), asyncio.Event()
 
         async def keep_serving() -> None:
             """Client requests on every node (another key): anti-entropy then waits 15 s between
@@ -391,10 +396,12 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
                 for n in nodes:
                     async with s.get(f"{n.url}/files/other-key") as r:
                         await r.read()
+                every_node_busy.set()
                 await asyncio.sleep(0.05)
 
         busy = asyncio.ensure_future(keep_serving())
         try:
+            await asyncio.wait_for(every_node_busy.wait(), 10)  # before the newer version exists
             data = b"the newest bytes"
             v2 = await plant_newer(s, b, "k", v1, data, secret)
             assert [await local_version(s, n, "k") for n in nodes] == [v1, v2, v1]
