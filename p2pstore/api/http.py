@@ -9,9 +9,8 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from ..cluster.transport import COALESCE_LIMIT
 from ..errors import RangeNotSatisfiable
-
-COALESCE_LIMIT = 64 * 1024  # bodies up to this size go out in one send with their headers
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

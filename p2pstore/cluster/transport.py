@@ -16,7 +16,7 @@ import aiohttp
 from .codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from .rpc import RpcClient, RpcError, RpcUnsupported
 
-COALESCE_LIMIT = 64 * 1024  # request bodies up to this size go out in one send with their headers
+COALESCE_LIMIT = 64 * 1024  # bodies up to this size go out in one send with their headers
 
 
 class UncoalescedBytes(aiohttp.BytesPayload):

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import hashlib
 import random
-import urllib.request
 
 import aiohttp
 import msgpack
@@ -14,7 +13,7 @@ import pytest
 
 from p2pstore.core.placement import replicas as place
 from tests.support.http import generated_body, generated_sha256
-from tests.support.processes import NodeProcess, wait_for
+from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
 PERIOD = 0.2
@@ -284,17 +283,6 @@ async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_fac
                 assert r.status == 206 and await r.read() == body[20000:70001]
     finally:
         extra.terminate()
-
-
-def metric(node: NodeProcess, prefix: str, label: str = "") -> int:
-    """The sum of a node's /metrics samples whose line starts with ``prefix`` and holds ``label``."""
-    with urllib.request.urlopen(node.url + "/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        int(float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith(prefix) and label in line
-    )
 
 
 def lookups_served(node: NodeProcess) -> int:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.http import generated_body, generated_sha256
-from tests.support.processes import NodeProcess
+from tests.support.processes import NodeProcess, metric
 
 MiB = 1 << 20
 
@@ -241,13 +241,9 @@ async def test_long_lived_objects_are_kept_out_of_full_gc_passes(node: NodeProce
     in flight, then walk only what was created since. /metrics shows it."""
 
     async def frozen_and_passes() -> tuple[int, int]:
-        async with aiohttp.ClientSession() as s, s.get(f"{node.url}/metrics") as r:
-            text = await r.text()
-        def value(prefix: str, label: str = "") -> int:
-            line = next(x for x in text.splitlines() if x.startswith(prefix) and label in x)
-            return int(float(line.rsplit(" ", 1)[1]))
-
-        return value("p2pstore_gc_frozen_objects{"), value("p2pstore_gc_collections_total{", 'generation="2"')
+        frozen = await asyncio.to_thread(metric, node, "p2pstore_gc_frozen_objects{")
+        full = await asyncio.to_thread(metric, node, "p2pstore_gc_collections_total{", 'generation="2"')
+        return frozen, full
 
     deadline = asyncio.get_running_loop().time() + 10
     while (got := await frozen_and_passes())[0] < 10_000:  # modules, the app, the store: many more

@@ -229,3 +229,14 @@ def run_cli(
         cwd=str(cwd) if cwd else None,
         check=False,
     )
+
+
+def metric(node: NodeProcess, prefix: str, label: str = "") -> int:
+    """The sum of a node's /metrics samples whose line starts with ``prefix`` and holds ``label``."""
+    with urllib.request.urlopen(node.url + "/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(prefix) and label in line
+    )
