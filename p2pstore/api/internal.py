@@ -1,7 +1,7 @@
 """Node-to-node endpoints under /_internal/: msgpack messages, cluster secret required.
 
-Each message handler serves two ways: as a frame on the RPC WebSocket (``/_internal/rpc``, what
-nodes use) and as an HTTP POST to ``/_internal/<method>`` (older peers, tools).
+Each message handler serves two ways: as a call on the RPC stream (``/_internal/stream``, what
+nodes use; see cluster/rpc.py) and as an HTTP POST to ``/_internal/<method>`` (older peers, tools).
 
 Every handler validates what it receives; a malformed message gets 400 and is logged once
 per peer, and never reaches the protocol cores or the store.
@@ -13,16 +13,16 @@ import asyncio
 import base64
 import contextlib
 import hmac
+import inspect
 import logging
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from ..cluster.codec import ENTRY_HEADER, MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from ..cluster.replication import ONE_PHASE_MAX, WHOLE_HASH_HEADER
-from ..cluster.rpc import MAX_FRAME_BYTES
+from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL, FrameReader, Writer
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, StoreError, Unauthorized
 from ..storage.chunks import is_sha256_hex
@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
 _warned: set[str] = set()
-RPC_SOCKETS = web.AppKey("rpc_sockets", weakref.WeakSet)
+RPC_SESSIONS = web.AppKey("rpc_sessions", set)
+MAX_CALLS_IN_FLIGHT = 1024  # per peer stream; reading pauses above this
+ANSWER_HIGH_WATER = 4 * 1024 * 1024  # bytes of unsent answers before a call waits to send its own
 
 
 def check_cluster_secret(request: web.Request) -> None:
@@ -98,7 +100,7 @@ def malformed(peer: str, method: str, why: str) -> BadRequest:
 
 
 # ---- message handlers: (node, message, peer address) -> reply; shared by HTTP and RPC ----
-async def gossip(node: Node, msg: Any, peer: str) -> Any:
+def gossip(node: Node, msg: Any, peer: str) -> Any:
     try:
         node.cluster.gossip.receive(msg, peer)
     except ValueError as exc:
@@ -146,7 +148,7 @@ async def abort(node: Node, msg: Any, peer: str) -> Any:
     return {"ok": True}
 
 
-async def entries(node: Node, msg: Any, peer: str) -> Any:
+def entries(node: Node, msg: Any, peer: str) -> Any:
     keys = msg.get("keys") if isinstance(msg, dict) else None
     if (
         not isinstance(keys, list)
@@ -189,7 +191,9 @@ async def purge(node: Node, msg: Any, peer: str) -> Any:
     return {"purged": purged}
 
 
-MessageHandler = Callable[["Node", Any, str], Awaitable[Any]]
+# A handler returns its reply, or (async) an awaitable of it; the plain ones (no I/O to wait
+# for) are answered as their call arrives on the RPC stream, with no task per call.
+MessageHandler = Callable[["Node", Any, str], Any]
 HANDLERS: dict[str, MessageHandler] = {
     "gossip": gossip,
     "manifest-sync": manifest_sync,
@@ -202,6 +206,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "recover": recover,
     "purge": purge,
 }
+INLINE = frozenset(name for name, handler in HANDLERS.items() if not inspect.iscoroutinefunction(handler))
 
 
 def http_route(name: str, handler: MessageHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -210,51 +215,128 @@ def http_route(name: str, handler: MessageHandler) -> Callable[[web.Request], Aw
     async def route(request: web.Request) -> web.Response:
         peer = request.remote or "?"
         msg = await read_message(request, peer, name)
-        return reply(await handler(get_node(request), msg, peer))
+        result = handler(get_node(request), msg, peer)
+        return reply(await result if inspect.isawaitable(result) else result)
 
     return route
 
 
-# ---- the RPC socket: many calls in flight on one connection per peer ----
-async def rpc(request: web.Request) -> web.WebSocketResponse:
-    node, peer = get_node(request), request.remote or "?"
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, compress=False)
-    await ws.prepare(request)
-    request.app[RPC_SOCKETS].add(ws)
-    calls: set[asyncio.Task] = set()
-    async for frame in ws:
-        if frame.type != WSMsgType.BINARY:
-            break
+# ---- the RPC stream: many calls in flight on one connection per peer (see cluster/rpc.py) ----
+class Upgraded(web.StreamResponse):
+    """The 101 answer; after it the connection belongs to the RPC stream, nothing to end."""
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class StreamSession:
+    """The serving end of one peer's RPC stream: aiohttp's protocol feeds it the bytes after
+    the upgrade (its payload-parser interface), answers go straight to the transport."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.node, self.peer = get_node(request), request.remote or "?"
+        self.protocol = request.protocol
+        self.writer = Writer()
+        self.writer.transport = request.transport  # type: ignore[assignment]
+        self.frames = FrameReader()
+        self.calls: set[asyncio.Task] = set()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reading_paused = False
+
+    # ---- fed by aiohttp's RequestHandler ----
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        answers: list[bytes] = []
         try:
-            call_id, method, body = unpack(frame.data)
-            if not isinstance(call_id, int) or not isinstance(method, str):
-                raise ValueError("a call is [id, method, body]")
-        except Exception as exc:  # any undecodable frame ends the connection
-            malformed(peer, "rpc", f"undecodable frame: {type(exc).__name__}")
-            break
-        task = asyncio.ensure_future(serve_call(ws, node, peer, call_id, method, body))
-        calls.add(task)
-        task.add_done_callback(calls.discard)
-    await ws.close()
-    return ws
+            frames = self.frames.feed(data)
+            for call_id, method, body in frames:
+                if not isinstance(method, str):
+                    raise ValueError("a call is [id, method, body]")
+                if method in INLINE:
+                    answers.append(pack(self.answer_now(call_id, method, body)))
+                    continue
+                task = asyncio.ensure_future(self.serve(call_id, method, body))
+                self.calls.add(task)
+                task.add_done_callback(self._call_done)
+        except ValueError as exc:  # anything undecodable ends the connection
+            malformed(self.peer, "rpc", str(exc))
+            self.close()
+            return True, b""
+        finally:
+            if answers:  # the answers to calls that arrived together leave together
+                with contextlib.suppress(ConnectionError):
+                    self.writer.write(b"".join(answers))
+        if len(self.calls) >= MAX_CALLS_IN_FLIGHT and not self._reading_paused:
+            self._reading_paused = True  # a peer sending faster than we answer: stop reading
+            self.protocol.pause_reading()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _call_done(self, task: asyncio.Task) -> None:
+        self.calls.discard(task)
+        if self._reading_paused and len(self.calls) < MAX_CALLS_IN_FLIGHT // 2:
+            self._reading_paused = False
+            self.protocol.resume_reading()
+
+    def close(self) -> None:
+        if self.writer.transport is not None:
+            self.writer.transport.close()
+        self.feed_eof()
+
+    def answer(
+        self, call_id: int, method: str, result: Any = None, exc: Exception | None = None
+    ) -> list[Any]:
+        """``[id, status, body]`` for a result or an error (a bug: logged, 500), counted."""
+        if exc is None:
+            answer = [call_id, 200, result]
+        elif isinstance(exc, StoreError):
+            answer = [call_id, exc.status, exc.message]
+        else:
+            log.error("unexpected error serving internal call %s from %s", method, self.peer, exc_info=exc)
+            answer = [call_id, 500, f"internal error: {type(exc).__name__}"]
+        REQUESTS[("internal", f"RPC {method}", f"{answer[1] // 100}xx")] += 1
+        return answer
+
+    def answer_now(self, call_id: int, method: str, body: Any) -> list[Any]:
+        try:
+            return self.answer(call_id, method, HANDLERS[method](self.node, body, self.peer))
+        except Exception as exc:
+            return self.answer(call_id, method, exc=exc)
+
+    async def serve(self, call_id: int, method: str, body: Any) -> None:
+        handler = HANDLERS.get(method)
+        try:
+            if handler is None:
+                raise NotFound(f"no internal method {method!r}")
+            answer = self.answer(call_id, method, await handler(self.node, body, self.peer))
+        except Exception as exc:
+            answer = self.answer(call_id, method if handler else "?", exc=exc)
+        with contextlib.suppress(ConnectionError):
+            self.writer.write(pack(answer))
+            if self.writer.transport.get_write_buffer_size() > ANSWER_HIGH_WATER:  # type: ignore[union-attr]
+                drain = getattr(self.protocol, "_drain_helper", None)  # aiohttp's own flow control
+                if drain is not None:
+                    await drain()
 
 
-async def serve_call(ws: web.WebSocketResponse, node: Node, peer: str, call_id: int, method: str,
-                     body: Any) -> None:  # fmt: skip
-    handler = HANDLERS.get(method)
+async def rpc_stream(request: web.Request) -> web.StreamResponse:
+    """Upgrade an authenticated ``GET /_internal/stream`` to the RPC stream and serve it."""
+    if request.headers.get("Upgrade", "").lower() != STREAM_PROTOCOL:
+        raise BadRequest(f"this endpoint needs Upgrade: {STREAM_PROTOCOL}")
+    resp = Upgraded(status=101, headers={"Upgrade": STREAM_PROTOCOL, "Connection": "Upgrade"})
+    await resp.prepare(request)
+    session = StreamSession(request)
+    request.app[RPC_SESSIONS].add(session)
     try:
-        if handler is None:
-            raise NotFound(f"no internal method {method!r}")
-        answer = [call_id, 200, await handler(node, body, peer)]
-    except StoreError as exc:
-        answer = [call_id, exc.status, exc.message]
-    except Exception as exc:
-        log.exception("unexpected error serving internal call %s from %s", method, peer)
-        answer = [call_id, 500, f"internal error: {type(exc).__name__}"]
-    REQUESTS[("internal", f"RPC {method if handler else '?'}", f"{answer[1] // 100}xx")] += 1
-    if not ws.closed:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await ws.send_bytes(pack(answer))
+        request.protocol.set_parser(session)  # type: ignore[arg-type]  # bytes after the headers too
+        await session.closed
+    finally:
+        request.app[RPC_SESSIONS].discard(session)
+        for task in list(session.calls):
+            task.cancel()
+    return resp
 
 
 async def stage(request: web.Request) -> web.Response:
@@ -283,17 +365,16 @@ async def chunk(request: web.Request) -> web.Response:
     return await send_bytes(request, data, content_type="application/octet-stream")
 
 
-async def close_rpc_sockets(app: web.Application) -> None:
-    """On shutdown: peers' sockets would otherwise keep the server waiting for them."""
-    for ws in list(app[RPC_SOCKETS]):
-        with contextlib.suppress(Exception):
-            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node stopping")
+async def close_rpc_sessions(app: web.Application) -> None:
+    """On shutdown: peers' streams would otherwise keep the server waiting for them."""
+    for session in list(app[RPC_SESSIONS]):
+        session.close()
 
 
 def add_internal_routes(app: web.Application) -> None:
-    app[RPC_SOCKETS] = weakref.WeakSet()
-    app.on_shutdown.append(close_rpc_sockets)
-    app.router.add_get("/_internal/rpc", rpc)
+    app[RPC_SESSIONS] = set()
+    app.on_shutdown.append(close_rpc_sessions)
+    app.router.add_get(STREAM_PATH, rpc_stream)
     for name, handler in HANDLERS.items():
         app.router.add_post(f"/_internal/{name}", http_route(name, handler))
     app.router.add_post("/_internal/write-raw", write_raw)

@@ -1,4 +1,4 @@
-"""Node-to-node calls: msgpack messages over one WebSocket per peer (see rpc.py), bulk bytes
+"""Node-to-node calls: msgpack messages over one upgraded TCP stream per peer (see rpc.py), bulk bytes
 (staged uploads, chunks) over aiohttp keep-alive HTTP, all authenticated by the secret.
 
 The cluster secret travels as ``Authorization: Bearer <secret>`` on every internal request and
@@ -30,6 +30,7 @@ class UncoalescedBytes(aiohttp.BytesPayload):
     async def write_with_length(self, writer: Any, content_length: int | None) -> None:
         writer.send_headers()
         await super().write_with_length(writer, content_length)
+
 
 INTERNAL_PREFIX = "/_internal"
 
@@ -65,8 +66,8 @@ class Transport:
 
     @property
     def rpc(self) -> RpcClient:
-        if self._rpc is None or self._rpc.session is not self.session:
-            self._rpc = RpcClient(self.session, lambda address: self.url(address, "/rpc"))
+        if self._rpc is None:
+            self._rpc = RpcClient({"Authorization": f"Bearer {self.secret}"})
         return self._rpc
 
     def refusing(self, address: str) -> bool:
@@ -87,9 +88,8 @@ class Transport:
     ) -> Any:
         """Send a message to the peer's ``/_internal{path}`` handler and return its reply.
 
-        ``bulk`` messages (a file body of hundreds of KiB) go as one HTTP request: a WebSocket
-        client must mask every byte it sends, and the frame is copied whole on both ends, which
-        cost more than plain HTTP for large bodies."""
+        ``bulk`` messages (a file body of hundreds of KiB) go as one HTTP request: on the stream
+        the body would be copied into and out of a msgpack message on both ends."""
         if not bulk and address not in self._http_only:
             try:
                 return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)

@@ -12,7 +12,7 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from p2pstore.cluster.codec import pack, unpack
+from p2pstore.cluster.codec import pack
 from p2pstore.cluster.transport import PeerError, Transport
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -22,6 +22,18 @@ SECRET = "rpc-test-secret"
 
 def address_of(node) -> str:
     return node.url.removeprefix("http://")
+
+
+async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw RPC stream to a node: the upgrade request by hand, the 101 answer read."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
+        f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
 
 
 @pytest.fixture
@@ -62,16 +74,24 @@ async def test_the_socket_needs_the_secret_and_drops_garbage(one_node) -> None:
         assert denied.value.status == 401
     finally:
         await wrong.close()
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {SECRET}"}) as s:
-        ws = await s.ws_connect(f"{one_node.url}/_internal/rpc")
-        await ws.send_bytes(b"\xc1")  # not msgpack: the node ends the connection
-        msg = await ws.receive(timeout=10)
-        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
-        ws2 = await s.ws_connect(f"{one_node.url}/_internal/rpc")
-        await ws2.send_bytes(pack([7, "entries", {"keys": 5}]))
-        call_id, status, message = unpack((await ws2.receive(timeout=10)).data)
-        assert (call_id, status) == (7, 400) and "malformed" in message
-        await ws2.close()
+    host, port = address_of(one_node).split(":")
+    reader, writer = await open_stream(host, int(port))
+    writer.write(b"\xc1")  # not msgpack: the node ends the connection
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+    reader, writer = await open_stream(host, int(port))
+    writer.write(pack([7, "entries", {"keys": 5}]) + pack([8, "no-such-method", {}]))
+    unpacker = msgpack.Unpacker(raw=False)
+    answers: dict[int, tuple[int, str]] = {}
+    while len(answers) < 2:
+        unpacker.feed(await asyncio.wait_for(reader.read(65536), 10))
+        answers.update({call_id: (status, message) for call_id, status, message in unpacker})
+    assert answers[7][0] == 400 and "malformed" in answers[7][1]
+    assert answers[8][0] == 404
+    writer.close()
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    async with aiohttp.ClientSession(headers=auth) as s, s.get(f"{one_node.url}/_internal/stream") as resp:
+        assert resp.status == 400 and "Upgrade" in (await resp.json())["error"]  # no Upgrade header
     assert one_node.health() is not None
     assert "rejected malformed message" in one_node.log_text()
 
@@ -92,6 +112,31 @@ async def test_a_silent_peer_is_given_up_and_reconnected_after(one_node) -> None
         # the call already waiting on the retired connection still gets its answer
         assert await patient == {"views": []}
         assert (await transport.call(addr, "/entries", {"keys": []}, timeout=10)) == {"views": []}
+    finally:
+        await transport.close()
+
+
+async def test_a_call_too_big_for_the_socket_buffers_still_keeps_its_deadline(one_node) -> None:
+    """Sending to a stopped peer fills the kernel buffers: the call waits for room, but only
+    until its deadline (then the connection is retired), and big messages arrive whole."""
+    transport = Transport(SECRET)
+    addr = address_of(one_node)
+    keys = [f"key-{i:07d}-" + "x" * 40 for i in range(9_000)]  # ~500 KiB of keys, answered with 9,000 views
+    try:
+        views = (await transport.call(addr, "/entries", {"keys": keys}, timeout=30))["views"]
+        assert len(views) == len(keys) and all(v == {"entry": None, "complete": False} for v in views)
+        one_node.pause()
+        try:
+            started = asyncio.get_running_loop().time()
+            big = {"keys": [], "padding": b"x" * (24 << 20)}  # far beyond what the socket buffers take
+            with pytest.raises(PeerError, match="no answer"):
+                await asyncio.wait_for(transport.call(addr, "/entries", big, timeout=1), 20)
+            assert asyncio.get_running_loop().time() - started < 10
+            assert not transport.rpc.channels[addr].open
+        finally:
+            one_node.resume()
+        views = (await transport.call(addr, "/entries", {"keys": keys}, timeout=30))["views"]
+        assert len(views) == len(keys)
     finally:
         await transport.close()
 
@@ -120,7 +165,7 @@ def _free_port() -> int:
 
 
 async def test_peers_without_the_socket_are_called_over_http() -> None:
-    """An older node (no /_internal/rpc) still gets its messages, as HTTP POSTs."""
+    """An older node (no /_internal/stream) still gets its messages, as HTTP POSTs."""
     seen: list[object] = []
 
     async def entries(request: web.Request) -> web.Response:
