@@ -8,6 +8,7 @@ TLS: the secret is a shared password, not encryption.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import aiohttp
 from .codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from .rpc import RpcClient, RpcError, RpcUnsupported
 
+HTTP_ONLY_RECHECK = 60.0  # seconds before a peer that lacked the RPC stream is offered it again
 COALESCE_LIMIT = 64 * 1024  # bodies up to this size go out in one send with their headers
 
 
@@ -52,7 +54,9 @@ class Transport:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._rpc: RpcClient | None = None
-        self._http_only: set[str] = set()  # peers without the RPC endpoint (older versions)
+        # peers without the RPC endpoint (older versions) -> when that was found (asked again
+        # after HTTP_ONLY_RECHECK: in a rolling upgrade the node at an address gets upgraded)
+        self._http_only: dict[str, float] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -90,14 +94,23 @@ class Transport:
 
         ``bulk`` messages (a file body of hundreds of KiB) go as one HTTP request: on the stream
         the body would be copied into and out of a msgpack message on both ends."""
-        if not bulk and address not in self._http_only:
+        if not bulk and not self._http_only_now(address):
             try:
                 return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)
             except RpcUnsupported:
-                self._http_only.add(address)
+                self._http_only[address] = time.monotonic()
             except RpcError as exc:
                 raise PeerError(address, str(exc), exc.status) from exc
         return await self.post(address, path, message, timeout)
+
+    def _http_only_now(self, address: str) -> bool:
+        found = self._http_only.get(address)
+        if found is None:
+            return False
+        if time.monotonic() - found < HTTP_ONLY_RECHECK:
+            return True
+        del self._http_only[address]
+        return False
 
     async def post(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
         """POST a msgpack message as one HTTP request and return the decoded msgpack reply."""

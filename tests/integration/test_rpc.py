@@ -1,4 +1,4 @@
-"""The node-to-node RPC socket on real node processes: calls, errors, authentication, a peer
+"""The node-to-node RPC stream on real node processes: calls, errors, authentication, a peer
 that stops answering, a crashed peer, and plain HTTP for peers without the socket."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from aiohttp import web
 
+from p2pstore.cluster import transport as transport_module
 from p2pstore.cluster.codec import pack
 from p2pstore.cluster.transport import PeerError, Transport
 
@@ -55,6 +56,8 @@ async def test_calls_answers_and_errors(one_node) -> None:
             assert a["complete"] and a["entry"]["sha256"] == hashlib.sha256(b"hello").hexdigest()
             assert b == {"entry": None, "complete": False}
         assert len(transport.rpc.channels) == 1
+        # the same handlers as HTTP POSTs (what older peers use): the same answers
+        assert await transport.post(addr, "/entries", {"keys": ["a", "b"]}) == views[0]
         with pytest.raises(PeerError) as bad:
             await transport.call(addr, "/commit", {"entry": {"key": ""}})
         assert bad.value.status == 400 and "malformed" in str(bad.value)
@@ -164,17 +167,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_peers_without_the_socket_are_called_over_http() -> None:
-    """An older node (no /_internal/stream) still gets its messages, as HTTP POSTs."""
+async def test_peers_without_the_socket_are_called_over_http(monkeypatch) -> None:
+    """An older node (no /_internal/stream) still gets its messages, as HTTP POSTs; it is offered
+    the stream again after a while (a rolling upgrade replaces it in place)."""
     seen: list[object] = []
+    probes = []
 
     async def entries(request: web.Request) -> web.Response:
         assert request.headers["Authorization"] == f"Bearer {SECRET}"
         seen.append(msgpack.unpackb(await request.read()))
         return web.Response(body=pack({"views": []}), content_type="application/msgpack")
 
+    async def no_stream(request: web.Request) -> web.Response:
+        probes.append(request.headers.get("Upgrade"))
+        raise web.HTTPNotFound()
+
     app = web.Application()
     app.router.add_post("/_internal/entries", entries)
+    app.router.add_get("/_internal/stream", no_stream)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
@@ -184,6 +194,10 @@ async def test_peers_without_the_socket_are_called_over_http() -> None:
         for _ in range(2):
             assert await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []}) == {"views": []}
         assert seen == [{"keys": []}, {"keys": []}]
+        assert probes == ["p2pstore-rpc/1"]  # asked once, then remembered
+        monkeypatch.setattr(transport_module, "HTTP_ONLY_RECHECK", 0.0)
+        assert await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []}) == {"views": []}
+        assert len(probes) == 2 and len(seen) == 3
     finally:
         await transport.close()
         await runner.cleanup()
