@@ -60,6 +60,13 @@ def bench(
         int | None,
         typer.Option("--write-quorum", help="W of --local nodes (default min(2, R)).", show_default=False),
     ] = None,
+    read_quorum: Annotated[
+        int | None,
+        typer.Option(
+            "--read-quorum", help="Replicas each GET consults (?r=; default: the nodes' R-W+1).",
+            show_default=False,
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -98,6 +105,7 @@ def bench(
             fsync=fsync,
             replicas=replicas,
             write_quorum=write_quorum,
+            read_quorum=read_quorum,
             data_dir=data_dir,
             keep=keep,
             mem_1g=mem_1g,

@@ -98,6 +98,7 @@ class PhaseResult:
     concurrency: int
     urls: list[str]
     fsync: str | None
+    read_quorum: int | None = None  # replicas each GET consulted (?r=); None = the nodes' default
     nodes_peak_rss_mib: dict[str, float] = field(default_factory=dict)
     first_errors: list[str] = field(default_factory=list)
     # CPU (user + system) per request: all measured nodes together (None without their pids),
@@ -187,10 +188,10 @@ async def put_one(
 
 
 async def get_one(
-    session: Client, url: str, key: str, size: int, sha: str, token: str | None
+    session: Client, url: str, key: str, size: int, sha: str, token: str | None, query: str = ""
 ) -> str | None:
     """Download one object and check every byte against ``sha``; None on success."""
-    async with session.get(f"{url}/files/{key}", headers=auth_headers(token)) as resp:
+    async with session.get(f"{url}/files/{key}{query}", headers=auth_headers(token)) as resp:
         if resp.status != 200:
             return f"GET {key}: HTTP {resp.status}: {(await resp.text())[:200]}"
         digest, got = hashlib.sha256(), 0
@@ -229,6 +230,7 @@ class BenchOptions:
     fsync: str = "always"
     replicas: int | None = None
     write_quorum: int | None = None
+    read_quorum: int | None = None  # ?r= on every GET (1: one replica's copy, no quorum lookup)
     data_dir: Path | None = None
     keep: bool = False
     mem_1g: bool = False
@@ -284,6 +286,8 @@ def check_options(opts: BenchOptions) -> BenchOptions:
         raise BenchError("--replicas must be between 1 and the number of local nodes")
     if opts.write_quorum is not None and opts.write_quorum < 1:
         raise BenchError("--write-quorum must be at least 1")
+    if opts.read_quorum is not None and opts.read_quorum < 1:
+        raise BenchError("--read-quorum must be at least 1")
     parse_phases(",".join(opts.phases))
     return opts
 
@@ -334,6 +338,7 @@ class Bench:
         cursor = iter(todo)
         n_urls = len(self.urls)
         token = self.opts.token
+        query = f"?r={self.opts.read_quorum}" if self.opts.read_quorum else ""
 
         async def worker() -> None:
             nonlocal moved
@@ -345,7 +350,7 @@ class Bench:
                         msg = await put_one(session, self.urls[i % n_urls], key, content, i, shas[i], token)
                     else:
                         url = self.urls[(i + 1) % n_urls]  # another gateway than the PUT's
-                        msg = await get_one(session, url, key, content.size, shas[i], token)
+                        msg = await get_one(session, url, key, content.size, shas[i], token, query)
                 except REQUEST_ERRORS as exc:
                     msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -375,6 +380,7 @@ class Bench:
             p50_ms=round(quantile(latencies, 0.5), 2), p99_ms=round(quantile(latencies, 0.99), 2),
             max_ms=round(latencies[-1] if latencies else 0.0, 2), concurrency=self.opts.concurrency,
             urls=self.urls, fsync=self.opts.fsync if self.opts.local else None,
+            read_quorum=self.opts.read_quorum,
             nodes_peak_rss_mib={u: round(v, 1) for u, v in rss.items()}, first_errors=errors.first,
             nodes_cpu_ms_per_op=round(nodes_cpu / ops * 1000, 3) if nodes_cpu is not None and ops else None,
             client_cpu_ms_per_op=round(client_cpu / ops * 1000, 3) if ops else None,
@@ -513,7 +519,8 @@ def run_bench(opts: BenchOptions) -> int:
         else:
             urls = list(opts.urls)
             pids = dict(zip(urls, opts.pids, strict=False))
-        print(f"gateways: {', '.join(urls)}; concurrency {opts.concurrency}", flush=True)
+        reads = f"r={opts.read_quorum}" if opts.read_quorum else "quorum reads"
+        print(f"gateways: {', '.join(urls)}; concurrency {opts.concurrency}; {reads}", flush=True)
         if opts.mem_1g:
             return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
         return int(run_loop(run_phases(opts, urls, pids)))
@@ -560,6 +567,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
                     help="fsync mode of --local nodes")  # fmt: skip
     ap.add_argument("--replicas", type=int, help="R of --local nodes (default min(3, N))")
     ap.add_argument("--write-quorum", type=int, help="W of --local nodes (default min(2, R))")
+    ap.add_argument("--read-quorum", type=int, help="replicas each GET asks (?r=; default: nodes' R-W+1)")
     ap.add_argument("--data-dir", type=Path, help="parent dir of --local node data (default: temp)")
     ap.add_argument("--keep", action="store_true", help="keep the --local data dir afterwards")
     ap.add_argument(
@@ -572,7 +580,8 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
             pids=[int(p) for p in a.pids.split(",") if p.strip()] if a.pids else [],
             token=a.token, concurrency=a.concurrency, phases=parse_phases(a.phases),
             count_4k=a.count_4k, count_1m=a.count_1m, count_64m=a.count_64m, json=a.json, fsync=a.fsync,
-            replicas=a.replicas, write_quorum=a.write_quorum, data_dir=a.data_dir, keep=a.keep,
+            replicas=a.replicas, write_quorum=a.write_quorum, read_quorum=a.read_quorum,
+            data_dir=a.data_dir, keep=a.keep,
             mem_1g=a.mem_1g,
         ))  # fmt: skip
     except (BenchError, ValueError) as exc:

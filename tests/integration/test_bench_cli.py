@@ -21,7 +21,7 @@ def test_bench_local_node_writes_one_json_line_per_phase(tmp_path: Path) -> None
     out = tmp_path / "bench.jsonl"
     res = bench(
         "--local", "1", "--phases", "put-4k,get-4k", "--count-4k", "50", "--concurrency", "4",
-        "--json", str(out), "--data-dir", str(tmp_path / "nodes"),
+        "--json", str(out), "--data-dir", str(tmp_path / "nodes"), "--read-quorum", "1",
     )  # fmt: skip
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Traceback" not in res.stderr
@@ -32,10 +32,11 @@ def test_bench_local_node_writes_one_json_line_per_phase(tmp_path: Path) -> None
         assert r["ops"] == 50
         assert r["ops_per_s"] > 0
         assert r["errors"] == 0
+        assert r["read_quorum"] == 1
         assert r["nodes_peak_rss_mib"], r  # the local node's peak RSS was read
         assert r["nodes_cpu_ms_per_op"] is not None and r["client_cpu_ms_per_op"] > 0, r  # CPU too
     assert records[0]["nodes_cpu_ms_per_op"] > 0  # 50 PUTs: several clock ticks of node CPU
-    assert "put-4k" in res.stdout and "peak RSS" in res.stdout
+    assert "put-4k" in res.stdout and "peak RSS" in res.stdout and "; r=1" in res.stdout
 
 
 def test_bench_bad_option_is_one_clear_line(tmp_path: Path) -> None:
@@ -44,6 +45,9 @@ def test_bench_bad_option_is_one_clear_line(tmp_path: Path) -> None:
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines == ["error: phase get-4k needs put-4k before it"], res.stderr
     assert not (tmp_path / "x.jsonl").exists()  # nothing ran
+    res = bench("--local", "1", "--read-quorum", "0", timeout=30)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: --read-quorum must be at least 1", res.stderr
     res = bench("--concurrency", "many", timeout=30)
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
