@@ -77,6 +77,9 @@ class Housekeeper(BackgroundLoop):
         if settled and now - self._last_handoff < HANDOFF_RESCAN:
             return
         self._placement_seen, self._last_handoff = placement, now
+        if self.cluster.node.node_id in placement and len(placement) <= self.cluster.node.config.replicas:
+            self._surplus_left = False  # every member holds every key: nothing can be surplus
+            return
         self.handoff_running = True
         try:
             await self._handoff()
@@ -89,16 +92,20 @@ class Housekeeper(BackgroundLoop):
         me = cluster.node.node_id
 
         def plan() -> tuple[set[str], list[ManifestEntry]]:
+            # Only entries with a chunk held here matter: one whose chunks are all absent is
+            # neither surplus nor protects a chunk from being dropped. So placement is computed
+            # just for those, and whole entries are read just for the surplus ones.
+            small = set(store.db.small_chunk_shas())  # one query instead of one per chunk
             needed: set[str] = set()
-            surplus: list[ManifestEntry] = []
-            for e in yielding(store.db.iter_all()):
-                if e.deleted or not e.chunks:
+            surplus: list[str] = []
+            for key, deleted, chunks in yielding(store.db.iter_chunk_lists()):
+                if deleted or not chunks or not any(c in small or store.chunks.has(c) for c in chunks):
                     continue
-                if me in cluster.replicas_for(e.key):
-                    needed.update(e.chunks)
-                elif any(store.has_chunk(c) for c in e.chunks):
-                    surplus.append(e)
-            return needed, surplus
+                if me in cluster.replicas_for(key):
+                    needed.update(chunks)
+                else:
+                    surplus.append(key)
+            return needed, [e for k in surplus if (e := store.db.get(k)) is not None]
 
         needed, surplus = await store.in_io(plan)
         left = 0

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..core.repair import plan_repairs
+from ..core.repair import keys_lacking_chunks, plan_repairs
 from ..errors import Unavailable
 from .background import BackgroundLoop, yielding
 
@@ -153,20 +153,20 @@ class Repairer(BackgroundLoop):
         self.stats.running = True
         self.stats.last_pass_started = time.time()
 
-        def entries():
-            if keys is None:
-                return yielding(store.db.iter_all())
-            return (e for k in sorted(keys) if (e := store.db.get(k)) is not None)
+        def entries(wanted: set[str] | list[str]) -> Any:
+            return (e for k in sorted(wanted) if (e := store.db.get(k)) is not None)
 
         def plan() -> list[Any]:
+            me, replicas_for = node.node_id, self.cluster.replicas_for
             if keys is not None:
-                return plan_repairs(entries(), node.node_id, self.cluster.replicas_for, store.has_chunk)
+                return plan_repairs(entries(keys), me, replicas_for, store.has_chunk)
             small = set(store.db.small_chunk_shas())  # one query instead of one per chunk
 
             def has(sha: str) -> bool:
                 return sha in small or store.chunks.has(sha)
 
-            return plan_repairs(entries(), node.node_id, self.cluster.replicas_for, has)
+            lacking = keys_lacking_chunks(yielding(store.db.iter_chunk_lists()), me, replicas_for, has)
+            return plan_repairs(entries(lacking), me, replicas_for, has)
 
         tasks = await store.in_io(plan)
         needing = {t.key for t in tasks}

@@ -36,11 +36,31 @@ def plan_repairs(
     for entry in entries:
         if entry.deleted or not entry.chunks:
             continue
+        missing = tuple(dict.fromkeys(c for c in entry.chunks if not has_chunk(c)))
+        if not missing:
+            continue  # whole here: no placement to compute
         replicas = replicas_for(entry.key)
         if self_id not in replicas:
             continue
-        missing = tuple(dict.fromkeys(c for c in entry.chunks if not has_chunk(c)))
-        if missing:
-            sources = tuple(r for r in replicas if r != self_id)
-            tasks.append(RepairTask(entry, missing, sources))
+        sources = tuple(r for r in replicas if r != self_id)
+        tasks.append(RepairTask(entry, missing, sources))
     return tasks
+
+
+def keys_lacking_chunks(
+    rows: Iterable[tuple[str, bool, tuple[str, ...]]],
+    self_id: str,
+    replicas_for: Callable[[str], list[str]],
+    has_chunk: Callable[[str], bool],
+) -> list[str]:
+    """Keys of the live entries, given as (key, deleted, chunks), that this node is a replica of
+    and lacks a chunk of: the cheap first look of a full pass (plan_repairs then plans just
+    these). Chunks are checked before placement, so a node that holds all it should computes
+    no placement at all."""
+    keys = []
+    for key, deleted, chunks in rows:
+        if deleted or not chunks or all(has_chunk(c) for c in chunks):
+            continue
+        if self_id in replicas_for(key):
+            keys.append(key)
+    return keys

@@ -80,3 +80,15 @@ def test_a_lookup_tells_whether_a_small_files_content_is_here(tmp_path: Path) ->
     db.delete_small_chunks([sha])
     assert db.get_with_small("small") == (small, False)
     db.close()
+
+
+def test_chunk_lists_of_every_entry_in_key_order_across_batches(tmp_path: Path) -> None:
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    try:
+        db.apply([entry(k, 1) for k in ("e", "a", "d", "b")] + [entry("c", 1, deleted=True)])
+        rows = list(db.iter_chunk_lists(batch=2))
+        assert rows == [("a", False, ("b" * 64,)), ("b", False, ("b" * 64,)), ("c", True, ()),
+                        ("d", False, ("b" * 64,)), ("e", False, ("b" * 64,))]  # fmt: skip
+        assert rows == [(e.key, e.deleted, e.chunks) for e in db.iter_all()]
+    finally:
+        db.close()
