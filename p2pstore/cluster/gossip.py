@@ -108,8 +108,8 @@ class Gossip:
         """Durably record (term, voted_for) before any message of that decision leaves."""
         state = self.election.hard_state()
         if state != self._hard_state:
-            self.db.set_state("term", str(state[0]).encode())
-            self.db.set_state("voted_for", (state[1] or "").encode())
+            # together: a crash between two writes could pair a new term with an old vote
+            self.db.set_states({"term": str(state[0]).encode(), "voted_for": (state[1] or "").encode()})
             self._hard_state = state
 
     # ---- views ----

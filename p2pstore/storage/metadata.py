@@ -363,8 +363,18 @@ class MetadataDB:
 
     def set_state(self, name: str, value: bytes) -> None:
         """Durably store one small value (own connection, so callable from the event loop)."""
+        self.set_states({name: value})
+
+    def set_states(self, values: dict[str, bytes]) -> None:
+        """Durably store small values together: one transaction, one fsync, all or none."""
         with self._kv_lock:
-            self._kv.execute("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", (name, value))
+            self._kv.execute("BEGIN IMMEDIATE")
+            try:
+                self._kv.executemany("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", values.items())
+                self._kv.execute("COMMIT")
+            except BaseException:
+                self._kv.execute("ROLLBACK")
+                raise
 
     def backup_to(self, dest: Path) -> None:
         """Consistent snapshot via SQLite's online backup API."""

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from p2pstore.core.manifest import BucketDigest, ManifestEntry, bucket_of, sub_digest, sub_digest_of_hashes
 from p2pstore.storage.metadata import MetadataDB
 
@@ -92,3 +94,20 @@ def test_chunk_lists_of_every_entry_in_key_order_across_batches(tmp_path: Path) 
         assert rows == [(e.key, e.deleted, e.chunks) for e in db.iter_all()]
     finally:
         db.close()
+
+
+def test_small_values_stored_together_are_all_or_none(tmp_path: Path) -> None:
+    db = MetadataDB(tmp_path / "m.sqlite", "always")
+    try:
+        db.set_states({"term": b"5", "voted_for": b"n1"})
+        assert (db.get_state("term"), db.get_state("voted_for")) == (b"5", b"n1")
+        with pytest.raises(sqlite3.Error):  # the second value cannot be stored
+            db.set_states({"term": b"6", "voted_for": object()})  # type: ignore[dict-item]
+        assert (db.get_state("term"), db.get_state("voted_for")) == (b"5", b"n1")  # no new term alone
+    finally:
+        db.close()
+    reopened = MetadataDB(tmp_path / "m.sqlite", "always")
+    try:
+        assert reopened.get_state("term") == b"5"
+    finally:
+        reopened.close()
