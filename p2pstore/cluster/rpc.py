@@ -147,7 +147,7 @@ class Connection(asyncio.Protocol):
         end = self._head.find(b"\r\n\r\n")
         if end < 0:
             if len(self._head) > MAX_HEAD:
-                self.upgraded.set_exception(RpcError("RPC upgrade answer too long"))
+                self._upgrade_failed(RpcError("RPC upgrade answer too long"))
                 self.close_soon()
             return b""
         head, rest, self._head = self._head[:end], self._head[end + 4 :], b""
@@ -157,11 +157,16 @@ class Connection(asyncio.Protocol):
             self.upgraded.set_result(None)
             return rest
         if status in (404, 405):
-            self.upgraded.set_exception(RpcUnsupported(f"no RPC endpoint (HTTP {status})"))
+            self._upgrade_failed(RpcUnsupported(f"no RPC endpoint (HTTP {status})"))
         else:
-            self.upgraded.set_exception(RpcError(f"RPC upgrade refused: HTTP {status}", status or None))
+            self._upgrade_failed(RpcError(f"RPC upgrade refused: HTTP {status}", status or None))
         self.close_soon()
         return b""
+
+    def _upgrade_failed(self, exc: RpcError) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(exc)
+            self.upgraded.exception()  # whoever still waits gets it; nobody waiting is no error
 
     def pause_writing(self) -> None:
         self.writer.pause_writing()
@@ -172,8 +177,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.writer.connection_lost()
-        if not self.upgraded.done():
-            self.upgraded.set_exception(RpcError("connection closed during the RPC upgrade"))
+        self._upgrade_failed(RpcError("connection closed during the RPC upgrade"))
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_exception(RpcError("connection to peer closed"))
