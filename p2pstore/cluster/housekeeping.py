@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2pstore.housekeeping")
 
-FULL_GC_INTERVAL = 3600.0  # seconds between full orphan scans (the first round is one)
+FULL_GC_INTERVAL = 3600.0  # seconds between full orphan scans (the first: once clients pause)
 MAX_CHUNK_GC_AGE = 600.0  # also the staging lifetime: dedupe touches keep live chunks young
 BATCH = 500
 HANDOFF_RESCAN = 300.0
@@ -48,7 +48,8 @@ class Housekeeper(BackgroundLoop):
         self._last_handoff = 0.0
         self._surplus_left = False
         self.handoff_running = False
-        self._last_full_gc = -FULL_GC_INTERVAL
+        self._started = time.monotonic()
+        self._last_full_gc: float | None = None
 
     def stats(self) -> dict[str, int]:
         return {
@@ -158,7 +159,10 @@ class Housekeeper(BackgroundLoop):
         between writing a chunk and committing its entry) now and then."""
         age = min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
         now = time.monotonic()
-        full = now - self._last_full_gc >= FULL_GC_INTERVAL
+        if self._last_full_gc is None:  # the first scan waits for a moment without client traffic
+            full = not self.cluster.node.serving_clients() or now - self._started >= FULL_GC_INTERVAL
+        else:
+            full = now - self._last_full_gc >= FULL_GC_INTERVAL
         if full:
             self._last_full_gc = now
         self.chunks_collected += await self.cluster.node.store.collect_garbage(age, full)

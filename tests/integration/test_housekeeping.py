@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 
@@ -12,6 +14,7 @@ import aiohttp
 import pytest
 
 from p2pstore.core.placement import replicas as place
+from p2pstore.storage.chunks import ChunkStore
 from tests.support.processes import NodeProcess, wait_for
 
 PERIOD = 0.2
@@ -120,3 +123,26 @@ def test_long_dead_node_is_replaced_then_surplus_removed(node_factory) -> None:
         interval=0.5,
         message="surplus copies removed after the owners confirmed",
     )
+
+
+async def test_the_first_orphan_scan_waits_while_clients_are_served(node_factory) -> None:
+    """A crash can leave a chunk file no entry references; the full scan that finds such files
+    reads every chunk name and every reference, so after a start it waits for a moment without
+    client requests instead of competing with them (at 100,000 files: ~3 % of the nodes' time)."""
+    node = node_factory(1, fsync="never", gossip_interval=PERIOD, tombstone_grace=1)[0]
+    node.terminate()
+    orphan = b"left behind by a crash" * 100
+    path = ChunkStore(node.data_dir, "never").path(hashlib.sha256(orphan).hexdigest())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orphan)
+    os.utime(path, (time.time() - 3600, time.time() - 3600))  # old enough to collect
+    node.start()
+    node.wait_ready()
+    busy_until = time.monotonic() + 8  # four housekeeping rounds (every 2 s)
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < busy_until:
+            async with s.get(f"{node.url}/files/nothing-here") as r:
+                assert r.status == 404
+            await asyncio.sleep(0.1)
+            assert path.exists(), "the orphan scan ran while clients were being served"
+    wait_for(lambda: not path.exists(), 20, message="orphan chunk collected once clients paused")
