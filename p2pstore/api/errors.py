@@ -9,6 +9,7 @@ from aiohttp import web
 from ..errors import StoreError
 
 log = logging.getLogger(__name__)
+CLIENT_GONE = 499  # counted in metrics as 4xx, as nginx does: the answer cannot be delivered
 
 
 def error_response(status: int, message: str, detail: object = None) -> web.Response:
@@ -16,8 +17,8 @@ def error_response(status: int, message: str, detail: object = None) -> web.Resp
 
 
 def json_error(request: web.Request, exc: Exception) -> web.Response:
-    """The JSON answer for an error a handler raised; re-raised when there is nothing to
-    answer (a redirect, a client that went away). Never leaks a traceback."""
+    """The JSON answer for an error a handler raised (a redirect is re-raised). Never leaks a
+    traceback; a client that went away is no error to log (aiohttp drops the answer quietly)."""
     if isinstance(exc, StoreError):
         return error_response(exc.status, exc.message, exc.detail)
     if isinstance(exc, web.HTTPException):
@@ -29,7 +30,7 @@ def json_error(request: web.Request, exc: Exception) -> web.Response:
         return resp
     if isinstance(exc, OSError):
         if request.transport is None or request.transport.is_closing():
-            raise exc  # the client went away; nothing to answer
+            return error_response(CLIENT_GONE, "the client closed the connection")  # never sent
         log.error("I/O error serving %s %s", request.method, request.path, exc_info=exc)
         return error_response(500, f"I/O error: {exc}")
     log.error("unexpected error serving %s %s", request.method, request.path, exc_info=exc)

@@ -242,7 +242,8 @@ class Channel:
                 raise
             except (TimeoutError, OSError) as exc:
                 self.refused_at = time.monotonic()
-                raise RpcError(f"{type(exc).__name__}: {exc}") from exc
+                why = str(exc) or f"no connection within {timeout:g}s"
+                raise RpcError(f"{type(exc).__name__}: {why}") from exc
             self.refused_at = None
             self.conn = conn
             return conn

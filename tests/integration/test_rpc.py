@@ -224,3 +224,29 @@ async def test_a_call_keeps_its_deadline_while_another_caller_connects() -> None
     finally:
         await transport.close()
         silent.close()
+
+
+async def test_a_peer_gone_before_its_upgrade_is_answered_is_no_error(one_node) -> None:
+    """Callers give up on a stopped node's upgrade after a few seconds; when it resumes it finds
+    their requests with the connections already closed: nothing to answer, nothing to log."""
+    host, port = address_of(one_node).split(":")
+    one_node.pause()
+    try:
+        for _ in range(3):  # queued in the kernel: the request, then the close
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
+                f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            writer.close()
+    finally:
+        one_node.resume()
+    transport = Transport(SECRET)
+    try:
+        answer = await transport.call(address_of(one_node), "/entries", {"keys": []}, timeout=10)
+        assert answer == {"views": []}
+    finally:
+        await transport.close()
+    log = one_node.log_text()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
