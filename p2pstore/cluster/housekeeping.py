@@ -96,11 +96,11 @@ class Housekeeper(BackgroundLoop):
             # Only entries with a chunk held here matter: one whose chunks are all absent is
             # neither surplus nor protects a chunk from being dropped. So placement is computed
             # just for those, and whole entries are read just for the surplus ones.
-            small = set(store.db.small_chunk_shas())  # one query instead of one per chunk
+            held = store.chunk_presence()
             needed: set[str] = set()
             surplus: list[str] = []
             for key, deleted, chunks in yielding(store.db.iter_chunk_lists()):
-                if deleted or not chunks or not any(c in small or store.chunks.has(c) for c in chunks):
+                if deleted or not chunks or not any(held(c) for c in chunks):
                     continue
                 if me in cluster.replicas_for(key):
                     needed.update(chunks)

@@ -160,11 +160,7 @@ class Repairer(BackgroundLoop):
             me, replicas_for = node.node_id, self.cluster.replicas_for
             if keys is not None:
                 return plan_repairs(entries(keys), me, replicas_for, store.has_chunk)
-            small = set(store.db.small_chunk_shas())  # one query instead of one per chunk
-
-            def has(sha: str) -> bool:
-                return sha in small or store.chunks.has(sha)
-
+            has = store.chunk_presence()
             lacking = keys_lacking_chunks(yielding(store.db.iter_chunk_lists()), me, replicas_for, has)
             return plan_repairs(entries(lacking), me, replicas_for, has)
 

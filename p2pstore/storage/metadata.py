@@ -187,29 +187,26 @@ class MetadataDB:
         rows = self._read(sql, (prefix, prefix + MAX_TEXT, after, limit))
         return [row_to_entry(r) for r in rows]
 
-    def iter_all(self, batch: int = 2000) -> Iterator[ManifestEntry]:
-        """Every entry, tombstones included, in key order, read in batches."""
+    def _scan(self, columns: str, batch: int) -> Iterator[tuple]:
+        """``columns`` (key first) of every entry, tombstones included, in key order, in pages."""
         after = ""
         while True:
-            page = self.list(after=after, limit=batch, include_deleted=True)
-            yield from page
-            if len(page) < batch:
+            sql = f"SELECT {columns} FROM files WHERE key > ? ORDER BY key LIMIT ?"
+            rows = self._read(sql, (after, batch))
+            yield from rows
+            if len(rows) < batch:
                 return
-            after = page[-1].key
+            after = rows[-1][0]
+
+    def iter_all(self, batch: int = 2000) -> Iterator[ManifestEntry]:
+        """Every entry, tombstones included, in key order, read in batches."""
+        return (row_to_entry(row) for row in self._scan(ENTRY_COLUMNS, batch))
 
     def iter_chunk_lists(self, batch: int = 5000) -> Iterator[tuple[str, bool, tuple[str, ...]]]:
         """(key, deleted, chunks) of every entry, in key order: what full scans (repair planning,
         handoff) look at, without decoding whole entries (a tenth of the cost at 100,000)."""
-        after = ""
-        while True:
-            rows = self._read(
-                "SELECT key, deleted, chunks FROM files WHERE key > ? ORDER BY key LIMIT ?", (after, batch)
-            )
-            for key, deleted, chunks in rows:
-                yield key, bool(deleted), unpack_chunks(chunks)
-            if len(rows) < batch:
-                return
-            after = rows[-1][0]
+        rows = self._scan("key, deleted, chunks", batch)
+        return ((key, bool(deleted), unpack_chunks(chunks)) for key, deleted, chunks in rows)
 
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket = ?", (bucket,))

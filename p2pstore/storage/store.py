@@ -194,6 +194,12 @@ class LocalStore:
             return self.db.has_small_chunk(sha) or self.chunks.has(sha)
         return self.chunks.has(sha) or self.db.has_small_chunk(sha)
 
+    def chunk_presence(self) -> Callable[[str], bool]:
+        """``has_chunk`` for scans over many entries: the small chunks' names read in one query
+        (a snapshot) instead of one query per chunk; chunk files are looked up as they come."""
+        small = set(self.db.small_chunk_shas())
+        return lambda sha: sha in small or self.chunks.has(sha)
+
     def chunk_length(self, sha: str) -> int | None:
         length = self.chunks.length(sha)
         return length if length is not None else self.db.small_chunk_length(sha)
