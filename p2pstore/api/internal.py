@@ -27,7 +27,7 @@ from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, StoreError, Unauthorized
 from ..storage.chunks import is_sha256_hex
 from .http import send_bytes
-from .metrics import REQUESTS
+from .metrics import REQUESTS, RPC_READ_PAUSES
 from .public import READ_SIZE, check_sha_header, get_node
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ MAX_KEYS_PER_LOOKUP = 10_000
 _warned: set[str] = set()
 RPC_SESSIONS = web.AppKey("rpc_sessions", set)
 MAX_CALLS_IN_FLIGHT = 1024  # per peer stream; reading pauses above this
-ANSWER_HIGH_WATER = 4 * 1024 * 1024  # bytes of unsent answers before a call waits to send its own
+ANSWER_HIGH_WATER = 4 * 1024 * 1024  # bytes of unsent answers; reading pauses above this
 
 
 def check_cluster_secret(request: web.Request) -> None:
@@ -242,6 +242,7 @@ class StreamSession:
         self.calls: set[asyncio.Task] = set()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reading_paused = False
+        self._draining: asyncio.Task | None = None  # waits for the socket to take our answers
 
     # ---- fed by aiohttp's RequestHandler ----
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -263,22 +264,59 @@ class StreamSession:
             return True, b""
         finally:
             if answers:  # the answers to calls that arrived together leave together
-                with contextlib.suppress(ConnectionError):
-                    self.writer.write(b"".join(answers))
-        if len(self.calls) >= MAX_CALLS_IN_FLIGHT and not self._reading_paused:
-            self._reading_paused = True  # a peer sending faster than we answer: stop reading
-            self.protocol.pause_reading()
+                self.send(b"".join(answers))
+        if len(self.calls) >= MAX_CALLS_IN_FLIGHT:
+            self._pause("calls")  # a peer calling faster than we answer
         return False, b""
 
     def feed_eof(self) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
 
+    # ---- flow control: a peer's calls are read only while we keep up with them ----
+    def send(self, data: bytes) -> None:
+        """Queue answers; stop reading calls while the peer leaves too many of them unread."""
+        with contextlib.suppress(ConnectionError):
+            self.writer.write(data)
+            if self._draining is None and self.writer.transport.get_write_buffer_size() > ANSWER_HIGH_WATER:  # type: ignore[union-attr]
+                self._pause("answers")
+                self._draining = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            drain = getattr(self.protocol, "_drain_helper", None)  # aiohttp's own flow control
+            if drain is not None:
+                await drain()
+        except ConnectionError:  # the peer is gone: nothing to resume
+            return
+        finally:
+            self._draining = None
+        self._maybe_resume()
+
+    def _pause(self, reason: str) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            RPC_READ_PAUSES[reason] += 1
+            log.debug("stream from %s: reading paused (%s)", self.peer, reason)
+            # the transport itself: aiohttp's pause_reading() would pause its HTTP parser, which
+            # the upgraded stream no longer uses (and asserts on)
+            with contextlib.suppress(AttributeError, RuntimeError):
+                self.writer.transport.pause_reading()  # type: ignore[union-attr]
+
+    def _maybe_resume(self) -> None:
+        if self._reading_paused and self._draining is None and len(self.calls) < MAX_CALLS_IN_FLIGHT // 2:
+            self._reading_paused = False
+            with contextlib.suppress(AttributeError, RuntimeError):
+                self.writer.transport.resume_reading()  # type: ignore[union-attr]
+
     def _call_done(self, task: asyncio.Task) -> None:
         self.calls.discard(task)
-        if self._reading_paused and len(self.calls) < MAX_CALLS_IN_FLIGHT // 2:
-            self._reading_paused = False
-            self.protocol.resume_reading()
+        self._maybe_resume()
+
+    def cancel_calls(self) -> None:
+        """The stream ended: nobody will read what the calls still running would answer."""
+        for task in [*self.calls, *([self._draining] if self._draining else [])]:
+            task.cancel()
 
     def close(self) -> None:
         if self.writer.transport is not None:
@@ -313,12 +351,7 @@ class StreamSession:
             answer = self.answer(call_id, method, await handler(self.node, body, self.peer))
         except Exception as exc:
             answer = self.answer(call_id, method if handler else "?", exc=exc)
-        with contextlib.suppress(ConnectionError):
-            self.writer.write(pack(answer))
-            if self.writer.transport.get_write_buffer_size() > ANSWER_HIGH_WATER:  # type: ignore[union-attr]
-                drain = getattr(self.protocol, "_drain_helper", None)  # aiohttp's own flow control
-                if drain is not None:
-                    await drain()
+        self.send(pack(answer))
 
 
 async def rpc_stream(request: web.Request) -> web.StreamResponse:
@@ -334,8 +367,7 @@ async def rpc_stream(request: web.Request) -> web.StreamResponse:
         await session.closed
     finally:
         request.app[RPC_SESSIONS].discard(session)
-        for task in list(session.calls):
-            task.cancel()
+        session.cancel_calls()
     return resp
 
 

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 REQUESTS: Counter[tuple[str, str, str]] = Counter()  # (api, method, status class) -> count
 BYTES_IN: Counter[str] = Counter()  # api -> request body bytes announced by Content-Length
+RPC_READ_PAUSES: Counter[str] = Counter()  # why a peer's RPC stream stopped being read -> times
 
 
 STATES = ("alive", "suspect", "dead", "left")
@@ -65,6 +66,12 @@ def render_metrics(node: Node) -> str:
               "# TYPE p2pstore_request_bytes_total counter"]  # fmt: skip
     for api, n in sorted(BYTES_IN.items()):
         lines.append(f'p2pstore_request_bytes_total{{{labels},api="{api}"}} {n}')
+    lines += ["# HELP p2pstore_rpc_read_pauses_total Times a peer's RPC stream was not read for a while: "
+              "too many of its calls in flight, or too many answers it left unread",
+              "# TYPE p2pstore_rpc_read_pauses_total counter"]  # fmt: skip
+    for reason in ("calls", "answers"):
+        n = RPC_READ_PAUSES[reason]
+        lines.append(f'p2pstore_rpc_read_pauses_total{{{labels},reason="{reason}"}} {n}')
     lines += ["# HELP p2pstore_gc_collections_total Python cyclic GC passes by generation (2: full)",
               "# TYPE p2pstore_gc_collections_total counter"]  # fmt: skip
     for generation, stats in enumerate(gc.get_stats()):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -25,9 +27,15 @@ def address_of(node) -> str:
     return node.url.removeprefix("http://")
 
 
-async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw RPC stream to a node: the upgrade request by hand, the 101 answer read."""
-    reader, writer = await asyncio.open_connection(host, port)
+async def open_stream(
+    host: str, port: int, sock: socket.socket | None = None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw RPC stream to a node (or over ``sock``, connected to it): the upgrade request by
+    hand, the 101 answer read."""
+    if sock is None:
+        reader, writer = await asyncio.open_connection(host, port)
+    else:
+        reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
         f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
         f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
@@ -250,3 +258,64 @@ async def test_a_peer_gone_before_its_upgrade_is_answered_is_no_error(one_node) 
         await transport.close()
     log = one_node.log_text()
     assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+
+
+async def read_pauses(session: aiohttp.ClientSession, node) -> dict[str, int]:
+    """The node's count of RPC read pauses by reason, from /metrics."""
+    async with session.get(f"{node.url}/metrics") as resp:
+        text = await resp.text()
+    pauses = re.findall(r'^p2pstore_rpc_read_pauses_total\{.*reason="(\w+)"\} (\d+)$', text, re.M)
+    return {reason: int(n) for reason, n in pauses}
+
+
+async def read_answers(reader: asyncio.StreamReader, count: int) -> dict[int, tuple[int, Any]]:
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=64 << 20)
+    answers: dict[int, tuple[int, Any]] = {}
+    while len(answers) < count:
+        data = await asyncio.wait_for(reader.read(1 << 20), 30)
+        assert data, f"stream ended after {len(answers)} of {count} answers"
+        unpacker.feed(data)
+        answers.update({call_id: (status, body) for call_id, status, body in unpacker})
+    return answers
+
+
+async def test_a_peer_is_not_read_while_its_calls_or_unread_answers_pile_up(one_node) -> None:
+    """Flow control on the serving end: reading a peer's stream pauses while more than 1,024 of
+    its calls are running, and while more than 4 MiB of answers wait for it to read them; it
+    resumes once they drain, and every call is answered (no deadlock, nothing dropped)."""
+    host, port = address_of(one_node).split(":")
+    async with aiohttp.ClientSession() as http:
+        before = await read_pauses(http, one_node)
+        assert set(before) == {"calls", "answers"}
+        reader, writer = await open_stream(host, int(port))
+        try:
+            # 10,000 calls that each need a task (abort is async), sent at once
+            writer.write(b"".join(pack([i, "abort", {"upload": f"u{i}"}]) for i in range(10_000)))
+            answers = await read_answers(reader, 10_000)
+            assert all(answers[i] == (200, {"ok": True}) for i in range(10_000))
+            assert (await read_pauses(http, one_node))["calls"] > before["calls"]
+        finally:
+            writer.close()
+
+        # a peer that sends lookups but reads none of the answers (~1.7 MiB each)
+        key = "big-answers/" + "k" * 88
+        async with http.put(f"{one_node.url}/files/{key}", data=b"x") as resp:
+            assert resp.status == 201
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # little room in the kernel
+        sock.connect((host, int(port)))
+        sock.setblocking(False)
+        reader, writer = await open_stream(host, int(port), sock=sock)
+        try:
+            keys = [key] * 5_000
+            calls = 12
+            writer.write(b"".join(pack([i, "entries", {"keys": keys}]) for i in range(calls)))
+            deadline = asyncio.get_running_loop().time() + 60
+            while (await read_pauses(http, one_node))["answers"] == before["answers"]:
+                assert asyncio.get_running_loop().time() < deadline, "reading never paused for answers"
+                await asyncio.sleep(0.1)
+            assert one_node.health(timeout=5) is not None  # others are still served meanwhile
+            answers = await read_answers(reader, calls)
+            assert all(status == 200 and len(body["views"]) == len(keys) for status, body in answers.values())
+        finally:
+            writer.close()
