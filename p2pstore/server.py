@@ -114,15 +114,30 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         log.info("node %s stopped", node.node_id)
 
 
+def install_uvloop() -> bool:
+    """Run on uvloop, with aiohttp's vectored writes back on; False without uvloop.
+
+    On Python < 3.12.9 aiohttp never calls ``transport.writelines`` (asyncio's was unsafe on
+    3.12.0-3.12.8) and joins a message's headers and body into one new bytes object instead: a
+    1 MiB answer or replica write was copied, or (to avoid that) sent as two writes, each waking
+    the receiver. uvloop's ``writelines`` is one ``writev`` without a copy, so on uvloop headers
+    and body leave together.
+    """
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return False
+    from aiohttp import http_writer
+
+    uvloop.install()
+    http_writer.SKIP_WRITELINES = False
+    return True
+
+
 def run_node(cfg: NodeConfig) -> None:
     """Blocking entry point used by ``p2pstore node start``."""
     setup_logging(cfg.log_level)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        pass
+    install_uvloop()
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -1,15 +1,11 @@
-"""Small HTTP helpers shared by handlers: Range parsing, dates, ETags, byte bodies."""
+"""Small HTTP helpers shared by handlers: Range parsing, dates, ETags."""
 
 from __future__ import annotations
 
 import email.utils
 import functools
 import re
-from collections.abc import Mapping
 
-from aiohttp import web
-
-from ..cluster.transport import COALESCE_LIMIT
 from ..errors import RangeNotSatisfiable
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -62,25 +58,3 @@ def etag_matches(header: str | None, sha256: str) -> bool:
     tags = [t.strip() for t in header.split(",")]
     return any(t == "*" or t.removeprefix("W/") == etag_of(sha256) for t in tags)
 
-
-async def send_bytes(
-    request: web.Request, body: bytes, status: int = 200, headers: Mapping[str, str] | None = None,
-    content_type: str | None = None,
-) -> web.StreamResponse:
-    """Answer with ``body`` without copying it when it is large.
-
-    ``web.Response`` sends headers and body in one write, which aiohttp does by joining them
-    into a new bytes object on Python < 3.12.9 (it avoids ``writelines`` there): a full copy and
-    a fresh allocation per MiB served. Large bodies therefore go out as headers, then the body
-    object itself.
-    """  # fmt: skip
-    if len(body) <= COALESCE_LIMIT:
-        return web.Response(status=status, headers=headers, body=body, content_type=content_type)
-    resp = web.StreamResponse(status=status, headers=headers)
-    if content_type is not None:
-        resp.content_type = content_type
-    resp.content_length = len(body)
-    await resp.prepare(request)
-    await resp.write(body)
-    await resp.write_eof()
-    return resp

@@ -26,7 +26,6 @@ from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL, FrameReader, Writer
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, StoreError, Unauthorized
 from ..storage.chunks import is_sha256_hex
-from .http import send_bytes
 from .metrics import REQUESTS, RPC_READ_PAUSES
 from .public import READ_SIZE, check_sha_header, get_node
 
@@ -394,7 +393,7 @@ async def chunk(request: web.Request) -> web.Response:
         data = await get_node(request).store.read_chunk(sha)
     except FileNotFoundError as exc:
         raise NotFound(f"chunk {sha[:12]} not on this node") from exc
-    return await send_bytes(request, data, content_type="application/octet-stream")
+    return web.Response(body=data, content_type="application/octet-stream")
 
 
 async def close_rpc_sessions(app: web.Application) -> None:

@@ -11,7 +11,7 @@ from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, Conflict, LengthRequired, NotFound, StoreError, Unauthorized
 from ..keys import validate_key
 from ..node import Node, WriteResult
-from .http import etag_matches, etag_of, http_date, parse_range, send_bytes
+from .http import etag_matches, etag_of, http_date, parse_range
 from .metrics import render_metrics
 
 NODE_KEY = web.AppKey("node", Node)
@@ -145,7 +145,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     first = await anext(body, None)  # errors before the first byte become a JSON error
     if first is not None and len(first) == end - start:  # all of it at once
         await body.aclose()
-        return await send_bytes(request, first, status, headers)
+        return web.Response(status=status, headers=headers, body=first)  # one writev on uvloop
     await resp.prepare(request)
     try:
         if first is not None:

@@ -18,20 +18,6 @@ from .codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
 from .rpc import RpcClient, RpcError, RpcUnsupported
 
 HTTP_ONLY_RECHECK = 60.0  # seconds before a peer that lacked the RPC stream is offered it again
-COALESCE_LIMIT = 64 * 1024  # bodies up to this size go out in one send with their headers
-
-
-class UncoalescedBytes(aiohttp.BytesPayload):
-    """A large request body written after the headers, as the object it is.
-
-    aiohttp sends headers and body in one write by joining them into a new bytes object on
-    Python < 3.12.9 (it avoids ``writelines`` there): a 1 MiB copy and allocation per replica a
-    gateway sends a write to.
-    """
-
-    async def write_with_length(self, writer: Any, content_length: int | None) -> None:
-        writer.send_headers()
-        await super().write_with_length(writer, content_length)
 
 
 INTERNAL_PREFIX = "/_internal"
@@ -121,11 +107,10 @@ class Transport:
     ) -> Any:
         """POST raw bytes (metadata in ``headers``) and return the decoded msgpack reply."""
         headers = {"Content-Type": "application/octet-stream", **headers}
-        body = UncoalescedBytes(data) if len(data) > COALESCE_LIMIT else data
-        return await self._post(address, path, body, headers, timeout)
+        return await self._post(address, path, data, headers, timeout)
 
     async def _post(
-        self, address: str, path: str, data: bytes | aiohttp.BytesPayload, headers: dict[str, str],
+        self, address: str, path: str, data: bytes, headers: dict[str, str],
         timeout: float | None,
     ) -> Any:  # fmt: skip
         try:

@@ -43,6 +43,7 @@ class ChunkStore:
     def __init__(self, root: Path, fsync: str = "always") -> None:
         self.root = root
         self.chunk_dir = root / "chunks"
+        self._prefix = f"{self.chunk_dir}{os.sep}"
         self.tmp_dir = root / "tmp"
         self.quarantine_dir = root / "quarantine"
         self.fsync = fsync
@@ -52,13 +53,18 @@ class ChunkStore:
     def path(self, sha: str) -> Path:
         return self.chunk_dir / sha[:2] / sha
 
+    def file(self, sha: str) -> str:
+        """``path(sha)`` as a string: reads and lookups check a chunk per request, and building
+        a Path costs more than the stat itself."""
+        return f"{self._prefix}{sha[:2]}/{sha}"
+
     def has(self, sha: str) -> bool:
-        return self.path(sha).exists()
+        return os.path.exists(self.file(sha))
 
     def length(self, sha: str) -> int | None:
         """Size of a stored chunk file, or None when absent (no read, no verification)."""
         try:
-            return self.path(sha).stat().st_size
+            return os.stat(self.file(sha)).st_size
         except FileNotFoundError:
             return None
 
@@ -101,7 +107,7 @@ class ChunkStore:
 
     def read(self, sha: str) -> bytes:
         """Read a chunk and verify it; raise CorruptData on mismatch, FileNotFoundError if absent."""
-        with open(self.path(sha), "rb") as fh:
+        with open(self.file(sha), "rb") as fh:
             data = fh.read()
         if hashlib.sha256(data).hexdigest() != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
