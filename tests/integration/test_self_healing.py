@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import time
 
 import aiohttp
@@ -131,3 +132,36 @@ async def test_recover_command_reports(node_factory) -> None:
     assert f"{target}:" in done.stdout.decode() and "repaired" in done.stdout.decode()
     bad = run_cli("--url", nodes[0].url, "recover", "no-such-node")
     assert bad.returncode == 1 and b"no member named" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+async def test_resync_keeps_to_the_repair_rate(node_factory) -> None:
+    """``--repair-rate`` caps re-sync traffic: 8 MiB missed by a node come back at no more than
+    2 MiB/s (a token bucket: the first chunk at once, then one 1 MiB chunk per half second)."""
+    mib, rate = 1 << 20, 2 << 20
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, repair_rate=rate)
+    wait_members(nodes)
+    down = nodes[2]
+    down_id = down.health()["node_id"]
+    down.kill()
+    payloads = {f"throttled/{i}": os.urandom(mib) for i in range(8)}
+    async with aiohttp.ClientSession() as s:
+        for key, data in payloads.items():
+            async with s.put(f"{nodes[0].url}/files/{key}", data=data) as r:
+                assert r.status == 201, await r.text()
+    down.start()
+    down.wait_ready()
+    first = done = None
+    deadline = time.monotonic() + RESYNC_BOUND
+    while done is None:
+        copied = down.get_json("/status")["repair"]["bytes_copied"]
+        now = time.monotonic()
+        if copied and first is None:
+            first = now
+        if copied >= len(payloads) * mib:
+            done = now
+        assert now < deadline, f"only {copied} bytes re-synced within {RESYNC_BOUND}s"
+        await asyncio.sleep(0.05)
+    assert first is not None
+    # 7 more chunks after the first, 0.5 s each; unthrottled this takes ~0.1 s
+    assert done - first >= 7 * mib / rate - 0.5, f"8 MiB re-synced in {done - first:.2f}s"
+    assert verified_on(down, down_id, "throttled/") == len(payloads)
