@@ -26,6 +26,7 @@ from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLar
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
+from .staging import ChunkStager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +35,7 @@ T = TypeVar("T")
 SPACE_CACHE_SECONDS = 1.0  # how long a free-space reading is trusted ...
 SPACE_MARGIN = 1 << 30  # ... while this much more than the limit is free
 SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with their entry
+FEED_BYTES = 1024 * 1024  # an upload's pieces go to disk in batches of about this much
 
 
 @dataclass
@@ -271,42 +273,51 @@ class LocalStore:
     ) -> StoredBlob:
         """Stage a streamed body as chunk files; raise (and clean up) on any problem.
 
-        Chunk i is hashed and fsynced in a thread while chunk i+1 is read from the network, so
-        memory stays at about two chunks whatever the file size. ``whole_hash=False`` skips the
-        whole-file sha256 (and the ``expected_sha`` check): the gateway feeding this replica
-        computes and checks it once for all replicas.
+        Pieces are written to disk (hashed, chunk by chunk: see staging.py) in an I/O thread
+        while the next pieces arrive from the network, about 1 MiB at a time: memory stays at
+        about 2 MiB per upload whatever the chunk and file size. A body that stays within
+        ``SMALL_CHUNK`` (and below one chunk) is kept in memory and stored with its entry.
+        ``whole_hash=False`` skips the whole-file sha256 (and the ``expected_sha`` check): the
+        gateway feeding this replica computes and checks it once for all replicas.
         """
         self.check_space(expected_size or 0)
         staging = self.chunks.tmp_dir / f"up-{uuid.uuid4().hex}"
         whole = hashlib.sha256() if whole_hash else None
-        chunks: list[str] = []
-        size = 0
+        inline_limit = min(SMALL_CHUNK, self.chunk_size - 1)
+        stager: ChunkStager | None = None
+        held: list[bytes] = []  # pieces not handed to the stager yet
+        held_bytes = size = 0
         pending: asyncio.Future | None = None
-        buf = bytearray()
         try:
             async for piece in body:
                 size += len(piece)
                 if max_size and size > max_size:
                     raise PayloadTooLarge(f"upload larger than the limit of {max_size} bytes")
-                buf += piece
-                while len(buf) >= self.chunk_size:
-                    with memoryview(buf) as view:
-                        block = bytes(view[: self.chunk_size])  # one copy (a bytearray slice made two)
-                    del buf[: self.chunk_size]
+                held.append(piece)
+                held_bytes += len(piece)
+                if stager is None:
+                    if size <= inline_limit:
+                        continue
+                    stager = ChunkStager(staging, self.chunk_size, self.fsync != "never", self.chunks, whole)
+                if held_bytes >= FEED_BYTES:
                     if pending is not None:
-                        chunks.append(await pending)
-                    pending = asyncio.ensure_future(self.in_io(self._stage_chunk, staging, whole, block))
+                        await pending  # one batch on its way to disk at a time, in order
+                    pending = asyncio.ensure_future(self.in_io(stager.feed, held))
+                    held, held_bytes = [], 0
             if pending is not None:
-                chunks.append(await pending)
+                await pending
                 pending = None
             inline = None
-            if buf and not chunks and len(buf) <= SMALL_CHUNK:
-                inline = bytes(buf)  # a small file: no chunk file, stored with its entry
+            if stager is None:
+                inline = b"".join(held)  # a small file: no chunk file, stored with its entry
+                chunks = (hashlib.sha256(inline).hexdigest(),) if inline else ()
                 if whole is not None:
                     whole.update(inline)
-                chunks.append(hashlib.sha256(inline).hexdigest())
-            elif buf:
-                chunks.append(await self.in_io(self._stage_chunk, staging, whole, bytes(buf)))
+                inline = inline or None
+            else:
+                if held:
+                    await self.in_io(stager.feed, held)
+                chunks = tuple(await self.in_io(stager.close))
             digest = whole.hexdigest() if whole is not None else None
             if expected_size is not None and size != expected_size:
                 raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": size})
@@ -315,37 +326,17 @@ class LocalStore:
                     "X-Content-SHA256 does not match the body; nothing stored",
                     {"expected": expected_sha, "actual": digest},
                 )
-            return StoredBlob(size=size, sha256=digest, chunks=tuple(chunks), staging=staging, inline=inline)
+            return StoredBlob(size=size, sha256=digest, chunks=chunks, staging=staging, inline=inline)
         except BaseException as exc:
-            if pending is not None:
-                pending.cancel()
+            if pending is not None:  # let the batch in the thread end before cleaning up after it
                 with contextlib.suppress(BaseException):
                     await pending
+            if stager is not None:
+                await self.in_io(stager.abort)
             await self.in_io(shutil.rmtree, staging, True)
             if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                 raise InsufficientStorage("disk full on this node") from exc
             raise
-
-    def _stage_chunk(self, staging: Path, whole: Any, block: bytes) -> str:
-        if whole is not None:
-            whole.update(block)
-        sha = hashlib.sha256(block).hexdigest()
-        staging.mkdir(exist_ok=True)
-        path = staging / sha
-        if path.exists():
-            return sha
-        existing = self.chunks.path(sha)
-        try:
-            os.utime(existing)  # dedupe: mark it in use so GC leaves it alone for a while
-            return sha
-        except FileNotFoundError:
-            pass
-        with open(path, "wb") as fh:
-            fh.write(block)
-            if self.fsync != "never":
-                fh.flush()
-                os.fsync(fh.fileno())
-        return sha
 
     def _promote(self, blob: StoredBlob) -> None:
         """Move staged chunk files into the chunk store (rename + dir fsync)."""

@@ -1,0 +1,98 @@
+"""Cutting an upload's bytes into staged chunk files as they arrive.
+
+Each chunk is written to a temp file piece by piece while its sha256 is computed, fsynced when
+full, and then renamed to its sha under the upload's staging folder (promoted into the chunk
+store on commit). A node therefore holds only the pieces in hand for an upload, not a whole
+chunk: with 4 MiB chunks, accumulating each chunk in memory first cost ~12 MiB per upload in
+flight (the growing buffer, the cut-off chunk, the next one filling) and two extra copies of
+every byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .chunks import ChunkStore
+
+
+class ChunkStager:
+    """One upload's chunk files. ``feed`` and ``close`` do blocking I/O: call them from an I/O
+    thread, one at a time and in order (the caller awaits each before the next)."""
+
+    def __init__(
+        self, staging: Path, chunk_size: int, fsync: bool, store: ChunkStore, whole: Any = None
+    ) -> None:
+        self.staging = staging
+        self.chunk_size = chunk_size
+        self.fsync = fsync
+        self.store = store
+        self.whole = whole  # the whole file's running sha256, or None (the gateway computes it)
+        self.shas: list[str] = []
+        self._fh: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._digest: Any = None
+        self._filled = 0
+
+    def feed(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
+        for piece in pieces:
+            view = memoryview(piece)
+            while view:
+                if self._fh is None:
+                    self._open()
+                part = view[: self.chunk_size - self._filled]
+                self._fh.write(part)  # type: ignore[union-attr]
+                self._digest.update(part)
+                if self.whole is not None:
+                    self.whole.update(part)
+                self._filled += len(part)
+                view = view[len(part) :]
+                if self._filled == self.chunk_size:
+                    self._finish()
+
+    def close(self) -> list[str]:
+        """Finish the last (partial) chunk; the sha256 names of all chunks, in order."""
+        if self._fh is not None:
+            self._finish()
+        return self.shas
+
+    def abort(self) -> None:
+        """Close what is open; the caller removes the staging folder."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def _open(self) -> None:
+        self.staging.mkdir(exist_ok=True)
+        self._tmp = self.staging / f"part-{uuid.uuid4().hex}"
+        self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in _finish or abort
+        self._digest = hashlib.sha256()
+        self._filled = 0
+
+    def _finish(self) -> None:
+        fh, tmp = self._fh, self._tmp
+        assert fh is not None and tmp is not None
+        self._fh = self._tmp = None
+        sha = self._digest.hexdigest()
+        self.shas.append(sha)
+        try:
+            try:
+                os.utime(self.store.path(sha))  # stored already (dedupe): mark it in use for GC
+            except FileNotFoundError:
+                pass
+            else:
+                return
+            if (self.staging / sha).exists():  # the same chunk twice in one file
+                return
+            if self.fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+            fh.close()
+            os.replace(tmp, self.staging / sha)
+        finally:
+            fh.close()
+            tmp.unlink(missing_ok=True)
