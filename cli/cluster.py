@@ -7,6 +7,7 @@ Ctrl-C (or SIGTERM) stops every node gracefully.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -40,10 +41,12 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> Non
         if proc.poll() is not None:
             raise CliError(f"node at {url} exited with code {proc.returncode}; see its log")
         try:
-            with urllib.request.urlopen(url + "/health", timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
+            with urllib.request.urlopen(url + "/health", timeout=1) as resp:
+                if json.load(resp).get("joined", True):  # the others: once they found the first
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
     raise CliError(f"node at {url} did not become ready within {timeout:.0f}s")
 
 

@@ -146,6 +146,7 @@ class Node:
             "uptime": round(time.time() - self.started, 3),
             **counts,
             "disk": self.store.chunks.disk_usage(),
+            "joined": gossip.membership.joined(),
             "members": gossip.members_json(),
             "leader": gossip.leader,
             "term": gossip.term,

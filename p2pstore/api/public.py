@@ -187,6 +187,7 @@ def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -
 
 async def list_files(request: web.Request) -> web.Response:
     node = get_node(request)
+    node.cluster.check_joined()  # a node that has not found its cluster would list nothing
     limit = int_param(request, "limit", 1000, 1, MAX_LIST)
     prefix = request.query.get("prefix", "")
     after = request.query.get("after", "")
@@ -201,7 +202,12 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True, "node_id": get_node(request).node_id})
+    node = get_node(request)
+    # 200 while the process serves (a liveness check); "joined": false while a node started with
+    # seeds has not found its cluster yet and answers file requests with 503
+    return web.json_response(
+        {"ok": True, "node_id": node.node_id, "joined": node.cluster.gossip.membership.joined()}
+    )
 
 
 async def status(request: web.Request) -> web.Response:

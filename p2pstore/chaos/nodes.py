@@ -129,12 +129,13 @@ class ChaosNode:
         return self
 
     def healthy(self) -> bool:
-        """One /health poll; remembers the node id it reports."""
+        """One /health poll: the node answers and has joined its cluster (a node started with
+        seeds refuses file requests until then); remembers the node id it reports."""
         with contextlib.suppress(OSError, ValueError):
             status, body = get_json(self.url + "/health", timeout=1.0)
             if status == 200 and isinstance(body, dict):
                 self.node_id = body.get("node_id")
-                return True
+                return body.get("joined", True) is not False
         return False
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -162,6 +162,16 @@ class Cluster:
             cached = cache[key] = placement.replicas(key, ids, self.node.config.replicas)
         return list(cached)
 
+    def check_joined(self) -> None:
+        """A node started with seeds serves clients only once it knows its cluster: alone, it
+        would take writes onto itself with one copy, and answer reads with "not found"."""
+        if not self.gossip.membership.joined():
+            seeds = ", ".join(self.gossip.membership.seeds)
+            raise Unavailable(
+                f"this node has not joined its cluster yet (no answer from its seeds: {seeds}); "
+                "retry, or use another node"
+            )
+
     def reachable(self, node_ids: list[str], for_write: bool = False) -> list[str]:
         """The nodes believed up: live to the failure detector and, for a write, not refusing
         connections right now (a crashed peer is refused at once but declared dead only
@@ -199,9 +209,12 @@ class Cluster:
         limit = self.node.config.max_upload_bytes
         if limit and expected_size is not None and expected_size > limit:
             raise PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
+        self.check_joined()
         replicas = self.replicas_for(key)
         targets = self.reachable(replicas, for_write=True)
-        w = min(w, len(replicas))  # a cluster smaller than R needs only what it has
+        # A cluster smaller than W needs only what it has; one that shrank by failures does not:
+        # members that are down still count until they are removed (or forgotten after a day).
+        w = min(w, len(replicas), self.gossip.membership.known_count())
         if len(targets) < w:
             raise Unavailable(
                 f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
@@ -483,6 +496,7 @@ class Cluster:
         a partition heals, a node's view of who is alive lags behind, and a read should not
         fail for that.
         """
+        self.check_joined()
         me = self.node.node_id
         replicas = self.replicas_for(key)
         local, complete = self.node.store.get_with_presence(key)

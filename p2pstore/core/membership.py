@@ -318,6 +318,19 @@ class Membership:
         """All known members including self (copies)."""
         return [replace(m) for m in self._members.values()]
 
+    def known_count(self) -> int:
+        """Members known in any state, self included (dead and left ones until removed or reaped)."""
+        return len(self._members)
+
+    def joined(self) -> bool:
+        """False while a node given seeds has not heard of any other member: it does not know its
+        cluster yet (a node without seeds is a cluster of its own until others join it)."""
+        return not self._seeds or len(self._members) > 1
+
+    @property
+    def seeds(self) -> list[str]:
+        return list(self._seeds)
+
     def voter_ids(self) -> list[str]:
         """Ids of every member that has not left (dead ones included): the election voters."""
         return [m.id for m in self._members.values() if m.state != LEFT]

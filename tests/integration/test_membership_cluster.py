@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from tests.support.processes import NodeProcess, wait_for
+from p2pstore.chaos.nodes import free_port
+from tests.support.processes import NodeProcess, flags_to_args, http_json, wait_for
 
 PERIOD = 0.2
 DEAD_BOUND = 15.0
@@ -135,3 +136,32 @@ def test_a_node_stalled_while_suspecting_a_peer_does_not_declare_it_dead(node_fa
     woke = a.log_text()[mark:].splitlines()
     blamed = [line for line in woke if f"member {ids[1]} " in line and "-> dead" in line]
     assert not blamed, blamed
+
+
+def test_a_node_serves_files_only_once_it_has_joined(tmp_path) -> None:
+    """A new node whose seed does not answer knows no cluster: it must not take a write onto
+    itself alone (one copy where W=2 was asked) nor say "not found"; it answers 503 naming its
+    seeds, reports ``joined: false`` on /health, and serves normally once the seed is up."""
+    seed_port = free_port()
+    secret = f"join-test-{time.monotonic_ns()}"
+    common = {"fsync": "never", "gossip_interval": PERIOD, "cluster_secret": secret}
+    late = NodeProcess(tmp_path / "late", args=flags_to_args({**common, "seeds": f"127.0.0.1:{seed_port}"}))
+    seed = NodeProcess(tmp_path / "seed", port=seed_port, args=flags_to_args(common))
+    try:
+        late.start()
+        wait_for(lambda: late.health() is not None, 20, message="the late node answers")
+        assert late.health()["joined"] is False
+        requests = (("PUT", "/files/a", "x"), ("GET", "/files/a", None), ("GET", "/files", None))
+        for method, path, body in requests:
+            status, answer = http_json(late.url + path, method=method, body=body)
+            assert status == 503, (method, path, status, answer)
+            assert "not joined" in answer["error"] and f"127.0.0.1:{seed_port}" in answer["error"]
+        assert late.get_json("/status")["joined"] is False
+        seed.start()
+        seed.wait_ready()
+        late.wait_ready()  # healthy and joined
+        status, answer = http_json(late.url + "/files/a", method="PUT", body="x")
+        assert status == 201 and len(answer["replicas"]) == 2, answer  # W=2: both nodes
+    finally:
+        late.terminate()
+        seed.terminate()

@@ -218,14 +218,23 @@ def test_unreachable_skips_the_probe_timeout() -> None:
 
 def test_join_syncs_with_seeds_until_someone_is_known() -> None:
     m = Membership("a", "a:1", rng=random.Random(0), now=0.0, seeds=["s1:1", "s2:1", "a:1"])
+    assert not m.joined() and m.known_count() == 1 and m.seeds == ["s1:1", "s2:1"]
     out = m.tick(0.0)
     assert sorted(d for d, msg in out if msg["type"] == "sync") == ["s1:1", "s2:1"]
     reply = {"type": "sync-ack", "from": "s1", "addr": "s1:1", "inc": 0,
              "members": [rec("s1", "alive", 0), rec("x", "alive", 2)]}
     m.receive("s1:1", reply, 0.2)
     assert {x.id for x in m.members()} == {"a", "s1", "x"}
+    assert m.joined() and m.known_count() == 3
     out = m.tick(1.5)
     assert not [d for d, msg in out if msg["type"] == "sync" and d == "s2:1"]
+
+
+def test_a_node_without_seeds_or_with_known_members_has_joined() -> None:
+    assert Membership("a", "a:1", rng=random.Random(0), now=0.0).joined()  # a cluster of its own
+    assert Membership("a", "a:1", rng=random.Random(0), now=0.0, seeds=["a:1"]).joined()  # only itself
+    restarted = node(seeds=["s1:1"])  # persisted members: it knows its cluster before any answer
+    assert restarted.joined() and restarted.known_count() == 4
 
 
 def test_leave_tells_everyone_and_goes_quiet() -> None:

@@ -1,0 +1,100 @@
+"""A disk that really fills up: a node whose data directory is a 40 MiB tmpfs is sent a 100 MiB
+upload (streamed, no Content-Length, so no free-space check can refuse it up front). The write
+must fail with a clear 507, leave nothing behind, and the node must go on serving.
+
+Needs root (mount); skipped with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.processes import NodeProcess, start_nodes, wait_for
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path/full/node0`` on a 40 MiB tmpfs (the node's log stays on the real disk)."""
+    mount = tmp_path / "full" / "node0"
+    mount.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+async def body(total: int) -> AsyncIterator[bytes]:
+    piece = os.urandom(MiB)
+    for _ in range(total // MiB):
+        yield piece[:16] + os.urandom(16) + piece[32:]  # no two chunks alike: no dedupe
+
+
+async def test_a_full_disk_fails_the_upload_cleanly(small_disk: Path) -> None:
+    [node] = start_nodes(small_disk.parent, 1, fsync="always", min_free_bytes=0, chunk_size=MiB)
+    try:
+        await check_full_disk(node, small_disk)
+    finally:
+        node.terminate()
+
+
+async def check_full_disk(node: NodeProcess, disk: Path) -> None:
+    free_before = shutil.disk_usage(disk).free
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{node.url}/files/keep", data=b"kept") as r:
+            assert r.status == 201
+        async with s.put(f"{node.url}/files/too-big", data=body(100 * MiB)) as r:
+            answer = await r.json()
+            assert r.status == 507, answer
+            assert "disk full" in answer["error"]
+        # nothing of the failed upload is left: no entry, no staged chunk, the space is back
+        async with s.get(f"{node.url}/files") as r:
+            assert [f["key"] for f in (await r.json())["files"]] == ["keep"]
+        assert list((disk / "tmp").iterdir()) == []
+        assert shutil.disk_usage(disk).free > free_before - 4 * MiB
+        # and the node goes on: reads, new writes
+        async with s.get(f"{node.url}/files/keep") as r:
+            assert r.status == 200 and await r.read() == b"kept"
+        async with s.put(f"{node.url}/files/after", data=os.urandom(3 * MiB)) as r:
+            assert r.status == 201, await r.text()
+    assert node.health() is not None
+    assert "Traceback" not in node.log_text()
+
+
+async def test_one_full_replica_does_not_fail_the_write(small_disk: Path) -> None:
+    """Three nodes, the third on the small disk: a 60 MiB upload reaches W=2 replicas and is
+    acknowledged; the full node cleans its staging, serves the file from its peers and keeps
+    answering, its failed re-sync attempts counted, not crashing anything."""
+    nodes = start_nodes(small_disk.parent, 3, fsync="never", min_free_bytes=0, chunk_size=MiB)
+    try:
+        full = nodes[0]  # start_nodes puts node0 in small_disk
+        assert full.data_dir == small_disk
+        wait_for(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 20,
+                 message="every node knows all three")  # fmt: skip
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[1].url}/files/big", data=body(60 * MiB)) as r:
+                answer = await r.json()
+                assert r.status == 201, answer
+                assert len(answer["replicas"]) == 2 and full.health()["node_id"] not in answer["replicas"]
+            async with s.get(f"{full.url}/files/big") as r:
+                assert r.status == 200 and len(await r.read()) == 60 * MiB
+        assert list((small_disk / "tmp").iterdir()) == []
+        assert full.health() is not None
+        assert "Traceback" not in full.log_text()
+    finally:
+        for node in nodes:
+            node.terminate()
