@@ -81,7 +81,7 @@ class ChunkStager:
         self.shas.append(sha)
         try:
             try:
-                os.utime(self.store.path(sha))  # stored already (dedupe): mark it in use for GC
+                os.utime(self.store.file(sha))  # stored already (dedupe): mark it in use for GC
             except FileNotFoundError:
                 pass
             else:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
-from .chunks import ChunkStore, fsync_dir
+from .chunks import ChunkStore, fsync_dir, is_sha256_hex
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
 from .staging import ChunkStager
 
@@ -344,6 +344,8 @@ class LocalStore:
             return
         touched: set[Path] = set()
         for staged in blob.staging.iterdir():
+            if not is_sha256_hex(staged.name):
+                continue  # only finished chunks (named by their sha256) ever leave staging
             final = self.chunks.path(staged.name)
             if final.exists():
                 continue
