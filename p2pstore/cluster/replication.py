@@ -509,7 +509,23 @@ class Cluster:
         await self._gather_views(key, others[:need], views)
         if not self._agree(views, replicas, need):
             await self._gather_views(key, others[need:], views)
-        resolved = await self._pick(key, views, local)
+        try:
+            resolved = await self._pick(key, views, local)
+        except NotFound:
+            # No answer names the key. That settles it only if a read quorum answered: a write
+            # acknowledged by W replicas may sit exactly on those that did not.
+            quorum = self.read_quorum(len(replicas), r)
+            if sum(1 for n in views if n in replicas) >= quorum:
+                raise
+            await self._gather_views(key, [n for n in replicas if n not in views], views)
+            answered = sum(1 for n in views if n in replicas)
+            if answered < quorum and all(v["entry"] is None for v in views.values()):
+                raise Unavailable(
+                    f"{key} is on none of the {answered} of its {len(replicas)} replicas that answered; "
+                    f"{quorum} are needed to tell that it does not exist (add ?r=1 to accept one)",
+                    {"answered": answered, "replicas": len(replicas), "read_quorum": quorum},
+                ) from None
+            resolved = await self._pick(key, views, local)
         if not resolved.holders:
             await self._gather_views(key, [n for n in replicas if n not in views], views)
             resolved = await self._pick(key, views, local)

@@ -485,3 +485,26 @@ async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) 
         async with s.get(f"{node.url}/files/raw") as r:
             assert r.status == 200 and await r.read() == data
             assert r.headers["Content-Type"] == "x/y"
+
+
+async def test_not_found_needs_a_read_quorum(node_factory) -> None:
+    """With two of three nodes down, a key the survivor lacks may still exist on them (a write
+    W=2 acknowledged there): the survivor says 503, not 404, unless the client accepts one
+    answer (?r=1); files it holds are still served."""
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD)
+    wait_members(nodes)
+    async with aiohttp.ClientSession() as s:
+        async with s.put(f"{nodes[0].url}/files/here", data=b"kept") as r:
+            assert r.status == 201
+        wait_for(lambda: all(n.get_json("/files?prefix=here")["files"] for n in nodes), 10,
+                 message="the file on every node")  # fmt: skip
+        for n in nodes[1:]:
+            n.kill()
+        async with s.get(f"{nodes[0].url}/files/elsewhere") as r:
+            answer = await r.json()
+            assert r.status == 503, answer
+            assert "1 of its 3 replicas" in answer["error"] and answer["detail"]["read_quorum"] == 2
+        async with s.get(f"{nodes[0].url}/files/elsewhere?r=1") as r:
+            assert r.status == 404
+        async with s.get(f"{nodes[0].url}/files/here") as r:
+            assert r.status == 200 and await r.read() == b"kept"
