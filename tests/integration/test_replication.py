@@ -98,6 +98,8 @@ async def test_200_files_on_three_nodes_then_two_killed(node_factory) -> None:
             assert r.status == 503
             assert "replicas" in (await r.json())["error"]
         async with s.get(f"{a.url}/files/after-failure") as r:
+            assert r.status == 503  # absent here, but only one of three replicas could say so
+        async with s.get(f"{a.url}/files/after-failure?r=1") as r:
             assert r.status == 404
         async with s.put(f"{a.url}/files/after-failure?w=1", data=b"x") as r:
             assert r.status == 201, await r.text()
