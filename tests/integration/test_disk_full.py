@@ -92,7 +92,8 @@ async def test_one_full_replica_does_not_fail_the_write(small_disk: Path) -> Non
                 assert len(answer["replicas"]) == 2 and full.health()["node_id"] not in answer["replicas"]
             async with s.get(f"{full.url}/files/big") as r:
                 assert r.status == 200 and len(await r.read()) == 60 * MiB
-        assert list((small_disk / "tmp").iterdir()) == []
+        # the failed staging is gone (repair may be trying, and failing, to copy a chunk now)
+        assert [p for p in (small_disk / "tmp").iterdir() if p.name.startswith("up-")] == []
         assert full.health() is not None
         assert "Traceback" not in full.log_text()
     finally:
