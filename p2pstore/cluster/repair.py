@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.repair import keys_lacking_chunks, plan_repairs
-from ..errors import Unavailable
+from ..errors import InsufficientStorage, Unavailable
 from .background import BackgroundLoop, yielding
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class Repairer(BackgroundLoop):
                     copied_files += 1
                     self.stats.files_repaired += 1
                     self._attempts.pop(task.key, None)
-                except (Unavailable, OSError) as exc:
+                except (Unavailable, InsufficientStorage, OSError) as exc:
                     failed += 1
                     self.stats.failures += 1
                     self.stats.last_error = f"{task.key}: {exc}"

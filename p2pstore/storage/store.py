@@ -222,7 +222,10 @@ class LocalStore:
         return data is not None and hashlib.sha256(data).hexdigest() == sha
 
     async def write_chunk(self, data: bytes, sha: str) -> None:
-        """Store one verified chunk (repair): small ones in SQLite, others as files."""
+        """Store one verified chunk (repair): small ones in SQLite, others as files. Like a
+        client write, it stops at ``min_free_bytes``: a disk filled to the last byte by repair
+        would fail the metadata commits that everything else needs."""
+        self.check_space(len(data))
         if len(data) <= SMALL_CHUNK:
             await self.in_db(self.db.put_small_chunk, sha, data)
         else:

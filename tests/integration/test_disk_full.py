@@ -79,7 +79,7 @@ async def test_one_full_replica_does_not_fail_the_write(small_disk: Path) -> Non
     """Three nodes, the third on the small disk: a 60 MiB upload reaches W=2 replicas and is
     acknowledged; the full node cleans its staging, serves the file from its peers and keeps
     answering, its failed re-sync attempts counted, not crashing anything."""
-    nodes = start_nodes(small_disk.parent, 3, fsync="never", min_free_bytes=0, chunk_size=MiB)
+    nodes = start_nodes(small_disk.parent, 3, fsync="never", min_free_bytes=8 * MiB, chunk_size=MiB)
     try:
         full = nodes[0]  # start_nodes puts node0 in small_disk
         assert full.data_dir == small_disk
@@ -94,6 +94,11 @@ async def test_one_full_replica_does_not_fail_the_write(small_disk: Path) -> Non
                 assert r.status == 200 and len(await r.read()) == 60 * MiB
         # the failed staging is gone (repair may be trying, and failing, to copy a chunk now)
         assert [p for p in (small_disk / "tmp").iterdir() if p.name.startswith("up-")] == []
+        # repair copies what fits, but stops at --min-free-bytes instead of filling the disk
+        wait_for(lambda: full.get_json("/status")["repair"]["failures"] >= 1, 30,
+                 message="a repair pass on the full node")  # fmt: skip
+        assert full.get_json("/status")["repair"]["bytes_copied"] > 0
+        assert shutil.disk_usage(small_disk).free >= 8 * MiB - 2 * MiB  # a chunk in flight at most
         assert full.health() is not None
         assert "Traceback" not in full.log_text()
     finally:
