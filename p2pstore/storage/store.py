@@ -310,16 +310,16 @@ class LocalStore:
             if pending is not None:
                 await pending
                 pending = None
-            inline = None
-            if stager is None:
-                inline = b"".join(held)  # a small file: no chunk file, stored with its entry
-                chunks = (hashlib.sha256(inline).hexdigest(),) if inline else ()
+            if stager is None:  # a small file: no chunk file, stored with its entry
+                data = b"".join(held)
                 if whole is not None:
-                    whole.update(inline)
-                inline = inline or None
+                    whole.update(data)
+                inline = data or None
+                chunks = (hashlib.sha256(data).hexdigest(),) if data else ()
             else:
                 if held:
                     await self.in_io(stager.feed, held)
+                inline = None
                 chunks = tuple(await self.in_io(stager.close))
             digest = whole.hexdigest() if whole is not None else None
             if expected_size is not None and size != expected_size:
