@@ -114,8 +114,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         log.info("node %s stopped", node.node_id)
 
 
-def install_uvloop() -> bool:
-    """Run on uvloop, with aiohttp's vectored writes back on; False without uvloop.
+def install_uvloop() -> None:
+    """Run on uvloop (when installed), with aiohttp's vectored writes back on.
 
     On Python < 3.12.9 aiohttp never calls ``transport.writelines`` (asyncio's was unsafe on
     3.12.0-3.12.8) and joins a message's headers and body into one new bytes object instead: a
@@ -126,12 +126,11 @@ def install_uvloop() -> bool:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        return False
+        return
     from aiohttp import http_writer
 
     uvloop.install()
     http_writer.SKIP_WRITELINES = False
-    return True
 
 
 def run_node(cfg: NodeConfig) -> None:

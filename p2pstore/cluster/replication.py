@@ -517,7 +517,7 @@ class Cluster:
             quorum = self.read_quorum(len(replicas), r)
             if sum(1 for n in views if n in replicas) >= quorum:
                 raise
-            await self._gather_views(key, [n for n in replicas if n not in views], views)
+            await self._ask_the_rest(key, replicas, views)
             answered = sum(1 for n in views if n in replicas)
             if answered < quorum and all(v["entry"] is None for v in views.values()):
                 raise Unavailable(
@@ -527,11 +527,17 @@ class Cluster:
                 ) from None
             resolved = await self._pick(key, views, local)
         if not resolved.holders:
-            await self._gather_views(key, [n for n in replicas if n not in views], views)
+            await self._ask_the_rest(key, replicas, views)
             resolved = await self._pick(key, views, local)
         if not resolved.holders:
             raise Unavailable(f"no reachable replica holds a complete copy of {key}")
         return resolved
+
+    async def _ask_the_rest(self, key: str, replicas: list[str], views: dict[str, dict[str, Any]]) -> None:
+        """Every replica not asked yet, those believed down included: briefly, when the ones
+        believed up could not settle the read (just after a partition heals, a node's view of
+        who is alive lags behind)."""
+        await self._gather_views(key, [n for n in replicas if n not in views], views)
 
     def _agree(self, views: dict[str, dict[str, Any]], replicas: list[str], need: int) -> bool:
         """True when ``need`` peers answered and every view names the same version (or none),
