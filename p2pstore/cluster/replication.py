@@ -214,7 +214,7 @@ class Cluster:
         targets = self.reachable(replicas, for_write=True)
         # A cluster smaller than W needs only what it has; one that shrank by failures does not:
         # members that are down still count until they are removed (or forgotten after a day).
-        w = min(w, len(replicas), self.gossip.membership.known_count())
+        w = min(w, self.gossip.membership.known_count())
         if len(targets) < w:
             raise Unavailable(
                 f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",

@@ -510,3 +510,25 @@ async def test_not_found_needs_a_read_quorum(node_factory) -> None:
             assert r.status == 404
         async with s.get(f"{nodes[0].url}/files/here") as r:
             assert r.status == 200 and await r.read() == b"kept"
+
+
+async def test_a_cluster_that_lost_two_of_three_keeps_refusing_one_copy_writes(node_factory) -> None:
+    """Placement drops members dead for longer than --dead-after, but W=2 stays W=2: the one node
+    left must not start acknowledging writes it can store only once."""
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, dead_after=1)
+    wait_members(nodes)
+    a = nodes[0]
+    for n in nodes[1:]:
+        n.kill()
+    def both_dead() -> bool:
+        return sorted(m["state"] for m in a.get_json("/status")["members"]) == ["alive", "dead", "dead"]
+
+    wait_for(both_dead, 30, message="the survivor sees both others dead")
+    async with aiohttp.ClientSession() as s:
+        until = asyncio.get_running_loop().time() + 3.0  # well past dead_after (1 s)
+        i = 0
+        while asyncio.get_running_loop().time() < until:
+            async with s.put(f"{a.url}/files/alone-{i}", data=b"x") as r:
+                assert r.status == 503, (i, await r.text())
+            i += 1
+            await asyncio.sleep(0.25)
