@@ -3,8 +3,10 @@
 Used by ``p2pstore bench`` and ``benchmarks/bench_http.py`` (same options, same output).
 ``local=N`` starts N real node processes in a temp dir and stops them at the end; ``urls``
 targets running nodes. Requests are spread round-robin over the URLs; a GET goes through the
-gateway after the one its PUT used. Every downloaded byte is checked against the sha256 of what
-was sent; a mismatch counts as an error. MB means 10**6 bytes.
+gateway after the one its PUT used. Every downloaded byte is checked against what was sent (its
+xxh3-128, as cheap as comparing bytes; the sha256 of what was sent goes with each PUT for the node
+to check, and must come back as the GET's ETag); a mismatch counts as an error. MB means 10**6
+bytes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import xxhash
+
 from .client import Client, ClientError
 from .local import LocalNode, start_nodes
 
@@ -41,6 +45,12 @@ HEADER = 16  # bytes at the start of every piece that make it unique (no chunk d
 MEM_LIMIT = 150 * MiB
 # A failed request is counted and reported, never a traceback (a node may die mid-body).
 REQUEST_ERRORS = (ClientError, OSError, EOFError, asyncio.LimitOverrunError, ValueError)
+
+
+@dataclass(frozen=True)
+class Expected:
+    sha256: str
+    xxh3: bytes
 
 
 # ---- content: deterministic, pseudo-random, unique per object and per piece ----
@@ -69,11 +79,13 @@ class Content:
             sent += length
             n += 1
 
-    def sha256(self, index: int) -> str:
-        digest = hashlib.sha256()
+    def digests(self, index: int) -> Expected:
+        """Object ``index``'s sha256 (sent with its PUT) and xxh3-128 (what GETs check)."""
+        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
         for piece in self.pieces(index):
-            digest.update(piece)
-        return digest.hexdigest()
+            sha.update(piece)
+            xxh.update(piece)
+        return Expected(sha.hexdigest(), xxh.digest())
 
     async def body(self, index: int) -> AsyncIterator[bytes]:
         for piece in self.pieces(index):
@@ -169,7 +181,7 @@ async def put_one(
     sha: str,
     token: str | None,
 ) -> str | None:
-    """Upload one object; None on success, else an error message."""
+    """Upload one object (``sha``: its sha256); None on success, else an error message."""
     headers = {
         "Content-Length": str(content.size),
         "Content-Type": "application/octet-stream",
@@ -188,20 +200,20 @@ async def put_one(
 
 
 async def get_one(
-    session: Client, url: str, key: str, size: int, sha: str, token: str | None, query: str = ""
+    session: Client, url: str, key: str, size: int, expected: Expected, token: str | None, query: str = ""
 ) -> str | None:
-    """Download one object and check every byte against ``sha``; None on success."""
+    """Download one object and check every byte against what was sent; None on success."""
     async with session.get(f"{url}/files/{key}{query}", headers=auth_headers(token)) as resp:
         if resp.status != 200:
             return f"GET {key}: HTTP {resp.status}: {(await resp.text())[:200]}"
-        digest, got = hashlib.sha256(), 0
+        digest, got = xxhash.xxh3_128(), 0
         async for piece in resp.iter_views(PIECE):  # hashed where it was received: no copy
             digest.update(piece)
             got += len(piece)
-        if got != size or digest.hexdigest() != sha:
-            return f"GET {key}: {got} bytes, sha256 {digest.hexdigest()} (expected {size}, {sha})"
-        if resp.headers.get("ETag") != f'"{sha}"':
-            return f'GET {key}: ETag {resp.headers.get("ETag")!r}, expected "{sha}"'
+        if got != size or digest.digest() != expected.xxh3:
+            return f"GET {key}: {got} bytes, not the {size} bytes sent"
+        if resp.headers.get("ETag") != f'"{expected.sha256}"':
+            return f'GET {key}: ETag {resp.headers.get("ETag")!r}, expected "{expected.sha256}"'
     return None
 
 
@@ -302,7 +314,7 @@ class Bench:
         self.pids = pids
         self.run_id = uuid.uuid4().hex[:8]
         self.contents: dict[str, Content] = {}
-        self.shas: dict[str, list[str]] = {}
+        self.expected: dict[str, list[Expected]] = {}
         self.uploaded: dict[str, list[bool]] = {}
 
     def key(self, size_name: str, index: int) -> str:
@@ -312,12 +324,12 @@ class Bench:
         return self.opts.count(size_name)
 
     def prepare(self, size_name: str) -> None:
-        """Build the base buffers and the expected sha256 of every object (not timed)."""
+        """Build the base buffers and the digests of every object (not timed)."""
         if size_name in self.contents:
             return
         content = Content(SIZES[size_name])
         self.contents[size_name] = content
-        self.shas[size_name] = [content.sha256(i) for i in range(self.count(size_name))]
+        self.expected[size_name] = [content.digests(i) for i in range(self.count(size_name))]
         self.uploaded[size_name] = [False] * self.count(size_name)
 
     async def phase(self, session: Client, name: str) -> PhaseResult:
@@ -326,10 +338,10 @@ class Bench:
         if op not in ("put", "get") or size_name not in SIZES:
             raise BenchError(f"unknown phase {name!r}: use (put|get)-(4k|1m|64m)")
         self.prepare(size_name)
-        content, shas = self.contents[size_name], self.shas[size_name]
+        content, expected = self.contents[size_name], self.expected[size_name]
         if op == "get" and not any(self.uploaded[size_name]):
             raise BenchError(f"phase {name} needs put-{size_name} before it")
-        todo = list(range(len(shas))) if op == "put" else [
+        todo = list(range(len(expected))) if op == "put" else [
             i for i, ok in enumerate(self.uploaded[size_name]) if ok
         ]  # fmt: skip
         errors = ErrorLog()
@@ -347,10 +359,11 @@ class Bench:
                 t0 = time.perf_counter()
                 try:
                     if op == "put":
-                        msg = await put_one(session, self.urls[i % n_urls], key, content, i, shas[i], token)
+                        sha = expected[i].sha256
+                        msg = await put_one(session, self.urls[i % n_urls], key, content, i, sha, token)
                     else:
                         url = self.urls[(i + 1) % n_urls]  # another gateway than the PUT's
-                        msg = await get_one(session, url, key, content.size, shas[i], token, query)
+                        msg = await get_one(session, url, key, content.size, expected[i], token, query)
                 except REQUEST_ERRORS as exc:
                     msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
                 latencies.append((time.perf_counter() - t0) * 1000)
@@ -437,8 +450,8 @@ async def run_phases(opts: BenchOptions, urls: list[str], pids: dict[str, int]) 
 async def run_mem_1g(opts: BenchOptions, url: str, pid: int | None) -> int:
     """Upload then download one 1 GiB file through one node; report the node's peak RSS."""
     content = Content(GiB, seed=1)
-    print("computing the sha256 of the 1 GiB body ...", flush=True)
-    sha = content.sha256(0)
+    print("computing the digests of the 1 GiB body ...", flush=True)
+    digests = content.digests(0)
     key = f"bench/{uuid.uuid4().hex[:8]}/mem-1g"
     before = peak_rss_mib(pid) if pid else None
     errors = 0
@@ -447,9 +460,9 @@ async def run_mem_1g(opts: BenchOptions, url: str, pid: int | None) -> int:
             t0 = time.perf_counter()
             try:
                 if op == "put":
-                    msg = await put_one(session, url, key, content, 0, sha, opts.token)
+                    msg = await put_one(session, url, key, content, 0, digests.sha256, opts.token)
                 else:
-                    msg = await get_one(session, url, key, GiB, sha, opts.token)
+                    msg = await get_one(session, url, key, GiB, digests, opts.token)
             except REQUEST_ERRORS as exc:
                 msg = f"{op.upper()} {key}: {type(exc).__name__}: {exc}"
             seconds = time.perf_counter() - t0

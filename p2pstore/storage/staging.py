@@ -1,11 +1,11 @@
 """Cutting an upload's bytes into staged chunk files as they arrive.
 
-Each chunk is written to a temp file piece by piece while its sha256 is computed, fsynced when
-full, and then renamed to its sha under the upload's staging folder (promoted into the chunk
-store on commit). A node therefore holds only the pieces in hand for an upload, not a whole
-chunk: with 4 MiB chunks, accumulating each chunk in memory first cost ~12 MiB per upload in
-flight (the growing buffer, the cut-off chunk, the next one filling) and two extra copies of
-every byte.
+Each chunk is written to a temp file piece by piece while its sha256 (its name) and read sum
+(what reads check it against: chunks.read_sum) are computed, fsynced when full, and then renamed
+to its sha under the upload's staging folder (promoted into the chunk store on commit). A node
+therefore holds only the pieces in hand for an upload, not a whole chunk: with 4 MiB chunks,
+accumulating each chunk in memory first cost ~12 MiB per upload in flight (the growing buffer,
+the cut-off chunk, the next one filling) and two extra copies of every byte.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .chunks import ChunkStore
+from .chunks import ChunkStore, new_read_sum
 
 
 class ChunkStager:
@@ -33,9 +33,11 @@ class ChunkStager:
         self.store = store
         self.whole = whole  # the whole file's running sha256, or None (the gateway computes it)
         self.shas: list[str] = []
+        self.sums: dict[str, bytes] = {}  # chunk sha -> read sum of the same bytes
         self._fh: BinaryIO | None = None
         self._tmp: Path | None = None
         self._digest: Any = None
+        self._sum: Any = None
         self._filled = 0
 
     def feed(self, pieces: Sequence[bytes | bytearray | memoryview]) -> None:
@@ -47,6 +49,7 @@ class ChunkStager:
                 part = view[: self.chunk_size - self._filled]
                 self._fh.write(part)  # type: ignore[union-attr]
                 self._digest.update(part)
+                self._sum.update(part)
                 if self.whole is not None:
                     self.whole.update(part)
                 self._filled += len(part)
@@ -71,6 +74,7 @@ class ChunkStager:
         self._tmp = self.staging / f"part-{uuid.uuid4().hex}"
         self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed in _finish or abort
         self._digest = hashlib.sha256()
+        self._sum = new_read_sum()
         self._filled = 0
 
     def _finish(self) -> None:
@@ -79,6 +83,7 @@ class ChunkStager:
         self._fh = self._tmp = None
         sha = self._digest.hexdigest()
         self.shas.append(sha)
+        self.sums[sha] = self._sum.digest()
         try:
             try:
                 os.utime(self.store.file(sha))  # stored already (dedupe): mark it in use for GC

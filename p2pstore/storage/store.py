@@ -17,14 +17,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
-from .chunks import ChunkStore, fsync_dir, is_sha256_hex
+from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
 from .staging import ChunkStager
 
@@ -36,6 +36,7 @@ SPACE_CACHE_SECONDS = 1.0  # how long a free-space reading is trusted ...
 SPACE_MARGIN = 1 << 30  # ... while this much more than the limit is free
 SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with their entry
 FEED_BYTES = 1024 * 1024  # an upload's pieces go to disk in batches of about this much
+REMEMBERED_SUMS = 10_000  # read sums waiting for the next commit to be recorded (at most)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class StoredBlob:
     chunks: tuple[str, ...]
     staging: Path
     inline: bytes | None = None
+    sums: dict[str, bytes] = field(default_factory=dict)  # chunk sha -> read sum, recorded on commit
 
 
 class SharedExclusiveLock:
@@ -92,18 +94,30 @@ class GroupCommitter:
     """Batches concurrent metadata commits into one SQLite transaction (one fsync).
 
     Each caller's future resolves only after the transaction holding its entries committed,
-    so nobody is acknowledged before their own data is durable.
+    so nobody is acknowledged before their own data is durable. Chunks' read sums ride along
+    in the same transactions (``remember`` ones wait for the next commit: they are a shortcut
+    for reads, never needed for correctness).
     """
 
     def __init__(self, db: MetadataDB, run: Callable[..., Any]) -> None:
         self.db = db
         self.run = run
         self.pending: list[tuple[list[ManifestEntry], dict[str, bytes], asyncio.Future]] = []
+        self.sums: dict[str, bytes] = {}
         self.flushing = False
         self.batches = 0
         self._task: asyncio.Future | None = None
 
-    async def submit(self, entries: list[ManifestEntry], small: dict[str, bytes]) -> list:
+    def remember(self, sums: dict[str, bytes]) -> None:
+        """Record these read sums with the next commit (dropped when too many wait)."""
+        if len(self.sums) < REMEMBERED_SUMS:
+            self.sums.update(sums)
+
+    async def submit(
+        self, entries: list[ManifestEntry], small: dict[str, bytes], sums: dict[str, bytes] | None = None
+    ) -> list:
+        if sums:
+            self.sums.update(sums)
         fut = asyncio.get_running_loop().create_future()
         self.pending.append((entries, small, fut))
         if not self.flushing:
@@ -115,9 +129,10 @@ class GroupCommitter:
         try:
             while self.pending:
                 batch, self.pending = self.pending, []
+                sums, self.sums = self.sums, {}
                 self.batches += 1
                 try:
-                    results = await self.run(self.db.apply_batch, [(e, s) for e, s, _ in batch])
+                    results = await self.run(self.db.apply_batch, [(e, s) for e, s, _ in batch], sums)
                 except BaseException as exc:
                     for _, _, fut in batch:
                         if not fut.done():
@@ -229,7 +244,12 @@ class LocalStore:
         if len(data) <= SMALL_CHUNK:
             await self.in_db(self.db.put_small_chunk, sha, data)
         else:
-            await self.in_io(self.chunks.write, data, sha)
+            self.committer.remember({sha: await self.in_io(self.write_verified_file, data, sha)})
+
+    def write_verified_file(self, data: bytes, sha: str) -> bytes:
+        """Write a chunk file whose bytes the caller checked against ``sha``; their read sum."""
+        self.chunks.write(data, sha)
+        return read_sum(data)
 
     async def quarantine_chunk(self, sha: str) -> None:
         if self.chunks.quarantine(sha) is None:
@@ -329,7 +349,8 @@ class LocalStore:
                     "X-Content-SHA256 does not match the body; nothing stored",
                     {"expected": expected_sha, "actual": digest},
                 )
-            return StoredBlob(size=size, sha256=digest, chunks=chunks, staging=staging, inline=inline)
+            sums = stager.sums if stager is not None else {}
+            return StoredBlob(size, digest, chunks, staging, inline, sums)
         except BaseException as exc:
             if pending is not None:  # let the batch in the thread end before cleaning up after it
                 with contextlib.suppress(BaseException):
@@ -381,7 +402,7 @@ class LocalStore:
                     missing = [c for c in entry.chunks if not self.has_chunk(c)]
                     if missing:
                         raise Unavailable(f"{len(missing)} chunks vanished before commit; retry")
-            won = await self.apply_entries([entry], small)
+            won = await self.apply_entries([entry], small, blob.sums if blob is not None else None)
         return bool(won)
 
     async def collect_garbage(self, min_age: float, full: bool = False) -> int:
@@ -437,13 +458,18 @@ class LocalStore:
         async with self.gc_lock.exclusive():
             await self.in_io(lambda: [self.chunks.delete(s) for s in shas])
             await self.in_db(self.db.delete_small_chunks, shas)
+            await self.in_db(self.db.delete_chunk_sums, shas)
         return len(shas)
 
     async def apply_entries(
-        self, entries: Iterable[ManifestEntry], small: dict[str, bytes] | None = None
+        self,
+        entries: Iterable[ManifestEntry],
+        small: dict[str, bytes] | None = None,
+        sums: dict[str, bytes] | None = None,
     ) -> list:
-        """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners."""
-        won = await self.committer.submit(list(entries), small or {})
+        """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners.
+        ``sums``: read sums of chunk files written for these entries (recorded with them)."""
+        won = await self.committer.submit(list(entries), small or {}, sums)
         for old, new in won:
             self.manifest_digest.replace(old, new)
         return won
@@ -471,10 +497,13 @@ class LocalStore:
     async def read_chunk(self, sha: str) -> bytes:
         """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
         try:
-            data = self.db.small_chunk(sha)  # a small row (<= 64 KiB): cheaper here than a thread hop
-            if data is not None:
-                return self._verified_small(sha, data)
-            return await self.in_io(self.chunks.read, sha)
+            small, known_sum = self.db.chunk_source(sha)
+            if small is not None:  # a small row (<= 64 KiB): cheaper here than a thread hop
+                return self._verified_small(sha, small)
+            data, new_sum = await self.in_io(self.chunks.read, sha, known_sum)
+            if new_sum is not None:  # verified by sha256: the next reads need only the sum
+                self.committer.remember({sha: new_sum})
+            return data
         except CorruptData:
             self.stats.corrupt_chunks_found += 1
             log.error("corrupt chunk %s detected while reading", sha[:12])

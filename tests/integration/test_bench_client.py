@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from p2pstore.bench import client as client_module
 from p2pstore.bench.client import Client, ClientError
+from p2pstore.bench.http import Content, MiB, get_one
 
 BIG = bytes(range(256)) * 20_000  # 5 MB
 
@@ -197,3 +198,40 @@ def test_a_body_cut_short_is_a_client_error(run) -> None:
             await srv.wait_closed()
 
     run(main())
+
+
+async def test_the_benchmark_counts_any_byte_not_as_sent_as_an_error() -> None:
+    """``get_one`` checks every byte against what was sent: one flipped byte, a body cut short
+    or an ETag that is not the sha256 of what was sent is an error, the right answer is not."""
+    content = Content(MiB)
+    expected = content.digests(3)
+    sent = b"".join(content.pieces(3))
+    flipped = bytearray(sent)
+    flipped[MiB // 2] ^= 0x01
+    etag = f'"{expected.sha256}"'
+    answers = {
+        "/good": (sent, etag),
+        "/flipped": (bytes(flipped), etag),
+        "/short": (sent[:-1], etag),
+        "/etag": (sent, '"' + "0" * 64 + '"'),
+    }
+
+    async def serve(request: web.Request) -> web.Response:
+        body, tag = answers[request.path.removeprefix("/files")]
+        return web.Response(body=body, headers={"ETag": tag})
+
+    app = web.Application()
+    app.router.add_get("/files/{name}", serve)
+    srv = TestServer(app, host="127.0.0.1")
+    await srv.start_server()
+    try:
+        base = str(srv.make_url("")).rstrip("/")
+        async with Client(limit=1) as client:
+            results = {name: await get_one(client, base, name.lstrip("/"), MiB, expected, None)
+                       for name in answers}  # fmt: skip
+    finally:
+        await srv.close()
+    assert results["/good"] is None
+    assert "not the 1048576 bytes sent" in (results["/flipped"] or "")
+    assert "not the 1048576 bytes sent" in (results["/short"] or "")
+    assert "ETag" in (results["/etag"] or "")

@@ -1,0 +1,162 @@
+"""Read sums: every chunk file a node writes gets the xxh3-128 of the bytes whose sha256 it
+computed or checked, and reads check that instead of the sha256. A wrong or missing sum may only
+cost time: a good chunk is never refused, a bad one never served."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from p2pstore.core.hlc import make_version
+from p2pstore.core.manifest import ManifestEntry
+from p2pstore.errors import CorruptData
+from p2pstore.storage import chunks as chunks_module
+from p2pstore.storage.checkpoint import DB_NAME
+from p2pstore.storage.chunks import read_sum
+from p2pstore.storage.store import LocalStore
+from tests.support.http import generated_body, generated_sha256
+
+CHUNK = 256 * 1024
+
+
+async def pieces(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+def entry_for(key: str, blob_size: int, sha: str, chunk_list: tuple[str, ...], deleted: bool = False):
+    return ManifestEntry(
+        key=key, version=make_version(int(time.time() * 1000), 0, "n1"), size=blob_size, sha256=sha,
+        chunks=chunk_list, content_type="application/octet-stream", deleted=deleted, modified=time.time(),
+    )  # fmt: skip
+
+
+async def stored_file(store: LocalStore, key: str, data: bytes) -> ManifestEntry:
+    blob = await store.write_stream(pieces(data))
+    entry = entry_for(key, blob.size, blob.sha256 or "", blob.chunks)
+    assert await store.commit(blob, entry)
+    return entry
+
+
+def recorded_sum(store: LocalStore, sha: str) -> bytes | None:
+    return store.db.chunk_source(sha)[1]
+
+
+class CountingSha256:
+    """Stands in for hashlib in the chunk store: counts the sha256 objects made."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def sha256(self, *args):
+        self.calls += 1
+        return hashlib.sha256(*args)
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = LocalStore(tmp_path / "store", chunk_size=CHUNK, fsync="never")
+    yield s
+    s.close()
+
+
+async def test_staged_chunks_get_the_read_sum_of_their_bytes_and_reads_skip_sha256(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * CHUNK + 777)
+    entry = await stored_file(store, "k", data)
+    assert len(entry.chunks) == 4
+    for sha in entry.chunks:
+        on_disk = Path(store.chunks.file(sha)).read_bytes()
+        assert recorded_sum(store, sha) == read_sum(on_disk)
+    counter = CountingSha256()
+    monkeypatch.setattr(chunks_module, "hashlib", counter)
+    got = b"".join([await store.read_chunk(sha) for sha in entry.chunks])
+    assert got == data
+    assert counter.calls == 0  # checked against the read sums only
+
+
+async def test_a_flipped_byte_is_refused_with_a_read_sum_recorded(store: LocalStore) -> None:
+    entry = await stored_file(store, "k", os.urandom(2 * CHUNK))
+    sha = entry.chunks[1]
+    assert recorded_sum(store, sha) is not None
+    path = Path(store.chunks.file(sha))
+    raw = bytearray(path.read_bytes())
+    raw[CHUNK // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptData):
+        await store.read_chunk(sha)
+    assert store.stats.corrupt_chunks_found == 1
+    await store.read_chunk(entry.chunks[0])  # the other chunk is still served
+
+
+async def test_a_wrong_sum_never_refuses_a_good_chunk_and_is_corrected(store: LocalStore) -> None:
+    data = os.urandom(CHUNK)
+    entry = await stored_file(store, "k", data)
+    sha = entry.chunks[0]
+    await store.in_db(store.db.apply_batch, [], {sha: b"\0" * 16})  # as if recorded wrongly
+    assert recorded_sum(store, sha) == b"\0" * 16
+    assert await store.read_chunk(sha) == data  # the sha256 decided
+    assert store.stats.corrupt_chunks_found == 0
+    await stored_file(store, "other", os.urandom(CHUNK))  # the next commit records the right one
+    assert recorded_sum(store, sha) == read_sum(data)
+
+
+async def test_a_chunk_without_a_sum_is_checked_by_sha256_and_then_gets_one(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks stored by an older version, or repaired: the first read pays the sha256."""
+    data = os.urandom(CHUNK)
+    entry = await stored_file(store, "k", data)
+    sha = entry.chunks[0]
+    await store.in_db(store.db.delete_chunk_sums, [sha])
+    counter = CountingSha256()
+    monkeypatch.setattr(chunks_module, "hashlib", counter)
+    assert await store.read_chunk(sha) == data
+    assert counter.calls == 1
+    await stored_file(store, "other", os.urandom(100_000))
+    assert recorded_sum(store, sha) == read_sum(data)
+    assert await store.read_chunk(sha) == data
+    assert counter.calls == 1  # not again
+
+
+async def test_repaired_chunks_get_a_sum_and_collected_chunks_lose_theirs(store: LocalStore) -> None:
+    data = os.urandom(CHUNK)
+    sha = hashlib.sha256(data).hexdigest()
+    await store.write_chunk(data, sha)  # what repair does with a chunk fetched and checked
+    entry = entry_for("k", len(data), sha, (sha,))
+    assert await store.apply_entries([entry])
+    assert recorded_sum(store, sha) == read_sum(data)
+    tombstone = entry_for("k", 0, "", (), deleted=True)
+    assert await store.apply_entries([tombstone])
+    assert await store.collect_garbage(min_age=-1) == 1
+    assert not store.chunks.has(sha)
+    assert recorded_sum(store, sha) is None
+
+
+async def test_every_replica_records_the_sums_of_what_it_wrote(node_factory) -> None:
+    """On real nodes: a 300 KiB file (sent to replicas as one raw body) and a 5 MiB one (staged
+    in 4 MiB chunks) leave a read sum for each chunk file on each of the three nodes."""
+    nodes = node_factory(3, replicas=3, fsync="never")
+    sizes = {"raw": 300 * 1024, "staged": 5 * 1024 * 1024}
+    async with aiohttp.ClientSession() as s:
+        for n, (key, size) in enumerate(sizes.items()):
+            async with s.put(f"{nodes[n].url}/files/{key}", data=generated_body(size, seed=n)) as r:
+                assert r.status == 201, await r.text()
+            async with s.get(f"{nodes[2 - n].url}/files/{key}") as r:
+                body = await r.read()
+            assert r.status == 200 and hashlib.sha256(body).hexdigest() == generated_sha256(size, seed=n)
+    for node in nodes:
+        node.terminate()
+        files = [p for p in (node.data_dir / "chunks").rglob("*") if p.is_file()]
+        assert len(files) == 3  # one raw-body chunk, two staged
+        with sqlite3.connect(node.data_dir / DB_NAME) as db:
+            sums = dict(db.execute("SELECT sha, xxh FROM chunk_sums"))
+        assert {p.name: read_sum(p.read_bytes()) for p in files}.items() <= sums.items()
