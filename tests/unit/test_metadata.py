@@ -53,6 +53,23 @@ def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
     assert db.get("j") == entry("j", 2)
 
 
+def test_database_from_before_read_sums_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "m.sqlite"
+    db = MetadataDB(path, "never")
+    db.apply([entry("k", 1)])
+    db.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE chunk_sums")  # the older schema
+    conn.commit()
+    conn.close()
+    db = MetadataDB(path, "never")
+    assert db.chunk_source("b" * 64) == (None, None)
+    db.apply_batch([([entry("j", 2)], {})], {"b" * 64: b"s" * 16})
+    assert db.chunk_source("b" * 64) == (None, b"s" * 16)
+    assert db.get("k") == entry("k", 1)
+    db.close()
+
+
 def test_committed_pages_reach_the_database_file_without_a_commit_doing_it(tmp_path: Path) -> None:
     """A background thread checkpoints the WAL (no commit pays for it); closing stops it."""
     path = tmp_path / "m.sqlite"
