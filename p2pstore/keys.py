@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from .errors import BadRequest
 
 MAX_KEY_BYTES = 1024
+# NUL and control characters, found in one C scan (a Python loop over the characters cost ~1 %
+# of a small PUT).
+CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def validate_key(key: str, max_bytes: int = MAX_KEY_BYTES) -> str:
@@ -22,7 +27,7 @@ def validate_key(key: str, max_bytes: int = MAX_KEY_BYTES) -> str:
         raise BadRequest("invalid key: not valid UTF-8") from exc
     if len(encoded) > max_bytes:
         raise BadRequest(f"invalid key: longer than {max_bytes} bytes", {"bytes": len(encoded)})
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+    if CONTROL.search(key):
         raise BadRequest("invalid key: contains NUL or a control character")
     if "\\" in key:
         raise BadRequest("invalid key: contains a backslash")

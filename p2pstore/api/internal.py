@@ -277,7 +277,7 @@ class StreamSession:
         """Queue answers; stop reading calls while the peer leaves too many of them unread."""
         with contextlib.suppress(ConnectionError):
             self.writer.write(data)
-            if self._draining is None and self.writer.transport.get_write_buffer_size() > ANSWER_HIGH_WATER:  # type: ignore[union-attr]
+            if self._draining is None and self.writer.buffered() > ANSWER_HIGH_WATER:
                 self._pause("answers")
                 self._draining = asyncio.ensure_future(self._drain())
 
@@ -318,8 +318,7 @@ class StreamSession:
             task.cancel()
 
     def close(self) -> None:
-        if self.writer.transport is not None:
-            self.writer.transport.close()
+        self.writer.close()
         self.feed_eof()
 
     def answer(

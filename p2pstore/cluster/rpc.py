@@ -35,6 +35,7 @@ REFUSAL_MEMORY = 5.0  # seconds a failed connection attempt keeps a peer out of 
 STREAM_PROTOCOL = "p2pstore-rpc/1"
 STREAM_PATH = "/_internal/stream"
 MAX_HEAD = 16 * 1024  # the upgrade answer's status line and headers
+CORK_BYTES = 64 * 1024  # corked frames are sent at once when this much waits
 
 
 class RpcError(Exception):
@@ -71,11 +72,17 @@ class FrameReader:
 
 
 class Writer:
-    """Flow control for one transport: ``drain()`` waits while the kernel buffer is full."""
+    """Frames out to one transport, corked: the frames written during one turn of the event loop
+    leave in one ``writev`` at its end (or as soon as ``CORK_BYTES`` wait). On this machine a
+    small loopback send costs ~90 µs of CPU, mostly waking the receiver, and under load several
+    frames to the same peer are written per turn. Flow control: ``drain()`` waits while the
+    kernel buffer is full."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._resumed: asyncio.Future[None] | None = None
+        self._corked: list[bytes] = []
+        self._corked_bytes = 0
 
     def pause_writing(self) -> None:
         if self._resumed is None:
@@ -92,7 +99,34 @@ class Writer:
     def write(self, frame: bytes) -> None:
         if self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection to peer closed")
-        self.transport.write(frame)
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._corked.append(frame)
+        self._corked_bytes += len(frame)
+        if self._corked_bytes >= CORK_BYTES:
+            self.flush()  # big frames go now, and the transport's flow control sees them
+
+    def flush(self) -> None:
+        """Hand the corked frames to the transport (a no-op when none wait)."""
+        frames, self._corked, self._corked_bytes = self._corked, [], 0
+        transport = self.transport
+        if not frames or transport is None or transport.is_closing():
+            return
+        if len(frames) == 1:
+            transport.write(frames[0])
+        else:
+            transport.writelines(frames)
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        transport_bytes = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        return self._corked_bytes + transport_bytes
+
+    def close(self) -> None:
+        """Send what is corked, then close (the transport flushes its own buffer first)."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
 
     @property
     def paused(self) -> bool:
@@ -201,8 +235,7 @@ class Connection(asyncio.Protocol):
             self.close_soon()
 
     def close_soon(self) -> None:
-        if self.writer.transport is not None:
-            self.writer.transport.close()
+        self.writer.close()
 
     async def close(self) -> None:
         self.retired = True

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pstore.errors import BadRequest
-from p2pstore.keys import MAX_KEY_BYTES, validate_key
+from p2pstore.keys import CONTROL, MAX_KEY_BYTES, validate_key
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -100,7 +100,7 @@ _FIELDS = ("key", "version", "size", "sha256", "chunks", "content_type", "delete
 
 
 def _has_control(s: str) -> bool:
-    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in s)
+    return CONTROL.search(s) is not None
 
 
 def _check_version(version: object) -> str:

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from p2pstore.cluster import transport as transport_module
 from p2pstore.cluster.codec import pack
+from p2pstore.cluster.rpc import CORK_BYTES, FrameReader, Writer
 from p2pstore.cluster.transport import PeerError, Transport
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -319,3 +320,60 @@ async def test_a_peer_is_not_read_while_its_calls_or_unread_answers_pile_up(one_
             assert all(status == 200 and len(body["views"]) == len(keys) for status, body in answers.values())
         finally:
             writer.close()
+
+
+class Received(asyncio.Protocol):
+    """The far end of a socket pair: every ``data_received`` call, and the end of the stream."""
+
+    def __init__(self) -> None:
+        self.reads: list[bytes] = []
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.reads.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+
+
+class CountingTransport:
+    """A real transport, with the calls that hand it bytes counted."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.real, self.handed = transport, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def write(self, data: bytes) -> None:
+        self.handed += 1
+        self.real.write(data)
+
+    def writelines(self, data: list[bytes]) -> None:
+        self.handed += 1
+        self.real.writelines(data)
+
+
+async def test_frames_written_in_one_turn_leave_together_and_in_order() -> None:
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    sender, _ = await loop.create_connection(asyncio.Protocol, sock=a)
+    _, far = await loop.create_connection(Received, sock=b)
+    writer = Writer()
+    counting = CountingTransport(sender)  # type: ignore[arg-type]
+    writer.transport = counting  # type: ignore[assignment]
+    frames = [pack([i, 200, f"answer {i}"]) for i in range(5)]
+    for frame in frames:
+        writer.write(frame)
+    assert counting.handed == 0 and writer.buffered() == sum(map(len, frames))
+    await asyncio.sleep(0)  # the end of this turn of the loop
+    assert counting.handed == 1  # one writev for all five
+    big = pack([5, 200, b"x" * CORK_BYTES])
+    writer.write(big)
+    assert counting.handed == 2  # a big frame goes at once
+    writer.write(pack([6, 200, "last"]))
+    writer.close()  # what is corked is sent before the stream ends
+    await asyncio.wait_for(far.closed, 5)
+    got = FrameReader().feed(b"".join(far.reads))
+    assert [f[0] for f in got] == [0, 1, 2, 3, 4, 5, 6] and got[6][2] == "last"
+    b.close()
