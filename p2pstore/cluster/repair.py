@@ -258,7 +258,7 @@ class Scrubber(BackgroundLoop):
             if self.cluster.node.serving_clients():  # yield to client traffic, but keep going
                 cost *= SCRUB_BUSY_SLOWDOWN
             await self.limiter.take(cost)
-            ok = await store.in_io(store.verify_chunk, sha)
+            ok = await store.verify_chunk(sha)
             self.stats.chunks_checked += 1
             self.stats.bytes_checked += length
             if not ok and store.has_chunk(sha):

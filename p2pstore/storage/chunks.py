@@ -141,16 +141,18 @@ class ChunkStore:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return data, read_sum(data)
 
-    def verify(self, sha: str) -> bool:
-        """True when the chunk exists and its bytes hash to its name (streamed, low memory)."""
-        digest = hashlib.sha256()
+    def verify(self, sha: str) -> bytes | None:
+        """The chunk's read sum when it exists and its bytes hash to its name (streamed, low
+        memory); None otherwise."""
+        digest, fast = hashlib.sha256(), new_read_sum()
         try:
             with open(self.path(sha), "rb") as fh:
                 while block := fh.read(1 << 20):
                     digest.update(block)
+                    fast.update(block)
         except FileNotFoundError:
-            return False
-        return digest.hexdigest() == sha
+            return None
+        return fast.digest() if digest.hexdigest() == sha else None
 
     def quarantine(self, sha: str) -> Path | None:
         """Move a bad chunk aside (kept for inspection) so it is never served again."""

@@ -230,9 +230,14 @@ class LocalStore:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return data
 
-    def verify_chunk(self, sha: str) -> bool:
+    async def verify_chunk(self, sha: str) -> bool:
+        """Check a chunk against its sha256 (the scrubber); a good chunk file's read sum is
+        recorded again with the next commit (it mends a wrong one, fills a missing one)."""
         if self.chunks.has(sha):
-            return self.chunks.verify(sha)
+            fast = await self.in_io(self.chunks.verify, sha)
+            if fast is not None:
+                self.committer.remember({sha: fast})  # here on the loop, like every commit
+            return fast is not None
         data = self.db.small_chunk(sha)
         return data is not None and hashlib.sha256(data).hexdigest() == sha
 

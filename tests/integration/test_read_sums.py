@@ -160,3 +160,17 @@ async def test_every_replica_records_the_sums_of_what_it_wrote(node_factory) -> 
         with sqlite3.connect(node.data_dir / DB_NAME) as db:
             sums = dict(db.execute("SELECT sha, xxh FROM chunk_sums"))
         assert {p.name: read_sum(p.read_bytes()) for p in files}.items() <= sums.items()
+
+
+async def test_the_scrubber_checks_sha256_and_mends_the_read_sum(store: LocalStore) -> None:
+    data = os.urandom(CHUNK)
+    entry = await stored_file(store, "k", data)
+    sha = entry.chunks[0]
+    await store.in_db(store.db.apply_batch, [], {sha: b"\0" * 16})
+    assert await store.verify_chunk(sha)
+    await stored_file(store, "other", os.urandom(CHUNK))
+    assert recorded_sum(store, sha) == read_sum(data)
+    path = Path(store.chunks.file(sha))
+    path.write_bytes(b"x" + data[1:])
+    assert not await store.verify_chunk(sha)
+    assert not store.committer.sums  # nothing recorded for bad bytes
