@@ -10,6 +10,7 @@ the cut-off chunk, the next one filling) and two extra copies of every byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -64,10 +65,13 @@ class ChunkStager:
         return self.shas
 
     def abort(self) -> None:
-        """Close what is open; the caller removes the staging folder."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        """Close what is open; the caller removes the staging folder. Never raises: on a full
+        disk, closing flushes buffered bytes and fails again (the file is closed all the same),
+        and a cleanup that raised would leave the staging folder behind."""
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
 
     def _open(self) -> None:
         self.staging.mkdir(exist_ok=True)
@@ -99,5 +103,6 @@ class ChunkStager:
             fh.close()
             os.replace(tmp, self.staging / sha)
         finally:
-            fh.close()
+            with contextlib.suppress(OSError):  # closed above unless we return or fail early
+                fh.close()
             tmp.unlink(missing_ok=True)
