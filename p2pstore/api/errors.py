@@ -6,7 +6,7 @@ import logging
 
 from aiohttp import web
 
-from ..errors import StoreError
+from ..errors import StoreError, disk_full
 
 log = logging.getLogger(__name__)
 CLIENT_GONE = 499  # counted in metrics as 4xx, as nginx does: the answer cannot be delivered
@@ -19,6 +19,7 @@ def error_response(status: int, message: str, detail: object = None) -> web.Resp
 def json_error(request: web.Request, exc: Exception) -> web.Response:
     """The JSON answer for an error a handler raised (a redirect is re-raised). Never leaks a
     traceback; a client that went away is no error to log (aiohttp drops the answer quietly)."""
+    exc = disk_full(exc) or exc
     if isinstance(exc, StoreError):
         return error_response(exc.status, exc.message, exc.detail)
     if isinstance(exc, web.HTTPException):

@@ -24,7 +24,7 @@ from ..cluster.codec import ENTRY_HEADER, MAX_MESSAGE_BYTES, MSGPACK, pack, unpa
 from ..cluster.replication import ONE_PHASE_MAX, WHOLE_HASH_HEADER
 from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL, FrameReader, Writer
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, StoreError, Unauthorized
+from ..errors import BadRequest, NotFound, StoreError, Unauthorized, disk_full
 from ..storage.chunks import is_sha256_hex
 from .metrics import REQUESTS, RPC_READ_PAUSES
 from .public import READ_SIZE, check_sha_header, get_node
@@ -325,6 +325,8 @@ class StreamSession:
         self, call_id: int, method: str, result: Any = None, exc: Exception | None = None
     ) -> list[Any]:
         """``[id, status, body]`` for a result or an error (a bug: logged, 500), counted."""
+        if exc is not None:
+            exc = disk_full(exc) or exc
         if exc is None:
             answer = [call_id, 200, result]
         elif isinstance(exc, StoreError):

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import placement
 from ..core.manifest import ManifestEntry, ManifestSync
-from ..errors import BadRequest, CorruptData, NotFound, PayloadTooLarge, StoreError, Unavailable
+from ..errors import (
+    BadRequest,
+    CorruptData,
+    NotFound,
+    PayloadTooLarge,
+    StoreError,
+    Unavailable,
+    full_disk_is_507,
+)
 from ..storage.store import SMALL_CHUNK, LocalStore, StoredBlob
 from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
@@ -410,7 +418,8 @@ class Cluster:
     ) -> str:
         if small is not None:
             if node_id == self.node.node_id:
-                await self.commit_small_local(entry, small, hashed=True)
+                with full_disk_is_507():
+                    await self.commit_small_local(entry, small, hashed=True)
             else:
                 try:
                     await self._write_small_remote(node_id, entry, small)
@@ -419,7 +428,8 @@ class Cluster:
                         raise StoreError(f"replica {node_id} refused: {exc}", status=exc.status) from exc
                     raise
         elif node_id == self.node.node_id:
-            await self.commit_local(upload, entry)
+            with full_disk_is_507():
+                await self.commit_local(upload, entry)
         else:
             await self.transport.call(
                 self.address(node_id), "/commit", {"upload": upload, "entry": entry.to_wire()},

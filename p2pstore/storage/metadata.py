@@ -276,7 +276,8 @@ class MetadataDB:
                 results.append([w for e in entries if (w := self._apply_one(e)) is not None])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
         return results
 
@@ -357,7 +358,8 @@ class MetadataDB:
                 self._kv.executemany("DELETE FROM chunk_sums WHERE sha = ?", gone)
                 self._kv.execute("COMMIT")
             except BaseException:
-                self._kv.execute("ROLLBACK")
+                if self._kv.in_transaction:  # SQLite already rolled back after some errors (a full disk)
+                    self._kv.execute("ROLLBACK")
                 raise
 
     def unreferenced_chunks(self) -> list[str]:
@@ -377,7 +379,8 @@ class MetadataDB:
                     purged.append(t)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk)
+                conn.execute("ROLLBACK")
             raise
         return purged
 
@@ -400,7 +403,8 @@ class MetadataDB:
                 self._kv.executemany("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", values.items())
                 self._kv.execute("COMMIT")
             except BaseException:
-                self._kv.execute("ROLLBACK")
+                if self._kv.in_transaction:  # SQLite already rolled back after some errors (a full disk)
+                    self._kv.execute("ROLLBACK")
                 raise
 
     def backup_to(self, dest: Path) -> None:

@@ -7,6 +7,7 @@ Needs root (mount); skipped with the reason otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -71,6 +72,35 @@ async def test_small_pieces_that_fill_the_disk_leave_nothing_behind(small_disk: 
         await store.discard(blob)
     finally:
         store.close()
+
+
+async def test_writes_racing_for_the_last_bytes_get_507_never_500(small_disk: Path) -> None:
+    """Concurrent writes pass the free-space check and then find the disk full in the chunk write
+    or the database commit: each answer is 201 or 507, none an I/O error (500) or an "outcome
+    unknown" (503: SQLite had rolled the failed commit back itself, and our ROLLBACK after it
+    failed and hid the full disk)."""
+    [node] = start_nodes(small_disk.parent, 1, fsync="always", min_free_bytes=0, chunk_size=MiB)
+    try:
+        filler = small_disk / "filler"
+        with open(filler, "wb") as fh:
+            fh.write(bytes(shutil.disk_usage(small_disk).free - 3 * MiB))
+        async with aiohttp.ClientSession() as s:
+
+            async def put(i: int) -> tuple[int, dict]:
+                data = i.to_bytes(4, "big") + os.urandom(512 * 1024 - 4)
+                async with s.put(f"{node.url}/files/race-{i}", data=data) as r:
+                    return r.status, await r.json()
+
+            answers = await asyncio.gather(*(put(i) for i in range(24)))
+            assert {status for status, _ in answers} <= {201, 507}, answers
+            assert any(status == 507 for status, _ in answers)
+            assert all("disk" in a["error"] for status, a in answers if status == 507)
+            filler.unlink()
+            async with s.put(f"{node.url}/files/after", data=b"room again") as r:
+                assert r.status == 201, await r.text()
+        assert "Traceback" not in node.log_text()
+    finally:
+        node.terminate()
 
 
 async def check_full_disk(node: NodeProcess, disk: Path) -> None:
