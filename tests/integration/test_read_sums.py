@@ -22,6 +22,7 @@ from p2pstore.storage.checkpoint import DB_NAME
 from p2pstore.storage.chunks import read_sum
 from p2pstore.storage.store import LocalStore
 from tests.support.http import generated_body, generated_sha256
+from tests.support.processes import wait_for
 
 CHUNK = 256 * 1024
 
@@ -145,10 +146,13 @@ async def test_every_replica_records_the_sums_of_what_it_wrote(node_factory) -> 
     """On real nodes: a 300 KiB file (sent to replicas as one raw body) and a 5 MiB one (staged
     in 4 MiB chunks) leave a read sum for each chunk file on each of the three nodes."""
     nodes = node_factory(3, replicas=3, fsync="never")
+    wait_for(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 20,
+             message="every node knows all three")  # fmt: skip
     sizes = {"raw": 300 * 1024, "staged": 5 * 1024 * 1024}
     async with aiohttp.ClientSession() as s:
         for n, (key, size) in enumerate(sizes.items()):
-            async with s.put(f"{nodes[n].url}/files/{key}", data=generated_body(size, seed=n)) as r:
+            # w=3: acknowledged once all three replicas committed (none is still writing)
+            async with s.put(f"{nodes[n].url}/files/{key}?w=3", data=generated_body(size, seed=n)) as r:
                 assert r.status == 201, await r.text()
             async with s.get(f"{nodes[2 - n].url}/files/{key}") as r:
                 body = await r.read()
