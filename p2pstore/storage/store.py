@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import hashlib
 import logging
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable
+from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable, disk_full
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
@@ -363,8 +362,9 @@ class LocalStore:
             if stager is not None:
                 await self.in_io(stager.abort)
             await self.in_io(shutil.rmtree, staging, True)
-            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-                raise InsufficientStorage("disk full on this node") from exc
+            full = disk_full(exc)
+            if full is not None:
+                raise full from exc
             raise
 
     def _promote(self, blob: StoredBlob) -> None:

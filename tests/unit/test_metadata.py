@@ -36,16 +36,21 @@ def test_apply_is_last_writer_wins_and_digest_matches(tmp_path: Path) -> None:
         assert stored == sub_digest(db.entries_in_bucket(bucket))
 
 
-def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "m.sqlite"
+def reopened_as_older(path: Path, entries: list[ManifestEntry], downgrade: str) -> MetadataDB:
+    """A database holding ``entries``, taken back to an older schema by ``downgrade``, opened again."""
     db = MetadataDB(path, "never")
-    db.apply([entry("k", 1), entry("j", 2)])
+    db.apply(entries)
     db.close()
     conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE files DROP COLUMN ehash")  # the older schema
+    conn.execute(downgrade)
     conn.commit()
     conn.close()
-    db = MetadataDB(path, "never")
+    return MetadataDB(path, "never")
+
+
+def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
+    older = "ALTER TABLE files DROP COLUMN ehash"
+    db = reopened_as_older(tmp_path / "m.sqlite", [entry("k", 1), entry("j", 2)], older)
     ref = BucketDigest()
     ref.add(entry("k", 1))
     ref.add(entry("j", 2))
@@ -54,15 +59,7 @@ def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
 
 
 def test_database_from_before_read_sums_is_upgraded(tmp_path: Path) -> None:
-    path = tmp_path / "m.sqlite"
-    db = MetadataDB(path, "never")
-    db.apply([entry("k", 1)])
-    db.close()
-    conn = sqlite3.connect(path)
-    conn.execute("DROP TABLE chunk_sums")  # the older schema
-    conn.commit()
-    conn.close()
-    db = MetadataDB(path, "never")
+    db = reopened_as_older(tmp_path / "m.sqlite", [entry("k", 1)], "DROP TABLE chunk_sums")
     assert db.chunk_source("b" * 64) == (None, None)
     db.apply_batch([([entry("j", 2)], {})], {"b" * 64: b"s" * 16})
     assert db.chunk_source("b" * 64) == (None, b"s" * 16)
