@@ -93,6 +93,20 @@ def connect(path: Path, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (unless SQLite already did, as it
+    does after some errors such as a full disk: a ROLLBACK then would fail and hide the cause)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def check_integrity(path: Path) -> None:
     """Raise DatabaseCorrupt unless ``path`` is a readable SQLite file with our tables intact."""
     try:
@@ -143,12 +157,11 @@ class MetadataDB:
         if "ehash" not in columns:  # added for fast digest rebuilds at start-up
             self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
             rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
-            self._w.execute("BEGIN IMMEDIATE")
-            self._w.executemany(
-                "UPDATE files SET ehash = ? WHERE key = ?",
-                [(entry_hash(e), e.key) for e in map(row_to_entry, rows)],
-            )
-            self._w.execute("COMMIT")
+            with transaction(self._w) as conn:
+                conn.executemany(
+                    "UPDATE files SET ehash = ? WHERE key = ?",
+                    [(entry_hash(e), e.key) for e in map(row_to_entry, rows)],
+                )
 
     def close(self) -> None:
         self._closing.set()
@@ -264,8 +277,7 @@ class MetadataDB:
         ``sums`` (chunk sha -> read sum) ride along: they are only ever a shortcut for reads."""
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             if sums:
                 conn.executemany("INSERT OR REPLACE INTO chunk_sums (sha, xxh) VALUES (?, ?)", sums.items())
             for entries, small in requests:
@@ -274,11 +286,6 @@ class MetadataDB:
                         "INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", list(small.items())
                     )
                 results.append([w for e in entries if (w := self._apply_one(e)) is not None])
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk)
-                conn.execute("ROLLBACK")
-            raise
         return results
 
     def _apply_one(self, entry: ManifestEntry) -> tuple[ManifestEntry | None, ManifestEntry] | None:
@@ -352,15 +359,9 @@ class MetadataDB:
         """Drop zero-reference rows (after their files were deleted from disk)."""
         with self._kv_lock:
             gone = [(s,) for s in shas]
-            self._kv.execute("BEGIN IMMEDIATE")
-            try:
-                self._kv.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", gone)
-                self._kv.executemany("DELETE FROM chunk_sums WHERE sha = ?", gone)
-                self._kv.execute("COMMIT")
-            except BaseException:
-                if self._kv.in_transaction:  # SQLite already rolled back after some errors (a full disk)
-                    self._kv.execute("ROLLBACK")
-                raise
+            with transaction(self._kv) as conn:
+                conn.executemany("DELETE FROM chunk_refs WHERE sha = ? AND refs <= 0", gone)
+                conn.executemany("DELETE FROM chunk_sums WHERE sha = ?", gone)
 
     def unreferenced_chunks(self) -> list[str]:
         return [r[0] for r in self._read("SELECT sha FROM chunk_refs WHERE refs <= 0")]
@@ -369,19 +370,13 @@ class MetadataDB:
         """Forget tombstones that every member has seen; a newer entry for the key stays."""
         conn = self._w
         purged = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(conn):
             for t in tombstones:
                 cur = conn.execute(
                     "DELETE FROM files WHERE key = ? AND version = ? AND deleted = 1", (t.key, t.version)
                 )
                 if cur.rowcount:
                     purged.append(t)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:  # SQLite already rolled back after some errors (a full disk)
-                conn.execute("ROLLBACK")
-            raise
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
@@ -397,15 +392,8 @@ class MetadataDB:
 
     def set_states(self, values: dict[str, bytes]) -> None:
         """Durably store small values together: one transaction, one fsync, all or none."""
-        with self._kv_lock:
-            self._kv.execute("BEGIN IMMEDIATE")
-            try:
-                self._kv.executemany("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", values.items())
-                self._kv.execute("COMMIT")
-            except BaseException:
-                if self._kv.in_transaction:  # SQLite already rolled back after some errors (a full disk)
-                    self._kv.execute("ROLLBACK")
-                raise
+        with self._kv_lock, transaction(self._kv) as conn:
+            conn.executemany("INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)", values.items())
 
     def backup_to(self, dest: Path) -> None:
         """Consistent snapshot via SQLite's online backup API."""

@@ -230,15 +230,22 @@ class LocalStore:
         return data
 
     async def verify_chunk(self, sha: str) -> bool:
-        """Check a chunk against its sha256 (the scrubber); a good chunk file's read sum is
-        recorded again with the next commit (it mends a wrong one, fills a missing one)."""
+        """Check a chunk against its sha256 (the scrubber); a good chunk file whose recorded
+        read sum is missing or wrong gets the right one with the next commit."""
+        ok, mended = await self.in_io(self._check_chunk, sha)
+        if mended is not None:
+            self.committer.remember({sha: mended})  # here on the loop, like every commit
+        return ok
+
+    def _check_chunk(self, sha: str) -> tuple[bool, bytes | None]:
+        """(good, the read sum to record if it differs from the recorded one); blocking."""
         if self.chunks.has(sha):
-            fast = await self.in_io(self.chunks.verify, sha)
-            if fast is not None:
-                self.committer.remember({sha: fast})  # here on the loop, like every commit
-            return fast is not None
+            fast = self.chunks.verify(sha)
+            if fast is None:
+                return False, None
+            return True, (fast if self.db.chunk_source(sha)[1] != fast else None)
         data = self.db.small_chunk(sha)
-        return data is not None and hashlib.sha256(data).hexdigest() == sha
+        return data is not None and hashlib.sha256(data).hexdigest() == sha, None
 
     async def write_chunk(self, data: bytes, sha: str) -> None:
         """Store one verified chunk (repair): small ones in SQLite, others as files. Like a
