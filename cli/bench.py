@@ -67,6 +67,12 @@ def bench(
             show_default=False,
         ),
     ] = None,
+    read_lease: Annotated[
+        float | None,
+        typer.Option(
+            "--read-lease", help="Read lease of --local nodes (s; 0 = quorum reads).", show_default=False
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -106,6 +112,7 @@ def bench(
             replicas=replicas,
             write_quorum=write_quorum,
             read_quorum=read_quorum,
+            read_lease=read_lease,
             data_dir=data_dir,
             keep=keep,
             mem_1g=mem_1g,

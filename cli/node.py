@@ -104,6 +104,9 @@ def start(
     repair_rate: Annotated[float | None, _rate_option("Re-sync bandwidth cap; 0 = unthrottled.")] = None,
     scrub_rate: Annotated[float | None, _rate_option("Bytes/s the corruption scrubber reads.")] = None,
     fsync: Annotated[Fsync | None, typer.Option(help="When to fsync writes.", show_default=False)] = None,
+    read_lease: Annotated[
+        float | None, typer.Option(help="Seconds a read lease runs (local reads); 0 = quorum reads.")
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -134,6 +137,7 @@ def start(
         "repair_rate": repair_rate,
         "scrub_rate": scrub_rate,
         "fsync": fsync.value if fsync else None,
+        "read_lease": read_lease,
         "log_level": log_level.value if log_level else None,
     }
     try:

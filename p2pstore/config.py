@@ -39,6 +39,7 @@ class NodeConfig:
     repair_rate: float = 0.0  # bytes/s for re-sync; 0 = unthrottled
     scrub_rate: float = 16 * 1024 * 1024  # bytes/s the scrubber reads
     fsync: str = "always"  # always | batch | never
+    read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     log_level: str = "INFO"
 
     @property
@@ -56,6 +57,8 @@ class NodeConfig:
             raise ValueError(f"write_quorum must be 1..replicas ({self.replicas})")
         if self.chunk_size < 4096:
             raise ValueError("chunk_size must be at least 4096 bytes")
+        if not (self.read_lease == 0 or 0.5 <= self.read_lease <= 60):
+            raise ValueError("read_lease must be 0 (off) or 0.5..60 seconds")
         if self.fsync not in ("always", "batch", "never"):
             raise ValueError("fsync must be one of always, batch, never")
         if not 0 < self.port < 65536:

@@ -159,6 +159,7 @@ class Node:
             },
             "repair": {**asdict(self.cluster.repairer.stats), **self.cluster.housekeeper.stats()},
             "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},
+            "read_leases": self.cluster.leases.stats(),
             "storage": {
                 "corrupt_chunks_found": self.store.stats.corrupt_chunks_found,
                 "restored_from_checkpoint": self.store.stats.restored_from,

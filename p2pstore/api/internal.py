@@ -129,7 +129,8 @@ async def commit(node: Node, msg: Any, peer: str) -> Any:
     if upload is not None and not isinstance(upload, str):
         raise malformed(peer, "commit", "upload must be a string or nil")
     entry = entry_of(peer, "commit", msg)
-    return {"applied": await node.cluster.commit_local(upload, entry)}
+    applied = await node.cluster.commit_local(upload, entry)
+    return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
 async def write_small(node: Node, msg: Any, peer: str) -> Any:
@@ -137,7 +138,8 @@ async def write_small(node: Node, msg: Any, peer: str) -> Any:
     if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
         raise malformed(peer, "write", "write needs the data as bytes (a small file)")
     entry = entry_of(peer, "write", msg)
-    return {"applied": await node.cluster.commit_small_local(entry, data)}
+    applied = await node.cluster.commit_small_local(entry, data)
+    return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
 async def abort(node: Node, msg: Any, peer: str) -> Any:
@@ -156,6 +158,22 @@ def entries(node: Node, msg: Any, peer: str) -> Any:
     ):
         raise malformed(peer, "entries", "entries needs a list of keys")
     return {"views": [node.cluster.local_view(k) for k in keys]}
+
+
+def lease(node: Node, msg: Any, peer: str) -> Any:
+    """A read lease for the asking replica (or None: refused)."""
+    try:
+        return node.cluster.leases.handle_request(msg if isinstance(msg, dict) else {})
+    except ValueError as exc:
+        raise malformed(peer, "lease", str(exc)) from exc
+
+
+def lease_revoke(node: Node, msg: Any, peer: str) -> Any:
+    """A coordinator's word that a leaseholder missed a write: renew its lease no more."""
+    try:
+        return node.cluster.leases.handle_revoke(msg if isinstance(msg, dict) else {})
+    except ValueError as exc:
+        raise malformed(peer, "lease-revoke", str(exc)) from exc
 
 
 async def read_repair(node: Node, msg: Any, peer: str) -> Any:
@@ -201,6 +219,8 @@ HANDLERS: dict[str, MessageHandler] = {
     "write": write_small,
     "entries": entries,
     "read-repair": read_repair,
+    "lease": lease,
+    "lease-revoke": lease_revoke,
     "checkpoint": checkpoint,
     "recover": recover,
     "purge": purge,

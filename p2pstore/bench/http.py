@@ -243,6 +243,7 @@ class BenchOptions:
     replicas: int | None = None
     write_quorum: int | None = None
     read_quorum: int | None = None  # ?r= on every GET (1: one replica's copy, no quorum lookup)
+    read_lease: float | None = None  # --read-lease of --local nodes (0: quorum reads); None = default
     data_dir: Path | None = None
     keep: bool = False
     mem_1g: bool = False
@@ -298,6 +299,8 @@ def check_options(opts: BenchOptions) -> BenchOptions:
         raise BenchError("--replicas must be between 1 and the number of local nodes")
     if opts.write_quorum is not None and opts.write_quorum < 1:
         raise BenchError("--write-quorum must be at least 1")
+    if opts.read_lease is not None and not (opts.read_lease == 0 or 0.5 <= opts.read_lease <= 60):
+        raise BenchError("--read-lease must be 0 (off) or 0.5..60 seconds")
     if opts.read_quorum is not None and opts.read_quorum < 1:
         raise BenchError("--read-quorum must be at least 1")
     parse_phases(",".join(opts.phases))
@@ -492,10 +495,13 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     n = opts.local or 1
     replicas = opts.replicas or min(3, n)
     write_quorum = opts.write_quorum or min(2, replicas)
-    print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync} in {parent}", flush=True)
+    lease = {} if opts.read_lease is None else {"read_lease": opts.read_lease}
+    leases = "" if opts.read_lease is None else f" read-lease={opts.read_lease:g}"
+    print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} in {parent}",
+          flush=True)  # fmt: skip
     try:
         return start_nodes(parent, n, timeout=60.0, token=opts.token, fsync=opts.fsync,
-                           replicas=replicas, write_quorum=write_quorum)  # fmt: skip
+                           replicas=replicas, write_quorum=write_quorum, **lease)  # fmt: skip
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BenchError(f"local nodes did not start: {exc}") from exc
 
@@ -532,7 +538,8 @@ def run_bench(opts: BenchOptions) -> int:
         else:
             urls = list(opts.urls)
             pids = dict(zip(urls, opts.pids, strict=False))
-        reads = f"r={opts.read_quorum}" if opts.read_quorum else "quorum reads"
+        reads = f"r={opts.read_quorum}" if opts.read_quorum else "default reads (read leases where held)"
+        reads = "quorum reads" if opts.read_lease == 0 and not opts.read_quorum else reads
         print(f"gateways: {', '.join(urls)}; concurrency {opts.concurrency}; {reads}", flush=True)
         if opts.mem_1g:
             return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
@@ -581,6 +588,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
     ap.add_argument("--replicas", type=int, help="R of --local nodes (default min(3, N))")
     ap.add_argument("--write-quorum", type=int, help="W of --local nodes (default min(2, R))")
     ap.add_argument("--read-quorum", type=int, help="replicas each GET asks (?r=; default: nodes' R-W+1)")
+    ap.add_argument("--read-lease", type=float, help="read lease of --local nodes (s; 0 = quorum reads)")
     ap.add_argument("--data-dir", type=Path, help="parent dir of --local node data (default: temp)")
     ap.add_argument("--keep", action="store_true", help="keep the --local data dir afterwards")
     ap.add_argument(
@@ -594,7 +602,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
             token=a.token, concurrency=a.concurrency, phases=parse_phases(a.phases),
             count_4k=a.count_4k, count_1m=a.count_1m, count_64m=a.count_64m, json=a.json, fsync=a.fsync,
             replicas=a.replicas, write_quorum=a.write_quorum, read_quorum=a.read_quorum,
-            data_dir=a.data_dir, keep=a.keep,
+            read_lease=a.read_lease, data_dir=a.data_dir, keep=a.keep,
             mem_1g=a.mem_1g,
         ))  # fmt: skip
     except (BenchError, ValueError) as exc:

@@ -37,6 +37,7 @@ from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
 from .housekeeping import Housekeeper
+from .leases import Ack, Leases
 from .repair import Repairer, Scrubber
 from .transport import MSGPACK, PeerError, Transport
 
@@ -90,6 +91,7 @@ class Cluster:
         self.repairer = Repairer(self, cfg.repair_rate)
         self.scrubber = Scrubber(self, cfg.scrub_rate)
         self.housekeeper = Housekeeper(self)
+        self.leases = Leases(self, cfg.read_lease)
         node.store.on_corrupt = self.chunk_went_bad
         self.staged: dict[str, Staged] = {}
         self.background: set[asyncio.Task] = set()
@@ -109,6 +111,7 @@ class Cluster:
         self.repairer.start()
         self.scrubber.start()
         self.housekeeper.start()
+        self.leases.start()
         self._tasks = [
             asyncio.create_task(self._anti_entropy_loop(), name="manifest-sync"),
             asyncio.create_task(self._expire_staged_loop(), name="staged-expiry"),
@@ -123,6 +126,7 @@ class Cluster:
         await self.repairer.stop()
         await self.scrubber.stop()
         await self.housekeeper.stop()
+        await self.leases.stop()
         if self.background:
             await asyncio.wait(self.background, timeout=10)
         await self.gossip.stop()
@@ -257,10 +261,12 @@ class Cluster:
                 chunks=tuple(info["chunks"]), content_type=content_type, deleted=False,
                 modified=modified,
             )  # fmt: skip
-        tasks = [
-            self._spawn(self._commit_one(node_id, upload, entry, small)) for node_id, upload in staged.items()
-        ]
-        done, errors = await first_n(tasks, w)
+        tasks = {
+            node_id: self._spawn(self._commit_one(node_id, upload, entry, small))
+            for node_id, upload in staged.items()
+        }
+        acks, errors = await first_n(list(tasks.values()), w)
+        done = [node_id for node_id, _, _ in acks]
         refusal = next((e for e in errors if isinstance(e, StoreError) and e.status in (400, 413, 507)), None)
         if not done and refusal is not None:
             raise refusal  # every replica refused for the same reason the client should see
@@ -271,9 +277,11 @@ class Cluster:
                 f"only {len(done)} replicas committed, {w} needed; the write may or may not persist",
                 {"committed_on": sorted(done), "outcome": "unknown", "errors": [str(e) for e in errors][:5]},
             )
+        await self.leases.settle(replicas, acks, tasks)
         if self.node.node_id not in staged:
             await self.node.store.apply_entries([entry])  # the gateway's manifest knows it too
-        return entry, sorted(done)
+        late = [n for n, t in tasks.items() if n not in done and t.done() and not t.exception()]
+        return entry, sorted(done + late)
 
     async def _stage_all(
         self,
@@ -415,14 +423,16 @@ class Cluster:
 
     async def _commit_one(
         self, node_id: str, upload: str | None, entry: ManifestEntry, small: bytes | None = None
-    ) -> str:
+    ) -> Ack:
+        """Commit on one replica; its acknowledgement carries its read-lease report."""
+        answer: Any = None
         if small is not None:
             if node_id == self.node.node_id:
                 with full_disk_is_507():
                     await self.commit_small_local(entry, small, hashed=True)
             else:
                 try:
-                    await self._write_small_remote(node_id, entry, small)
+                    answer = await self._write_small_remote(node_id, entry, small)
                 except PeerError as exc:
                     if exc.status in (413, 507):
                         raise StoreError(f"replica {node_id} refused: {exc}", status=exc.status) from exc
@@ -431,26 +441,32 @@ class Cluster:
             with full_disk_is_507():
                 await self.commit_local(upload, entry)
         else:
-            await self.transport.call(
+            answer = await self.transport.call(
                 self.address(node_id), "/commit", {"upload": upload, "entry": entry.to_wire()},
                 timeout=COMMIT_TIMEOUT,
             )  # fmt: skip
-        return node_id
+        if node_id == self.node.node_id:
+            report = self.leases.report(entry.key)
+        else:
+            report = answer.get("leases") if isinstance(answer, dict) else None
+            report = report if isinstance(report, dict) else {}
+        return node_id, report, time.monotonic()
 
-    async def _write_small_remote(self, node_id: str, entry: ManifestEntry, data: bytes) -> None:
+    async def _write_small_remote(self, node_id: str, entry: ManifestEntry, data: bytes) -> Any:
         """A one-phase write to a peer: an RPC frame, or for a large body a raw HTTP body with the
         entry in a header (no msgpack copy of the body on either end); msgpack for older peers."""
         address = self.address(node_id)
         if len(data) > RPC_BULK_LIMIT and address not in self._no_raw_write:
             header = {ENTRY_HEADER: base64.b64encode(pack(entry.to_wire())).decode()}
             try:
-                await self.transport.post_raw(address, "/write-raw", data, header, timeout=COMMIT_TIMEOUT)
-                return
+                return await self.transport.post_raw(
+                    address, "/write-raw", data, header, timeout=COMMIT_TIMEOUT
+                )
             except PeerError as exc:
                 if exc.status not in (404, 405):
                     raise
                 self._no_raw_write.add(address)
-        await self.transport.call(
+        return await self.transport.call(
             address, "/write", {"entry": entry.to_wire(), "data": data},
             timeout=COMMIT_TIMEOUT, bulk=len(data) > RPC_BULK_LIMIT,
         )  # fmt: skip
@@ -509,6 +525,10 @@ class Cluster:
         me = self.node.node_id
         replicas = self.replicas_for(key)
         local, complete = self.node.store.get_with_presence(key)
+        served = r is None and complete and local is not None and not local.deleted
+        if served and self.leases.may_read_locally(replicas):  # no write is acknowledged without us
+            self.leases.lease_reads += 1
+            return Resolved(local, [me, *(n for n in replicas if n != me)])  # type: ignore[arg-type]
         views: dict[str, dict[str, Any]] = {me: self._view_of(local, complete)}
         others = [n for n in self.reachable(replicas) if n != me]
         need = self.read_quorum(len(replicas), r) - (me in replicas)

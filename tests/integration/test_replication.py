@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import random
+from typing import Any
 
 import aiohttp
 import msgpack
@@ -292,9 +293,9 @@ def lookups_served(node: NodeProcess) -> int:
     return metric(node, "p2pstore_requests_total{", 'method="RPC entries"')
 
 
-def three_with_secret(node_factory, secret: str) -> list[NodeProcess]:
+def three_with_secret(node_factory, secret: str, **flags: Any) -> list[NodeProcess]:
     """Three nodes (R=3) that see each other; the test may call /_internal/ with ``secret``."""
-    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret)
+    nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret, **flags)
     wait_members(nodes)
     return nodes
 
@@ -336,9 +337,10 @@ async def plant_newer(s: aiohttp.ClientSession, node: NodeProcess, key: str, tha
 
 async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> None:
     """R=3, W=2: a read asks R-W+1 = 2 replicas (the gateway and one peer) when they agree;
-    ``?r=3`` asks all three; a replica holding a newer version makes the others get asked."""
+    ``?r=3`` asks all three; a replica holding a newer version makes the others get asked.
+    Read leases off: with them, replicas answer alone (test_read_leases.py)."""
     secret = "quorum-secret"
-    nodes = three_with_secret(node_factory, secret)
+    nodes = three_with_secret(node_factory, secret, read_lease=0)
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
         v1 = await three_replicas_of(s, nodes, "q", b"version one")
@@ -366,9 +368,10 @@ async def test_reads_ask_a_quorum_and_the_newest_version_wins(node_factory) -> N
 async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_factory) -> None:
     """Read repair: a replica holds a version the other two missed; the first read that sees
     the difference sends them the entry (they fetch the data), so every replica serves it; an
-    older entry sent the same way changes nothing; a malformed one is refused."""
+    older entry sent the same way changes nothing; a malformed one is refused. Read leases off:
+    the version planted on one replica bypasses the coordinator they rely on."""
     secret = "repair-secret"
-    nodes = three_with_secret(node_factory, secret)
+    nodes = three_with_secret(node_factory, secret, read_lease=0)
     a, b, c = nodes
     async with aiohttp.ClientSession() as s:
         v1 = await three_replicas_of(s, nodes, "k", b"old bytes")
@@ -483,7 +486,9 @@ async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) 
         async with s.get(f"{node.url}/files/raw") as r:
             assert r.status == 404
         async with s.post(url, data=data, headers={**auth, "X-P2PStore-Entry": header}) as r:
-            assert r.status == 200 and msgpack.unpackb(await r.read()) == {"applied": True}
+            answer = msgpack.unpackb(await r.read())
+            assert r.status == 200 and answer["applied"] is True
+            assert isinstance(answer["leases"], dict)  # the read leases the coordinator must respect
         async with s.get(f"{node.url}/files/raw") as r:
             assert r.status == 200 and await r.read() == data
             assert r.headers["Content-Type"] == "x/y"

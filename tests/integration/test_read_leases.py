@@ -1,0 +1,144 @@
+"""Read leases on real nodes: replicas answer GETs from their own copy while they hold leases,
+and a replica that misses a write loses its leases before that write is acknowledged, so it
+never serves the older version afterwards."""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.processes import NodeProcess, start_nodes, wait_for
+
+MiB = 1 << 20
+
+
+def leases(node: NodeProcess) -> dict:
+    return node.get_json("/status")["read_leases"]
+
+
+def local_copy(node: NodeProcess, key: str) -> bytes | None:
+    """What the node itself holds for ``key`` (``?local=1``: no other replica asked)."""
+    try:
+        with urllib.request.urlopen(f"{node.url}/files/{key}?local=1", timeout=5) as r:
+            return r.read()
+    except urllib.error.HTTPError:
+        return None
+
+
+def holds_all(nodes: list[NodeProcess]) -> bool:
+    """Every node sees the others alive and reads under leases from them."""
+    for n in nodes:
+        status = n.get_json("/status")
+        if [m["state"] for m in status["members"]] != ["alive"] * len(nodes):
+            return False
+        if len(status["read_leases"]["held_from"]) != len(nodes) - 1:
+            return False
+    return True
+
+
+async def test_replicas_answer_reads_locally_under_their_leases(tmp_path: Path) -> None:
+    nodes = start_nodes(tmp_path, 3, fsync="never")
+    try:
+        wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[0].url}/files/k", data=b"version one") as r:
+                assert r.status == 201
+            before = [leases(n)["lease_reads"] for n in nodes]
+            for n in nodes:
+                for _ in range(5):
+                    async with s.get(f"{n.url}/files/k") as r:
+                        assert r.status == 200 and await r.read() == b"version one"
+            after = [leases(n)["lease_reads"] for n in nodes]
+            assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5, 5]
+            # an explicit read quorum still asks the others
+            async with s.get(f"{nodes[1].url}/files/k", params={"r": "2"}) as r:
+                assert r.status == 200 and await r.read() == b"version one"
+            assert leases(nodes[1])["lease_reads"] == after[1]
+            # a write through any node is read back at once through every other
+            for i, n in enumerate(nodes):
+                async with s.put(f"{n.url}/files/k", data=f"version {i + 2}".encode()) as r:
+                    assert r.status == 201
+                for m in nodes:
+                    async with s.get(f"{m.url}/files/k") as r:
+                        assert await r.read() == f"version {i + 2}".encode()
+    finally:
+        for n in nodes:
+            n.terminate()
+
+
+async def big_body(total: int) -> AsyncIterator[bytes]:
+    for _ in range(total // MiB):
+        yield os.urandom(MiB)
+
+
+async def test_a_replica_that_misses_a_write_loses_its_lease_before_the_write_is_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """node0 refuses uploads over 4 MiB (its own --max-upload-bytes) but is otherwise healthy and
+    keeps renewing its leases: a small file reaches all three replicas, a 10 MiB version only
+    the other two (W=2). node0 read the small file under its leases; once the big version is
+    acknowledged it must answer with that (its leases were revoked and had run out), never with
+    its own older copy."""
+    nodes = start_nodes(tmp_path, 3, fsync="never", read_lease=1.0)
+    try:
+        full = nodes[0]
+        full.args = [*full.args, "--max-upload-bytes", str(4 * MiB)]
+        full.restart()
+        wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[1].url}/files/f", data=b"small version") as r:
+                assert r.status == 201
+            wait_for(lambda: local_copy(full, "f") == b"small version", 10, message="node0 has its copy")
+            reads = leases(full)["lease_reads"]
+            async with s.get(f"{full.url}/files/f") as r:
+                assert await r.read() == b"small version"
+            assert leases(full)["lease_reads"] == reads + 1, "node0 read its own copy under leases"
+            started = time.monotonic()
+            async with s.put(f"{nodes[1].url}/files/f", data=big_body(10 * MiB),
+                             headers={"Content-Length": str(10 * MiB)}) as r:  # fmt: skip
+                answer = await r.json()
+                assert r.status == 201, answer
+            took = time.monotonic() - started
+            assert full.health()["node_id"] not in answer["replicas"]
+            async with s.get(f"{full.url}/files/f") as r:
+                assert r.status == 200
+                assert r.headers["X-P2PStore-Version"] == answer["version"]
+                assert len(await r.read()) == 10 * MiB
+        assert leases(nodes[1])["writes_waited"] >= 1
+        assert sum(leases(n)["revoked_here"] for n in nodes[1:]) >= 1
+        assert took < 30, f"the write waited {took:.1f} s for a lease to run out"
+    finally:
+        for n in nodes:
+            n.terminate()
+
+
+async def test_a_hung_leaseholder_delays_writes_by_its_lease_only(tmp_path: Path) -> None:
+    """SIGSTOP one replica: writes through the others wait for its lease to run out (a second
+    here, twice at most), then go on at W=2; resumed, it reads the newest version."""
+    nodes = start_nodes(tmp_path, 3, fsync="never", read_lease=1.0)
+    try:
+        wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        hung = nodes[2]
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[0].url}/files/h", data=b"before") as r:
+                assert r.status == 201
+            hung.pause()
+            try:
+                for i in range(3):
+                    started = time.monotonic()
+                    async with s.put(f"{nodes[i % 2].url}/files/h", data=f"during {i}".encode()) as r:
+                        assert r.status == 201, await r.text()
+                    assert time.monotonic() - started < 10
+            finally:
+                hung.resume()
+            async with s.get(f"{hung.url}/files/h") as r:
+                assert r.status == 200 and await r.read() == b"during 2"
+    finally:
+        for n in nodes:
+            n.terminate()
