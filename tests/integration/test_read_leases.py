@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.processes import NodeProcess, start_nodes, wait_for
+from tests.support.processes import NodeProcess, metric, start_nodes, wait_for
 
 MiB = 1 << 20
 
@@ -56,6 +56,8 @@ async def test_replicas_answer_reads_locally_under_their_leases(tmp_path: Path) 
                         assert r.status == 200 and await r.read() == b"version one"
             after = [leases(n)["lease_reads"] for n in nodes]
             assert [a - b for a, b in zip(after, before, strict=True)] == [5, 5, 5]
+            assert metric(nodes[0], "p2pstore_lease_reads_total") == after[0]
+            assert metric(nodes[0], "p2pstore_read_leases_held") == 2
             # an explicit read quorum still asks the others
             async with s.get(f"{nodes[1].url}/files/k", params={"r": "2"}) as r:
                 assert r.status == 200 and await r.read() == b"version one"
