@@ -32,6 +32,7 @@ CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
 SCRUB_BUSY_SLOWDOWN = 10  # while clients are served, scrub at a tenth of --scrub-rate
 SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
+SCRUB_BATCH_CHUNKS, SCRUB_BATCH_BYTES = 64, 1 << 20  # per trip to the I/O thread (a bigger file alone)
 
 
 @dataclass
@@ -246,19 +247,42 @@ class Scrubber(BackgroundLoop):
             await asyncio.sleep(min(SCRUB_PAUSE_MAX, max(SCRUB_PAUSE_MIN, self.stats.last_pass_seconds or 0)))
 
     async def scrub_pass(self) -> list[str]:
+        """Check every chunk, small ones a batch per trip to the I/O thread. The limiter is
+        still charged chunk by chunk once a batch was checked, each at the cost of the moment: a
+        batch charged at once while clients were served would be waited out (seconds) long
+        after they were gone."""
         store = self.cluster.node.store
         started = time.monotonic()
         found: list[str] = []
         shas = await store.in_io(store.iter_chunk_shas)
-        for sha in shas:
-            length = store.chunk_length(sha)
-            if length is None:
+        at = 0
+        while at < len(shas):
+            checked = await store.verify_chunks(shas[at : at + SCRUB_BATCH_CHUNKS], SCRUB_BATCH_BYTES)
+            at += len(checked)
+            found += self._tally(checked)
+            for _, length, _ in checked:
+                if length is not None:
+                    await self.limiter.take(self._cost(length))
+        self.cluster.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
+        self.stats.passes += 1
+        self.stats.last_pass_finished = time.time()
+        self.stats.last_pass_seconds = round(time.monotonic() - started, 3)
+        self.stats.last_pass_found = [s[:12] for s in found]
+        return found
+
+    def _cost(self, length: int) -> int:
+        """A chunk's share of the scrub rate: at least SCRUB_MIN_COST (seeks, queries), ten times
+        as much while clients are served (yield to them, but keep going)."""
+        cost = max(length, SCRUB_MIN_COST)
+        return cost * SCRUB_BUSY_SLOWDOWN if self.cluster.node.serving_clients() else cost
+
+    def _tally(self, checked: list[tuple[str, int | None, bool]]) -> list[str]:
+        """Count a batch's checks; report its corrupt chunks (not the ones deleted meanwhile)."""
+        store = self.cluster.node.store
+        found = []
+        for sha, length, ok in checked:
+            if length is None:  # gone before it was looked at
                 continue
-            cost = max(length, SCRUB_MIN_COST)
-            if self.cluster.node.serving_clients():  # yield to client traffic, but keep going
-                cost *= SCRUB_BUSY_SLOWDOWN
-            await self.limiter.take(cost)
-            ok = await store.verify_chunk(sha)
             self.stats.chunks_checked += 1
             self.stats.bytes_checked += length
             if not ok and store.has_chunk(sha):
@@ -266,9 +290,4 @@ class Scrubber(BackgroundLoop):
                 self.stats.corrupt_found += 1
                 log.error("scrub found corrupt chunk %s", sha[:12])
                 self.cluster.chunk_went_bad(sha)
-        self.cluster.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
-        self.stats.passes += 1
-        self.stats.last_pass_finished = time.time()
-        self.stats.last_pass_seconds = round(time.monotonic() - started, 3)
-        self.stats.last_pass_found = [s[:12] for s in found]
         return found

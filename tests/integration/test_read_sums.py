@@ -4,16 +4,21 @@ cost time: a good chunk is never refused, a bad one never served."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import aiohttp
 import pytest
 
+from p2pstore.cluster.repair import SCRUB_BUSY_SLOWDOWN, SCRUB_MIN_COST, Scrubber
 from p2pstore.core.hlc import make_version
 from p2pstore.core.manifest import ManifestEntry
 from p2pstore.errors import CorruptData
@@ -178,3 +183,76 @@ async def test_the_scrubber_checks_sha256_and_mends_the_read_sum(store: LocalSto
     path.write_bytes(b"x" + data[1:])
     assert not await store.verify_chunk(sha)
     assert not store.committer.sums  # nothing recorded for bad bytes
+
+
+def flip_small_chunk(store: LocalStore, sha: str) -> None:
+    with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
+        (data,) = db.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
+        db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (b"x" + data[1:], sha))
+
+
+@pytest.mark.parametrize("busy", [False, True])
+async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both_kinds(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch, busy: bool
+) -> None:
+    small = [os.urandom(1000 + n) for n in range(200)]
+    files = [os.urandom(CHUNK) for _ in range(3)] + [os.urandom(3 * 1024 * 1024 // 2)]
+    shas = {hashlib.sha256(d).hexdigest(): d for d in small + files}
+    for sha, data in shas.items():
+        await store.write_chunk(data, sha)
+    await stored_file(store, "k", small[0])  # a commit: the files' read sums are recorded
+    mended_file, bad_file, _, big = (hashlib.sha256(d).hexdigest() for d in files)
+    bad_small = hashlib.sha256(small[7]).hexdigest()
+    Path(store.chunks.file(bad_file)).write_bytes(b"x" + files[1][1:])
+    flip_small_chunk(store, bad_small)
+    await store.in_db(store.db.apply_batch, [], {mended_file: b"\0" * 16})
+    gone = "0" * 64  # listed, then deleted before the scrubber got to it
+    listed = store.iter_chunk_shas
+    monkeypatch.setattr(store, "iter_chunk_shas", lambda: [*listed(), gone])
+
+    trips: list[list[str]] = []  # the chunks each trip to the I/O thread looked at
+    in_io = store.in_io
+
+    async def counting_in_io(fn: Any, *args: Any) -> Any:
+        result = await in_io(fn, *args)
+        trips.append([sha for sha, *_ in result] if fn.__name__ == "_check_chunks" else [])
+        return result
+
+    monkeypatch.setattr(store, "in_io", counting_in_io)
+    on_loop: list[str] = []  # SQLite queries made on the event loop's thread
+    read = store.db._read
+
+    def noting_read(sql: str, args: tuple = ()) -> list[tuple]:
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(sql)
+        return read(sql, args)
+
+    monkeypatch.setattr(store.db, "_read", noting_read)
+    reported: list[str] = []
+    node = SimpleNamespace(store=store, serving_clients=lambda: busy)
+    repairer = SimpleNamespace(trigger=list)
+    cluster = SimpleNamespace(node=node, chunk_went_bad=reported.append, repairer=repairer)
+    scrubber = Scrubber(cluster, rate=1e15)  # type: ignore[arg-type]
+    charged: list[int] = []
+    take = scrubber.limiter.take
+
+    async def noting_take(nbytes: int) -> None:
+        charged.append(nbytes)
+        await take(nbytes)
+
+    monkeypatch.setattr(scrubber.limiter, "take", noting_take)
+
+    found = await scrubber.scrub_pass()
+
+    assert sorted(found) == sorted(reported) == sorted([bad_file, bad_small])
+    assert scrubber.stats.chunks_checked == len(shas) and scrubber.stats.corrupt_found == 2
+    assert scrubber.stats.bytes_checked == sum(map(len, shas.values()))
+    # One trip lists the chunks; 200 small ones take 4 of at most 64; the 1.5 MiB file goes
+    # alone; the three 256 KiB ones may split the rest in two or share with small ones.
+    assert sorted(sha for trip in trips for sha in trip) == sorted([*shas, gone])
+    assert len(trips) <= 1 + 4 + 3 and [big] in trips
+    costs = [SCRUB_MIN_COST] * len(small) + [len(f) for f in files]  # each chunk at least the minimum
+    assert sorted(charged) == sorted(c * (SCRUB_BUSY_SLOWDOWN if busy else 1) for c in costs)
+    # Nothing asked of SQLite on the loop but whether the bad small chunk is still there.
+    assert len(on_loop) <= 1
+    assert store.committer.sums == {mended_file: read_sum(files[0])}
