@@ -69,6 +69,7 @@ class Resolved:
 
     entry: ManifestEntry
     holders: list[str]
+    small: bytes | None = None  # a small file's bytes, read from this node with the entry
 
 
 class Cluster:
@@ -524,11 +525,11 @@ class Cluster:
         self.check_joined()
         me = self.node.node_id
         replicas = self.replicas_for(key)
-        local, complete = self.node.store.get_with_presence(key)
+        local, complete, small = self.node.store.get_for_read(key)
         served = r is None and complete and local is not None and not local.deleted
         if served and self.leases.may_read_locally(replicas):  # no write is acknowledged without us
             self.leases.lease_reads += 1
-            return Resolved(local, [me, *(n for n in replicas if n != me)])  # type: ignore[arg-type]
+            return Resolved(local, [me, *(n for n in replicas if n != me)], small)  # type: ignore[arg-type]
         views: dict[str, dict[str, Any]] = {me: self._view_of(local, complete)}
         others = [n for n in self.reachable(replicas) if n != me]
         need = self.read_quorum(len(replicas), r) - (me in replicas)
@@ -560,6 +561,8 @@ class Cluster:
             resolved = await self._pick(key, views, local)
         if not resolved.holders:
             raise Unavailable(f"no reachable replica holds a complete copy of {key}")
+        if resolved.entry is local and resolved.holders[0] == me:
+            resolved.small = small
         return resolved
 
     async def _ask_the_rest(self, key: str, replicas: list[str], views: dict[str, dict[str, Any]]) -> None:
@@ -688,6 +691,15 @@ class Cluster:
         """Verified bytes [start, end), switching replica per chunk on failure; one chunk ahead."""
         entry = resolved.entry
         bad: set[str] = set()
+        if resolved.small is not None and entry.chunks == (entry.sha256,):
+            try:  # read with the entry: no second query
+                data = self.node.store.check_small_chunk(entry.sha256, resolved.small)
+            except CorruptData:
+                bad.add(self.node.node_id)  # the other holders are asked below
+                self.bad_copies_reported += 1
+            else:
+                yield data[start:end]
+                return
         spans = chunk_spans(entry, self.node.config.chunk_size, self.node.store)
         if spans is None:  # chunk lengths unknown: read them in order, learning offsets as we go
             offset = 0

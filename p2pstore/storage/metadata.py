@@ -193,6 +193,13 @@ class MetadataDB:
         rows = self._read(f"SELECT {ENTRY_COLUMNS}, {small} FROM files WHERE key = ?", (key,))
         return (row_to_entry(rows[0][:-1]), bool(rows[0][-1])) if rows else (None, False)
 
+    def get_with_small_data(self, key: str) -> tuple[ManifestEntry | None, bytes | None]:
+        """The entry, and the bytes of a small chunk named like the whole file's sha256 (a small
+        file's only chunk) if stored here: a read's lookup and its data in one query."""
+        small = "(SELECT data FROM small_chunks WHERE small_chunks.sha = files.sha256)"
+        rows = self._read(f"SELECT {ENTRY_COLUMNS}, {small} FROM files WHERE key = ?", (key,))
+        return (row_to_entry(rows[0][:-1]), rows[0][-1]) if rows else (None, None)
+
     def list(
         self, prefix: str = "", after: str = "", limit: int = 1000, include_deleted: bool = False
     ) -> list[ManifestEntry]:

@@ -535,19 +535,43 @@ class LocalStore:
 
     async def read_chunk(self, sha: str) -> bytes:
         """A verified chunk; raises CorruptData (counted) or FileNotFoundError."""
+        small, known_sum = self.db.chunk_source(sha)
+        if small is not None:  # a small row (<= 64 KiB): cheaper here than a thread hop
+            return self.check_small_chunk(sha, small)
         try:
-            small, known_sum = self.db.chunk_source(sha)
-            if small is not None:  # a small row (<= 64 KiB): cheaper here than a thread hop
-                return self._verified_small(sha, small)
             data, new_sum = await self.in_io(self.chunks.read, sha, known_sum)
-            if new_sum is not None:  # verified by sha256: the next reads need only the sum
-                self.committer.remember({sha: new_sum})
-            return data
         except CorruptData:
-            self.stats.corrupt_chunks_found += 1
-            log.error("corrupt chunk %s detected while reading", sha[:12])
-            self.on_corrupt(sha)
+            self._found_corrupt(sha)
             raise
+        if new_sum is not None:  # verified by sha256: the next reads need only the sum
+            self.committer.remember({sha: new_sum})
+        return data
+
+    def check_small_chunk(self, sha: str, data: bytes) -> bytes:
+        """A small chunk's bytes (read from SQLite) if they hash to ``sha``; raises CorruptData
+        (counted) otherwise."""
+        try:
+            return self._verified_small(sha, data)
+        except CorruptData:
+            self._found_corrupt(sha)
+            raise
+
+    def _found_corrupt(self, sha: str) -> None:
+        self.stats.corrupt_chunks_found += 1
+        log.error("corrupt chunk %s detected while reading", sha[:12])
+        self.on_corrupt(sha)
+
+    def get_for_read(self, key: str) -> tuple[ManifestEntry | None, bool, bytes | None]:
+        """``get_with_presence``, plus a small file's bytes when they are stored here (one query
+        for the entry and the data of a GET)."""
+        entry, small = self.db.get_with_small_data(key)
+        if entry is None:
+            return None, False, None
+        if entry.deleted:
+            return entry, True, None
+        if small is not None and entry.chunks == (entry.sha256,):
+            return entry, True, small
+        return entry, self.has_all_chunks(entry), None
 
     def get_with_presence(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """``key``'s entry and whether this node holds all of its content (a tombstone: yes)."""

@@ -4,7 +4,9 @@ never serves the older version afterwards."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -141,6 +143,33 @@ async def test_a_hung_leaseholder_delays_writes_by_its_lease_only(tmp_path: Path
                 hung.resume()
             async with s.get(f"{hung.url}/files/h") as r:
                 assert r.status == 200 and await r.read() == b"during 2"
+    finally:
+        for n in nodes:
+            n.terminate()
+
+
+async def test_a_small_file_read_with_its_entry_is_still_verified(tmp_path: Path) -> None:
+    """A lease read of a small file takes its bytes from the same query as its entry: a byte
+    flipped in the replica's database row is caught, the bytes come from another replica, and
+    the bad row is counted and replaced."""
+    nodes = start_nodes(tmp_path, 3, fsync="never")
+    try:
+        wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        data = os.urandom(4096)
+        sha = hashlib.sha256(data).hexdigest()
+        victim = nodes[2]
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{nodes[0].url}/files/small", data=data) as r:
+                assert r.status == 201
+            wait_for(lambda: local_copy(victim, "small") == data, 10, message="the victim has its copy")
+            with sqlite3.connect(victim.data_dir / "meta.sqlite", timeout=10) as db:
+                db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (b"\x00" + data[1:], sha))
+            reads = leases(victim)["lease_reads"]
+            async with s.get(f"{victim.url}/files/small") as r:
+                assert r.status == 200 and await r.read() == data
+            assert leases(victim)["lease_reads"] == reads + 1
+        assert victim.get_json("/status")["storage"]["corrupt_chunks_found"] >= 1
+        wait_for(lambda: local_copy(victim, "small") == data, 20, message="the bad row replaced")
     finally:
         for n in nodes:
             n.terminate()
