@@ -155,15 +155,23 @@ class Leases:
         now = time.monotonic()
         if not self.grantor.grants and now >= self.grantor.blanket_until:
             return {}
-        return self.grantor.report(self.cluster.replicas_for(key), self.ring(), now)
+        ids = self.cluster.gossip.placement_ids()
+        # with no more members than R every node replicates every key: no placement to compute
+        replicas = ids if len(ids) <= self.cluster.node.config.replicas else self.cluster.replicas_for(key)
+        return self.grantor.report(replicas, self.ring(), now)
 
     # ---- coordinator ----
     async def settle(self, replicas: list[str], acks: list[Ack], tasks: Mapping[str, asyncio.Future]) -> None:
         """Before a write is acknowledged: every replica that holds a lease has the write, or
         its lease was revoked and has run out."""
         waits = holders_to_wait_for(((r, t) for _, r, t in acks), replicas, {n for n, _, _ in acks})
-        if waits:
-            self.writes_waited += 1
+        if not waits:
+            return
+        self.writes_waited += 1
+        if len(waits) == 1:  # the usual case: the third replica (no task to gather)
+            [(holder, deadline)] = waits.items()
+            await self._settle_one(holder, deadline, acks, tasks.get(holder))
+        else:
             await asyncio.gather(*(self._settle_one(h, d, acks, tasks.get(h)) for h, d in waits.items()))
 
     async def _settle_one(
