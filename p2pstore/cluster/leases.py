@@ -146,8 +146,11 @@ class Leases:
         holder = msg.get("holder")
         if not isinstance(holder, str):
             raise ValueError("lease-revoke needs holder")
+        grant = self.grantor.grants.get(holder)
+        first = grant is not None and not grant.revoked
         left = self.grantor.revoke(holder, time.monotonic())
-        log.info("%s: read lease of %s revoked (it missed a write); %.2f s left", self.me, holder, left)
+        if first:  # one line per lease, not per write that found it revoked
+            log.info("%s: read lease of %s revoked (it missed a write); %.2f s left", self.me, holder, left)
         return {"left": left}
 
     def report(self, key: str) -> dict[str, float]:
