@@ -210,4 +210,9 @@ async def acked(task: asyncio.Future | None, deadline: float) -> bool:
         return False
     if not task.done():
         await asyncio.wait({task}, timeout=max(0.0, deadline - time.monotonic()))
+    return acked_ok(task)
+
+
+def acked_ok(task: asyncio.Future) -> bool:
+    """The replica's write finished and succeeded (a cancelled one did not)."""
     return task.done() and not task.cancelled() and task.exception() is None

@@ -37,7 +37,7 @@ from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
 from .housekeeping import Housekeeper
-from .leases import Ack, Leases
+from .leases import Ack, Leases, acked_ok
 from .repair import Repairer, Scrubber
 from .transport import MSGPACK, PeerError, Transport
 
@@ -281,7 +281,7 @@ class Cluster:
         await self.leases.settle(replicas, acks, tasks)
         if self.node.node_id not in staged:
             await self.node.store.apply_entries([entry])  # the gateway's manifest knows it too
-        late = [n for n, t in tasks.items() if n not in done and t.done() and not t.exception()]
+        late = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
         return entry, sorted(done + late)
 
     async def _stage_all(
