@@ -99,6 +99,8 @@ def test_invalid_config_is_one_clear_line(tmp_path: Path) -> None:
     res = cli("node", "start", "--data-dir", str(tmp_path), "--replicas", "2", "--write-quorum", "3")
     line = assert_one_line_error(res)
     assert "write_quorum" in line
+    res = cli("node", "start", "--data-dir", str(tmp_path), "--read-lease", "0.1")
+    assert "read_lease must be 0 (off) or 0.5..60 seconds" in assert_one_line_error(res)
 
 
 def test_unknown_command_is_usage_error() -> None:
