@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, newer
 
@@ -189,15 +190,16 @@ class MetadataDB:
     def get_with_small(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """The entry, and whether a small chunk named like the whole file's sha256 is stored
         here (a small file's only chunk): what a read's version lookup needs, in one query."""
-        small = "EXISTS(SELECT 1 FROM small_chunks WHERE small_chunks.sha = files.sha256)"
-        rows = self._read(f"SELECT {ENTRY_COLUMNS}, {small} FROM files WHERE key = ?", (key,))
-        return (row_to_entry(rows[0][:-1]), bool(rows[0][-1])) if rows else (None, False)
+        entry, here = self._get_with(key, "EXISTS(SELECT 1 FROM small_chunks WHERE sha = files.sha256)")
+        return entry, bool(here)
 
     def get_with_small_data(self, key: str) -> tuple[ManifestEntry | None, bytes | None]:
-        """The entry, and the bytes of a small chunk named like the whole file's sha256 (a small
-        file's only chunk) if stored here: a read's lookup and its data in one query."""
-        small = "(SELECT data FROM small_chunks WHERE small_chunks.sha = files.sha256)"
-        rows = self._read(f"SELECT {ENTRY_COLUMNS}, {small} FROM files WHERE key = ?", (key,))
+        """The entry, and the bytes of that small chunk if stored here: a GET's lookup and its
+        data in one query."""
+        return self._get_with(key, "(SELECT data FROM small_chunks WHERE sha = files.sha256)")
+
+    def _get_with(self, key: str, column: str) -> tuple[ManifestEntry | None, Any]:
+        rows = self._read(f"SELECT {ENTRY_COLUMNS}, {column} FROM files WHERE key = ?", (key,))
         return (row_to_entry(rows[0][:-1]), rows[0][-1]) if rows else (None, None)
 
     def list(

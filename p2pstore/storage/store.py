@@ -567,20 +567,20 @@ class LocalStore:
         entry, small = self.db.get_with_small_data(key)
         if entry is None:
             return None, False, None
-        if entry.deleted:
-            return entry, True, None
-        if small is not None and entry.chunks == (entry.sha256,):
-            return entry, True, small
-        return entry, self.has_all_chunks(entry), None
+        only = small if entry.chunks == (entry.sha256,) else None  # the file's only chunk
+        return entry, self._complete(entry, only is not None), only
 
     def get_with_presence(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """``key``'s entry and whether this node holds all of its content (a tombstone: yes)."""
         entry, small_here = self.db.get_with_small(key)
-        if entry is None:
-            return None, False
+        return entry, entry is not None and self._complete(entry, small_here)
+
+    def _complete(self, entry: ManifestEntry, small_here: bool) -> bool:
+        """All of the entry's content is here: a tombstone, a small file whose only chunk is in
+        the database (``small_here``), or every chunk present."""
         if entry.deleted or (small_here and entry.chunks == (entry.sha256,)):
-            return entry, True
-        return entry, self.has_all_chunks(entry)
+            return True
+        return self.has_all_chunks(entry)
 
     def has_all_chunks(self, entry: ManifestEntry) -> bool:
         small = entry.size <= SMALL_CHUNK
