@@ -53,7 +53,7 @@ def render_metrics(node: Node) -> str:
         ("p2pstore_lease_revocations_total", "counter", "Read leases this node revoked as a grantor",
          cluster.leases.grantor.revocations),
         ("p2pstore_read_leases_held", "gauge", "Other nodes whose read lease this node holds now",
-         len(cluster.leases.stats()["held_from"])),
+         len(cluster.leases.held_from())),
         ("p2pstore_staged_uploads", "gauge", "Uploads staged, waiting for commit", len(cluster.staged)),
         ("p2pstore_replication_pending", "gauge",
          "Replica writes still running after the ack, and pending read repairs", len(cluster.background)),

@@ -62,7 +62,7 @@ class Leases:
     def stats(self) -> dict[str, Any]:
         return {
             "duration": self.duration,
-            "held_from": self.holder.valid(self.ring(), time.monotonic()),
+            "held_from": self.held_from(),
             "lease_reads": self.lease_reads,
             "writes_waited": self.writes_waited,
             "revocations_sent": self.revocations_sent,
@@ -70,6 +70,10 @@ class Leases:
         }
 
     # ---- holder ----
+    def held_from(self) -> list[str]:
+        """The grantors whose leases count now."""
+        return self.holder.valid(self.ring(), time.monotonic())
+
     def may_read_locally(self, replicas: list[str]) -> bool:
         if self.duration <= 0 or self.me not in replicas:
             return False

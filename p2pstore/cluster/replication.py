@@ -526,10 +526,10 @@ class Cluster:
         me = self.node.node_id
         replicas = self.replicas_for(key)
         local, complete, small = self.node.store.get_for_read(key)
-        served = r is None and complete and local is not None and not local.deleted
-        if served and self.leases.may_read_locally(replicas):  # no write is acknowledged without us
-            self.leases.lease_reads += 1
-            return Resolved(local, [me, *(n for n in replicas if n != me)], small)  # type: ignore[arg-type]
+        lease_read = r is None and complete and self.leases.may_read_locally(replicas)
+        if lease_read and local is not None and not local.deleted:
+            self.leases.lease_reads += 1  # no write is acknowledged without us: no lookup
+            return Resolved(local, [me, *(n for n in replicas if n != me)], small)
         views: dict[str, dict[str, Any]] = {me: self._view_of(local, complete)}
         others = [n for n in self.reachable(replicas) if n != me]
         need = self.read_quorum(len(replicas), r) - (me in replicas)
