@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import msgpack
 
 from tests.support.processes import NodeProcess, metric, start_nodes, wait_for
 
@@ -173,3 +174,22 @@ async def test_a_small_file_read_with_its_entry_is_still_verified(tmp_path: Path
     finally:
         for n in nodes:
             n.terminate()
+
+
+async def test_malformed_lease_messages_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    """/_internal/lease and /lease-revoke: a bad message is a 400 with a message; no grant, no
+    revocation happens."""
+    secret = "lease-secret"
+    (node,) = start_nodes(tmp_path, 1, fsync="never", cluster_secret=secret)
+    try:
+        auth = {"Authorization": f"Bearer {secret}"}
+        async with aiohttp.ClientSession() as s:
+            for path, body in (("lease", {"holder": 1, "ring": "r"}), ("lease", ["x"]),
+                               ("lease-revoke", {}), ("lease-revoke", {"holder": None})):  # fmt: skip
+                url = f"{node.url}/_internal/{path}"
+                async with s.post(url, data=msgpack.packb(body), headers=auth) as r:
+                    assert r.status == 400, (path, body)
+                    assert "malformed" in (await r.json())["error"]
+        assert leases(node)["revoked_here"] == 0
+    finally:
+        node.terminate()
