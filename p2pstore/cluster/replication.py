@@ -526,7 +526,7 @@ class Cluster:
         me = self.node.node_id
         replicas = self.replicas_for(key)
         local, complete, small = self.node.store.get_for_read(key)
-        lease_read = r is None and complete and self.leases.may_read_locally(replicas)
+        lease_read = r is None and self.leases.may_read_locally(replicas) and complete
         if lease_read and local is not None and not local.deleted:
             self.leases.lease_reads += 1  # no write is acknowledged without us: no lookup
             return Resolved(local, [me, *(n for n in replicas if n != me)], small)

@@ -21,6 +21,11 @@ A holder may read key K locally while it holds a lease from every other replica 
   holder missed before its leases (while it was down, partitioned or revoked) are on a write
   quorum, which always includes another replica of K: the exchange brings them in.
 
+A node asks for leases only while it serves reads: for ``IDLE_LEASES`` lease durations after
+the last read of a key it replicates. A node that only takes writes holds none, so writes there
+wait for their write quorum alone; the first reads after a quiet spell ask the quorum while
+the leases are renewed (as after a restart).
+
 A grantor forgets its grants when it restarts, so for one lease duration after start it reports
 every replica as a holder (a *blanket*), covering promises made by its previous life. A lease
 is *continued* only when the grantor still has its unexpired, unrevoked grant under the same
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 
 EVERY_REPLICA = "*"  # in a report: every other replica of the key may hold a lease
 DRIFT = 0.05  # holders end their leases this fraction of the duration early (clock-rate drift)
+IDLE_LEASES = 5  # a holder keeps asking for this many lease durations after its last read
 
 
 @dataclass
@@ -112,6 +118,18 @@ class LeaseHolder:
         self.duration = duration
         self.held: dict[str, Held] = {}
         self._epochs = 0
+        self.wanted_until = float("-inf")
+
+    def want(self, now: float) -> bool:
+        """A read here could use leases: keep asking for them a while longer. True when they
+        were not wanted until now (the caller asks at once rather than at its next round)."""
+        idle = now >= self.wanted_until
+        self.wanted_until = now + IDLE_LEASES * self.duration
+        return idle
+
+    def wanted(self, now: float) -> bool:
+        """Whether to keep renewing: a read came within the last ``IDLE_LEASES`` durations."""
+        return now < self.wanted_until
 
     def granted(self, grantor: str, ring: str, answer: dict, sent_at: float) -> bool:
         """Record a grant for a request sent at ``sent_at``; True when a sync with the grantor

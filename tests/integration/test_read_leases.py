@@ -4,6 +4,7 @@ never serves the older version afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -34,9 +35,20 @@ def local_copy(node: NodeProcess, key: str) -> bytes | None:
         return None
 
 
+def read_missing(node: NodeProcess) -> None:
+    """A GET through ``node``: a node asks for leases only while it serves reads."""
+    try:
+        urllib.request.urlopen(f"{node.url}/files/no-such-file", timeout=5).close()
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404
+        exc.close()
+
+
 def holds_all(nodes: list[NodeProcess]) -> bool:
-    """Every node sees the others alive and reads under leases from them."""
+    """Every node sees the others alive and reads under leases from them (it is asked to read,
+    which starts its renewals)."""
     for n in nodes:
+        read_missing(n)
         status = n.get_json("/status")
         if [m["state"] for m in status["members"]] != ["alive"] * len(nodes):
             return False
@@ -193,3 +205,40 @@ async def test_malformed_lease_messages_are_refused_and_change_nothing(tmp_path:
         assert leases(node)["revoked_here"] == 0
     finally:
         node.terminate()
+
+
+async def test_leases_are_held_only_while_reads_are_served(tmp_path: Path) -> None:
+    """A node asks for leases only for IDLE_LEASES durations after its last read: a cluster
+    that only takes writes holds none (its writes wait for W replicas, not for every leaseholder),
+    and the first reads after the quiet spell ask the quorum until the leases are back."""
+    nodes = start_nodes(tmp_path, 3, fsync="never", read_lease=0.5)
+    try:
+        wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        wait_for(lambda: all(not leases(n)["wanted"] and leases(n)["held_from"] == [] for n in nodes), 20,
+                 message="no reads for 5 leases: no node wants or holds a lease")  # fmt: skip
+        waited = leases(nodes[0])["writes_waited"]
+        async with aiohttp.ClientSession() as s:
+            for i in range(5):
+                async with s.put(f"{nodes[0].url}/files/w{i}", data=b"x" * 100) as r:
+                    assert r.status == 201
+            assert leases(nodes[0])["writes_waited"] == waited, "no replica holds a lease to wait for"
+            reader = nodes[1]
+            reads = leases(reader)["lease_reads"]
+            async with s.get(f"{reader.url}/files/w0") as r:
+                assert r.status == 200 and await r.read() == b"x" * 100
+            assert leases(reader)["lease_reads"] == reads, "the first read after the quiet spell: quorum"
+
+            async def lease_read() -> bool:
+                async with s.get(f"{reader.url}/files/w1") as r:
+                    assert r.status == 200 and await r.read() == b"x" * 100
+                return leases(reader)["lease_reads"] > reads
+
+            deadline = time.monotonic() + 10
+            while not await lease_read():
+                assert time.monotonic() < deadline, "the reader's leases came back"
+                await asyncio.sleep(0.05)  # poll
+            assert leases(reader)["wanted"] and len(leases(reader)["held_from"]) == 2
+            assert not leases(nodes[2])["wanted"], "a node that reads nothing still asks for nothing"
+    finally:
+        for n in nodes:
+            n.terminate()

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from p2pstore.core.leases import EVERY_REPLICA, LeaseGrantor, LeaseHolder, holders_to_wait_for
+from p2pstore.core.leases import (
+    EVERY_REPLICA,
+    IDLE_LEASES,
+    LeaseGrantor,
+    LeaseHolder,
+    holders_to_wait_for,
+)
 
 D = 2.0
 RING = "ring-1"
@@ -83,6 +89,17 @@ def test_holder_never_trusts_a_longer_lease_than_its_own_setting() -> None:
     h.granted("g", RING, {"duration": 60.0, "continued": False}, sent_at=0.0)
     h.synced("g", h.epoch("g") or 0)
     assert not h.covers(["g"], RING, 1.0)
+
+
+def test_holder_wants_leases_only_for_a_while_after_its_last_read() -> None:
+    h = LeaseHolder(D)
+    assert not h.wanted(0.0), "a node that served no read asks for no lease"
+    assert h.want(1.0), "the first read after a quiet spell: ask at once"
+    assert h.wanted(1.0) and h.wanted(1.0 + IDLE_LEASES * D - 0.01)
+    assert not h.want(2.0), "reads in a row: the usual renewals suffice"
+    assert h.wanted(2.0 + IDLE_LEASES * D - 0.01)
+    assert not h.wanted(2.0 + IDLE_LEASES * D)
+    assert h.want(2.0 + IDLE_LEASES * D)
 
 
 def test_holders_to_wait_for_takes_the_latest_deadline_and_expands_the_blanket() -> None:
