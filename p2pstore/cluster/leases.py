@@ -65,11 +65,17 @@ class Leases:
             "duration": self.duration,
             "wanted": self.holder.wanted(time.monotonic()),
             "held_from": self.held_from(),
+            "granted_to": self.granted_to(),
             "lease_reads": self.lease_reads,
             "writes_waited": self.writes_waited,
             "revocations_sent": self.revocations_sent,
             "revoked_here": self.grantor.revocations,
         }
+
+    def granted_to(self) -> list[str]:
+        """The holders of this node's unexpired, unrevoked leases (the status page)."""
+        now = time.monotonic()
+        return sorted(h for h, g in self.grantor.grants.items() if g.until > now and not g.revoked)
 
     # ---- holder ----
     def held_from(self) -> list[str]:
@@ -89,8 +95,12 @@ class Leases:
 
     async def _renew_loop(self) -> None:
         while True:
-            if self.holder.wanted(time.monotonic()):
+            now = time.monotonic()
+            if self.holder.wanted(now):
                 self._ask_all()
+            # grants run out when their holders stop reading: once none is left, write
+            # acknowledgements skip the report (no placement lookup per write)
+            self.grantor.expire(now)
             await asyncio.sleep(self.duration / 4)
 
     def _ask_all(self) -> None:

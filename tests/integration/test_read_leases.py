@@ -214,8 +214,11 @@ async def test_leases_are_held_only_while_reads_are_served(tmp_path: Path) -> No
     nodes = start_nodes(tmp_path, 3, fsync="never", read_lease=0.5)
     try:
         wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
+        assert all(len(leases(n)["granted_to"]) == 2 for n in nodes)
         wait_for(lambda: all(not leases(n)["wanted"] and leases(n)["held_from"] == [] for n in nodes), 20,
                  message="no reads for 5 leases: no node wants or holds a lease")  # fmt: skip
+        wait_for(lambda: all(leases(n)["granted_to"] == [] for n in nodes), 10,
+                 message="and no node still promises one")  # fmt: skip
         waited = leases(nodes[0])["writes_waited"]
         async with aiohttp.ClientSession() as s:
             for i in range(5):
@@ -239,6 +242,8 @@ async def test_leases_are_held_only_while_reads_are_served(tmp_path: Path) -> No
                 await asyncio.sleep(0.05)  # poll
             assert leases(reader)["wanted"] and len(leases(reader)["held_from"]) == 2
             assert not leases(nodes[2])["wanted"], "a node that reads nothing still asks for nothing"
+            reader_id = reader.health()["node_id"]
+            assert leases(nodes[0])["granted_to"] == leases(nodes[2])["granted_to"] == [reader_id]
     finally:
         for n in nodes:
             n.terminate()
