@@ -117,6 +117,9 @@ class PhaseResult:
     # and this load generator. Steadier than ops/s on a machine whose speed moves.
     nodes_cpu_ms_per_op: float | None = None
     client_cpu_ms_per_op: float | None = None
+    # Share of all this machine's CPUs busy during the phase (Linux /proc/stat), whoever used
+    # them: near 100 % with --local, the phase was bound by CPU; well below, by something else.
+    host_busy_pct: float | None = None
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -146,6 +149,27 @@ def cpu_seconds(pid: int) -> float | None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
+
+
+def host_cpu_times() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of all this machine's CPUs so far (idle and iowait are not
+    busy), or None where /proc/stat cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks[:8])  # guest time is already counted in user time
+    return (total - ticks[3] - ticks[4]) / hz, total / hz
+
+
+def busy_pct(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]) * 100, 1)
 
 
 def own_cpu_seconds() -> float:
@@ -379,9 +403,11 @@ class Bench:
 
         nodes_cpu0 = [cpu_seconds(pid) for pid in self.pids.values()]
         client_cpu0 = own_cpu_seconds()
+        host0 = host_cpu_times()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(self.opts.concurrency)))
         seconds = time.perf_counter() - t0
+        host_busy = busy_pct(host0, host_cpu_times())
         client_cpu = own_cpu_seconds() - client_cpu0
         nodes_cpu1 = [cpu_seconds(pid) for pid in self.pids.values()]
         latencies.sort()
@@ -400,19 +426,23 @@ class Bench:
             nodes_peak_rss_mib={u: round(v, 1) for u, v in rss.items()}, first_errors=errors.first,
             nodes_cpu_ms_per_op=round(nodes_cpu / ops * 1000, 3) if nodes_cpu is not None and ops else None,
             client_cpu_ms_per_op=round(client_cpu / ops * 1000, 3) if ops else None,
+            host_busy_pct=host_busy,
         )  # fmt: skip
 
 
 def print_header() -> None:
     print(f"{'phase':<9} {'ops':>6} {'ops/s':>9} {'MB/s':>8} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'max ms':>9} {'errors':>6} {'cpu ms/op: nodes':>16} {'client':>6}", flush=True)  # fmt: skip
+          f"{'max ms':>9} {'errors':>6} {'cpu ms/op: nodes':>16} {'client':>6} {'host busy':>9}",
+          flush=True)  # fmt: skip
 
 
 def print_result(r: PhaseResult) -> None:
     nodes = f"{r.nodes_cpu_ms_per_op:.2f}" if r.nodes_cpu_ms_per_op is not None else "?"
     client = f"{r.client_cpu_ms_per_op:.2f}" if r.client_cpu_ms_per_op is not None else "?"
+    busy = f"{r.host_busy_pct:.0f} %" if r.host_busy_pct is not None else "?"
     print(f"{r.phase:<9} {r.ops:>6} {r.ops_per_s:>9.1f} {r.mb_per_s:>8.1f} {r.p50_ms:>9.2f} "
-          f"{r.p99_ms:>9.2f} {r.max_ms:>9.2f} {r.errors:>6} {nodes:>16} {client:>6}", flush=True)  # fmt: skip
+          f"{r.p99_ms:>9.2f} {r.max_ms:>9.2f} {r.errors:>6} {nodes:>16} {client:>6} {busy:>9}",
+          flush=True)  # fmt: skip
     for msg in r.first_errors:
         print(f"    error: {msg}", flush=True)
 

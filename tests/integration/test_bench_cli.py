@@ -36,7 +36,9 @@ def test_bench_local_node_writes_one_json_line_per_phase(tmp_path: Path) -> None
         assert r["nodes_peak_rss_mib"], r  # the local node's peak RSS was read
         assert r["nodes_cpu_ms_per_op"] is not None and r["client_cpu_ms_per_op"] > 0, r  # CPU too
     assert records[0]["nodes_cpu_ms_per_op"] > 0  # 50 PUTs: several clock ticks of node CPU
+    assert 0 < records[0]["host_busy_pct"] <= 100  # the machine's CPUs were busy with them
     assert "put-4k" in res.stdout and "peak RSS" in res.stdout and "; r=1" in res.stdout
+    assert "host busy" in res.stdout
 
 
 def test_bench_bad_option_is_one_clear_line(tmp_path: Path) -> None:
