@@ -23,6 +23,7 @@ log = logging.getLogger("p2pstore.leases")
 # An acknowledgement: (replica, its lease report, when it arrived on this node's clock).
 Ack = tuple[str, dict[str, float], float]
 SPACE_FOR_LEASES = 16 * 1024 * 1024  # hold no leases this close to refusing writes
+SYNC_LIMIT = 10.0  # seconds (at least 5 leases) a new lease's manifest exchange may take
 
 
 class Leases:
@@ -158,8 +159,10 @@ class Leases:
                 epoch = self.holder.epoch(grantor)  # the exchange starts now, under this lease
                 if epoch is None:
                     return
-                with contextlib.suppress(PeerError, ValueError):
-                    await self.cluster.sync_manifest_with(address)
+                with contextlib.suppress(PeerError, ValueError, TimeoutError):
+                    # bounded: a grantor that hangs mid-exchange must not hold up the others
+                    async with asyncio.timeout(max(SYNC_LIMIT, 5 * self.duration)):
+                        await self.cluster.sync_manifest_with(address)
                     self.holder.synced(grantor, epoch)
                     log.debug("%s: read lease from %s in force", self.me, grantor)
         finally:

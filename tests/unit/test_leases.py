@@ -261,3 +261,43 @@ def test_the_simulation_reads_under_leases_and_would_catch_a_missing_revocation(
     except AssertionError:
         return
     raise AssertionError("the simulation's check did not catch a stale lease read")
+
+
+async def test_lease_syncs_run_one_at_a_time_and_a_hung_one_does_not_block_the_rest(monkeypatch) -> None:
+    """The shell's exchange before a new lease counts: one grantor at a time, each bounded, so a
+    grantor that hangs mid-exchange costs only its own lease. (The exchange itself is replaced
+    here: making a real node hang at exactly that moment is not deterministic.)"""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from p2pstore.cluster import leases as shell
+
+    monkeypatch.setattr(shell, "SYNC_LIMIT", 0.3)
+    running: list[str] = []
+    overlapped = False
+
+    async def sync_manifest_with(address: str) -> int:
+        nonlocal overlapped
+        overlapped = overlapped or bool(running)
+        running.append(address)
+        try:
+            if address == "hung":
+                await asyncio.Event().wait()  # never answers
+            await asyncio.sleep(0.01)
+            return 0
+        finally:
+            running.remove(address)
+
+    cluster = SimpleNamespace(node=SimpleNamespace(node_id="me"), sync_manifest_with=sync_manifest_with)
+    leases = shell.Leases(cluster, 0.05)  # type: ignore[arg-type]
+    now = time.monotonic()
+    for grantor in ("h", "a", "b"):
+        leases.holder.granted(grantor, RING, {"duration": 0.05, "continued": False}, sent_at=now + 60)
+    started = time.monotonic()
+    syncs = asyncio.gather(leases._sync("h", "hung"), leases._sync("a", "addr-a"), leases._sync("b", "addr-b"))
+    await asyncio.wait_for(syncs, 5)  # a regression fails here instead of hanging
+    assert time.monotonic() - started < 2
+    assert not overlapped, "one exchange at a time"
+    held = leases.holder.held
+    assert not held["h"].synced and held["a"].synced and held["b"].synced
