@@ -1,12 +1,16 @@
 """Print this machine's ceilings, measured the same way every time, to compare node figures with.
 
-    python benchmarks/machine_limits.py [--dir DIR] [--write-mib 1024] [--files 1000] [--no-http]
+    python benchmarks/machine_limits.py [--dir DIR] [--write-mib 1024] [--files 1000]
+                                        [--parallel-mib 384] [--no-http]
 
 - sha256 on one core: hashlib over 4 MiB buffers (1 GiB in total).
 - sequential write: 1 GiB in 4 MiB blocks to a temp file in DIR, one fsync at the end; then the
   same with an fsync after every 4 MiB block (what a node does per chunk with fsync=always).
 - small durable files: 4 KiB create + write + fsync + rename + directory fsync, 1000 times
   (the per-chunk cost of a small upload).
+- 1 MiB durable files from 12 threads at once (three nodes' four I/O threads each), the same
+  steps, 384 files: MB/s and the CPU it took per MiB (what R=3 replicas of 1 MiB PUTs need:
+  100 MB/s of PUTs is 300 MB/s of these).
 - loopback HTTP (optional): an aiohttp server in a child process and an aiohttp client with 16
   connections: 4 KiB GETs per second and one streamed 1 GiB GET in MB/s.
 
@@ -24,6 +28,7 @@ import os
 import random
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +93,42 @@ def small_files_per_s(directory: Path, count: int) -> float:
         finally:
             os.close(dir_fd)
     return count / elapsed
+
+
+def parallel_files(
+    directory: Path, writers: int = 12, files: int = 384, size: int = 1 << 20
+) -> tuple[float, float]:
+    """``files`` files of ``size`` bytes written durably (create, write, fsync, rename,
+    directory fsync) by ``writers`` threads at once; returns (MB/s, CPU ms per MiB written)."""
+    buf = _buffer(size, seed=4)
+
+    def work(tmp: str, index: int) -> None:
+        dir_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in range(index, files, writers):
+                tmp_path = os.path.join(tmp, f"{i}.tmp")
+                fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    view = memoryview(buf)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp_path, os.path.join(tmp, f"{i}.chunk"))
+                os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    with tempfile.TemporaryDirectory(prefix="machine-limits-", dir=directory) as tmp:
+        threads = [threading.Thread(target=work, args=(tmp, i)) for i in range(writers)]
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return files * size / elapsed / MB, cpu * 1000 / (files * size / (1 << 20))
 
 
 # ---- loopback HTTP ceiling ----
@@ -189,6 +230,7 @@ def main() -> None:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()), help="filesystem to test")
     ap.add_argument("--write-mib", type=int, default=1024, help="MiB written per write test")
     ap.add_argument("--files", type=int, default=1000, help="small durable files to create")
+    ap.add_argument("--parallel-mib", type=int, default=384, help="1 MiB files the 12 writers write")
     ap.add_argument("--no-http", action="store_true", help="skip the loopback HTTP ceiling")
     args = ap.parse_args()
     total = args.write_mib * 1024 * 1024
@@ -202,6 +244,11 @@ def main() -> None:
         _timed("4 KiB create+fsync+rename+dir fsync", lambda: small_files_per_s(args.dir, args.files),
                "files/s"),
     ]  # fmt: skip
+    mbs, cpu_per_mib = parallel_files(args.dir, files=args.parallel_mib)
+    rows.append(("1 MiB create+fsync+rename+dir fsync, 12 writers", mbs, "MB/s"))
+    rows.append(("  CPU per MiB written (all writers)", cpu_per_mib, "ms"))
+    for label, value, unit in rows[-2:]:
+        print(f"{label:<58} {value:>10.2f} {unit}", flush=True)
     if not args.no_http:
         rps, mbs = http_ceiling()
         rows.append(("loopback HTTP, aiohttp, 16 conns, 4 KiB GET", rps, "req/s"))
@@ -212,7 +259,7 @@ def main() -> None:
     print("| measurement | value |")
     print("| --- | --- |")
     for label, value, unit in rows:
-        print(f"| {label} | {value:,.0f} {unit} |")
+        print(f"| {label} | {value:,.2f} {unit} |" if value < 10 else f"| {label} | {value:,.0f} {unit} |")
 
 
 if __name__ == "__main__":

@@ -295,7 +295,8 @@ async def test_lease_syncs_run_one_at_a_time_and_a_hung_one_does_not_block_the_r
     for grantor in ("h", "a", "b"):
         leases.holder.granted(grantor, RING, {"duration": 0.05, "continued": False}, sent_at=now + 60)
     started = time.monotonic()
-    syncs = asyncio.gather(leases._sync("h", "hung"), leases._sync("a", "addr-a"), leases._sync("b", "addr-b"))
+    pairs = (("h", "hung"), ("a", "addr-a"), ("b", "addr-b"))
+    syncs = asyncio.gather(*(leases._sync(grantor, address) for grantor, address in pairs))
     await asyncio.wait_for(syncs, 5)  # a regression fails here instead of hanging
     assert time.monotonic() - started < 2
     assert not overlapped, "one exchange at a time"
