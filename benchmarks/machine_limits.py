@@ -30,7 +30,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 BLOCK = 4 * 1024 * 1024
@@ -72,26 +72,34 @@ def write_mb_s(directory: Path, total: int, fsync_each: bool) -> float:
     return total / elapsed / MB
 
 
+def _durable_files(folder: str, names: Iterable[int], buf: bytes) -> None:
+    """Write ``buf`` as a file per name the way a node stores a chunk: create a temp file,
+    write, fsync, rename it into place, fsync the directory."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in names:
+            tmp_path = os.path.join(folder, f"{i}.tmp")
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp_path, os.path.join(folder, f"{i}.chunk"))
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def small_files_per_s(directory: Path, count: int) -> float:
     """4 KiB create + fsync + rename + directory fsync, ``count`` times; returns files/s."""
     buf = _buffer(4096, seed=3)
     with tempfile.TemporaryDirectory(prefix="machine-limits-", dir=directory) as tmp:
-        dir_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            t0 = time.perf_counter()
-            for i in range(count):
-                tmp_path = os.path.join(tmp, f"{i}.tmp")
-                fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    os.write(fd, buf)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp_path, os.path.join(tmp, f"{i}.chunk"))
-                os.fsync(dir_fd)
-            elapsed = time.perf_counter() - t0
-        finally:
-            os.close(dir_fd)
+        t0 = time.perf_counter()
+        _durable_files(tmp, range(count), buf)
+        elapsed = time.perf_counter() - t0
     return count / elapsed
 
 
@@ -101,27 +109,11 @@ def parallel_files(
     """``files`` files of ``size`` bytes written durably (create, write, fsync, rename,
     directory fsync) by ``writers`` threads at once; returns (MB/s, CPU ms per MiB written)."""
     buf = _buffer(size, seed=4)
-
-    def work(tmp: str, index: int) -> None:
-        dir_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            for i in range(index, files, writers):
-                tmp_path = os.path.join(tmp, f"{i}.tmp")
-                fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                try:
-                    view = memoryview(buf)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                os.rename(tmp_path, os.path.join(tmp, f"{i}.chunk"))
-                os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
     with tempfile.TemporaryDirectory(prefix="machine-limits-", dir=directory) as tmp:
-        threads = [threading.Thread(target=work, args=(tmp, i)) for i in range(writers)]
+        threads = [
+            threading.Thread(target=_durable_files, args=(tmp, range(i, files, writers), buf))
+            for i in range(writers)
+        ]
         cpu0, t0 = time.process_time(), time.perf_counter()
         for t in threads:
             t.start()

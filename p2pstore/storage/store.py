@@ -229,11 +229,6 @@ class LocalStore:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return data
 
-    async def verify_chunk(self, sha: str) -> bool:
-        """Check one chunk against its sha256 (see ``verify_chunks``)."""
-        [(_, _, ok)] = await self.verify_chunks([sha], 0)
-        return ok
-
     async def verify_chunks(self, shas: Sequence[str], max_bytes: int) -> list[tuple[str, int | None, bool]]:
         """Check chunks from the front of ``shas`` against their sha256 in one trip to the I/O
         thread (the scrubber: a trip and a length query on the loop per small chunk cost ~4 % of
