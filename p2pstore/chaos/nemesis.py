@@ -135,18 +135,23 @@ class Nemesis:
         try:
             con = sqlite3.connect(db, timeout=5.0)
             try:
-                shas = [r[0] for r in con.execute("SELECT sha FROM small_chunks")]
-                if not shas:
+                # A small file's bytes live in its row; chunks that came alone, by name.
+                copies = con.execute(
+                    "SELECT 'files', 'key', key, sha256 FROM files WHERE data IS NOT NULL"
+                    " UNION ALL SELECT 'small_chunks', 'sha', sha, sha FROM small_chunks"
+                ).fetchall()
+                if not copies:
                     return None
-                sha = rng.choice(sorted(shas))
-                row = con.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
+                table, column, name, sha = rng.choice(sorted(copies))
+                where = f"FROM {table} WHERE {column} = ?"
+                row = con.execute(f"SELECT data {where}", (name,)).fetchone()
                 if not row or not row[0]:
                     return None
                 data = bytearray(row[0])
                 pos = rng.randrange(len(data))
                 data[pos] ^= 0xFF
                 with con:
-                    con.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (bytes(data), sha))
+                    con.execute(f"UPDATE {table} SET data = ? WHERE {column} = ?", (bytes(data), name))
             finally:
                 con.close()
         except sqlite3.Error:

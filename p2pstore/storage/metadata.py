@@ -1,5 +1,14 @@
 """The node's metadata: manifest entries, chunk reference counts and small node state, in SQLite.
 
+A small file's bytes live in its own ``files`` row (``data``): one insert into a table that is
+keyed by the file's name, where a separately stored chunk would also cost a row in two tables
+keyed by hashes (the chunk, its reference count). With 100,000 files each of those is a leaf
+page at a random place that the WAL and then the database file must write: a small-file insert
+dirtied ~6.4 pages, inline ~3.4. Inline bytes are not reference-counted (they go with the row);
+an index of the inline rows by sha256 serves chunk reads by name (repair, peers). A row whose
+``data`` is NULL references its chunks as before: they are files, or rows of ``small_chunks``
+(chunks that came alone: repair, an entry that lost to a newer one).
+
 SQLite in WAL mode gives atomic, durable commits (``synchronous=FULL`` when fsync is "always")
 without rewriting a whole file per upload. One writer connection is used from a single thread
 (the caller's executor); a second connection serves reads concurrently, as WAL allows, and a
@@ -29,7 +38,8 @@ CREATE TABLE IF NOT EXISTS files (
     deleted INTEGER NOT NULL,
     modified REAL NOT NULL,
     bucket INTEGER NOT NULL,
-    ehash BLOB NOT NULL
+    ehash BLOB NOT NULL,
+    data BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
@@ -54,6 +64,11 @@ CREATE TABLE IF NOT EXISTS kv (
 # WAL pages are copied into the database by a background thread (PASSIVE: never blocks a commit).
 # SQLite's own checkpoint runs inside whichever COMMIT crosses the limit: with 100,000 files that
 # made every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
+INLINE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
+)
+INLINE_DATA = "(SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL LIMIT 1)"
+"""An inline copy of chunk ?1 (a small file's only chunk is named like the file's sha256)."""
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"
@@ -132,6 +147,7 @@ class MetadataDB:
         self._w = connect(path, sync)
         self._w.executescript(SCHEMA)
         self._migrate()
+        self._w.execute(INLINE_INDEX)
         self._sync = sync
         self._kv = connect(path, sync)  # small node state, written from the event loop
         self._kv_lock = threading.Lock()
@@ -155,6 +171,8 @@ class MetadataDB:
     def _migrate(self) -> None:
         """Bring a database written by an older version up to this schema (in place)."""
         columns = {row[1] for row in self._w.execute("PRAGMA table_info(files)")}
+        if "data" not in columns:  # small files' bytes inline (their old rows keep NULL)
+            self._w.execute("ALTER TABLE files ADD COLUMN data BLOB")
         if "ehash" not in columns:  # added for fast digest rebuilds at start-up
             self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
             rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
@@ -190,13 +208,15 @@ class MetadataDB:
     def get_with_small(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """The entry, and whether a small chunk named like the whole file's sha256 is stored
         here (a small file's only chunk): what a read's version lookup needs, in one query."""
-        entry, here = self._get_with(key, "EXISTS(SELECT 1 FROM small_chunks WHERE sha = files.sha256)")
+        entry, here = self._get_with(
+            key, "data IS NOT NULL OR EXISTS(SELECT 1 FROM small_chunks WHERE sha = files.sha256)"
+        )
         return entry, bool(here)
 
     def get_with_small_data(self, key: str) -> tuple[ManifestEntry | None, bytes | None]:
         """The entry, and the bytes of that small chunk if stored here: a GET's lookup and its
         data in one query."""
-        return self._get_with(key, "(SELECT data FROM small_chunks WHERE sha = files.sha256)")
+        return self._get_with(key, "coalesce(data, (SELECT data FROM small_chunks WHERE sha = files.sha256))")
 
     def _get_with(self, key: str, column: str) -> tuple[ManifestEntry | None, Any]:
         rows = self._read(f"SELECT {ENTRY_COLUMNS}, {column} FROM files WHERE key = ?", (key,))
@@ -290,23 +310,37 @@ class MetadataDB:
             if sums:
                 conn.executemany("INSERT OR REPLACE INTO chunk_sums (sha, xxh) VALUES (?, ?)", sums.items())
             for entries, small in requests:
-                if small:
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", list(small.items())
-                    )
-                results.append([w for e in entries if (w := self._apply_one(e)) is not None])
+                won, inlined = [], set()
+                for e in entries:
+                    data = small.get(e.sha256) if not e.deleted and e.chunks == (e.sha256,) else None
+                    if (w := self._apply_one(e, data)) is not None:
+                        won.append(w)
+                        if data is not None:
+                            inlined.add(e.sha256)
+                loose = [(sha, data) for sha, data in small.items() if sha not in inlined]
+                if loose:  # not any winner's own bytes: kept by name (complete a same-version entry)
+                    conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
+                results.append(won)
         return results
 
-    def _apply_one(self, entry: ManifestEntry) -> tuple[ManifestEntry | None, ManifestEntry] | None:
+    def _apply_one(
+        self, entry: ManifestEntry, data: bytes | None
+    ) -> tuple[ManifestEntry | None, ManifestEntry] | None:
+        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row."""
         conn = self._w
-        row = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (entry.key,)).fetchone()
-        old = row_to_entry(row) if row else None
+        row = conn.execute(
+            f"SELECT {ENTRY_COLUMNS}, data IS NOT NULL FROM files WHERE key = ?", (entry.key,)
+        ).fetchone()
+        old = row_to_entry(row[:-1]) if row else None
         if not newer(old, entry):
             return None
-        self._adjust_refs(old.chunks if old and not old.deleted else (), -1)
-        self._adjust_refs(entry.chunks if not entry.deleted else (), +1)
+        if old and not old.deleted and not row[-1]:  # inline bytes hold no references
+            self._adjust_refs(old.chunks, -1)
+        if not entry.deleted and data is None:
+            self._adjust_refs(entry.chunks, +1)
         conn.execute(
-            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash, data)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,
                 entry.version,
@@ -318,20 +352,21 @@ class MetadataDB:
                 entry.modified,
                 bucket_of(entry.key),
                 entry_hash(entry),
+                data,
             ),
         )
         return old, entry
 
     # ---- small chunks (stored in the database: one fsync with their manifest entry) ----
     def small_chunk(self, sha: str) -> bytes | None:
-        rows = self._read("SELECT data FROM small_chunks WHERE sha = ?", (sha,))
-        return rows[0][0] if rows else None
+        """Chunk ``sha``'s bytes if it is stored in the database (inline or by name)."""
+        return self.chunk_source(sha)[0]
 
     def chunk_source(self, sha: str) -> tuple[bytes | None, bytes | None]:
         """What a read of chunk ``sha`` needs, in one query: its bytes if it is a small chunk
         (stored here), and its recorded read sum if it is a file."""
         rows = self._read(
-"SELECT (SELECT data FROM small_chunks WHERE sha = ?1),"
+            f"SELECT coalesce({INLINE_DATA}, (SELECT data FROM small_chunks WHERE sha = ?1)),"
             " (SELECT xxh FROM chunk_sums WHERE sha = ?1)",
             (sha,),
         )
@@ -341,20 +376,50 @@ class MetadataDB:
         self._w.executemany("DELETE FROM chunk_sums WHERE sha = ?", [(s,) for s in shas])
 
     def has_small_chunk(self, sha: str) -> bool:
-        return bool(self._read("SELECT 1 FROM small_chunks WHERE sha = ?", (sha,)))
+        """Chunk ``sha`` is stored in the database, inline or by name."""
+        return self.small_chunk_length(sha) is not None
 
     def small_chunk_length(self, sha: str) -> int | None:
-        rows = self._read("SELECT length(data) FROM small_chunks WHERE sha = ?", (sha,))
+        rows = self._read(
+            f"SELECT length(coalesce({INLINE_DATA}, (SELECT data FROM small_chunks WHERE sha = ?1)))", (sha,)
+        )
         return rows[0][0] if rows else None
 
     def small_chunk_shas(self) -> list[str]:
+        """Every chunk stored in the database, inline or by name (each once)."""
+        sql = "SELECT sha FROM small_chunks UNION SELECT sha256 FROM files WHERE data IS NOT NULL"
+        return [r[0] for r in self._read(sql)]
+
+    def loose_small_chunk_shas(self) -> list[str]:
+        """The chunks stored by name (what garbage collection may delete; inline bytes go with
+        their rows)."""
         return [r[0] for r in self._read("SELECT sha FROM small_chunks")]
+
+    def has_loose_small_chunk(self, sha: str) -> bool:
+        return bool(self._read("SELECT 1 FROM small_chunks WHERE sha = ?", (sha,)))
 
     def put_small_chunk(self, sha: str, data: bytes) -> None:
         self._w.execute("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", (sha, data))
 
     def delete_small_chunks(self, shas: Iterable[str]) -> None:
+        """Delete chunks stored by name (garbage collection: unreferenced ones)."""
         self._w.executemany("DELETE FROM small_chunks WHERE sha = ?", [(s,) for s in shas])
+
+    def drop_small_chunks(self, shas: Iterable[str]) -> int:
+        """Remove every copy of these chunks from the database (corrupt, or handed off): those
+        stored by name, and inline bytes, whose rows then reference their chunk like any other
+        row whose content is not here. Returns how many inline copies went."""
+        names = [(s,) for s in shas]
+        with transaction(self._w) as conn:
+            conn.executemany("DELETE FROM small_chunks WHERE sha = ?", names)
+            rows = []
+            for name in names:
+                rows += conn.execute(
+                    "SELECT key, sha256 FROM files WHERE sha256 = ? AND data IS NOT NULL", name
+                ).fetchall()
+            conn.executemany("UPDATE files SET data = NULL WHERE key = ?", [(key,) for key, _ in rows])
+            self._adjust_refs([sha for _, sha in rows], +1)
+        return len(rows)
 
     def _adjust_refs(self, chunks: Iterable[str], delta: int) -> None:
         for sha in chunks:

@@ -289,7 +289,7 @@ class LocalStore:
             data = self.db.small_chunk(sha)
             if data is not None:
                 (self.chunks.quarantine_dir / f"{sha}.{int(time.time())}").write_bytes(data)
-                await self.in_db(self.db.delete_small_chunks, [sha])
+                await self.in_db(self.db.drop_small_chunks, [sha])
                 log.warning("quarantined corrupt chunk %s", sha[:12])
 
     def close(self) -> None:
@@ -463,7 +463,7 @@ class LocalStore:
         if full:
             referenced = self.db.referenced_chunks()
             candidates.update(sha for sha in self.chunks.iter_shas() if sha not in referenced)
-            candidates.update(sha for sha in self.db.small_chunk_shas() if sha not in referenced)
+            candidates.update(sha for sha in self.db.loose_small_chunk_shas() if sha not in referenced)
         return sorted(candidates)
 
     def _delete_unreferenced(self, candidates: list[str], cutoff: float) -> tuple[int, list[str]]:
@@ -473,7 +473,7 @@ class LocalStore:
         for sha in candidates:
             if self.db.chunk_refs(sha) > 0:
                 continue  # referenced again since the candidates were listed
-            if self.db.has_small_chunk(sha):
+            if self.db.has_loose_small_chunk(sha):
                 small.append(sha)
             try:
                 if self.chunks.path(sha).stat().st_mtime >= cutoff:
@@ -491,7 +491,7 @@ class LocalStore:
         shas = list(shas)
         async with self.gc_lock.exclusive():
             await self.in_io(lambda: [self.chunks.delete(s) for s in shas])
-            await self.in_db(self.db.delete_small_chunks, shas)
+            await self.in_db(self.db.drop_small_chunks, shas)
             await self.in_db(self.db.delete_chunk_sums, shas)
         return len(shas)
 

@@ -30,11 +30,13 @@ def wait_members(nodes: list[NodeProcess]) -> None:
 
 
 def chunk_count(node: NodeProcess) -> int:
-    """Chunk files plus small chunks kept in SQLite (files of at most 64 KiB live there)."""
+    """Chunk files plus small files' bytes kept in SQLite (inline in their rows, or by name)."""
     files = sum(1 for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
     conn = sqlite3.connect(f"file:{node.data_dir / 'meta.sqlite'}?mode=ro", uri=True)
     try:
-        small = conn.execute("SELECT count(*) FROM small_chunks").fetchone()[0]
+        small = conn.execute(
+            "SELECT (SELECT count(*) FROM small_chunks) + (SELECT count(*) FROM files WHERE data IS NOT NULL)"
+        ).fetchone()[0]
     finally:
         conn.close()
     return files + small

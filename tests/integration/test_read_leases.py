@@ -5,7 +5,6 @@ never serves the older version afterwards."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sqlite3
 import time
@@ -169,14 +168,14 @@ async def test_a_small_file_read_with_its_entry_is_still_verified(tmp_path: Path
     try:
         wait_for(lambda: holds_all(nodes), 30, message="every node holds leases from the other two")
         data = os.urandom(4096)
-        sha = hashlib.sha256(data).hexdigest()
         victim = nodes[2]
         async with aiohttp.ClientSession() as s:
             async with s.put(f"{nodes[0].url}/files/small", data=data) as r:
                 assert r.status == 201
             wait_for(lambda: local_copy(victim, "small") == data, 10, message="the victim has its copy")
             with sqlite3.connect(victim.data_dir / "meta.sqlite", timeout=10) as db:
-                db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (b"\x00" + data[1:], sha))
+                flipped = db.execute("UPDATE files SET data = ? WHERE key = 'small'", (b"\x00" + data[1:],))
+                assert flipped.rowcount == 1  # a small file's bytes live in its row
             reads = leases(victim)["lease_reads"]
             async with s.get(f"{victim.url}/files/small") as r:
                 assert r.status == 200 and await r.read() == data

@@ -195,6 +195,7 @@ def flip_small_chunk(store: LocalStore, sha: str) -> None:
     with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
         (data,) = db.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
         db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (b"x" + data[1:], sha))
+    assert store.db.small_chunk(sha) == b"x" + data[1:]
 
 
 @pytest.mark.parametrize("busy", [False, True])

@@ -39,6 +39,9 @@ async def test_gc_rounds(tmp_path: Path) -> None:
         small = await stored(store, "small", b"tiny body", make_version(1000, 0, "n1"))
         orphan = os.urandom(100_000)
         orphan_sha = store.chunks.write(orphan, hashlib.sha256(orphan).hexdigest())
+        loose = b"a small chunk stored by name that no entry references"  # e.g. its entry lost
+        loose_sha = hashlib.sha256(loose).hexdigest()
+        await store.in_db(store.db.put_small_chunk, loose_sha, loose)
         old = time.time() - 3600
         for sha in (*gone.chunks, *kept.chunks, orphan_sha):
             os.utime(store.chunks.path(sha), (old, old))
@@ -47,16 +50,16 @@ async def test_gc_rounds(tmp_path: Path) -> None:
         await store.apply_entries(
             [ManifestEntry.tombstone(k, make_version(2000, 0, "n1"), time.time()) for k in ("gone", "small")]
         )
-        assert await store.collect_garbage(60) == 2  # the deleted file's chunk and small chunk
+        assert not store.db.has_small_chunk(small.chunks[0])  # inline: gone with its row
+        assert await store.collect_garbage(60) == 1  # the deleted file's chunk
         assert not store.chunks.has(gone.chunks[0])
-        assert not store.db.has_small_chunk(small.chunks[0])
         assert store.chunks.has(orphan_sha)  # an orphan needs the full scan
         assert store.db.unreferenced_chunks() == []  # their zero-reference rows are forgotten
 
         young = os.urandom(100_000)
         young_sha = store.chunks.write(young, hashlib.sha256(young).hexdigest())
-        assert await store.collect_garbage(60, full=True) == 1
-        assert not store.chunks.has(orphan_sha)
+        assert await store.collect_garbage(60, full=True) == 2
+        assert not store.chunks.has(orphan_sha) and not store.db.has_small_chunk(loose_sha)
         assert store.chunks.has(young_sha)  # may be staged for a commit still on its way
         assert store.chunks.has(kept.chunks[0])
         assert await store.read_chunk(kept.chunks[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -42,7 +43,7 @@ def reopened_as_older(path: Path, entries: list[ManifestEntry], downgrade: str) 
     db.apply(entries)
     db.close()
     conn = sqlite3.connect(path)
-    conn.execute(downgrade)
+    conn.executescript(downgrade)
     conn.commit()
     conn.close()
     return MetadataDB(path, "never")
@@ -93,8 +94,99 @@ def test_a_lookup_tells_whether_a_small_files_content_is_here(tmp_path: Path) ->
     assert db.get_with_small("j") == (None, False)
     db.apply([entry("j", 1)])  # its chunk is not named like the file's sha256, and not stored
     assert db.get_with_small("j") == (entry("j", 1), False)
-    db.delete_small_chunks([sha])
+    db.drop_small_chunks([sha])
     assert db.get_with_small("small") == (small, False)
+    db.close()
+
+
+def small_file(key: str, version: int, body: bytes) -> tuple[ManifestEntry, dict[str, bytes]]:
+    sha = hashlib.sha256(body).hexdigest()
+    version_str = f"{version:013d}.000000.n"
+    return ManifestEntry(key, version_str, len(body), sha, (sha,), "x", False, 1.0), {sha: body}
+
+
+def table_rows(db: MetadataDB, table: str) -> list[tuple]:
+    return db._read(f"SELECT * FROM {table}")
+
+
+def test_a_small_files_bytes_live_in_its_row_and_need_no_chunk_rows(tmp_path: Path) -> None:
+    """Inline bytes: no reference count and no row by name (the random B-tree pages a small
+    write saves), yet readable by the chunk's name like any stored chunk."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    small, data = small_file("s", 1, b"hello")
+    sha = small.sha256
+    assert len(db.apply_batch([([small], data)])[0]) == 1
+    assert table_rows(db, "chunk_refs") == [] and table_rows(db, "small_chunks") == []
+    assert db.get_with_small_data("s") == (small, b"hello")
+    assert db.small_chunk(sha) == b"hello" and db.chunk_source(sha) == (b"hello", None)
+    assert db.has_small_chunk(sha) and db.small_chunk_length(sha) == 5
+    assert db.small_chunk_shas() == [sha] and db.loose_small_chunk_shas() == []
+    assert db.referenced_chunks() == set() and db.unreferenced_chunks() == []
+
+    # Replaced by a large file: the new row references its chunk; the old bytes went with the row.
+    large = ManifestEntry("s", f"{2:013d}.000000.n", 4, "a" * 64, ("b" * 64,), "x", False, 1.0)
+    db.apply([large])
+    assert db.chunk_refs("b" * 64) == 1 and not db.has_small_chunk(sha)
+    # ... and by a small one again: the large chunk's count drops, the new bytes are inline.
+    again, data = small_file("s", 3, b"bye")
+    db.apply_batch([([again], data)])
+    assert db.chunk_refs("b" * 64) == 0 and db.unreferenced_chunks() == ["b" * 64]
+    assert db.get_with_small_data("s") == (again, b"bye") and table_rows(db, "small_chunks") == []
+    db.apply([ManifestEntry.tombstone("s", f"{4:013d}.000000.n", 1.0)])
+    assert db.small_chunk_shas() == [] and db.chunk_refs(again.sha256) == 0
+    db.close()
+
+
+def test_small_bytes_whose_entry_loses_are_kept_by_name(tmp_path: Path) -> None:
+    """An entry applied without its bytes (gossip first), then the write with the bytes: the
+    same version wins nothing, and the bytes are kept as a chunk by name, so the file is whole."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    small, data = small_file("s", 1, b"hello")
+    db.apply([small])
+    assert db.get_with_small("s") == (small, False) and db.referenced_chunks() == {small.sha256}
+    assert db.apply_batch([([small], data)]) == [[]]
+    assert db.get_with_small("s") == (small, True) and db.get_with_small_data("s") == (small, b"hello")
+    assert db.loose_small_chunk_shas() == [small.sha256]
+    db.close()
+
+
+def test_dropping_a_small_chunk_takes_inline_copies_too_and_their_rows_reference_it(tmp_path: Path) -> None:
+    """Quarantine and handoff: every copy goes; the rows now miss their content, and reference
+    it like any row whose chunk is elsewhere, so repair sees it missing and GC keeps it."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    a, data = small_file("a", 1, b"same")
+    b, _ = small_file("b", 1, b"same")
+    c, other = small_file("c", 1, b"other")
+    db.apply_batch([([a, b], data), ([c], other)])
+    assert db.drop_small_chunks([a.sha256]) == 2
+    assert db.get_with_small("a") == (a, False) and db.get_with_small("b") == (b, False)
+    assert db.chunk_refs(a.sha256) == 2 and not db.has_small_chunk(a.sha256)
+    assert db.get_with_small_data("c") == (c, b"other")
+    db.put_small_chunk(a.sha256, b"same")  # repaired: stored by name
+    assert db.get_with_small("a") == (a, True)
+    newer, _ = small_file("a", 2, b"new")
+    db.apply([newer])  # without bytes: the old row's reference goes, the new one's comes
+    assert db.chunk_refs(a.sha256) == 1 and db.chunk_refs(newer.sha256) == 1
+    db.close()
+
+
+def test_database_from_before_inline_small_files_is_upgraded(tmp_path: Path) -> None:
+    """Rows written before keep their chunks by name and references; new small files go inline."""
+    path = tmp_path / "m.sqlite"
+    old, data = small_file("old", 1, b"old bytes")
+    db = MetadataDB(path, "never")
+    db.apply([old])
+    db.put_small_chunk(old.sha256, b"old bytes")
+    db.close()
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP INDEX files_inline_by_sha; ALTER TABLE files DROP COLUMN data")
+    conn.close()
+    db = MetadataDB(path, "never")
+    assert db.get_with_small_data("old") == (old, b"old bytes") and db.chunk_refs(old.sha256) == 1
+    new, data = small_file("new", 1, b"new bytes")
+    db.apply_batch([([new], data)])
+    assert db.get_with_small_data("new") == (new, b"new bytes") and db.chunk_refs(new.sha256) == 0
+    assert sorted(db.small_chunk_shas()) == sorted([old.sha256, new.sha256])
     db.close()
 
 
