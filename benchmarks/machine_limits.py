@@ -1,9 +1,15 @@
 """Print this machine's ceilings, measured the same way every time, to compare node figures with.
 
     python benchmarks/machine_limits.py [--dir DIR] [--write-mib 1024] [--files 1000]
-                                        [--parallel-mib 384] [--no-http]
+                                        [--parallel-mib 384] [--cache-mib 256] [--no-http]
 
 - sha256 on one core: hashlib over 4 MiB buffers (1 GiB in total).
+- page cache: CPU per MiB of writing new data into a file (no fsync), then the same again into
+  the pages that deleting the file just freed. On a virtual machine whose host backs memory
+  lazily (and takes freed memory back: free page reporting) the first write to each page of
+  memory costs a trip to the host: every new MiB a node writes pays it while its page cache
+  grows, and R=3 writes every byte three times. Measured first, before the other tests touch
+  memory.
 - sequential write: 1 GiB in 4 MiB blocks to a temp file in DIR, one fsync at the end; then the
   same with an fsync after every 4 MiB block (what a node does per chunk with fsync=always).
 - small durable files: 4 KiB create + write + fsync + rename + directory fsync, 1000 times
@@ -70,6 +76,25 @@ def write_mb_s(directory: Path, total: int, fsync_each: bool) -> float:
         os.close(fd)
         os.unlink(name)
     return total / elapsed / MB
+
+
+def page_cache_ms_per_mib(directory: Path, mib: int) -> tuple[float, float]:
+    """CPU ms per MiB written into the page cache: into new memory, then into just-freed pages."""
+    buf = _buffer(1 << 20, seed=3)
+    costs = []
+    for _ in range(2):
+        fd, name = tempfile.mkstemp(prefix="machine-limits-", dir=directory)
+        try:
+            t0 = time.thread_time()
+            for _ in range(mib):
+                view = memoryview(buf)
+                while view:
+                    view = view[os.write(fd, view) :]
+            costs.append((time.thread_time() - t0) * 1000 / mib)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    return costs[0], costs[1]
 
 
 def _durable_files(folder: str, names: Iterable[int], buf: bytes) -> None:
@@ -223,11 +248,19 @@ def main() -> None:
     ap.add_argument("--write-mib", type=int, default=1024, help="MiB written per write test")
     ap.add_argument("--files", type=int, default=1000, help="small durable files to create")
     ap.add_argument("--parallel-mib", type=int, default=384, help="1 MiB files the 12 writers write")
+    ap.add_argument("--cache-mib", type=int, default=256, help="MiB written per page-cache test")
     ap.add_argument("--no-http", action="store_true", help="skip the loopback HTTP ceiling")
     args = ap.parse_args()
     total = args.write_mib * 1024 * 1024
     print(f"cores: {os.cpu_count()}  dir: {args.dir}", flush=True)
+    first, again = page_cache_ms_per_mib(args.dir, args.cache_mib)
     rows = [
+        ("page cache: write new data, CPU per MiB", first, "ms"),
+        ("page cache: the same into just-freed pages, CPU per MiB", again, "ms"),
+    ]
+    for label, value, unit in rows:
+        print(f"{label:<58} {value:>10.2f} {unit}", flush=True)
+    rows += [
         _timed("sha256, one core, 4 MiB buffers", sha256_mb_s, "MB/s"),
         _timed(f"write {args.write_mib} MiB in 4 MiB blocks, fsync at end",
                lambda: write_mb_s(args.dir, total, False), "MB/s"),
