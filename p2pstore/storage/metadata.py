@@ -69,6 +69,10 @@ INLINE_INDEX = (
 )
 INLINE_DATA = "(SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL LIMIT 1)"
 """An inline copy of chunk ?1 (a small file's only chunk is named like the file's sha256)."""
+IS_INLINE = "typeof(data) = 'blob'"
+"""A row holds its bytes: said so without reading them (``data IS NOT NULL`` loads the value,
+overflow pages and all); the index's own condition stays ``data IS NOT NULL``, which lookups by
+sha256 name to use it."""
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"
@@ -209,7 +213,7 @@ class MetadataDB:
         """The entry, and whether a small chunk named like the whole file's sha256 is stored
         here (a small file's only chunk): what a read's version lookup needs, in one query."""
         entry, here = self._get_with(
-            key, "data IS NOT NULL OR EXISTS(SELECT 1 FROM small_chunks WHERE sha = files.sha256)"
+            key, f"{IS_INLINE} OR EXISTS(SELECT 1 FROM small_chunks WHERE sha = files.sha256)"
         )
         return entry, bool(here)
 
@@ -329,7 +333,7 @@ class MetadataDB:
         """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row."""
         conn = self._w
         row = conn.execute(
-            f"SELECT {ENTRY_COLUMNS}, data IS NOT NULL FROM files WHERE key = ?", (entry.key,)
+            f"SELECT {ENTRY_COLUMNS}, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
         ).fetchone()
         old = row_to_entry(row[:-1]) if row else None
         if not newer(old, entry):
@@ -385,10 +389,12 @@ class MetadataDB:
         )
         return rows[0][0] if rows else None
 
-    def small_chunk_shas(self) -> list[str]:
-        """Every chunk stored in the database, inline or by name (each once)."""
-        sql = "SELECT sha FROM small_chunks UNION SELECT sha256 FROM files WHERE data IS NOT NULL"
-        return [r[0] for r in self._read(sql)]
+    def small_chunk_shas(self) -> set[str]:
+        """Every chunk stored in the database, inline or by name. (Deduplicated here: SQLite's
+        UNION sorted 100,000 names in a temp B-tree; a table scan beats the index, which looks
+        up every row: 0.07 s against 0.3-1.9 s at 100,000.)"""
+        sql = f"SELECT sha FROM small_chunks UNION ALL SELECT sha256 FROM files WHERE {IS_INLINE}"
+        return {r[0] for r in self._read(sql)}
 
     def loose_small_chunk_shas(self) -> list[str]:
         """The chunks stored by name (what garbage collection may delete; inline bytes go with

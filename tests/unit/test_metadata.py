@@ -120,7 +120,7 @@ def test_a_small_files_bytes_live_in_its_row_and_need_no_chunk_rows(tmp_path: Pa
     assert db.get_with_small_data("s") == (small, b"hello")
     assert db.small_chunk(sha) == b"hello" and db.chunk_source(sha) == (b"hello", None)
     assert db.has_small_chunk(sha) and db.small_chunk_length(sha) == 5
-    assert db.small_chunk_shas() == [sha] and db.loose_small_chunk_shas() == []
+    assert db.small_chunk_shas() == {sha} and db.loose_small_chunk_shas() == []
     assert db.referenced_chunks() == set() and db.unreferenced_chunks() == []
 
     # Replaced by a large file: the new row references its chunk; the old bytes went with the row.
@@ -133,7 +133,7 @@ def test_a_small_files_bytes_live_in_its_row_and_need_no_chunk_rows(tmp_path: Pa
     assert db.chunk_refs("b" * 64) == 0 and db.unreferenced_chunks() == ["b" * 64]
     assert db.get_with_small_data("s") == (again, b"bye") and table_rows(db, "small_chunks") == []
     db.apply([ManifestEntry.tombstone("s", f"{4:013d}.000000.n", 1.0)])
-    assert db.small_chunk_shas() == [] and db.chunk_refs(again.sha256) == 0
+    assert db.small_chunk_shas() == set() and db.chunk_refs(again.sha256) == 0
     db.close()
 
 
@@ -186,7 +186,7 @@ def test_database_from_before_inline_small_files_is_upgraded(tmp_path: Path) -> 
     new, data = small_file("new", 1, b"new bytes")
     db.apply_batch([([new], data)])
     assert db.get_with_small_data("new") == (new, b"new bytes") and db.chunk_refs(new.sha256) == 0
-    assert sorted(db.small_chunk_shas()) == sorted([old.sha256, new.sha256])
+    assert db.small_chunk_shas() == {old.sha256, new.sha256}
     db.close()
 
 
