@@ -379,6 +379,17 @@ class MetadataDB:
     def delete_chunk_sums(self, shas: Iterable[str]) -> None:
         self._w.executemany("DELETE FROM chunk_sums WHERE sha = ?", [(s,) for s in shas])
 
+    def small_chunk_copies(self, sha: str) -> list[bytes]:
+        """Every copy of chunk ``sha`` in the database: each file with the same small content
+        holds its own inline copy (what the scrubber checks: one bad copy must not hide behind
+        a good one)."""
+        rows = self._read(
+            "SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL"
+            " UNION ALL SELECT data FROM small_chunks WHERE sha = ?1",
+            (sha,),
+        )
+        return [r[0] for r in rows]
+
     def has_small_chunk(self, sha: str) -> bool:
         """Chunk ``sha`` is stored in the database, inline or by name."""
         return self.small_chunk_length(sha) is not None

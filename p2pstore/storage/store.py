@@ -252,10 +252,10 @@ class LocalStore:
             length = self.chunks.length(sha)
             if checked and read + (length or 0) > max_bytes:
                 break  # enough for one trip (a small chunk's length is only known once read)
-            if length is None:  # not a file: a small chunk in SQLite, or gone
-                data = self.db.small_chunk(sha)
-                length = None if data is None else len(data)
-                ok, mended = data is not None and hashlib.sha256(data).hexdigest() == sha, None
+            if length is None:  # not a file: a small chunk in SQLite (each copy of it), or gone
+                copies = self.db.small_chunk_copies(sha)
+                length = sum(map(len, copies)) if copies else None
+                ok, mended = bool(copies) and all(hashlib.sha256(c).hexdigest() == sha for c in copies), None
             else:
                 ok, mended = self._check_chunk(sha)
             checked.append((sha, length, ok, mended))
@@ -286,8 +286,9 @@ class LocalStore:
 
     async def quarantine_chunk(self, sha: str) -> None:
         if self.chunks.quarantine(sha) is None:
-            data = self.db.small_chunk(sha)
-            if data is not None:
+            copies = self.db.small_chunk_copies(sha)  # all go; a bad one is kept for a look
+            if copies:
+                data = next((c for c in copies if hashlib.sha256(c).hexdigest() != sha), copies[0])
                 (self.chunks.quarantine_dir / f"{sha}.{int(time.time())}").write_bytes(data)
                 await self.in_db(self.db.drop_small_chunks, [sha])
                 log.warning("quarantined corrupt chunk %s", sha[:12])

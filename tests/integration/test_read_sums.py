@@ -191,6 +191,27 @@ async def test_the_scrubber_checks_sha256_and_mends_the_read_sum(store: LocalSto
     assert not store.committer.sums  # nothing recorded for bad bytes
 
 
+@pytest.mark.parametrize("bad", ["a", "b"])
+async def test_the_scrubber_checks_every_inline_copy_of_a_small_chunk(store: LocalStore, bad: str) -> None:
+    """Two files with the same small content each hold a copy: rot in either is found (not
+    hidden by the good one), and quarantine takes every copy, so repair fetches a good one."""
+    data = os.urandom(3000)
+    sha = hashlib.sha256(data).hexdigest()
+    for key in ("a", "b"):
+        await stored_file(store, key, data)
+    assert await scrub_one(store, sha)
+    with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
+        db.execute("UPDATE files SET data = ? WHERE key = ?", (b"x" + data[1:], bad))
+    assert not await scrub_one(store, sha)
+    await store.quarantine_chunk(sha)
+    assert not store.has_chunk(sha, small=True)
+    assert [store.get_with_presence(k)[1] for k in ("a", "b")] == [False, False]
+    assert [p.read_bytes() for p in store.chunks.quarantine_dir.iterdir()] == [b"x" + data[1:]]
+    await store.write_chunk(data, sha)  # what repair does with a good copy from a peer
+    assert [store.get_with_presence(k)[1] for k in ("a", "b")] == [True, True]
+    assert await scrub_one(store, sha)
+
+
 def flip_small_chunk(store: LocalStore, sha: str) -> None:
     with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
         (data,) = db.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
@@ -253,7 +274,8 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
 
     assert sorted(found) == sorted(reported) == sorted([bad_file, bad_small])
     assert scrubber.stats.chunks_checked == len(shas) and scrubber.stats.corrupt_found == 2
-    assert scrubber.stats.bytes_checked == sum(map(len, shas.values()))
+    # Every copy is read: small[0] is stored by name and inline in file "k"'s row.
+    assert scrubber.stats.bytes_checked == sum(map(len, shas.values())) + len(small[0])
     # One trip lists the chunks; 200 small ones take 4 of at most 64; the 1.5 MiB file goes
     # alone; the three 256 KiB ones may split the rest in two or share with small ones.
     assert sorted(sha for trip in trips for sha in trip) == sorted([*shas, gone])
