@@ -156,6 +156,7 @@ class Node:
                 "write_quorum": self.config.write_quorum,
                 "bad_copies_reported": self.cluster.bad_copies_reported,
                 "read_repairs_pushed": self.cluster.read_repairs_pushed,
+                "announced": self.cluster.announcer.stats(),
             },
             "repair": {**asdict(self.cluster.repairer.stats), **self.cluster.housekeeper.stats()},
             "scrub": {**asdict(self.cluster.scrubber.stats), "rate": self.config.scrub_rate},

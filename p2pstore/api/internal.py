@@ -176,16 +176,26 @@ def lease_revoke(node: Node, msg: Any, peer: str) -> Any:
         raise malformed(peer, "lease-revoke", str(exc)) from exc
 
 
-async def read_repair(node: Node, msg: Any, peer: str) -> Any:
-    """Newest entries a peer's read found this node behind on: applied if still newer."""
+def entries_of(peer: str, method: str, msg: Any) -> list[ManifestEntry]:
+    """The validated manifest entries a message carries (400 when malformed)."""
     wires = msg.get("entries") if isinstance(msg, dict) else None
     if not isinstance(wires, list) or not wires or len(wires) > MAX_KEYS_PER_LOOKUP:
-        raise malformed(peer, "read-repair", "read-repair needs a list of entries")
+        raise malformed(peer, method, f"{method} needs a list of entries")
     try:
-        fresh = [ManifestEntry.from_wire(w) for w in wires]
+        return [ManifestEntry.from_wire(w) for w in wires]
     except ValueError as exc:
-        raise malformed(peer, "read-repair", str(exc)) from exc
+        raise malformed(peer, method, str(exc)) from exc
+
+
+async def read_repair(node: Node, msg: Any, peer: str) -> Any:
+    """Newest entries a peer's read found this node behind on: applied if still newer."""
+    fresh = entries_of(peer, "read-repair", msg)
     return {"applied": len(await node.cluster.apply_remote_entries(fresh))}
+
+
+async def announce(node: Node, msg: Any, peer: str) -> Any:
+    """New entries of keys this node holds no replica of, from the gateway that wrote them."""
+    return {"applied": await node.cluster.apply_announced(entries_of(peer, "announce", msg))}
 
 
 async def checkpoint(node: Node, msg: Any, peer: str) -> Any:
@@ -219,6 +229,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "write": write_small,
     "entries": entries,
     "read-repair": read_repair,
+    "announce": announce,
     "lease": lease,
     "lease-revoke": lease_revoke,
     "checkpoint": checkpoint,

@@ -33,6 +33,7 @@ from ..errors import (
     full_disk_is_507,
 )
 from ..storage.store import SMALL_CHUNK, LocalStore, StoredBlob
+from .announce import EntryAnnouncer
 from .codec import ENTRY_HEADER, pack
 from .fanout import Sink, fan_out, first_n
 from .gossip import Gossip
@@ -93,6 +94,7 @@ class Cluster:
         self.scrubber = Scrubber(self, cfg.scrub_rate)
         self.housekeeper = Housekeeper(self)
         self.leases = Leases(self, cfg.read_lease)
+        self.announcer = EntryAnnouncer(self, self._spawn)
         node.store.on_corrupt = self.chunk_went_bad
         self.staged: dict[str, Staged] = {}
         self.background: set[asyncio.Task] = set()
@@ -281,6 +283,7 @@ class Cluster:
         await self.leases.settle(replicas, acks, tasks)
         if self.node.node_id not in staged:
             await self.node.store.apply_entries([entry])  # the gateway's manifest knows it too
+        self.announcer.announce(entry, replicas)  # and so do the members outside the replicas
         late = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
         return entry, sorted(done + late)
 
@@ -768,6 +771,13 @@ class Cluster:
         if step.apply:
             await self.apply_remote_entries(step.apply)
         return step.reply or {"type": "manifest-done"}
+
+    async def apply_announced(self, entries: list[ManifestEntry]) -> int:
+        """Entries a gateway announced to this node (outside their replica set as it saw the
+        placement): applied like any learned from a peer; returns how many were news here."""
+        won = await self.apply_remote_entries(entries)
+        self.announcer.received += len(won)
+        return len(won)
 
     async def apply_remote_entries(self, entries: list[ManifestEntry]) -> list:
         """Apply entries learned from a peer; fetch the data of those this node must hold."""
