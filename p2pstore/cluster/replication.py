@@ -775,7 +775,13 @@ class Cluster:
     async def apply_announced(self, entries: list[ManifestEntry]) -> int:
         """Entries a gateway announced to this node (outside their replica set as it saw the
         placement): applied like any learned from a peer; returns how many were news here."""
-        won = await self.apply_remote_entries(entries)
+        for e in entries:
+            self.node.clock.observe(e.version)
+        won = await self.node.store.apply_entries(entries)
+        me = self.node.node_id
+        mine = [new.key for _, new in won if not new.deleted and me in self.replicas_for(new.key)]
+        if mine:  # placement as seen here differs from the gateway's: fetch the data too
+            self.repairer.trigger_keys(mine)
         self.announcer.received += len(won)
         return len(won)
 
