@@ -61,9 +61,6 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 """
 
-# WAL pages are copied into the database by a background thread (PASSIVE: never blocks a commit).
-# SQLite's own checkpoint runs inside whichever COMMIT crosses the limit: with 100,000 files that
-# made every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
 INLINE_INDEX = (
     "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
 )
@@ -73,6 +70,10 @@ IS_INLINE = "typeof(data) = 'blob'"
 """A row holds its bytes: said so without reading them (``data IS NOT NULL`` loads the value,
 overflow pages and all); the index's own condition stays ``data IS NOT NULL``, which lookups by
 sha256 name to use it."""
+
+# WAL pages are copied into the database by a background thread (PASSIVE: never blocks a commit).
+# SQLite's own checkpoint runs inside whichever COMMIT crosses the limit: with 100,000 files that
+# made every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"
