@@ -73,6 +73,12 @@ def bench(
             "--read-lease", help="Read lease of --local nodes (s; 0 = quorum reads).", show_default=False
         ),
     ] = None,
+    cache_written: Annotated[
+        str | None,
+        typer.Option(
+            "--cache-written", help="--cache-written of --local nodes: gateway or all.", show_default=False
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None,
         typer.Option(
@@ -113,6 +119,7 @@ def bench(
             write_quorum=write_quorum,
             read_quorum=read_quorum,
             read_lease=read_lease,
+            cache_written=cache_written,
             data_dir=data_dir,
             keep=keep,
             mem_1g=mem_1g,

@@ -24,6 +24,11 @@ class Fsync(StrEnum):
     never = "never"
 
 
+class CacheWritten(StrEnum):
+    gateway = "gateway"
+    all = "all"
+
+
 class LogLevel(StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -107,6 +112,10 @@ def start(
     read_lease: Annotated[
         float | None, typer.Option(help="Seconds a read lease runs (local reads); 0 = quorum reads.")
     ] = None,
+    cache_written: Annotated[
+        CacheWritten | None,
+        typer.Option(help="Whose written chunk files stay in the page cache.", show_default=False),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -138,6 +147,7 @@ def start(
         "scrub_rate": scrub_rate,
         "fsync": fsync.value if fsync else None,
         "read_lease": read_lease,
+        "cache_written": cache_written.value if cache_written else None,
         "log_level": log_level.value if log_level else None,
     }
     try:

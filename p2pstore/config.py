@@ -40,6 +40,7 @@ class NodeConfig:
     scrub_rate: float = 16 * 1024 * 1024  # bytes/s the scrubber reads
     fsync: str = "always"  # always | batch | never
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
+    cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
     log_level: str = "INFO"
 
     @property
@@ -61,6 +62,8 @@ class NodeConfig:
             raise ValueError("read_lease must be 0 (off) or 0.5..60 seconds")
         if self.fsync not in ("always", "batch", "never"):
             raise ValueError("fsync must be one of always, batch, never")
+        if self.cache_written not in ("gateway", "all"):
+            raise ValueError("cache_written must be gateway or all")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
 

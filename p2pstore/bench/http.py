@@ -268,6 +268,7 @@ class BenchOptions:
     write_quorum: int | None = None
     read_quorum: int | None = None  # ?r= on every GET (1: one replica's copy, no quorum lookup)
     read_lease: float | None = None  # --read-lease of --local nodes (0: quorum reads); None = default
+    cache_written: str | None = None  # --cache-written of --local nodes; None = the nodes' default
     data_dir: Path | None = None
     keep: bool = False
     mem_1g: bool = False
@@ -325,6 +326,8 @@ def check_options(opts: BenchOptions) -> BenchOptions:
         raise BenchError("--write-quorum must be at least 1")
     if opts.read_lease is not None and not (opts.read_lease == 0 or 0.5 <= opts.read_lease <= 60):
         raise BenchError("--read-lease must be 0 (off) or 0.5..60 seconds")
+    if opts.cache_written not in (None, "gateway", "all"):
+        raise BenchError("--cache-written must be gateway or all")
     if opts.read_quorum is not None and opts.read_quorum < 1:
         raise BenchError("--read-quorum must be at least 1")
     parse_phases(",".join(opts.phases))
@@ -527,6 +530,9 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     write_quorum = opts.write_quorum or min(2, replicas)
     lease = {} if opts.read_lease is None else {"read_lease": opts.read_lease}
     leases = "" if opts.read_lease is None else f" read-lease={opts.read_lease:g}"
+    if opts.cache_written is not None:
+        lease["cache_written"] = opts.cache_written
+        leases += f" cache-written={opts.cache_written}"
     print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} in {parent}",
           flush=True)  # fmt: skip
     try:
@@ -619,6 +625,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
     ap.add_argument("--write-quorum", type=int, help="W of --local nodes (default min(2, R))")
     ap.add_argument("--read-quorum", type=int, help="replicas each GET asks (?r=; default: nodes' R-W+1)")
     ap.add_argument("--read-lease", type=float, help="read lease of --local nodes (s; 0 = quorum reads)")
+    ap.add_argument("--cache-written", choices=["gateway", "all"], help="--cache-written of --local nodes")
     ap.add_argument("--data-dir", type=Path, help="parent dir of --local node data (default: temp)")
     ap.add_argument("--keep", action="store_true", help="keep the --local data dir afterwards")
     ap.add_argument(
@@ -632,7 +639,7 @@ def parse_args(argv: Sequence[str] | None = None, description: str | None = None
             token=a.token, concurrency=a.concurrency, phases=parse_phases(a.phases),
             count_4k=a.count_4k, count_1m=a.count_1m, count_64m=a.count_64m, json=a.json, fsync=a.fsync,
             replicas=a.replicas, write_quorum=a.write_quorum, read_quorum=a.read_quorum,
-            read_lease=a.read_lease, data_dir=a.data_dir, keep=a.keep,
+            read_lease=a.read_lease, cache_written=a.cache_written, data_dir=a.data_dir, keep=a.keep,
             mem_1g=a.mem_1g,
         ))  # fmt: skip
     except (BenchError, ValueError) as exc:

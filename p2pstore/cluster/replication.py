@@ -359,7 +359,7 @@ class Cluster:
     def _stage_consumer(self, node_id: str, upload: str):
         async def consume(body: AsyncIterator[bytes]) -> dict[str, Any]:
             if node_id == self.node.node_id:
-                return await self.stage_local(upload, body, None, whole_hash=False)
+                return await self.stage_local(upload, body, None, whole_hash=False, own=True)
             # The gateway hashes the whole file (_stage_all); older replicas ignore the header.
             headers = {"Content-Type": "application/octet-stream", WHOLE_HASH_HEADER: "gateway"}
             try:
@@ -374,14 +374,23 @@ class Cluster:
         return consume
 
     async def stage_local(
-        self, upload: str, body: AsyncIterator[bytes], expected_sha: str | None, whole_hash: bool = True
-    ) -> dict:
+        self, upload: str, body: AsyncIterator[bytes], expected_sha: str | None, whole_hash: bool = True,
+        own: bool = False,
+    ) -> dict:  # fmt: skip
+        """Stage an upload here; ``own``: this node is its gateway (else a peer sent it)."""
         store = self.node.store
         blob = await store.write_stream(
-            body, expected_sha, self.node.config.max_upload_bytes, whole_hash=whole_hash
-        )
+            body, expected_sha, self.node.config.max_upload_bytes, whole_hash=whole_hash,
+            cached=self.keep_cached(own),
+        )  # fmt: skip
         self.staged[upload] = Staged(blob, time.monotonic() + STAGE_TTL)
         return {"size": blob.size, "sha256": blob.sha256, "chunks": list(blob.chunks)}
+
+    def keep_cached(self, own: bool) -> bool:
+        """Whether chunk files written for a write stay in the page cache: the gateway's own
+        copy does (reads of a new file mostly come through it); with ``--cache-written
+        gateway`` (the default) the other replicas' copies leave it once fsynced."""
+        return own or self.node.config.cache_written == "all"
 
     async def commit_local(self, upload: str | None, entry: ManifestEntry) -> bool:
         blob = None
@@ -411,7 +420,8 @@ class Cluster:
         if len(data) > SMALL_CHUNK:  # one chunk file, written durably before the entry commits
             async with store.gc_lock.shared():
                 # Hashed in the I/O thread with the write: 0.7 ms per MiB off the event loop.
-                fast = await store.in_io(write_checked, store, data, entry.sha256, hashed)
+                cached = self.keep_cached(hashed)  # hashed here: the gateway's own copy
+                fast = await store.in_io(write_checked, store, data, entry.sha256, hashed, cached)
                 self.node.clock.observe(entry.version)
                 return bool(await store.apply_entries([entry], sums={entry.sha256: fast}))
         if not hashed and hashlib.sha256(data).hexdigest() != entry.sha256:
@@ -874,12 +884,12 @@ class Cluster:
         return report
 
 
-def write_checked(store: LocalStore, data: bytes, sha: str, hashed: bool) -> bytes:
+def write_checked(store: LocalStore, data: bytes, sha: str, hashed: bool, cached: bool = True) -> bytes:
     """Write one chunk file durably after checking ``data`` hashes to ``sha`` (unless ``hashed``:
     computed from these bytes by this process); returns its read sum."""
     if not hashed and hashlib.sha256(data).hexdigest() != sha:
         raise BadRequest("entry does not match the data sent with it")
-    return store.write_verified_file(data, sha)
+    return store.write_verified_file(data, sha, cached)
 
 
 async def read_small(body: AsyncIterator[bytes], expected_size: int) -> bytes:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .chunks import ChunkStore, new_read_sum
+from .chunks import ChunkStore, drop_cached, new_read_sum
 
 
 class ChunkStager:
@@ -26,11 +26,13 @@ class ChunkStager:
     thread, one at a time and in order (the caller awaits each before the next)."""
 
     def __init__(
-        self, staging: Path, chunk_size: int, fsync: bool, store: ChunkStore, whole: Any = None
-    ) -> None:
+        self, staging: Path, chunk_size: int, fsync: bool, store: ChunkStore, whole: Any = None,
+        cached: bool = True,
+    ) -> None:  # fmt: skip
         self.staging = staging
         self.chunk_size = chunk_size
         self.fsync = fsync
+        self.cached = cached  # False: fsynced chunks leave the page cache (chunks.drop_cached)
         self.store = store
         self.whole = whole  # the whole file's running sha256, or None (the gateway computes it)
         self.shas: list[str] = []
@@ -100,6 +102,8 @@ class ChunkStager:
             if self.fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
+                if not self.cached:
+                    drop_cached(fh.fileno())
             fh.close()
             os.replace(tmp, self.staging / sha)
         finally:

@@ -276,12 +276,12 @@ class LocalStore:
         self.check_space(len(data))
         if len(data) <= SMALL_CHUNK:
             await self.in_db(self.db.put_small_chunk, sha, data)
-        else:
-            self.committer.remember({sha: await self.in_io(self.write_verified_file, data, sha)})
+        else:  # a repaired copy: not kept in the page cache
+            self.committer.remember({sha: await self.in_io(self.write_verified_file, data, sha, False)})
 
-    def write_verified_file(self, data: bytes, sha: str) -> bytes:
+    def write_verified_file(self, data: bytes, sha: str, cached: bool = True) -> bytes:
         """Write a chunk file whose bytes the caller checked against ``sha``; their read sum."""
-        self.chunks.write(data, sha)
+        self.chunks.write(data, sha, cached)
         return read_sum(data)
 
     async def quarantine_chunk(self, sha: str) -> None:
@@ -327,6 +327,7 @@ class LocalStore:
         max_size: int = 0,
         expected_size: int | None = None,
         whole_hash: bool = True,
+        cached: bool = True,
     ) -> StoredBlob:
         """Stage a streamed body as chunk files; raise (and clean up) on any problem.
 
@@ -336,6 +337,7 @@ class LocalStore:
         ``SMALL_CHUNK`` (and below one chunk) is kept in memory and stored with its entry.
         ``whole_hash=False`` skips the whole-file sha256 (and the ``expected_sha`` check): the
         gateway feeding this replica computes and checks it once for all replicas.
+        ``cached=False``: each chunk file leaves the page cache once fsynced (a replica's copy).
         """
         self.check_space(expected_size or 0)
         staging = self.chunks.tmp_dir / f"up-{uuid.uuid4().hex}"
@@ -355,7 +357,9 @@ class LocalStore:
                 if stager is None:
                     if size <= inline_limit:
                         continue
-                    stager = ChunkStager(staging, self.chunk_size, self.fsync != "never", self.chunks, whole)
+                    stager = ChunkStager(
+                        staging, self.chunk_size, self.fsync != "never", self.chunks, whole, cached
+                    )
                 if held_bytes >= FEED_BYTES:
                     if pending is not None:
                         await pending  # one batch on its way to disk at a time, in order
