@@ -11,9 +11,10 @@ session's VM that made writing new data into the page cache cost 2.2-2.7 ms of C
 instead of 0.2-0.3 (``machine_limits.py`` prints both), a third of a PUT 1 MiB's CPU at R=3.
 A server that has run for a while has its page cache full, and new writes reuse pages the
 kernel reclaims from it. This writes a file of all but ``--leave-gib`` of MemAvailable (never
-more than the disk can spare) and leaves it there, so the page cache is full of it while the
-benchmarks run; ``--remove`` deletes it afterwards. docs/benchmarks.md says which figures were
-taken that way. Linux only; a script, not a test.
+more than the disk can spare), fsyncs it and leaves it there, so the page cache is full of it
+while the benchmarks run; ``--remove`` deletes it afterwards. On that VM the effect lasted only
+minutes: a DAMON thread in the guest reclaims idle memory and the host takes it back.
+docs/benchmarks.md says which figures were taken that way. Linux only; a script, not a test.
 """
 
 from __future__ import annotations
