@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("p2pstore.replication")
 
 STAGE_TTL = 600.0
+OWN_COMMIT_WAIT = 2.0  # seconds a read waits for this gateway's own commit of a write it just acked
 ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
 RPC_BULK_LIMIT = 128 * 1024  # larger one-phase bodies travel as HTTP requests, not RPC frames
 LOOKUP_TIMEOUT = 2.0
@@ -107,6 +108,7 @@ class Cluster:
         self._read_turn = 0
         self._no_raw_write: set[str] = set()  # peers without /write-raw (older versions)
         self._replicas_cache: tuple[list[str] | None, dict[str, list[str]]] = (None, {})
+        self._own_commits: dict[str, asyncio.Task] = {}  # key -> this gateway's own commit, running
 
     # ---- lifecycle ----
     def start(self) -> None:
@@ -268,6 +270,8 @@ class Cluster:
             node_id: self._spawn(self._commit_one(node_id, upload, entry, small))
             for node_id, upload in staged.items()
         }
+        if (own := tasks.get(self.node.node_id)) is not None:
+            self._note_own_commit(key, own)
         acks, errors = await first_n(list(tasks.values()), w)
         done = [node_id for node_id, _, _ in acks]
         refusal = next((e for e in errors if isinstance(e, StoreError) and e.status in (400, 413, 507)), None)
@@ -538,6 +542,7 @@ class Cluster:
         self.check_joined()
         me = self.node.node_id
         replicas = self.replicas_for(key)
+        await self._own_commit_done(key)
         local, complete, small = self.node.store.get_for_read(key)
         lease_read = r is None and self.leases.may_read_locally(replicas) and complete
         if lease_read and local is not None and not local.deleted:
@@ -604,6 +609,27 @@ class Cluster:
             if not isinstance(mine, dict) or mine.get("version", "") > newest:
                 return False
         return len(versions) == 1
+
+    def _note_own_commit(self, key: str, task: asyncio.Task) -> None:
+        """Remember this gateway's own commit of ``key`` while it runs (see _own_commit_done)."""
+        self._own_commits[key] = task
+
+        def forget(done: asyncio.Task) -> None:
+            if self._own_commits.get(key) is done:
+                del self._own_commits[key]
+
+        task.add_done_callback(forget)
+
+    async def _own_commit_done(self, key: str) -> None:
+        """Let this gateway's own commit of a write it just acknowledged finish before a read of
+        that key looks: the acknowledgement needs only W commits, and when the others came first
+        a read right after the write would otherwise fetch every chunk from another replica,
+        whose copy left its page cache (``--cache-written gateway``), while this node's own copy
+        is a moment from done. Bounded; a commit that fails or hangs is read around as before."""
+        task = self._own_commits.get(key)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), OWN_COMMIT_WAIT)
 
     async def _gather_views(self, key: str, peers: list[str], views: dict[str, dict[str, Any]]) -> None:
         if len(peers) == 1:  # the common quorum read: no gather, no extra tasks

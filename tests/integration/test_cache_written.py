@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from p2pstore.config import NodeConfig
+from p2pstore.core.manifest import ManifestEntry
+from p2pstore.node import Node
+from p2pstore.server import build_app
 from p2pstore.storage.store import LocalStore
 from tests.integration.test_staging import in_pieces
 from tests.support.pagecache import resident_fraction
-from tests.support.processes import NodeProcess, wait_for
+from tests.support.processes import NodeProcess, free_port, wait_for
 
 MiB = 1 << 20
 
@@ -61,3 +68,60 @@ async def test_only_the_gateway_keeps_its_copy_cached_by_default(node_factory, m
         fractions = [resident_fraction(p) for p in chunk_files(node)]
         kept = i == 0 or mode == "all"
         assert all(f == (1.0 if kept else 0.0) for f in fractions), (i, fractions)
+
+
+async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
+    tmp_path: Path, node_factory
+) -> None:
+    """The gateway acknowledges after W=2 commits; when the two peers commit first, a GET through
+    it right away must not fetch every chunk from a peer (whose copy left its page cache): it
+    waits the moment its own commit needs and reads its own copy. The gateway runs in this
+    process (its own commit delayed by 0.5 s); the peers are real processes. (No read leases: a
+    fresh node's grantors count every replica as a holder at first, and writes then wait for all.)"""
+    secret = f"test-secret-{os.getpid()}"
+    cfg = NodeConfig(data_dir=tmp_path / "gateway", host="127.0.0.1", port=free_port(), cluster_secret=secret,
+                     chunk_size=MiB, scrub_rate=0, read_lease=0)  # fmt: skip
+    node = Node(cfg)
+    runner = web.AppRunner(build_app(node))
+    await runner.setup()
+    await web.TCPSite(runner, cfg.host, cfg.port).start()
+    node.start()
+    try:
+        # Started from a thread: the gateway answers their joins on this loop meanwhile.
+        peers = await asyncio.to_thread(
+            node_factory, 2, seeds=cfg.advertise_address, cluster_secret=secret, chunk_size=MiB, scrub_rate=0,
+            read_lease=0,
+        )
+        deadline = time.monotonic() + 20
+        while len(node.cluster.gossip.live_peers()) < 2:
+            assert time.monotonic() < deadline, "the gateway sees both peers"
+            await asyncio.sleep(0.05)
+        commit_local = node.cluster.commit_local
+
+        async def slow_commit_local(upload: str | None, entry: ManifestEntry) -> bool:
+            await asyncio.sleep(0.5)
+            return await commit_local(upload, entry)
+
+        node.cluster.commit_local = slow_commit_local  # type: ignore[method-assign]
+        local_reads: list[str] = []
+        read_chunk = node.store.read_chunk
+
+        async def counting_read_chunk(sha: str) -> bytes:
+            local_reads.append(sha)
+            return await read_chunk(sha)
+
+        node.store.read_chunk = counting_read_chunk  # type: ignore[method-assign]
+        data = os.urandom(3 * MiB)
+        async with aiohttp.ClientSession() as s:
+            async with s.put(f"{cfg.url}/files/fresh", data=data) as r:
+                assert r.status == 201, await r.text()
+            assert node.cluster._own_commits, "acknowledged before the gateway's own commit"
+            async with s.get(f"{cfg.url}/files/fresh") as r:
+                assert r.status == 200 and await r.read() == data
+        assert len(local_reads) == 3, local_reads
+        for peer in peers:  # never read: their copies stay out of the page cache
+            assert [resident_fraction(p) for p in chunk_files(peer)] == [0.0] * 3
+    finally:
+        await node.stop()
+        await runner.cleanup()
+        node.close()
