@@ -58,6 +58,12 @@ def sha256_mb_s(total: int = 1 << 30) -> float:
     return total / (time.perf_counter() - t0) / MB
 
 
+def _write_all(fd: int, buf: bytes) -> None:
+    view = memoryview(buf)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_mb_s(directory: Path, total: int, fsync_each: bool) -> float:
     """Sequential write of ``total`` bytes in 4 MiB blocks, fsync at the end (or after each block)."""
     buf = _buffer(seed=2)
@@ -65,9 +71,7 @@ def write_mb_s(directory: Path, total: int, fsync_each: bool) -> float:
     try:
         t0 = time.perf_counter()
         for _ in range(total // BLOCK):
-            view = memoryview(buf)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, buf)
             if fsync_each:
                 os.fsync(fd)
         os.fsync(fd)
@@ -87,9 +91,7 @@ def page_cache_ms_per_mib(directory: Path, mib: int) -> tuple[float, float]:
         try:
             t0 = time.thread_time()
             for _ in range(mib):
-                view = memoryview(buf)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, buf)
             costs.append((time.thread_time() - t0) * 1000 / mib)
         finally:
             os.close(fd)
@@ -106,9 +108,7 @@ def _durable_files(folder: str, names: Iterable[int], buf: bytes) -> None:
             tmp_path = os.path.join(folder, f"{i}.tmp")
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(buf)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, buf)
                 os.fsync(fd)
             finally:
                 os.close(fd)

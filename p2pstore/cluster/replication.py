@@ -811,23 +811,23 @@ class Cluster:
     async def apply_announced(self, entries: list[ManifestEntry]) -> int:
         """Entries a gateway announced to this node (outside their replica set as it saw the
         placement): applied like any learned from a peer; returns how many were news here."""
+        # Keys it replicates all the same (placement seen differently here) get their data.
+        won = await self.apply_remote_entries(entries, mine_only=True)
+        self.announcer.received += len(won)
+        return len(won)
+
+    async def apply_remote_entries(self, entries: list[ManifestEntry], mine_only: bool = False) -> list:
+        """Apply entries learned from a peer; fetch the data of those this node must hold
+        (``mine_only``: look only at keys it replicates in its own view of placement)."""
         for e in entries:
             self.node.clock.observe(e.version)
         won = await self.node.store.apply_entries(entries)
         me = self.node.node_id
-        mine = [new.key for _, new in won if not new.deleted and me in self.replicas_for(new.key)]
-        if mine:  # placement as seen here differs from the gateway's: fetch the data too
-            self.repairer.trigger_keys(mine)
-        self.announcer.received += len(won)
-        return len(won)
-
-    async def apply_remote_entries(self, entries: list[ManifestEntry]) -> list:
-        """Apply entries learned from a peer; fetch the data of those this node must hold."""
-        for e in entries:
-            self.node.clock.observe(e.version)
-        won = await self.node.store.apply_entries(entries)
-        if won:
-            self.repairer.trigger_keys([new.key for _, new in won if not new.deleted])
+        keys = [new.key for _, new in won if not new.deleted]
+        if mine_only:
+            keys = [k for k in keys if me in self.replicas_for(k)]
+        if keys:
+            self.repairer.trigger_keys(keys)
         return won
 
     # ---- cluster-wide actions ----

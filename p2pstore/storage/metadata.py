@@ -392,8 +392,12 @@ class MetadataDB:
         return [r[0] for r in rows]
 
     def has_small_chunk(self, sha: str) -> bool:
-        """Chunk ``sha`` is stored in the database, inline or by name."""
-        return self.small_chunk_length(sha) is not None
+        """Chunk ``sha`` is stored in the database, inline or by name (its bytes not loaded)."""
+        sql = (
+            "SELECT EXISTS(SELECT 1 FROM files WHERE sha256 = ?1 AND data IS NOT NULL)"
+            " OR EXISTS(SELECT 1 FROM small_chunks WHERE sha = ?1)"
+        )
+        return bool(self._read(sql, (sha,))[0][0])
 
     def small_chunk_length(self, sha: str) -> int | None:
         rows = self._read(
