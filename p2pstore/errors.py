@@ -1,4 +1,5 @@
-"""Errors that map to one HTTP status and a clear JSON message."""
+"""Domain errors: what went wrong, in words a client can act on. No HTTP here: the API maps
+each kind to its status (api/errors.py), and the internal RPC to its wire code."""
 
 from __future__ import annotations
 
@@ -10,56 +11,65 @@ from typing import Any
 
 
 class StoreError(Exception):
-    """Base error: carries the HTTP status, a human message and optional detail."""
+    """Base error: a human message and optional detail (JSON-friendly)."""
 
-    status = 500
-
-    def __init__(self, message: str, detail: Any = None, status: int | None = None) -> None:
+    def __init__(self, message: str, detail: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
-        if status is not None:
-            self.status = status
 
 
-class BadRequest(StoreError):
-    status = 400
+class Refused(StoreError):
+    """The node refuses the request for a reason the client must hear, and nothing changed
+    (bad input, too large, disk full). A replica's refusal is passed on to the client as is."""
+
+
+class BadRequest(Refused):
+    """Malformed input: a key, a header, a body that does not match its checksum."""
+
+
+class PayloadTooLarge(Refused):
+    """An upload larger than the configured limit."""
+
+
+class InsufficientStorage(Refused):
+    """The disk is (nearly) full: writes are refused before they could fill it."""
 
 
 class Unauthorized(StoreError):
-    status = 401
+    """Missing or wrong credentials."""
+
+
+class WrongProtocol(StoreError):
+    """A peer speaks another version of the node-to-node protocol: refused, not misread."""
 
 
 class NotFound(StoreError):
-    status = 404
+    """No such key, member, upload or chunk."""
 
 
 class Conflict(StoreError):
-    status = 409
+    """The request contradicts the cluster's state (e.g. removing a live member)."""
 
 
 class LengthRequired(StoreError):
-    status = 411
-
-
-class PayloadTooLarge(StoreError):
-    status = 413
+    """A body whose length must be declared up front."""
 
 
 class RangeNotSatisfiable(StoreError):
-    status = 416
+    """A byte range outside the file."""
 
 
 class Unavailable(StoreError):
-    status = 503
+    """Not enough replicas or members answer right now: retry, or try another node."""
 
 
-class InsufficientStorage(StoreError):
-    status = 507
+class CorruptData(StoreError):
+    """Stored bytes no longer match their sha256: never served, always reported."""
 
 
 def disk_full(exc: BaseException) -> InsufficientStorage | None:
-    """The 507 for a write that found the disk full below our own free-space check (writes
+    """The refusal for a write that found the disk full below our own free-space check (writes
     racing for the last bytes): a file write's ENOSPC or SQLite's "database or disk is full"."""
     full_file = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
     code = getattr(exc, "sqlite_errorcode", 0) if isinstance(exc, sqlite3.OperationalError) else 0
@@ -68,7 +78,7 @@ def disk_full(exc: BaseException) -> InsufficientStorage | None:
 
 
 @contextlib.contextmanager
-def full_disk_is_507() -> Iterator[None]:
+def full_disk_refused() -> Iterator[None]:
     """Turn a full disk met inside the block into InsufficientStorage (others pass through)."""
     try:
         yield
@@ -77,9 +87,3 @@ def full_disk_is_507() -> Iterator[None]:
         if full is None:
             raise
         raise full from exc
-
-
-class CorruptData(StoreError):
-    """Stored bytes no longer match their sha256: never served, always reported."""
-
-    status = 500

@@ -6,10 +6,48 @@ import logging
 
 from aiohttp import web
 
-from ..errors import StoreError, disk_full
+from ..errors import (
+    BadRequest,
+    Conflict,
+    CorruptData,
+    InsufficientStorage,
+    LengthRequired,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    StoreError,
+    Unauthorized,
+    Unavailable,
+    WrongProtocol,
+    disk_full,
+)
 
 log = logging.getLogger(__name__)
 CLIENT_GONE = 499  # counted in metrics as 4xx, as nginx does: the answer cannot be delivered
+
+# Each domain error's HTTP status (also its code on the internal RPC stream); others are 500.
+STATUS: dict[type[StoreError], int] = {
+    BadRequest: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    Conflict: 409,
+    LengthRequired: 411,
+    PayloadTooLarge: 413,
+    RangeNotSatisfiable: 416,
+    WrongProtocol: 426,
+    CorruptData: 500,
+    Unavailable: 503,
+    InsufficientStorage: 507,
+}
+
+
+def status_of(exc: StoreError) -> int:
+    """The HTTP status of a domain error (its nearest mapped class; 500 for the base)."""
+    for cls in type(exc).__mro__:
+        status = STATUS.get(cls)  # type: ignore[call-overload]
+        if status is not None:
+            return status
+    return 500
 
 
 def error_response(status: int, message: str, detail: object = None) -> web.Response:
@@ -21,7 +59,7 @@ def json_error(request: web.Request, exc: Exception) -> web.Response:
     traceback; a client that went away is no error to log (aiohttp drops the answer quietly)."""
     exc = disk_full(exc) or exc
     if isinstance(exc, StoreError):
-        return error_response(exc.status, exc.message, exc.detail)
+        return error_response(status_of(exc), exc.message, exc.detail)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             raise exc

@@ -6,13 +6,12 @@ showed up in profiles of small requests.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from .errors import json_error
-from .internal import check_cluster_secret
+from .internal import check_peer
 from .metrics import BYTES_IN, REQUESTS
 from .public import check_api_token, get_node
 
@@ -29,11 +28,11 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         try:
             if internal:
-                check_cluster_secret(request)
+                check_peer(request)
             else:
                 if request.path.startswith("/files") and "local" not in request.query:
                     # client traffic through the cluster (not status polls or ?local=1 checks)
-                    get_node(request).last_client_request = time.monotonic()
+                    get_node(request).activity.mark()
                 check_api_token(request)
             response = await handler(request)
         except Exception as exc:

@@ -1,7 +1,10 @@
-"""Node-to-node endpoints under /_internal/: msgpack messages, cluster secret required.
+"""Node-to-node endpoints under /_internal/: the handler table, msgpack messages, cluster
+secret and protocol version required.
 
 Each message handler serves two ways: as a call on the RPC stream (``/_internal/stream``, what
-nodes use; see cluster/rpc.py) and as an HTTP POST to ``/_internal/<method>`` (older peers, tools).
+nodes use; cluster/rpc.py calls, cluster/rpc_server.py serves) and as an HTTP POST to
+``/_internal/<method>`` (tools, tests). Bulk bytes have their own HTTP endpoints: a staged
+upload's body, a one-phase write's raw body, a chunk.
 
 Every handler validates what it receives; a malformed message gets 400 and is logged once
 per peer, and never reaches the protocol cores or the store.
@@ -11,41 +14,57 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
+import functools
 import hmac
 import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from ..cluster.codec import ENTRY_HEADER, MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
-from ..cluster.replication import ONE_PHASE_MAX, WHOLE_HASH_HEADER
-from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL, FrameReader, Writer
+from ..cluster.codec import (
+    ENTRY_HEADER,
+    MAX_MESSAGE_BYTES,
+    MSGPACK,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    pack,
+    unpack,
+)
+from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL
+from ..cluster.rpc_server import RpcErrors, StreamSession
+from ..cluster.writes import ONE_PHASE_MAX
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, StoreError, Unauthorized, disk_full
+from ..errors import BadRequest, NotFound, StoreError, Unauthorized, WrongProtocol, disk_full
+from ..node import Node
 from ..storage.chunks import is_sha256_hex
+from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
-from .public import READ_SIZE, check_sha_header, get_node
-
-if TYPE_CHECKING:
-    from ..node import Node
+from .public import READ_SIZE, get_node
 
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
 _warned: set[str] = set()
+_warned_protocol: set[str] = set()
 RPC_SESSIONS = web.AppKey("rpc_sessions", set)
-MAX_CALLS_IN_FLIGHT = 1024  # per peer stream; reading pauses above this
-ANSWER_HIGH_WATER = 4 * 1024 * 1024  # bytes of unsent answers; reading pauses above this
 
 
-def check_cluster_secret(request: web.Request) -> None:
-    """Internal endpoints need ``Authorization: Bearer <cluster secret>``."""
+def check_peer(request: web.Request) -> None:
+    """Internal endpoints need ``Authorization: Bearer <cluster secret>`` and this node's
+    protocol version; a peer speaking another version is refused with one log line."""
     secret = get_node(request).config.cluster_secret
     given = request.headers.get("Authorization", "")
     if not secret or not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
         raise Unauthorized("missing or wrong cluster secret")
+    version = request.headers.get(PROTOCOL_HEADER, "")
+    if version != str(PROTOCOL_VERSION):
+        peer = request.remote or "?"
+        why = f"protocol version {version or 'none'}; this node speaks {PROTOCOL_VERSION}"
+        if peer not in _warned_protocol:
+            _warned_protocol.add(peer)
+            log.error("refused peer %s: %s", peer, why)
+        raise WrongProtocol(f"refused: {why}")
 
 
 def reply(obj: object) -> web.Response:
@@ -109,7 +128,7 @@ def gossip(node: Node, msg: Any, peer: str) -> Any:
 
 async def manifest_sync(node: Node, msg: Any, peer: str) -> Any:
     try:
-        return await node.cluster.handle_manifest_sync(msg)
+        return await node.cluster.antientropy.handle(msg)
     except ValueError as exc:
         raise malformed(peer, "manifest-sync", str(exc)) from exc
 
@@ -129,7 +148,7 @@ async def commit(node: Node, msg: Any, peer: str) -> Any:
     if upload is not None and not isinstance(upload, str):
         raise malformed(peer, "commit", "upload must be a string or nil")
     entry = entry_of(peer, "commit", msg)
-    applied = await node.cluster.commit_local(upload, entry)
+    applied = await node.cluster.replica.commit(upload, entry)
     return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
@@ -138,14 +157,14 @@ async def write_small(node: Node, msg: Any, peer: str) -> Any:
     if not isinstance(data, bytes) or len(data) > ONE_PHASE_MAX:
         raise malformed(peer, "write", "write needs the data as bytes (a small file)")
     entry = entry_of(peer, "write", msg)
-    applied = await node.cluster.commit_small_local(entry, data)
+    applied = await node.cluster.replica.commit_small(entry, data)
     return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
 async def abort(node: Node, msg: Any, peer: str) -> Any:
     if not isinstance(msg, dict) or not isinstance(msg.get("upload"), str):
         raise malformed(peer, "abort", "abort needs an upload id")
-    await node.cluster.abort_local(msg["upload"])
+    await node.cluster.replica.abort(msg["upload"])
     return {"ok": True}
 
 
@@ -157,7 +176,7 @@ def entries(node: Node, msg: Any, peer: str) -> Any:
         or not all(isinstance(k, str) for k in keys)
     ):
         raise malformed(peer, "entries", "entries needs a list of keys")
-    return {"views": [node.cluster.local_view(k) for k in keys]}
+    return {"views": [node.cluster.replica.local_view(k) for k in keys]}
 
 
 def lease(node: Node, msg: Any, peer: str) -> Any:
@@ -190,12 +209,12 @@ def entries_of(peer: str, method: str, msg: Any) -> list[ManifestEntry]:
 async def read_repair(node: Node, msg: Any, peer: str) -> Any:
     """Newest entries a peer's read found this node behind on: applied if still newer."""
     fresh = entries_of(peer, "read-repair", msg)
-    return {"applied": len(await node.cluster.apply_remote_entries(fresh))}
+    return {"applied": len(await node.cluster.antientropy.apply_remote_entries(fresh))}
 
 
 async def announce(node: Node, msg: Any, peer: str) -> Any:
     """New entries of keys this node holds no replica of, from the gateway that wrote them."""
-    return {"applied": await node.cluster.apply_announced(entries_of(peer, "announce", msg))}
+    return {"applied": await node.cluster.announcer.receive(entries_of(peer, "announce", msg))}
 
 
 async def checkpoint(node: Node, msg: Any, peer: str) -> Any:
@@ -203,8 +222,7 @@ async def checkpoint(node: Node, msg: Any, peer: str) -> Any:
 
 
 async def recover(node: Node, msg: Any, peer: str) -> Any:
-    await node.cluster.sync_all_manifests()
-    return await node.cluster.repairer.run_pass()
+    return await node.cluster.admin.recover_here()
 
 
 async def purge(node: Node, msg: Any, peer: str) -> Any:
@@ -212,7 +230,7 @@ async def purge(node: Node, msg: Any, peer: str) -> Any:
     if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
         raise malformed(peer, "purge", "purge needs a list of tombstones")
     try:
-        purged = await node.cluster.purge_local(tombstones)
+        purged = await node.cluster.replica.purge(tombstones)
     except ValueError as exc:
         raise malformed(peer, "purge", str(exc)) from exc
     return {"purged": purged}
@@ -220,7 +238,7 @@ async def purge(node: Node, msg: Any, peer: str) -> Any:
 
 # A handler returns its reply, or (async) an awaitable of it; the plain ones (no I/O to wait
 # for) are answered as their call arrives on the RPC stream, with no task per call.
-MessageHandler = Callable[["Node", Any, str], Any]
+MessageHandler = Callable[[Node, Any, str], Any]
 HANDLERS: dict[str, MessageHandler] = {
     "gossip": gossip,
     "manifest-sync": manifest_sync,
@@ -240,7 +258,7 @@ INLINE = frozenset(name for name, handler in HANDLERS.items() if not inspect.isc
 
 
 def http_route(name: str, handler: MessageHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """The same handler as one HTTP POST (older peers, tools, tests)."""
+    """The same handler as one HTTP POST (tools, tests)."""
 
     async def route(request: web.Request) -> web.Response:
         peer = request.remote or "?"
@@ -251,7 +269,7 @@ def http_route(name: str, handler: MessageHandler) -> Callable[[web.Request], Aw
     return route
 
 
-# ---- the RPC stream: many calls in flight on one connection per peer (see cluster/rpc.py) ----
+# ---- the RPC stream: many calls in flight on one connection per peer ----
 class Upgraded(web.StreamResponse):
     """The 101 answer; after it the connection belongs to the RPC stream, nothing to end."""
 
@@ -259,130 +277,18 @@ class Upgraded(web.StreamResponse):
         return None
 
 
-class StreamSession:
-    """The serving end of one peer's RPC stream: aiohttp's protocol feeds it the bytes after
-    the upgrade (its payload-parser interface), answers go straight to the transport."""
+def rpc_code(exc: Exception) -> tuple[int, str] | None:
+    """A known error's code and message on the stream (the HTTP status it would have)."""
+    exc = disk_full(exc) or exc
+    return (status_of(exc), exc.message) if isinstance(exc, StoreError) else None
 
-    def __init__(self, request: web.Request) -> None:
-        self.node, self.peer = get_node(request), request.remote or "?"
-        self.protocol = request.protocol
-        self.writer = Writer()
-        self.writer.transport = request.transport  # type: ignore[assignment]
-        self.frames = FrameReader()
-        self.calls: set[asyncio.Task] = set()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._reading_paused = False
-        self._draining: asyncio.Task | None = None  # waits for the socket to take our answers
 
-    # ---- fed by aiohttp's RequestHandler ----
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        answers: list[bytes] = []
-        try:
-            frames = self.frames.feed(data)
-            for call_id, method, body in frames:
-                if not isinstance(method, str):
-                    raise ValueError("a call is [id, method, body]")
-                if method in INLINE:
-                    answers.append(pack(self.answer_now(call_id, method, body)))
-                    continue
-                task = asyncio.ensure_future(self.serve(call_id, method, body))
-                self.calls.add(task)
-                task.add_done_callback(self._call_done)
-        except ValueError as exc:  # anything undecodable ends the connection
-            malformed(self.peer, "rpc", str(exc))
-            self.close()
-            return True, b""
-        finally:
-            if answers:  # the answers to calls that arrived together leave together
-                self.send(b"".join(answers))
-        if len(self.calls) >= MAX_CALLS_IN_FLIGHT:
-            self._pause("calls")  # a peer calling faster than we answer
-        return False, b""
+def count_rpc(method: str, code: int) -> None:
+    REQUESTS[("internal", f"RPC {method}", f"{code // 100}xx")] += 1
 
-    def feed_eof(self) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
 
-    # ---- flow control: a peer's calls are read only while we keep up with them ----
-    def send(self, data: bytes) -> None:
-        """Queue answers; stop reading calls while the peer leaves too many of them unread."""
-        with contextlib.suppress(ConnectionError):
-            self.writer.write(data)
-            if self._draining is None and self.writer.buffered() > ANSWER_HIGH_WATER:
-                self._pause("answers")
-                self._draining = asyncio.ensure_future(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            drain = getattr(self.protocol, "_drain_helper", None)  # aiohttp's own flow control
-            if drain is not None:
-                await drain()
-        except ConnectionError:  # the peer is gone: nothing to resume
-            return
-        finally:
-            self._draining = None
-        self._maybe_resume()
-
-    def _pause(self, reason: str) -> None:
-        if not self._reading_paused:
-            self._reading_paused = True
-            RPC_READ_PAUSES[reason] += 1
-            log.debug("stream from %s: reading paused (%s)", self.peer, reason)
-            # the transport itself: aiohttp's pause_reading() would pause its HTTP parser, which
-            # the upgraded stream no longer uses (and asserts on)
-            with contextlib.suppress(AttributeError, RuntimeError):
-                self.writer.transport.pause_reading()  # type: ignore[union-attr]
-
-    def _maybe_resume(self) -> None:
-        if self._reading_paused and self._draining is None and len(self.calls) < MAX_CALLS_IN_FLIGHT // 2:
-            self._reading_paused = False
-            with contextlib.suppress(AttributeError, RuntimeError):
-                self.writer.transport.resume_reading()  # type: ignore[union-attr]
-
-    def _call_done(self, task: asyncio.Task) -> None:
-        self.calls.discard(task)
-        self._maybe_resume()
-
-    def cancel_calls(self) -> None:
-        """The stream ended: nobody will read what the calls still running would answer."""
-        for task in [*self.calls, *([self._draining] if self._draining else [])]:
-            task.cancel()
-
-    def close(self) -> None:
-        self.writer.close()
-        self.feed_eof()
-
-    def answer(
-        self, call_id: int, method: str, result: Any = None, exc: Exception | None = None
-    ) -> list[Any]:
-        """``[id, status, body]`` for a result or an error (a bug: logged, 500), counted."""
-        if exc is not None:
-            exc = disk_full(exc) or exc
-        if exc is None:
-            answer = [call_id, 200, result]
-        elif isinstance(exc, StoreError):
-            answer = [call_id, exc.status, exc.message]
-        else:
-            log.error("unexpected error serving internal call %s from %s", method, self.peer, exc_info=exc)
-            answer = [call_id, 500, f"internal error: {type(exc).__name__}"]
-        REQUESTS[("internal", f"RPC {method}", f"{answer[1] // 100}xx")] += 1
-        return answer
-
-    def answer_now(self, call_id: int, method: str, body: Any) -> list[Any]:
-        try:
-            return self.answer(call_id, method, HANDLERS[method](self.node, body, self.peer))
-        except Exception as exc:
-            return self.answer(call_id, method, exc=exc)
-
-    async def serve(self, call_id: int, method: str, body: Any) -> None:
-        handler = HANDLERS.get(method)
-        try:
-            if handler is None:
-                raise NotFound(f"no internal method {method!r}")
-            answer = self.answer(call_id, method, await handler(self.node, body, self.peer))
-        except Exception as exc:
-            answer = self.answer(call_id, method if handler else "?", exc=exc)
-        self.send(pack(answer))
+def count_pause(reason: str) -> None:
+    RPC_READ_PAUSES[reason] += 1
 
 
 async def rpc_stream(request: web.Request) -> web.StreamResponse:
@@ -391,10 +297,15 @@ async def rpc_stream(request: web.Request) -> web.StreamResponse:
         raise BadRequest(f"this endpoint needs Upgrade: {STREAM_PROTOCOL}")
     resp = Upgraded(status=101, headers={"Upgrade": STREAM_PROTOCOL, "Connection": "Upgrade"})
     await resp.prepare(request)
-    session = StreamSession(request)
+    node, peer = get_node(request), request.remote or "?"
+    handlers = {name: functools.partial(handler, node) for name, handler in HANDLERS.items()}
+    errors = RpcErrors(rpc_code, count_rpc, count_pause, lambda why: malformed(peer, "rpc", why))
+    assert request.transport is not None
+    session = StreamSession(request.transport, request.protocol, peer, handlers, INLINE, errors)  # type: ignore[arg-type]
     request.app[RPC_SESSIONS].add(session)
     try:
-        request.protocol.set_parser(session)  # type: ignore[arg-type]  # bytes after the headers too
+        # the bytes after the headers go to the session (aiohttp is pinned in pyproject.toml)
+        request.protocol.set_parser(session)  # type: ignore[arg-type]
         await session.closed
     finally:
         request.app[RPC_SESSIONS].discard(session)
@@ -407,14 +318,12 @@ async def stage(request: web.Request) -> web.Response:
     upload = request.match_info["upload"]
     if not (8 <= len(upload) <= 64 and upload.isalnum()):
         raise BadRequest("bad upload id")
-    expected = check_sha_header(request.headers.get("X-Content-SHA256"))
 
     async def body() -> AsyncIterator[bytes]:
         async for piece in request.content.iter_chunked(READ_SIZE):
             yield piece
 
-    whole_hash = request.headers.get(WHOLE_HASH_HEADER) != "gateway"  # else the gateway checks it
-    return reply(await get_node(request).cluster.stage_local(upload, body(), expected, whole_hash))
+    return reply(await get_node(request).cluster.replica.stage(upload, body()))
 
 
 async def chunk(request: web.Request) -> web.Response:

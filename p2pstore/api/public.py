@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
 
+from ..cluster.writes import WriteResult
+from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, Conflict, LengthRequired, NotFound, StoreError, Unauthorized
-from ..keys import validate_key
-from ..node import Node, WriteResult
+from ..node import Node
 from .http import etag_matches, etag_of, http_date, parse_range
 from .metrics import render_metrics
+from .status import status_json
 
 NODE_KEY = web.AppKey("node", Node)
 READ_SIZE = 256 * 1024
@@ -24,10 +26,16 @@ def get_node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
+def checked_key(key: str, node: Node) -> str:
+    """``key`` if it can be stored, else BadRequest saying why."""
+    try:
+        return validate_key(key, node.config.max_key_bytes)
+    except InvalidKey as exc:
+        raise BadRequest(exc.message, exc.detail) from None
+
+
 def key_from_path(request: web.Request) -> str:
-    node = get_node(request)
-    raw = request.match_info["key"]
-    return validate_key(raw, node.config.max_key_bytes)
+    return checked_key(request.match_info["key"], get_node(request))
 
 
 def check_sha_header(value: str | None) -> str | None:
@@ -80,7 +88,8 @@ async def put_file(request: web.Request) -> web.Response:
     content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
     node = get_node(request)
     w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
-    result = await node.put(key, body_stream(request), content_type, expected, request.content_length, w)
+    writes = node.cluster.writes
+    result = await writes.put(key, body_stream(request), content_type, expected, request.content_length, w)
     return web.json_response(write_json(result), status=201)
 
 
@@ -100,14 +109,14 @@ async def post_file(request: web.Request) -> web.Response:
         if part.name == "key" and result is None:
             key = (await part.text()).strip() or None
         elif part.name == "file" and result is None:
-            key = validate_key(key or part.filename or "", node.config.max_key_bytes)
+            key = checked_key(key or part.filename or "", node)
             content_type = part.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
 
             async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
                 while data := await p.read_chunk(READ_SIZE):
                     yield data
 
-            result = await node.put(key, pieces(), content_type, None, None, w)
+            result = await node.cluster.writes.put(key, pieces(), content_type, None, None, w)
         else:
             await part.release()
     if result is None:
@@ -120,7 +129,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     node = get_node(request)
     local = request.query.get("local") in ("1", "true", "yes")
     r = int_param(request, "r", 0, 1, node.config.replicas) or None  # read quorum override
-    resolved = node.lookup_local(key) if local else await node.lookup(key, r)
+    reads = node.cluster.reads
+    resolved = reads.lookup_local(key) if local else await reads.resolve(key, r)
     entry = resolved.entry
     headers = {
         "ETag": etag_of(entry.sha256),
@@ -141,7 +151,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if request.method == "HEAD":
         await resp.prepare(request)
         return resp
-    body = node.read_range(resolved, start, end)
+    body = reads.read_range(resolved, start, end)
     first = await anext(body, None)  # errors before the first byte become a JSON error
     if first is not None and len(first) == end - start:  # all of it at once
         await body.aclose()
@@ -166,7 +176,7 @@ async def delete_file(request: web.Request) -> web.Response:
     key = key_from_path(request)
     node = get_node(request)
     w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
-    result = await node.delete(key, w)
+    result = await node.cluster.writes.delete(key, w)
     return web.json_response(
         {"key": key, "version": result.entry.version, "deleted": True, "replicas": result.replicas}
     )
@@ -187,15 +197,15 @@ def int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -
 
 async def list_files(request: web.Request) -> web.Response:
     node = get_node(request)
-    node.cluster.check_joined()  # a node that has not found its cluster would list nothing
+    node.cluster.peers.check_joined()  # a node that has not found its cluster would list nothing
     limit = int_param(request, "limit", 1000, 1, MAX_LIST)
     prefix = request.query.get("prefix", "")
     after = request.query.get("after", "")
-    entries = node.list(prefix, after, limit)
+    entries = node.store.db.list(prefix, after, limit)
     nxt = entries[-1].key if len(entries) == limit else None
     files = [entry_json(e) for e in entries]
     if request.query.get("long") in ("1", "true", "yes") and files:
-        report = await node.cluster.replica_report([f["key"] for f in files])
+        report = await node.cluster.admin.replica_report([f["key"] for f in files])
         for f in files:
             f["replicas"] = report[f["key"]]
     return web.json_response({"files": files, "next": nxt})
@@ -212,11 +222,11 @@ async def health(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     node = get_node(request)
-    body = node.status()
+    body = status_json(node)
     if request.query.get("files") in ("1", "true", "yes"):
         limit = int_param(request, "limit", 1000, 1, MAX_LIST)
-        entries = node.list(request.query.get("prefix", ""), request.query.get("after", ""), limit)
-        report = await node.cluster.replica_report([e.key for e in entries])
+        entries = node.store.db.list(request.query.get("prefix", ""), request.query.get("after", ""), limit)
+        report = await node.cluster.admin.replica_report([e.key for e in entries])
         body["files_detail"] = [{**entry_json(e), "replicas": report[e.key]} for e in entries]
     return web.json_response(body)
 
@@ -230,7 +240,7 @@ async def checkpoint(request: web.Request) -> web.Response:
 
 async def recover(request: web.Request) -> web.Response:
     """Re-sync the named node (id or host:port) now and report what it copied."""
-    report = await get_node(request).cluster.recover(request.match_info["node"])
+    report = await get_node(request).cluster.admin.recover(request.match_info["node"])
     return web.json_response(report)
 
 

@@ -2,28 +2,30 @@
 
 Every node keeps the whole manifest (listings and lookups of keys are answered from it), but a
 write reaches only the key's R replicas and its gateway. In a cluster larger than R the other
-members learnt the new entry from manifest anti-entropy alone, which runs only every 15 s while
-clients are served: ``ls`` through such a member missed files written seconds before, and the
-manifest exchange a new read lease needs had hundreds of entries to bring in (docs/benchmarks.md,
-six nodes). So the gateway announces each acknowledged entry to the live members outside its
-replica set: batched per member (one message per ``ANNOUNCE_WINDOW``), bounded (an unreachable
-member's queue stops at ``MAX_PENDING``; the rest is left to anti-entropy, as is everything when
-a member is down or runs an older version without the method). Best effort only: nothing
-depends on an announcement arriving, anti-entropy still converges every manifest.
+members would learn the new entry from manifest anti-entropy alone, which runs only every 15 s
+while clients are served: ``ls`` through such a member would miss files written seconds before,
+and the manifest exchange a new read lease needs would have hundreds of entries to bring in. So
+the gateway announces each acknowledged entry to the live members outside its replica set:
+batched per member (one message per ``ANNOUNCE_WINDOW``), bounded (an unreachable member's
+queue stops at ``MAX_PENDING``; the rest is left to anti-entropy, as is everything when a
+member is down). Best effort only: nothing depends on an announcement arriving, anti-entropy
+still converges every manifest.
 """
-
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .transport import PeerError
 
 if TYPE_CHECKING:
     from ..core.manifest import ManifestEntry
-    from .replication import Cluster
+    from .peers import Peers
+
+# Applies received entries here (anti-entropy's apply, only keys this node replicates fetch data)
+ApplyEntries = Callable[..., Awaitable[list]]
 
 log = logging.getLogger("p2pstore.announce")
 
@@ -37,9 +39,12 @@ ANNOUNCE_TIMEOUT = 5.0
 class EntryAnnouncer:
     """Queues new entries per member outside their replica set and sends them in batches."""
 
-    def __init__(self, cluster: Cluster, spawn: Callable[[Any], asyncio.Task]) -> None:
-        self.cluster = cluster
+    def __init__(
+        self, peers: Peers, spawn: Callable[[Any], asyncio.Task], apply: ApplyEntries | None = None
+    ) -> None:
+        self.peers = peers
         self._spawn = spawn
+        self._apply = apply
         self.pending: dict[str, list[dict]] = {}  # member address -> entries (wire form)
         self._flushing: asyncio.Task | None = None
         self.sent = 0  # entries delivered to members outside their replica set
@@ -48,8 +53,8 @@ class EntryAnnouncer:
 
     def announce(self, entry: ManifestEntry, replicas: Iterable[str]) -> None:
         """Queue ``entry`` for every live member other than this node and ``replicas``."""
-        skip = {*replicas, self.cluster.node.node_id}
-        members = [m for m in self.cluster.gossip.live_peers() if m.id not in skip]
+        skip = {*replicas, self.peers.me}
+        members = [m for m in self.peers.live_peers() if m.id not in skip]
         if not members:
             return
         wire = entry.to_wire()
@@ -74,14 +79,23 @@ class EntryAnnouncer:
         for at in range(0, len(wires), MAX_BATCH):
             batch = wires[at : at + MAX_BATCH]
             try:
-                await self.cluster.transport.call(
+                await self.peers.transport.call(
                     address, "/announce", {"entries": batch}, timeout=ANNOUNCE_TIMEOUT
                 )
-            except PeerError as exc:  # down, slow, or older: anti-entropy brings these
+            except PeerError as exc:  # down or slow: anti-entropy brings these
                 self.dropped += len(wires) - at
                 log.debug("announcing %d entries to %s failed: %s", len(wires) - at, address, exc)
                 return
             self.sent += len(batch)
+
+    async def receive(self, entries: list[ManifestEntry]) -> int:
+        """Entries a coordinator announced to this node (outside their replica set as it saw
+        the placement): applied like any learned from a peer; returns how many were news here.
+        Keys this node replicates all the same (placement seen differently here) get their data."""
+        assert self._apply is not None, "an announcer that receives needs apply"
+        won = await self._apply(entries, mine_only=True)
+        self.received += len(won)
+        return len(won)
 
     def stats(self) -> dict[str, int]:
         queued = sum(map(len, self.pending.values()))

@@ -7,6 +7,11 @@ from typing import Any
 import msgpack
 
 ENTRY_HEADER = "X-P2PStore-Entry"  # a raw one-phase write's manifest entry: base64 msgpack
+# Every internal request names the protocol version it speaks; a node answers another version
+# with WRONG_PROTOCOL (HTTP 426 Upgrade Required) and one log line per peer, on both sides.
+PROTOCOL_HEADER = "X-P2PStore-Protocol"
+PROTOCOL_VERSION = 2
+WRONG_PROTOCOL = 426
 MSGPACK = "application/msgpack"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 

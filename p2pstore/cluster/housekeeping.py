@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from ..config import NodeConfig
 from ..core.manifest import ManifestEntry
 from ..core.membership import ALIVE
 from .background import BackgroundLoop, yielding
 from .transport import PeerError
 
 if TYPE_CHECKING:
-    from .replication import Cluster
+    from ..storage.store import LocalStore
+    from .peers import Peers
+
+PurgeLocal = Callable[[list[dict[str, Any]]], Awaitable[int]]
 
 log = logging.getLogger("p2pstore.housekeeping")
 
@@ -35,9 +40,15 @@ HANDOFF_RESCAN = 300.0
 class Housekeeper(BackgroundLoop):
     name = "housekeeping"
 
-    def __init__(self, cluster: Cluster) -> None:
-        self.cluster = cluster
-        cfg = cluster.node.config
+    def __init__(
+        self, store: LocalStore, peers: Peers, purge_local: PurgeLocal, busy: Callable[[], bool],
+        cfg: NodeConfig,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.peers = peers
+        self.purge_local = purge_local
+        self.busy = busy
+        self.replicas = cfg.replicas
         self.interval = max(2.0, cfg.gossip_interval * 10)
         self.tombstone_grace = cfg.tombstone_grace
         self.handed_off_files = 0
@@ -72,13 +83,13 @@ class Housekeeper(BackgroundLoop):
     # ---- handoff ----
     async def handoff(self) -> None:
         """Scan for surplus copies after placement changed (and every few minutes anyway)."""
-        placement = tuple(sorted(self.cluster.gossip.placement_ids()))
+        placement = tuple(sorted(self.peers.placement_ids()))
         now = time.monotonic()
         settled = placement == self._placement_seen and not self._surplus_left
         if settled and now - self._last_handoff < HANDOFF_RESCAN:
             return
         self._placement_seen, self._last_handoff = placement, now
-        if self.cluster.node.node_id in placement and len(placement) <= self.cluster.node.config.replicas:
+        if self.peers.me in placement and len(placement) <= self.replicas:
             self._surplus_left = False  # every member holds every key: nothing can be surplus
             return
         self.handoff_running = True
@@ -88,9 +99,8 @@ class Housekeeper(BackgroundLoop):
             self.handoff_running = False
 
     async def _handoff(self) -> None:
-        cluster = self.cluster
-        store = cluster.node.store
-        me = cluster.node.node_id
+        store, peers = self.store, self.peers
+        me = peers.me
 
         def plan() -> tuple[set[str], list[ManifestEntry]]:
             # Only entries with a chunk held here matter: one whose chunks are all absent is
@@ -102,7 +112,7 @@ class Housekeeper(BackgroundLoop):
             for key, deleted, chunks in yielding(store.db.iter_chunk_lists()):
                 if deleted or not chunks or not any(held(c) for c in chunks):
                     continue
-                if me in cluster.replicas_for(key):
+                if me in peers.replicas_for(key):
                     needed.update(chunks)
                 else:
                     surplus.append(key)
@@ -125,10 +135,9 @@ class Housekeeper(BackgroundLoop):
 
     async def _confirmed_elsewhere(self, entries: list[ManifestEntry]) -> set[str]:
         """Keys whose every current replica reports a complete copy of this exact version."""
-        cluster = self.cluster
         by_node: dict[str, list[ManifestEntry]] = {}
         for e in entries:
-            for n in cluster.replicas_for(e.key):
+            for n in self.peers.replicas_for(e.key):
                 by_node.setdefault(n, []).append(e)
         ok = {e.key for e in entries}
         for node_id, es in by_node.items():
@@ -140,16 +149,11 @@ class Housekeeper(BackgroundLoop):
         return ok
 
     async def _views(self, node_id: str, keys: list[str]) -> dict[str, Any]:
-        cluster = self.cluster
-        if node_id == cluster.node.node_id:
-            return {k: cluster.local_view(k) for k in keys}
-        if cluster.gossip.membership.state_of(node_id) != ALIVE:
+        """``node_id``'s views of ``keys``; none from a member not strictly alive."""
+        if node_id != self.peers.me and not self.peers.is_alive_member(node_id):
             return {}
         try:
-            reply = await cluster.transport.call(
-                cluster.address(node_id), "/entries", {"keys": keys}, timeout=30
-            )
-            return dict(zip(keys, reply["views"], strict=True))
+            return dict(zip(keys, await self.peers.views(node_id, keys, timeout=30), strict=True))
         except (PeerError, KeyError, ValueError, TypeError):
             return {}
 
@@ -160,26 +164,24 @@ class Housekeeper(BackgroundLoop):
         age = min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
         now = time.monotonic()
         if self._last_full_gc is None:  # the first scan waits for a moment without client traffic
-            full = not self.cluster.node.serving_clients() or now - self._started >= FULL_GC_INTERVAL
+            full = not self.busy() or now - self._started >= FULL_GC_INTERVAL
         else:
             full = now - self._last_full_gc >= FULL_GC_INTERVAL
         if full:
             self._last_full_gc = now
-        self.chunks_collected += await self.cluster.node.store.collect_garbage(age, full)
+        self.chunks_collected += await self.store.collect_garbage(age, full)
 
     # ---- tombstone GC (leader) ----
     async def leader_tombstone_gc(self) -> None:
-        cluster = self.cluster
-        if not cluster.gossip.is_leader():
+        if not self.peers.is_leader():
             return
-        members = cluster.gossip.membership.members()
+        members = self.peers.members()
         if any(m.state != ALIVE for m in members):
             # Someone (dead, or stopped gracefully: "left") may still hold an older copy and
             # gossip it back after the purge: wait until every member is back, or removed.
             return
-        old = await cluster.node.store.in_io(
-            cluster.node.store.db.tombstones_before, time.time() - self.tombstone_grace, BATCH
-        )
+        before = time.time() - self.tombstone_grace
+        old = await self.store.in_io(self.store.db.tombstones_before, before, BATCH)
         if not old:
             return
         keys = [t.key for t in old]
@@ -195,8 +197,14 @@ class Housekeeper(BackgroundLoop):
             return
         wire = [t.to_wire() for t in purge]
         results = await asyncio.gather(
-            *(cluster.purge_on(m.id, wire) for m in members), return_exceptions=True
+            *(self._purge_on(m.id, wire) for m in members), return_exceptions=True
         )
         done = sum(r for r in results if isinstance(r, int))
         self.tombstones_purged += len(purge)
         log.info("leader purged %d tombstones on %d members (%d rows)", len(purge), len(members), done)
+
+    async def _purge_on(self, node_id: str, tombstones: list[dict[str, Any]]) -> int:
+        if node_id == self.peers.me:
+            return await self.purge_local(tombstones)
+        reply = await self.peers.call(node_id, "/purge", {"tombstones": tombstones}, timeout=60)
+        return int(reply["purged"])

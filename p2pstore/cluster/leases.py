@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.leases import EVERY_REPLICA, LeaseGrantor, LeaseHolder, holders_to_wait_for
@@ -16,7 +16,8 @@ from ..errors import StoreError, Unavailable
 from .transport import PeerError
 
 if TYPE_CHECKING:
-    from .replication import Cluster
+    from ..storage.store import LocalStore
+    from .peers import Peers
 
 log = logging.getLogger("p2pstore.leases")
 
@@ -29,9 +30,16 @@ SYNC_LIMIT = 10.0  # seconds (at least 5 leases) a new lease's manifest exchange
 class Leases:
     """This node's read leases, as holder and as grantor."""
 
-    def __init__(self, cluster: Cluster, duration: float) -> None:
-        self.cluster = cluster
-        self.me = cluster.node.node_id
+    def __init__(
+        self, peers: Peers, store: LocalStore, spawn: Callable[[Coroutine[Any, Any, Any]], Any],
+        sync_with: Callable[[str], Awaitable[int]], replicas: int, duration: float,
+    ) -> None:  # fmt: skip
+        self.peers = peers
+        self.me = peers.me
+        self.store = store
+        self._spawn = spawn
+        self._sync_with = sync_with  # a manifest exchange with the peer at an address
+        self.replicas = replicas
         self.duration = duration
         self.grantor = LeaseGrantor(duration, time.monotonic(), backoff=max(5.0, 5 * duration))
         self.holder = LeaseHolder(duration)
@@ -56,7 +64,7 @@ class Leases:
 
     def ring(self) -> str:
         """A name for the current placement: leases hold only while both sides agree on it."""
-        ids = self.cluster.gossip.placement_ids()
+        ids = self.peers.placement_ids()
         if self._ring[0] is not ids:
             self._ring = (ids, hashlib.blake2b("\n".join(sorted(ids)).encode(), digest_size=8).hexdigest())
         return self._ring[1]
@@ -108,14 +116,14 @@ class Leases:
         if not self._space_ok():  # a node refusing writes for want of space would only be revoked
             return
         ring = self.ring()
-        for node_id in self.cluster.gossip.placement_ids():
+        for node_id in self.peers.placement_ids():
             if node_id != self.me and node_id not in self._asking:
                 self._asking.add(node_id)
-                self.cluster._spawn(self._ask(node_id, ring))
+                self._spawn(self._ask(node_id, ring))
 
     def _space_ok(self) -> bool:
         try:
-            self.cluster.node.store.check_space(SPACE_FOR_LEASES)
+            self.store.check_space(SPACE_FOR_LEASES)
         except StoreError:
             self.holder.held.clear()
             return False
@@ -123,13 +131,13 @@ class Leases:
 
     async def _ask(self, grantor: str, ring: str) -> None:
         try:
-            address = self.cluster.gossip.address_of(grantor)
+            address = self.peers.gossip.address_of(grantor)
             if address is None:
                 self.holder.refused(grantor)
                 return
             sent = time.monotonic()
             try:
-                answer = await self.cluster.transport.call(
+                answer = await self.peers.transport.call(
                     address, "/lease", {"holder": self.me, "ring": ring}, timeout=self.duration / 2
                 )
             except PeerError:
@@ -141,7 +149,7 @@ class Leases:
                 return
             if self.holder.granted(grantor, ring, granted, sent) and grantor not in self._syncing:
                 self._syncing.add(grantor)
-                self.cluster._spawn(self._sync(grantor, address))
+                self._spawn(self._sync(grantor, address))
         finally:
             self._asking.discard(grantor)
 
@@ -162,7 +170,7 @@ class Leases:
                 with contextlib.suppress(PeerError, ValueError, TimeoutError):
                     # bounded: a grantor that hangs mid-exchange must not hold up the others
                     async with asyncio.timeout(max(SYNC_LIMIT, 5 * self.duration)):
-                        await self.cluster.sync_manifest_with(address)
+                        await self._sync_with(address)
                     self.holder.synced(grantor, epoch)
                     log.debug("%s: read lease from %s in force", self.me, grantor)
         finally:
@@ -173,7 +181,7 @@ class Leases:
         holder, ring = msg.get("holder"), msg.get("ring")
         if not isinstance(holder, str) or not isinstance(ring, str):
             raise ValueError("lease needs holder and ring")
-        if self.duration <= 0 or holder == self.me or not self.cluster.gossip.is_live(holder):
+        if self.duration <= 0 or holder == self.me or not self.peers.is_live(holder):
             return {"lease": None}  # a holder this node sends no writes to would only be revoked
         now = time.monotonic()
         self.grantor.expire(now)
@@ -195,9 +203,9 @@ class Leases:
         now = time.monotonic()
         if not self.grantor.grants and now >= self.grantor.blanket_until:
             return {}
-        ids = self.cluster.gossip.placement_ids()
+        ids = self.peers.placement_ids()
         # with no more members than R every node replicates every key: no placement to compute
-        replicas = ids if len(ids) <= self.cluster.node.config.replicas else self.cluster.replicas_for(key)
+        replicas = ids if len(ids) <= self.replicas else self.peers.replicas_for(key)
         return self.grantor.report(replicas, self.ring(), now)
 
     # ---- coordinator ----
@@ -234,9 +242,7 @@ class Leases:
         self.revocations_sent += 1
         if grantor == self.me:
             return float(self.handle_revoke({"holder": holder})["left"])
-        answer = await self.cluster.transport.call(
-            self.cluster.address(grantor), "/lease-revoke", {"holder": holder}, timeout=self.duration
-        )
+        answer = await self.peers.call(grantor, "/lease-revoke", {"holder": holder}, timeout=self.duration)
         return float(answer["left"])
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,11 @@ from ..errors import InsufficientStorage, Unavailable
 from .background import BackgroundLoop, yielding
 
 if TYPE_CHECKING:
-    from .replication import Cluster
+    from ..storage.store import LocalStore
+    from .peers import Peers
+
+# One verified chunk from the first of the given holders with a good copy (reads.ChunkFetcher)
+FetchChunk = Callable[..., Awaitable[bytes]]
 
 log = logging.getLogger("p2pstore.repair")
 
@@ -84,8 +89,13 @@ class Repairer(BackgroundLoop):
 
     name = "repair"
 
-    def __init__(self, cluster: Cluster, rate: float) -> None:
-        self.cluster = cluster
+    def __init__(
+        self, store: LocalStore, peers: Peers, fetch: FetchChunk, chunk_size: int, rate: float
+    ) -> None:
+        self.store = store
+        self.peers = peers
+        self.fetch = fetch
+        self.chunk_size = chunk_size
         self.stats = RepairStats()
         self.limiter = RateLimiter(rate)
         self._wake = asyncio.Event()
@@ -125,7 +135,7 @@ class Repairer(BackgroundLoop):
         while True:
             full, keys = self._full, self._keys
             self._full, self._keys = False, set()
-            placement = tuple(sorted(self.cluster.gossip.placement_ids()))
+            placement = tuple(sorted(self.peers.placement_ids()))
             now = time.monotonic()
             if placement != placement_seen or now - last_full > PASS_INTERVAL:
                 full = True
@@ -148,8 +158,7 @@ class Repairer(BackgroundLoop):
             return await self._run_pass(keys)
 
     async def _run_pass(self, keys: set[str] | None) -> dict[str, Any]:
-        node = self.cluster.node
-        store = node.store
+        store = self.store
         started = time.monotonic()
         self.stats.running = True
         self.stats.last_pass_started = time.time()
@@ -158,7 +167,7 @@ class Repairer(BackgroundLoop):
             return (e for k in sorted(wanted) if (e := store.db.get(k)) is not None)
 
         def plan() -> list[Any]:
-            me, replicas_for = node.node_id, self.cluster.replicas_for
+            me, replicas_for = self.peers.me, self.peers.replicas_for
             if keys is not None:
                 return plan_repairs(entries(keys), me, replicas_for, store.has_chunk)
             has = store.chunk_presence()
@@ -170,7 +179,7 @@ class Repairer(BackgroundLoop):
         for key in [k for k in self._attempts if k not in needing and (keys is None or k in keys)]:
             del self._attempts[key]  # whole again (or gone): forget its failures
         self.stats.queue = len(tasks)
-        chunk_size = node.config.chunk_size
+        chunk_size = self.chunk_size
         self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
         copied_files = copied_bytes = failed = 0
         sem = asyncio.Semaphore(CONCURRENCY)
@@ -179,11 +188,11 @@ class Repairer(BackgroundLoop):
             nonlocal copied_files, copied_bytes, failed
             async with sem:
                 try:
-                    sources = [s for s in task.sources if self.cluster.gossip.is_live(s)]
+                    sources = [s for s in task.sources if self.peers.is_live(s)]
                     for sha in task.missing:
                         if store.has_chunk(sha):
                             continue
-                        data = await self.cluster.fetch_chunk(sha, sources, set(), count_bad=False)
+                        data = await self.fetch(sha, sources, set(), count_bad=False)
                         await self.limiter.take(len(data))
                         await store.write_chunk(data, sha)
                         copied_bytes += len(data)
@@ -213,7 +222,7 @@ class Repairer(BackgroundLoop):
                 len(tasks), copied_files, failed, copied_bytes, elapsed,
             )  # fmt: skip
         return {
-            "node_id": node.node_id,
+            "node_id": self.peers.me,
             "files_needing_repair": len(tasks),
             "files_repaired": copied_files,
             "files_failed": failed,
@@ -227,8 +236,14 @@ class Scrubber(BackgroundLoop):
 
     name = "scrub"
 
-    def __init__(self, cluster: Cluster, rate: float) -> None:
-        self.cluster = cluster
+    def __init__(
+        self, store: LocalStore, repairer: Repairer, on_bad: Callable[[str], None], busy: Callable[[], bool],
+        rate: float,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.repairer = repairer
+        self.on_bad = on_bad  # quarantine the chunk and fetch a good copy
+        self.busy = busy
         self.stats = ScrubStats()
         self.limiter = RateLimiter(rate)
 
@@ -251,7 +266,7 @@ class Scrubber(BackgroundLoop):
         still charged chunk by chunk once a batch was checked, each at the cost of the moment: a
         batch charged at once while clients were served would be waited out (seconds) long
         after they were gone."""
-        store = self.cluster.node.store
+        store = self.store
         started = time.monotonic()
         found: list[str] = []
         shas = await store.in_io(store.iter_chunk_shas)
@@ -263,7 +278,7 @@ class Scrubber(BackgroundLoop):
             for _, length, _ in checked:
                 if length is not None:
                     await self.limiter.take(self._cost(length))
-        self.cluster.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
+        self.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
         self.stats.passes += 1
         self.stats.last_pass_finished = time.time()
         self.stats.last_pass_seconds = round(time.monotonic() - started, 3)
@@ -274,11 +289,11 @@ class Scrubber(BackgroundLoop):
         """A chunk's share of the scrub rate: at least SCRUB_MIN_COST (seeks, queries), ten times
         as much while clients are served (yield to them, but keep going)."""
         cost = max(length, SCRUB_MIN_COST)
-        return cost * SCRUB_BUSY_SLOWDOWN if self.cluster.node.serving_clients() else cost
+        return cost * SCRUB_BUSY_SLOWDOWN if self.busy() else cost
 
     def _tally(self, checked: list[tuple[str, int | None, bool]]) -> list[str]:
         """Count a batch's checks; report its corrupt chunks (not the ones deleted meanwhile)."""
-        store = self.cluster.node.store
+        store = self.store
         found = []
         for sha, length, ok in checked:
             if length is None:  # gone before it was looked at
@@ -289,5 +304,5 @@ class Scrubber(BackgroundLoop):
                 found.append(sha)
                 self.stats.corrupt_found += 1
                 log.error("scrub found corrupt chunk %s", sha[:12])
-                self.cluster.chunk_went_bad(sha)
+                self.on_bad(sha)
         return found

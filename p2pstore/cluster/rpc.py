@@ -10,8 +10,8 @@ The stream starts as an HTTP request on the node's own port (``GET /_internal/st
 internal request); after the ``101`` answer both ends send msgpack objects back to back, no
 other framing. A call is ``[id, method, body]``, its answer ``[id, status, body]`` where status
 is HTTP-like (200 = ``body`` is the result, otherwise ``body`` is the error message). Calls run
-concurrently on both ends and answers may arrive in any order. A peer without the endpoint (an
-older version) is called with plain HTTP requests instead.
+concurrently on both ends and answers may arrive in any order. The upgrade request carries the
+protocol version (``X-P2PStore-Protocol``); a peer speaking another version refuses it (426).
 
 A connection that stays silent while a call times out is closed, so a connection that died without
 a reset (a partition, a peer's host gone) is replaced by a fresh one on the next call.
@@ -27,7 +27,7 @@ from typing import Any
 import msgpack
 from yarl import URL
 
-from .codec import MAX_MESSAGE_BYTES, pack
+from .codec import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WRONG_PROTOCOL, pack
 
 MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024  # a message plus its envelope
 CONNECT_TIMEOUT = 3.0  # a connection attempt (a live peer answers in milliseconds)
@@ -44,10 +44,6 @@ class RpcError(Exception):
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-class RpcUnsupported(RpcError):
-    """The peer has no RPC endpoint (an older version): use plain HTTP requests instead."""
 
 
 class FrameReader:
@@ -190,8 +186,9 @@ class Connection(asyncio.Protocol):
         if status == 101:
             self.upgraded.set_result(None)
             return rest
-        if status in (404, 405):
-            self._upgrade_failed(RpcUnsupported(f"no RPC endpoint (HTTP {status})"))
+        if status == WRONG_PROTOCOL:
+            why = f"it speaks another protocol version than this node ({PROTOCOL_VERSION})"
+            self._upgrade_failed(RpcError(why, status))
         else:
             self._upgrade_failed(RpcError(f"RPC upgrade refused: HTTP {status}", status or None))
         self.close_soon()
@@ -364,6 +361,5 @@ class RpcClient:
 
 
 __all__ = [
-    "MAX_FRAME_BYTES", "STREAM_PATH", "STREAM_PROTOCOL", "FrameReader", "RpcClient", "RpcError",
-    "RpcUnsupported", "Writer",
+    "MAX_FRAME_BYTES", "STREAM_PATH", "STREAM_PROTOCOL", "FrameReader", "RpcClient", "RpcError", "Writer",
 ]  # fmt: skip

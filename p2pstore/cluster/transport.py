@@ -3,33 +3,45 @@
 
 The cluster secret travels as ``Authorization: Bearer <secret>`` on every internal request and
 is compared in constant time by the receiving node. Run clusters on a private network or behind
-TLS: the secret is a shared password, not encryption.
+TLS: the secret is a shared password, not encryption. Every internal request also names the
+protocol version it speaks (``PROTOCOL_HEADER``); a node refuses another version with 426.
 """
 
 from __future__ import annotations
 
-import time
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
-from .codec import MAX_MESSAGE_BYTES, MSGPACK, pack, unpack
-from .rpc import RpcClient, RpcError, RpcUnsupported
+from ..errors import InsufficientStorage, PayloadTooLarge, Refused
+from .codec import MAX_MESSAGE_BYTES, MSGPACK, PROTOCOL_HEADER, PROTOCOL_VERSION, WRONG_PROTOCOL, pack, unpack
+from .rpc import RpcClient, RpcError
 
-HTTP_ONLY_RECHECK = 60.0  # seconds before a peer that lacked the RPC stream is offered it again
-
-
+log = logging.getLogger("p2pstore.transport")
 INTERNAL_PREFIX = "/_internal"
+# How a peer's refusal that the client must hear arrives (a status code on the wire)
+REFUSALS: dict[int, type[Refused]] = {413: PayloadTooLarge, 507: InsufficientStorage}
+_warned_protocol: set[str] = set()
 
 
 class PeerError(Exception):
-    """A peer could not be reached or answered with an error."""
+    """A peer could not be reached or answered with an error (``status``: its code, if any)."""
 
     def __init__(self, address: str, message: str, status: int | None = None) -> None:
         super().__init__(f"{address}: {message}")
         self.address = address
         self.status = status
+        if status == WRONG_PROTOCOL and address not in _warned_protocol:
+            _warned_protocol.add(address)
+            log.error("peer %s refused us: %s", address, message)
+
+    def refusal(self, node_id: str) -> Refused | None:
+        """The peer refused for a reason the client must hear (too large, disk full), as the
+        domain error to pass on; None for any other failure."""
+        kind = REFUSALS.get(self.status or 0)
+        return kind(f"replica {node_id} refused: {self}") if kind is not None else None
 
 
 class Transport:
@@ -40,16 +52,14 @@ class Transport:
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._rpc: RpcClient | None = None
-        # peers without the RPC endpoint (older versions) -> when that was found (asked again
-        # after HTTP_ONLY_RECHECK: in a rolling upgrade the node at an address gets upgraded)
-        self._http_only: dict[str, float] = {}
+        self.headers = {"Authorization": f"Bearer {secret}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=30),
-                headers={"Authorization": f"Bearer {self.secret}"},
+                headers=self.headers,
                 auto_decompress=False,
             )
         return self._session
@@ -57,7 +67,7 @@ class Transport:
     @property
     def rpc(self) -> RpcClient:
         if self._rpc is None:
-            self._rpc = RpcClient({"Authorization": f"Bearer {self.secret}"})
+            self._rpc = RpcClient(self.headers)
         return self._rpc
 
     def refusing(self, address: str) -> bool:
@@ -73,46 +83,20 @@ class Transport:
     def url(self, address: str, path: str) -> str:
         return f"http://{address}{INTERNAL_PREFIX}{path}"
 
-    async def call(
-        self, address: str, path: str, message: Any, timeout: float | None = None, bulk: bool = False
-    ) -> Any:
-        """Send a message to the peer's ``/_internal{path}`` handler and return its reply.
-
-        ``bulk`` messages (a file body of hundreds of KiB) go as one HTTP request: on the stream
-        the body would be copied into and out of a msgpack message on both ends."""
-        if not bulk and not self._http_only_now(address):
-            try:
-                return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)
-            except RpcUnsupported:
-                self._http_only[address] = time.monotonic()
-            except RpcError as exc:
-                raise PeerError(address, str(exc), exc.status) from exc
-        return await self.post(address, path, message, timeout)
-
-    def _http_only_now(self, address: str) -> bool:
-        found = self._http_only.get(address)
-        if found is None:
-            return False
-        if time.monotonic() - found < HTTP_ONLY_RECHECK:
-            return True
-        del self._http_only[address]
-        return False
-
-    async def post(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
-        """POST a msgpack message as one HTTP request and return the decoded msgpack reply."""
-        return await self._post(address, path, pack(message), {"Content-Type": MSGPACK}, timeout)
+    async def call(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
+        """Send a message to the peer's ``/_internal{path}`` handler on the RPC stream and
+        return its reply."""
+        try:
+            return await self.rpc.call(address, path.lstrip("/"), message, timeout or self.timeout)
+        except RpcError as exc:
+            raise PeerError(address, str(exc), exc.status) from exc
 
     async def post_raw(
         self, address: str, path: str, data: bytes, headers: dict[str, str], timeout: float | None = None
     ) -> Any:
-        """POST raw bytes (metadata in ``headers``) and return the decoded msgpack reply."""
+        """POST raw bytes (metadata in ``headers``) and return the decoded msgpack reply: a body
+        of hundreds of KiB is not copied into and out of a msgpack message on both ends."""
         headers = {"Content-Type": "application/octet-stream", **headers}
-        return await self._post(address, path, data, headers, timeout)
-
-    async def _post(
-        self, address: str, path: str, data: bytes, headers: dict[str, str],
-        timeout: float | None,
-    ) -> Any:  # fmt: skip
         try:
             async with self.session.post(
                 self.url(address, path), data=data, headers=headers,
@@ -132,7 +116,7 @@ class Transport:
             ) as resp:
                 body = await resp.read()
                 if resp.status != 200:
-                    raise PeerError(address, f"HTTP {resp.status}", resp.status)
+                    raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)
                 return body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc

@@ -50,8 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from p2pstore.errors import BadRequest
-from p2pstore.keys import CONTROL, MAX_KEY_BYTES, validate_key
+from .keys import CONTROL, MAX_KEY_BYTES, validate_key
 
 __all__ = [
     "DEFAULT_MAX_ENTRIES",
@@ -186,10 +185,7 @@ class ManifestEntry:
         """Raise ValueError saying what is wrong; return self when the entry is well-formed."""
         if not isinstance(self.key, str):
             raise ValueError(f"key must be a string, got {type(self.key).__name__}")
-        try:
-            validate_key(self.key, MAX_KEY_BYTES)
-        except BadRequest as exc:
-            raise ValueError(str(exc)) from None
+        validate_key(self.key, MAX_KEY_BYTES)
         _check_version(self.version)
         if not isinstance(self.deleted, bool):
             raise ValueError("deleted must be a boolean")

@@ -96,13 +96,13 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
         while len(node.cluster.gossip.live_peers()) < 2:
             assert time.monotonic() < deadline, "the gateway sees both peers"
             await asyncio.sleep(0.05)
-        commit_local = node.cluster.commit_local
+        commit = node.cluster.replica.commit
 
-        async def slow_commit_local(upload: str | None, entry: ManifestEntry) -> bool:
+        async def slow_commit(upload: str | None, entry: ManifestEntry) -> bool:
             await asyncio.sleep(0.5)
-            return await commit_local(upload, entry)
+            return await commit(upload, entry)
 
-        node.cluster.commit_local = slow_commit_local  # type: ignore[method-assign]
+        node.cluster.replica.commit = slow_commit  # type: ignore[method-assign]
         local_reads: list[str] = []
         read_chunk = node.store.read_chunk
 
@@ -115,7 +115,7 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
         async with aiohttp.ClientSession() as s:
             async with s.put(f"{cfg.url}/files/fresh", data=data) as r:
                 assert r.status == 201, await r.text()
-            assert node.cluster._own_commits, "acknowledged before the gateway's own commit"
+            assert node.cluster.reads.own_commits, "acknowledged before the gateway's own commit"
             async with s.get(f"{cfg.url}/files/fresh") as r:
                 assert r.status == 200 and await r.read() == data
         assert len(local_reads) == 3, local_reads

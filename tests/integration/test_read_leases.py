@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import msgpack
 
+from tests.support.http import peer_headers
 from tests.support.processes import NodeProcess, metric, start_nodes, wait_for
 
 MiB = 1 << 20
@@ -193,7 +194,7 @@ async def test_malformed_lease_messages_are_refused_and_change_nothing(tmp_path:
     secret = "lease-secret"
     (node,) = start_nodes(tmp_path, 1, fsync="never", cluster_secret=secret)
     try:
-        auth = {"Authorization": f"Bearer {secret}"}
+        auth = peer_headers(secret)
         async with aiohttp.ClientSession() as s:
             for path, body in (("lease", {"holder": 1, "ring": "r"}), ("lease", ["x"]),
                                ("lease-revoke", {}), ("lease-revoke", {"holder": None})):  # fmt: skip

@@ -257,10 +257,8 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
 
     monkeypatch.setattr(store.db, "_read", noting_read)
     reported: list[str] = []
-    node = SimpleNamespace(store=store, serving_clients=lambda: busy)
     repairer = SimpleNamespace(trigger=list)
-    cluster = SimpleNamespace(node=node, chunk_went_bad=reported.append, repairer=repairer)
-    scrubber = Scrubber(cluster, rate=1e15)  # type: ignore[arg-type]
+    scrubber = Scrubber(store, repairer, reported.append, lambda: busy, rate=1e15)  # type: ignore[arg-type]
     charged: list[int] = []
     take = scrubber.limiter.take
 

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from p2pstore.core.placement import replicas as place
-from tests.support.http import generated_body, generated_sha256
+from tests.support.http import generated_body, generated_sha256, peer_headers
 from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
@@ -234,7 +234,7 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
                 assert r.status == 401
         async with s.get(f"{n.url}/files/forged") as r:
             assert r.status == 404
-        good = {"Authorization": f"Bearer {secret}"}
+        good = peer_headers(secret)
         for junk in (
             b"\xc1",
             msgpack.packb([1, 2]),
@@ -328,7 +328,7 @@ async def plant_newer(s: aiohttp.ClientSession, node: NodeProcess, key: str, tha
         "key": key, "version": version, "size": len(data), "sha256": sha, "chunks": [sha],
         "content_type": "text/plain", "deleted": False, "modified": 2.0,
     }  # fmt: skip
-    auth = {"Authorization": f"Bearer {secret}"}
+    auth = peer_headers(secret)
     async with s.post(f"{node.url}/_internal/write", data=msgpack.packb({"entry": entry, "data": data}),
                       headers=auth) as r:  # fmt: skip
         assert r.status == 200, await r.text()
@@ -413,7 +413,7 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
             async with s.get(f"{n.url}/files/k?local=1") as r:
                 assert await r.read() == data
 
-        auth = {"Authorization": f"Bearer {secret}"}
+        auth = peer_headers(secret)
         old_entry = {
             "key": "k", "version": v1, "size": 9, "sha256": hashlib.sha256(b"old bytes").hexdigest(),
             "chunks": [hashlib.sha256(b"old bytes").hexdigest()], "content_type": "text/plain",
@@ -429,10 +429,9 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
 
 
 async def test_large_upload_hashed_once_by_the_gateway_checks_the_client_checksum(node_factory) -> None:
-    """A staged (> 1 MiB) write: replicas told "X-P2PStore-Whole-Hash: gateway" hash only their
-    chunks and the gateway checks the client's X-Content-SHA256 against its own whole-file hash:
-    a wrong one stores nothing anywhere, a right one is served with that hash as its ETag;
-    a replica asked without the header (an older gateway) still hashes the whole file."""
+    """A staged (> 1 MiB) write: replicas hash only their chunks and the gateway checks the
+    client's X-Content-SHA256 against its own whole-file hash: a wrong one stores nothing
+    anywhere, a right one is served with that hash as its ETag."""
     secret = "stage-secret"
     nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, cluster_secret=secret, chunk_size=1 << 20)
     wait_members(nodes)
@@ -452,13 +451,12 @@ async def test_large_upload_hashed_once_by_the_gateway_checks_the_client_checksu
             async with s.get(f"{n.url}/files/big") as r:
                 assert r.status == 200 and r.headers["ETag"] == f'"{sha}"' and await r.read() == body
 
-        auth = {"Authorization": f"Bearer {secret}"}
-        for header, whole in (({"X-P2PStore-Whole-Hash": "gateway"}, None), ({}, sha)):
-            url = f"{a.url}/_internal/stage/{'ab' * 8}"
-            async with s.put(url, data=body, headers={**auth, **header}) as r:
-                assert r.status == 200
-                staged = msgpack.unpackb(await r.read())
-            assert staged["size"] == len(body) and len(staged["chunks"]) == 4 and staged["sha256"] == whole
+        auth = peer_headers(secret)
+        url = f"{a.url}/_internal/stage/{'ab' * 8}"
+        async with s.put(url, data=body, headers=auth) as r:
+            assert r.status == 200
+            staged = msgpack.unpackb(await r.read())
+        assert staged["size"] == len(body) and len(staged["chunks"]) == 4 and staged["sha256"] is None
 
 
 async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) -> None:
@@ -474,7 +472,7 @@ async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) 
     }  # fmt: skip
     header = base64.b64encode(msgpack.packb(entry)).decode()
     url = f"{node.url}/_internal/write-raw"
-    auth = {"Authorization": f"Bearer {secret}"}
+    auth = peer_headers(secret)
     async with aiohttp.ClientSession() as s:
         async with s.post(url, data=data, headers={"X-P2PStore-Entry": header}) as r:
             assert r.status == 401

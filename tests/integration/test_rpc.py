@@ -14,10 +14,11 @@ import msgpack
 import pytest
 from aiohttp import web
 
-from p2pstore.cluster import transport as transport_module
-from p2pstore.cluster.codec import pack
+from p2pstore.cluster.codec import PROTOCOL_HEADER, PROTOCOL_VERSION, pack, unpack
 from p2pstore.cluster.rpc import CORK_BYTES, FrameReader, Writer
 from p2pstore.cluster.transport import PeerError, Transport
+from tests.support.http import peer_headers
+from tests.support.processes import wait_for
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -39,7 +40,8 @@ async def open_stream(
         reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
         f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-        f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
+        f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n"
+        f"{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n".encode()
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -65,8 +67,12 @@ async def test_calls_answers_and_errors(one_node) -> None:
             assert a["complete"] and a["entry"]["sha256"] == hashlib.sha256(b"hello").hexdigest()
             assert b == {"entry": None, "complete": False}
         assert len(transport.rpc.channels) == 1
-        # the same handlers as HTTP POSTs (what older peers use): the same answers
-        assert await transport.post(addr, "/entries", {"keys": ["a", "b"]}) == views[0]
+        # the same handlers as HTTP POSTs (tools, tests): the same answers
+        url = f"{one_node.url}/_internal/entries"
+        async with aiohttp.ClientSession(headers=peer_headers(SECRET)) as s, s.post(
+            url, data=pack({"keys": ["a", "b"]})
+        ) as r:
+            assert r.status == 200 and unpack(await r.read()) == views[0]
         with pytest.raises(PeerError) as bad:
             await transport.call(addr, "/commit", {"entry": {"key": ""}})
         assert bad.value.status == 400 and "malformed" in str(bad.value)
@@ -101,7 +107,7 @@ async def test_the_socket_needs_the_secret_and_drops_garbage(one_node) -> None:
     assert answers[7][0] == 400 and "malformed" in answers[7][1]
     assert answers[8][0] == 404
     writer.close()
-    auth = {"Authorization": f"Bearer {SECRET}"}
+    auth = peer_headers(SECRET)
     async with aiohttp.ClientSession(headers=auth) as s, s.get(f"{one_node.url}/_internal/stream") as resp:
         assert resp.status == 400 and "Upgrade" in (await resp.json())["error"]  # no Upgrade header
     assert one_node.health() is not None
@@ -176,37 +182,36 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_peers_without_the_socket_are_called_over_http(monkeypatch) -> None:
-    """An older node (no /_internal/stream) still gets its messages, as HTTP POSTs; it is offered
-    the stream again after a while (a rolling upgrade replaces it in place)."""
-    seen: list[object] = []
-    probes = []
+async def test_a_peer_speaking_another_protocol_version_is_refused(one_node) -> None:
+    """Every internal request names the protocol version it speaks: a node refuses another
+    version (426, saying which it speaks) on plain requests and on the stream's upgrade, and logs
+    it once per peer; the calling side gets an error that says so, not a misread message."""
+    url = f"{one_node.url}/_internal/entries"
+    async with aiohttp.ClientSession() as s:
+        for version in ("1", "", "999"):
+            headers = {**peer_headers(SECRET), PROTOCOL_HEADER: version}
+            async with s.post(url, data=pack({"keys": []}), headers=headers) as r:
+                error = (await r.json())["error"]
+                assert r.status == 426 and f"this node speaks {PROTOCOL_VERSION}" in error, error
+        async with s.post(url, data=pack({"keys": []}), headers=peer_headers(SECRET)) as r:
+            assert r.status == 200
+    wait_for(lambda: "refused peer" in one_node.log_text(), 5, message="the refusal logged")
+    assert one_node.log_text().count("refused peer") == 1, "one line per peer"
 
-    async def entries(request: web.Request) -> web.Response:
-        assert request.headers["Authorization"] == f"Bearer {SECRET}"
-        seen.append(msgpack.unpackb(await request.read()))
-        return web.Response(body=pack({"views": []}), content_type="application/msgpack")
-
-    async def no_stream(request: web.Request) -> web.Response:
-        probes.append(request.headers.get("Upgrade"))
-        raise web.HTTPNotFound()
+    async def old_stream(request: web.Request) -> web.Response:
+        return web.json_response({"error": "refused: protocol version 2; this node speaks 3"}, status=426)
 
     app = web.Application()
-    app.router.add_post("/_internal/entries", entries)
-    app.router.add_get("/_internal/stream", no_stream)
+    app.router.add_get("/_internal/stream", old_stream)
     runner = web.AppRunner(app)
     await runner.setup()
     port = _free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     transport = Transport(SECRET)
     try:
-        for _ in range(2):
-            assert await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []}) == {"views": []}
-        assert seen == [{"keys": []}, {"keys": []}]
-        assert probes == ["p2pstore-rpc/1"]  # asked once, then remembered
-        monkeypatch.setattr(transport_module, "HTTP_ONLY_RECHECK", 0.0)
-        assert await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []}) == {"views": []}
-        assert len(probes) == 2 and len(seen) == 3
+        with pytest.raises(PeerError) as refused:
+            await transport.call(f"127.0.0.1:{port}", "/entries", {"keys": []})
+        assert refused.value.status == 426 and "another protocol version" in str(refused.value)
     finally:
         await transport.close()
         await runner.cleanup()
@@ -245,7 +250,8 @@ async def test_a_peer_gone_before_its_upgrade_is_answered_is_no_error(one_node) 
             _, writer = await asyncio.open_connection(host, int(port))
             writer.write(
                 f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-                f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n\r\n".encode()
+                f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n"
+        f"{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n".encode()
             )
             await writer.drain()
             writer.close()

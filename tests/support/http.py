@@ -9,6 +9,13 @@ from collections.abc import AsyncIterator
 BLOCK = 1 << 20
 
 
+def peer_headers(secret: str) -> dict[str, str]:
+    """What a peer sends with every internal request: the cluster secret and protocol version."""
+    from p2pstore.cluster.codec import PROTOCOL_HEADER, PROTOCOL_VERSION
+
+    return {"Authorization": f"Bearer {secret}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+
+
 def pattern_block(seed: int, size: int = BLOCK) -> bytes:
     return random.Random(seed).randbytes(size)
 

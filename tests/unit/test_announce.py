@@ -41,18 +41,14 @@ async def test_entries_go_in_batches_to_live_members_outside_the_replicas_only(
     monkeypatch.setattr(announce, "MAX_PENDING", 3)
     members = [SimpleNamespace(id=n, address=f"{n}:1") for n in ("a", "b", "c", "d")]
     peers = Peers(down={"d:1"})
-    cluster = SimpleNamespace(
-        node=SimpleNamespace(node_id="me"),
-        gossip=SimpleNamespace(live_peers=lambda: members),
-        transport=peers,
-    )
+    cluster_peers = SimpleNamespace(me="me", live_peers=lambda: members, transport=peers)
     tasks: list[asyncio.Task] = []
 
     def spawn(coro: Any) -> asyncio.Task:
         tasks.append(asyncio.ensure_future(coro))
         return tasks[-1]
 
-    announcer = EntryAnnouncer(cluster, spawn)  # type: ignore[arg-type]
+    announcer = EntryAnnouncer(cluster_peers, spawn)  # type: ignore[arg-type]
 
     for i in range(5):  # replicas a and "me": b, c and d are told; each queue stops at 3
         announcer.announce(entry(i), ["a", "me"])

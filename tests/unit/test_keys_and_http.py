@@ -7,8 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from p2pstore.api.http import etag_matches, parse_range
-from p2pstore.errors import BadRequest, RangeNotSatisfiable
-from p2pstore.keys import validate_key
+from p2pstore.core.keys import InvalidKey, validate_key
+from p2pstore.errors import RangeNotSatisfiable
 
 
 @pytest.mark.parametrize("key", ["a", "a/b/c.txt", "ünïcode/文件", "x" * 1024, "a.b", "...", ".a/b."])
@@ -36,7 +36,7 @@ def test_good_keys(key: str) -> None:
     ],
 )
 def test_bad_keys(key: str) -> None:
-    with pytest.raises(BadRequest):
+    with pytest.raises(InvalidKey):
         validate_key(key)
 
 
@@ -44,7 +44,7 @@ def test_bad_keys(key: str) -> None:
 def test_validate_key_never_crashes(key: str) -> None:
     try:
         assert validate_key(key) == key
-    except BadRequest as exc:
+    except InvalidKey as exc:
         assert exc.message.startswith("invalid key")
 
 

@@ -289,8 +289,8 @@ async def test_lease_syncs_run_one_at_a_time_and_a_hung_one_does_not_block_the_r
         finally:
             running.remove(address)
 
-    cluster = SimpleNamespace(node=SimpleNamespace(node_id="me"), sync_manifest_with=sync_manifest_with)
-    leases = shell.Leases(cluster, 0.05)  # type: ignore[arg-type]
+    peers = SimpleNamespace(me="me")
+    leases = shell.Leases(peers, None, None, sync_manifest_with, 3, 0.05)  # type: ignore[arg-type]
     now = time.monotonic()
     for grantor in ("h", "a", "b"):
         leases.holder.granted(grantor, RING, {"duration": 0.05, "continued": False}, sent_at=now + 60)

@@ -1,0 +1,45 @@
+"""GET /status: one node's view of itself and its cluster, as JSON (the page draws it)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from .. import __version__
+from ..node import Node
+
+
+def status_json(node: Node) -> dict[str, Any]:
+    counts = node.store.db.counts()
+    cluster = node.cluster
+    gossip = cluster.gossip
+    return {
+        "node_id": node.node_id,
+        "address": node.config.advertise_address,
+        "url": node.config.url,
+        "version": __version__,
+        "uptime": round(time.time() - node.started, 3),
+        **counts,
+        "disk": node.store.chunks.disk_usage(),
+        "joined": gossip.membership.joined(),
+        "members": gossip.members_json(),
+        "leader": gossip.leader,
+        "term": gossip.term,
+        "is_leader": gossip.is_leader(),
+        "replication": {
+            "replicas": node.config.replicas,
+            "write_quorum": node.config.write_quorum,
+            "bad_copies_reported": cluster.fetcher.bad_copies_reported,
+            "read_repairs_pushed": cluster.reads.read_repairs_pushed,
+            "announced": cluster.announcer.stats(),
+        },
+        "repair": {**asdict(cluster.repairer.stats), **cluster.housekeeper.stats()},
+        "scrub": {**asdict(cluster.scrubber.stats), "rate": node.config.scrub_rate},
+        "read_leases": cluster.leases.stats(),
+        "storage": {
+            "corrupt_chunks_found": node.store.stats.corrupt_chunks_found,
+            "restored_from_checkpoint": node.store.stats.restored_from,
+            "last_checkpoint": node.store.stats.last_checkpoint,
+        },
+    }

@@ -1,0 +1,112 @@
+"""Manifest anti-entropy: digest exchanges with peers (core/manifest.py ManifestSync) so that
+every node converges on every entry, and the entries learned from peers applied here (the
+repairer then fetches the data of those this node replicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..core.hlc import HybridLogicalClock
+from ..core.manifest import ManifestEntry, ManifestSync
+from ..storage.store import LocalStore
+from .peers import Peers
+from .repair import Repairer
+from .transport import PeerError
+
+log = logging.getLogger("p2pstore.antientropy")
+
+BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
+SYNC_TIMEOUT = 30.0  # per message of an exchange
+
+
+def sync_interval(gossip_interval: float) -> float:
+    """Mean seconds between exchanges while idle: four gossip periods, at least one second
+    (each wait is drawn from 0.5x-1.5x of it, so nodes do not exchange in lockstep)."""
+    return max(1.0, gossip_interval * 4)
+
+
+class AntiEntropy:
+    """This node's side of manifest exchanges, both as initiator and as the peer asked."""
+
+    def __init__(
+        self, store: LocalStore, clock: HybridLogicalClock, peers: Peers, repairer: Repairer,
+        busy: Callable[[], bool], gossip_interval: float,
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.clock = clock
+        self.peers = peers
+        self.repairer = repairer
+        self.busy = busy
+        self.interval = sync_interval(gossip_interval)
+        self.sync = ManifestSync()
+        self.manifest_syncs = 0  # manifest exchanges this node started and completed
+
+    async def loop(self) -> None:
+        """Exchange manifest digests with a random live peer now and then; right after start
+        (a restart after downtime), with every peer as soon as one is known, to catch up fast."""
+        while not self.peers.live_peers():
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(Exception):
+            await self.sync_all()
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(self.interval * (0.5 + random.random()))
+            peers = self.peers.live_peers()
+            if not peers:
+                continue
+            if self.busy() and time.monotonic() - last < BUSY_SYNC_INTERVAL:
+                continue  # under load, digests differ by the writes in flight: exchange rarely
+            last = time.monotonic()
+            peer = random.choice(peers)
+            try:
+                await self.sync_with(peer.address)
+            except (PeerError, ValueError) as exc:
+                log.debug("manifest sync with %s failed: %s", peer.id, exc)
+
+    async def sync_with(self, address: str) -> int:
+        """Run one digest exchange with a peer; return how many entries we applied."""
+        applied = 0
+        msg: dict | None = self.sync.open(self.store)
+        while msg is not None and msg.get("type") != "manifest-done":
+            answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
+            step = self.sync.handle(self.store, answer)
+            if step.apply:
+                applied += len(await self.apply_remote_entries(step.apply))
+            msg = step.reply
+        self.manifest_syncs += 1
+        return applied
+
+    async def sync_all(self) -> int:
+        """One exchange with every live peer (recovery wants the newest view first)."""
+        results = await asyncio.gather(
+            *(self.sync_with(m.address) for m in self.peers.live_peers()), return_exceptions=True
+        )
+        return sum(r for r in results if isinstance(r, int))
+
+    async def handle(self, msg: Any) -> dict:
+        """A peer's exchange message; ValueError when malformed."""
+        step = self.sync.handle(self.store, msg)
+        if step.apply:
+            await self.apply_remote_entries(step.apply)
+        return step.reply or {"type": "manifest-done"}
+
+    async def apply_remote_entries(self, entries: list[ManifestEntry], mine_only: bool = False) -> list:
+        """Apply entries learned from a peer; fetch the data of those this node must hold
+        (``mine_only``: look only at keys it replicates in its own view of placement)."""
+        for e in entries:
+            self.clock.observe(e.version)
+        won = await self.store.apply_entries(entries)
+        me = self.peers.me
+        keys = [new.key for _, new in won if not new.deleted]
+        if mine_only:
+            keys = [k for k in keys if me in self.peers.replicas_for(k)]
+        if keys:
+            self.repairer.trigger_keys(keys)
+        return won

@@ -1,0 +1,313 @@
+"""The coordinator's write path: any node takes a write for any key, streams it to the key's
+replicas in parallel, and acknowledges once W of them committed it durably.
+
+Large bodies go in two phases (replica.py): every replica stages the streamed body, the
+coordinator checks that all staged copies agree (same size, same chunk list, and the client's
+checksum against the whole-file hash it computed once as the body passed), then asks them to
+commit. Small bodies travel whole with their entry, one round trip per replica. The last
+replica's commit finishes in the background after the acknowledgement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import NodeConfig
+from ..core import quorum
+from ..core.manifest import ManifestEntry
+from ..errors import (
+    BadRequest,
+    PayloadTooLarge,
+    Refused,
+    StoreError,
+    Unavailable,
+    full_disk_refused,
+)
+from ..storage.store import LocalStore
+from .announce import EntryAnnouncer
+from .background import Background
+from .codec import ENTRY_HEADER, pack
+from .fanout import Sink, fan_out, first_n
+from .leases import Ack, Leases, acked_ok
+from .peers import Peers
+from .reads import ReadCoordinator
+from .replica import Replica
+from .transport import PeerError
+
+ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
+RPC_BULK_LIMIT = 128 * 1024  # larger one-phase bodies travel as raw HTTP bodies, not RPC frames
+COMMIT_TIMEOUT = 30.0
+
+
+@dataclass
+class WriteResult:
+    entry: ManifestEntry
+    replicas: list[str]  # those that committed it (the last ones may still be at work)
+
+
+class WriteCoordinator:
+    """Writes and deletes through this node."""
+
+    def __init__(
+        self, config: NodeConfig, store: LocalStore, new_version: Callable[[], str], peers: Peers,
+        replica: Replica, reads: ReadCoordinator, leases: Leases, announcer: EntryAnnouncer,
+        background: Background,
+    ) -> None:  # fmt: skip
+        self.config = config
+        self.store = store
+        self.new_version = new_version
+        self.peers = peers
+        self.me = peers.me
+        self.replica = replica
+        self.reads = reads
+        self.leases = leases
+        self.announcer = announcer
+        self.background = background
+
+    async def put(
+        self,
+        key: str,
+        body: AsyncIterator[bytes],
+        content_type: str,
+        expected_sha: str | None = None,
+        expected_size: int | None = None,
+        w: int | None = None,
+    ) -> WriteResult:
+        """Store a streamed body under ``key`` on its replicas; visible once W have it durably."""
+        return await self.write(key, body, content_type, expected_sha, expected_size, w)
+
+    async def delete(self, key: str, w: int | None = None) -> WriteResult:
+        await self.reads.resolve(key)  # NotFound when there is nothing to delete
+        return await self.write(key, None, "", None, None, w, tombstone=True)
+
+    async def write(
+        self,
+        key: str,
+        body: AsyncIterator[bytes] | None,
+        content_type: str,
+        expected_sha: str | None,
+        expected_size: int | None,
+        w: int | None,
+        tombstone: bool = False,
+    ) -> WriteResult:
+        """Replicate a new version of ``key`` (a body, or a tombstone) and wait for W commits."""
+        limit = self.config.max_upload_bytes
+        if limit and expected_size is not None and expected_size > limit:
+            raise PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
+        self.peers.check_joined()
+        replicas = self.peers.replicas_for(key)
+        targets = self.peers.reachable(replicas, for_write=True)
+        w = quorum.write_quorum(w or self.config.write_quorum, self.peers.known_count())
+        if len(targets) < w:
+            raise Unavailable(
+                f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
+                {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
+            )
+        version = self.new_version()
+        modified = time.time()
+        small: bytes | None = None
+        staged: dict[str, str | None]
+        if tombstone:
+            entry = ManifestEntry.tombstone(key, version, modified)
+            staged = dict.fromkeys(targets)
+        elif body is not None and expected_size is not None and expected_size <= self._one_phase_max():
+            small = await read_small(body, expected_size)  # whole (bounded): one round trip each
+            sha = hashlib.sha256(small).hexdigest()
+            if expected_sha and sha != expected_sha:
+                raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
+            entry = ManifestEntry(
+                key=key, version=version, size=len(small), sha256=sha,
+                chunks=(sha,) if small else (), content_type=content_type, deleted=False,
+                modified=modified,
+            )  # fmt: skip
+            staged = dict.fromkeys(targets)
+        else:
+            assert body is not None
+            staged, info = await self._stage_all(targets, body, expected_sha, expected_size, w)
+            entry = ManifestEntry(
+                key=key, version=version, size=info["size"], sha256=info["sha256"],
+                chunks=tuple(info["chunks"]), content_type=content_type, deleted=False,
+                modified=modified,
+            )  # fmt: skip
+        tasks = {
+            node_id: self.background.spawn(self._commit_one(node_id, upload, entry, small))
+            for node_id, upload in staged.items()
+        }
+        if (own := tasks.get(self.me)) is not None:
+            self.reads.note_own_commit(key, own)
+        acks, errors = await first_n(list(tasks.values()), w)
+        done = [node_id for node_id, _, _ in acks]
+        refusal = next((e for e in errors if isinstance(e, Refused)), None)
+        if not done and refusal is not None:
+            raise refusal  # every replica refused for the same reason the client should see
+        if len(done) < w:
+            # Some replicas may have committed: the write is not acknowledged, but it may
+            # still appear (outcome unknown), unlike a 503 raised before any commit.
+            raise Unavailable(
+                f"only {len(done)} replicas committed, {w} needed; the write may or may not persist",
+                {"committed_on": sorted(done), "outcome": "unknown", "errors": [str(e) for e in errors][:5]},
+            )
+        await self.leases.settle(replicas, acks, tasks)
+        if self.me not in staged:
+            await self.store.apply_entries([entry])  # the coordinator's manifest knows it too
+        self.announcer.announce(entry, replicas)  # and so do the members outside the replicas
+        late = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
+        return WriteResult(entry, sorted(done + late))
+
+    def _one_phase_max(self) -> int:
+        return min(ONE_PHASE_MAX, self.config.chunk_size)
+
+    # ---- two-phase: stage everywhere, then commit ----
+    async def _stage_all(
+        self,
+        targets: list[str],
+        body: AsyncIterator[bytes],
+        expected_sha: str | None,
+        expected_size: int | None,
+        w: int,
+    ) -> tuple[dict[str, str | None], dict[str, Any]]:
+        """Stream the body to every target; return {node: upload id} of those that staged it.
+
+        The whole-file sha256 is computed here, once, as the pieces pass (64 KiB at a time on
+        the event loop); replicas hash only their chunks, which name them.
+        """
+        uploads = {t: uuid.uuid4().hex for t in targets}
+        sinks = [Sink(t) for t in targets]
+        for sink in sinks:
+            sink.start(self._stage_consumer(sink.node_id, uploads[sink.node_id]))
+        whole = hashlib.sha256()
+
+        async def hashed() -> AsyncIterator[bytes]:
+            async for piece in body:
+                whole.update(piece)
+                yield piece
+
+        try:
+            await fan_out(hashed(), sinks)
+        except BaseException:
+            self.background.spawn(self._abort_all(uploads))
+            raise
+        results = await asyncio.gather(*(s.task for s in sinks), return_exceptions=True)
+        ok: dict[str, dict[str, Any]] = {}
+        errors: list[BaseException] = []
+        for sink, result in zip(sinks, results, strict=True):
+            if isinstance(result, BaseException):
+                errors.append(result)
+            else:
+                ok[sink.node_id] = result
+        digest = whole.hexdigest()
+        if expected_sha and expected_sha != digest and ok:  # ok: the whole body went through
+            errors.append(BadRequest(
+                "X-Content-SHA256 does not match the body; nothing stored",
+                {"expected": expected_sha, "actual": digest},
+            ))  # fmt: skip
+        bad_request = next((e for e in errors if isinstance(e, BadRequest)), None)
+        # The chunk list names every byte in order: equal lists mean equal bodies.
+        infos = {(r["size"], tuple(r["chunks"])) for r in ok.values()}
+        if bad_request is not None or len(ok) < w or len(infos) != 1:
+            self.background.spawn(self._abort_all(uploads))
+            if bad_request is not None:
+                raise bad_request
+            if len(infos) > 1:
+                raise StoreError("replicas received different bytes; nothing stored")
+            refusal = next((e for e in errors if isinstance(e, Refused)), None)
+            if refusal is not None and not ok:
+                raise refusal
+            raise Unavailable(
+                f"only {len(ok)} of {len(targets)} replicas stored the upload, {w} needed",
+                {"errors": [str(e) for e in errors][:5]},
+            )
+        if expected_size is not None and next(iter(ok.values()))["size"] != expected_size:
+            self.background.spawn(self._abort_all(uploads))
+            raise BadRequest("body shorter than Content-Length")
+        failed = {t: uploads[t] for t in targets if t not in ok}
+        if failed:
+            self.background.spawn(self._abort_all(failed))
+        return {t: uploads[t] for t in ok}, {**next(iter(ok.values())), "sha256": digest}
+
+    def _stage_consumer(self, node_id: str, upload: str) -> Callable[[AsyncIterator[bytes]], Any]:
+        async def consume(body: AsyncIterator[bytes]) -> dict[str, Any]:
+            if node_id == self.me:
+                return await self.replica.stage(upload, body, own=True)
+            headers = {"Content-Type": "application/octet-stream"}
+            try:
+                return await self.peers.transport.put_stream(
+                    self.peers.address(node_id), f"/stage/{upload}", body, headers
+                )
+            except PeerError as exc:
+                refusal = exc.refusal(node_id)
+                if refusal is None:
+                    raise
+                raise refusal from exc
+
+        return consume
+
+    async def _commit_one(
+        self, node_id: str, upload: str | None, entry: ManifestEntry, small: bytes | None = None
+    ) -> Ack:
+        """Commit on one replica; its acknowledgement carries its read-lease report."""
+        answer: Any = None
+        if node_id == self.me:
+            with full_disk_refused():
+                if small is not None:
+                    await self.replica.commit_small(entry, small, hashed=True)
+                else:
+                    await self.replica.commit(upload, entry)
+            report = self.leases.report(entry.key)
+        else:
+            try:
+                if small is not None:
+                    answer = await self._write_small_remote(node_id, entry, small)
+                else:
+                    msg = {"upload": upload, "entry": entry.to_wire()}
+                    answer = await self.peers.call(node_id, "/commit", msg, timeout=COMMIT_TIMEOUT)
+            except PeerError as exc:
+                refusal = exc.refusal(node_id) if small is not None else None
+                if refusal is None:
+                    raise
+                raise refusal from exc
+            report = answer.get("leases") if isinstance(answer, dict) else None
+            report = report if isinstance(report, dict) else {}
+        return node_id, report, time.monotonic()
+
+    async def _write_small_remote(self, node_id: str, entry: ManifestEntry, data: bytes) -> Any:
+        """A one-phase write to a peer: an RPC frame, or for a larger body a raw HTTP body with
+        the entry in a header (no msgpack copy of the body on either end)."""
+        if len(data) > RPC_BULK_LIMIT:
+            header = {ENTRY_HEADER: base64.b64encode(pack(entry.to_wire())).decode()}
+            return await self.peers.transport.post_raw(
+                self.peers.address(node_id), "/write-raw", data, header, timeout=COMMIT_TIMEOUT
+            )
+        return await self.peers.call(
+            node_id, "/write", {"entry": entry.to_wire(), "data": data}, timeout=COMMIT_TIMEOUT
+        )
+
+    async def _abort_all(self, uploads: dict[str, str]) -> None:
+        for node_id, upload in uploads.items():
+            with contextlib.suppress(Exception):
+                if node_id == self.me:
+                    await self.replica.abort(upload)
+                else:
+                    await self.peers.call(node_id, "/abort", {"upload": upload})
+
+
+async def read_small(body: AsyncIterator[bytes], expected_size: int) -> bytes:
+    """Collect a small body (its Content-Length is known and bounded)."""
+    pieces: list[bytes] = []
+    got = 0
+    async for piece in body:
+        got += len(piece)
+        if got > expected_size:
+            raise BadRequest("body longer than Content-Length")
+        pieces.append(piece)
+    if got != expected_size:
+        raise BadRequest("body shorter than Content-Length", {"expected": expected_size, "got": got})
+    return b"".join(pieces)  # one copy; a body that came in one piece is not copied at all
