@@ -130,7 +130,7 @@ def install_uvloop() -> None:
     from aiohttp import http_writer
 
     uvloop.install()
-    http_writer.SKIP_WRITELINES = False
+    http_writer.SKIP_WRITELINES = False  # not public API: aiohttp is pinned in pyproject.toml
 
 
 def run_node(cfg: NodeConfig) -> None:
