@@ -6,15 +6,15 @@
 
 On a freshly booted virtual machine whose host backs guest memory lazily (and takes freed
 memory back: free page reporting), the first write to each page of memory costs a trip to the
-hypervisor. A node's page cache grows into such pages as it writes new data: on the ninth
-session's VM that made writing new data into the page cache cost 2.2-2.7 ms of CPU per MiB
-instead of 0.2-0.3 (``machine_limits.py`` prints both), a third of a PUT 1 MiB's CPU at R=3.
+hypervisor. A node's page cache grows into such pages as it writes new data: on such a VM,
+writing new data into the page cache costs 2.2-2.7 ms of CPU per MiB instead of 0.2-0.3
+(``machine_limits.py`` prints both), a third of a PUT 1 MiB's CPU at R=3.
 A server that has run for a while has its page cache full, and new writes reuse pages the
 kernel reclaims from it. This writes a file of all but ``--leave-gib`` of MemAvailable (never
 more than the disk can spare), fsyncs it and leaves it there, so the page cache is full of it
-while the benchmarks run; ``--remove`` deletes it afterwards. On that VM the effect lasted only
-minutes: a DAMON thread in the guest reclaims idle memory and the host takes it back.
-docs/benchmarks.md says which figures were taken that way. Linux only; a script, not a test.
+while the benchmarks run; ``--remove`` deletes it afterwards. The effect lasts only minutes
+where a DAMON thread in the guest reclaims idle memory and the host takes it back. Linux only;
+a script, not a test.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 
 With many files stored, each page a write dirties sits at its own place in the database file:
 the WAL commit writes it, and a checkpoint later writes it into the database file (random
-writes, fsynced), which is what slowed small PUTs with 100,000 files. This fills a metadata
+writes, fsynced), which is what slows small PUTs with 100,000 files. This fills a metadata
 database with ``--files`` entries (bench_scale's pre-fill), then applies ``--writes`` new small
 files through ``MetadataDB.apply_batch`` (the node's own group-commit path, ``--group`` writes
 per transaction), and reads the WAL after every ``--window`` writes (what one checkpoint would

@@ -119,8 +119,8 @@ def install_uvloop() -> None:
 
     On Python < 3.12.9 aiohttp never calls ``transport.writelines`` (asyncio's was unsafe on
     3.12.0-3.12.8) and joins a message's headers and body into one new bytes object instead: a
-    1 MiB answer or replica write was copied, or (to avoid that) sent as two writes, each waking
-    the receiver. uvloop's ``writelines`` is one ``writev`` without a copy, so on uvloop headers
+    1 MiB answer or replica write would be copied, or (to avoid that) sent as two writes, each
+    waking the receiver. uvloop's ``writelines`` is one ``writev`` without a copy, so on uvloop headers
     and body leave together.
     """
     try:

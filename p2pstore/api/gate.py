@@ -1,7 +1,7 @@
 """The one middleware every request passes: credentials, JSON errors, counting.
 
-One layer instead of four: each aiohttp middleware costs a coroutine frame per request, which
-showed up in profiles of small requests.
+One layer, not one per concern: each aiohttp middleware costs a coroutine frame per request,
+which shows in profiles of small requests.
 """
 
 from __future__ import annotations

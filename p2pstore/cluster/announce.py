@@ -30,7 +30,7 @@ ApplyEntries = Callable[..., Awaitable[list]]
 log = logging.getLogger("p2pstore.announce")
 
 ANNOUNCE_WINDOW = 0.2  # seconds: entries of the writes in this window go in one message per member
-# (each message is a commit on the receiver: at 0.05 s, six nodes' PUTs cost 15 % more CPU)
+# (each message is a commit on the receiver: a 0.05 s window costs six nodes' PUTs 15 % more CPU)
 MAX_PENDING = 10_000  # entries queued for one member; beyond, anti-entropy brings them
 MAX_BATCH = 1_000  # entries per message (the receiver takes up to MAX_KEYS_PER_LOOKUP)
 ANNOUNCE_TIMEOUT = 5.0

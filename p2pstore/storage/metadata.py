@@ -73,7 +73,7 @@ sha256 name to use it."""
 
 # WAL pages are copied into the database by a background thread (PASSIVE: never blocks a commit).
 # SQLite's own checkpoint runs inside whichever COMMIT crosses the limit: with 100,000 files that
-# made every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
+# makes every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"

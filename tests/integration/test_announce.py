@@ -21,9 +21,9 @@ def announced(node: NodeProcess) -> dict[str, int]:
 
 async def test_members_outside_the_replicas_list_new_files_and_deletes_at_once(node_factory) -> None:
     """Four nodes, R=2: every write reaches two replicas (and the gateway's manifest); the rest
-    used to learn of it from anti-entropy, every 15 s while clients are served (as here: the
-    test keeps asking every node). Now all four list each file within moments of its ack, and
-    the entries came as announcements; deletes too."""
+    would learn of it from anti-entropy only, at most every 15 s while clients are served (as
+    here: the test keeps asking every node). All four list each file within moments of its ack,
+    and the entries came as announcements; deletes too."""
     nodes = node_factory(4, replicas=2, fsync="never")
     wait_for(lambda: all(len(n.get_json("/status")["members"]) == 4 for n in nodes), 20,
              message="four members everywhere")  # fmt: skip

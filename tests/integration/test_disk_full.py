@@ -57,8 +57,8 @@ async def test_a_full_disk_fails_the_upload_cleanly(small_disk: Path) -> None:
 
 async def test_small_pieces_that_fill_the_disk_leave_nothing_behind(small_disk: Path) -> None:
     """Pieces smaller than the file buffer: when the disk fills, buffered bytes are still
-    waiting, and closing the chunk file fails again. That second failure once escaped the
-    clean-up (a 500 and the staging folder left on the full disk, found by CI)."""
+    waiting, and closing the chunk file fails again. That second failure is cleaned up too (no
+    500, no staging folder left on the full disk)."""
     store = LocalStore(small_disk, chunk_size=MiB, fsync="never")
     try:
         async def pieces() -> AsyncIterator[bytes]:
@@ -77,8 +77,8 @@ async def test_small_pieces_that_fill_the_disk_leave_nothing_behind(small_disk: 
 async def test_writes_racing_for_the_last_bytes_get_507_never_500(small_disk: Path) -> None:
     """Concurrent writes pass the free-space check and then find the disk full in the chunk write
     or the database commit: each answer is 201 or 507, none an I/O error (500) or an "outcome
-    unknown" (503: SQLite had rolled the failed commit back itself, and our ROLLBACK after it
-    failed and hid the full disk)."""
+    unknown" (503: SQLite rolls a failed commit back itself, and a ROLLBACK after it would fail
+    and hide the full disk)."""
     [node] = start_nodes(small_disk.parent, 1, fsync="always", min_free_bytes=0, chunk_size=MiB)
     try:
         filler = small_disk / "filler"

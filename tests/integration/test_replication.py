@@ -252,7 +252,7 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
 
 async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_factory, tmp_path) -> None:
     """A gateway that does not hold a file and uses another chunk size still serves it, ranges too
-    (found by a chaos run: a single large chunk used to be refused)."""
+    (a single chunk larger than the gateway's chunk size included)."""
     from tests.support.processes import NodeProcess, flags_to_args
 
     secret = "mixed-chunks"
