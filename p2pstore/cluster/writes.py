@@ -16,13 +16,13 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..config import NodeConfig
 from ..core import quorum
-from ..core.manifest import ManifestEntry
+from ..core.manifest import ManifestEntry, check_meta, meta_pairs
 from ..errors import (
     BadRequest,
     PayloadTooLarge,
@@ -80,9 +80,13 @@ class WriteCoordinator:
         expected_sha: str | None = None,
         expected_size: int | None = None,
         w: int | None = None,
+        meta: Mapping[str, str] | None = None,
+        md5: bool = False,
     ) -> WriteResult:
-        """Store a streamed body under ``key`` on its replicas; visible once W have it durably."""
-        return await self.write(key, body, content_type, expected_sha, expected_size, w)
+        """Store a streamed body under ``key`` on its replicas; visible once W have it durably.
+        ``meta`` is kept with the entry; ``md5``: also hash the body with MD5 as it streams and
+        keep it as ``meta["md5"]`` (S3's ETag of a single-part object)."""
+        return await self.write(key, body, content_type, expected_sha, expected_size, w, meta=meta, md5=md5)
 
     async def delete(self, key: str, w: int | None = None) -> WriteResult:
         await self.reads.resolve(key)  # NotFound when there is nothing to delete
@@ -97,6 +101,8 @@ class WriteCoordinator:
         expected_size: int | None,
         w: int | None,
         tombstone: bool = False,
+        meta: Mapping[str, str] | None = None,
+        md5: bool = False,
     ) -> WriteResult:
         """Replicate a new version of ``key`` (a body, or a tombstone) and wait for W commits."""
         limit = self.config.max_upload_bytes
@@ -111,6 +117,8 @@ class WriteCoordinator:
                 f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
                 {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
             )
+        pairs = checked_meta(meta)
+        body_md5 = hashlib.md5(usedforsecurity=False) if md5 and body is not None else None
         version = self.new_version()
         modified = time.time()
         small: bytes | None = None
@@ -121,21 +129,23 @@ class WriteCoordinator:
         elif body is not None and expected_size is not None and expected_size <= self._one_phase_max():
             small = await read_small(body, expected_size)  # whole (bounded): one round trip each
             sha = hashlib.sha256(small).hexdigest()
+            if body_md5 is not None:
+                body_md5.update(small)
             if expected_sha and sha != expected_sha:
                 raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
             entry = ManifestEntry(
                 key=key, version=version, size=len(small), sha256=sha,
                 chunks=(sha,) if small else (), content_type=content_type, deleted=False,
-                modified=modified,
+                modified=modified, meta=with_md5(pairs, body_md5),
             )  # fmt: skip
             staged = dict.fromkeys(targets)
         else:
             assert body is not None
-            staged, info = await self._stage_all(targets, body, expected_sha, expected_size, w)
+            staged, info = await self._stage_all(targets, body, expected_sha, expected_size, w, body_md5)
             entry = ManifestEntry(
                 key=key, version=version, size=info["size"], sha256=info["sha256"],
                 chunks=tuple(info["chunks"]), content_type=content_type, deleted=False,
-                modified=modified,
+                modified=modified, meta=with_md5(pairs, body_md5),
             )  # fmt: skip
         tasks = {
             node_id: self.background.spawn(self._commit_one(node_id, upload, entry, small))
@@ -173,6 +183,7 @@ class WriteCoordinator:
         expected_sha: str | None,
         expected_size: int | None,
         w: int,
+        body_md5: Any = None,
     ) -> tuple[dict[str, str | None], dict[str, Any]]:
         """Stream the body to every target; return {node: upload id} of those that staged it.
 
@@ -188,6 +199,8 @@ class WriteCoordinator:
         async def hashed() -> AsyncIterator[bytes]:
             async for piece in body:
                 whole.update(piece)
+                if body_md5 is not None:
+                    body_md5.update(piece)
                 yield piece
 
         try:
@@ -297,6 +310,21 @@ class WriteCoordinator:
                     await self.replica.abort(upload)
                 else:
                     await self.peers.call(node_id, "/abort", {"upload": upload})
+
+
+def checked_meta(meta: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    """Object metadata as an entry holds it; BadRequest saying why when it cannot be stored."""
+    try:
+        pairs = meta_pairs(meta)
+        check_meta((*pairs, ("~md5", "0" * 32)))  # room for the body's MD5, added later
+    except ValueError as exc:
+        raise BadRequest(f"metadata refused: {exc}") from None
+    return pairs
+
+
+def with_md5(pairs: tuple[tuple[str, str], ...], md5: Any) -> tuple[tuple[str, str], ...]:
+    """``pairs`` plus the body's MD5 (hex) as "md5", when it was computed."""
+    return pairs if md5 is None else tuple(sorted({**dict(pairs), "md5": md5.hexdigest()}.items()))
 
 
 async def read_small(body: AsyncIterator[bytes], expected_size: int) -> bytes:

@@ -89,6 +89,8 @@ MAX_SIZE = 2**63 - 1
 MAX_CHUNKS = 1 << 22
 """Largest chunk list accepted (16 TiB at 4 MiB chunks): bounds memory used by one bad message."""
 MAX_CONTENT_TYPE = 255
+MAX_META_ITEMS = 64  # object metadata: S3 allows 2 KiB of user metadata; ours bounds the whole map
+MAX_META_BYTES = 8 * 1024
 MAX_NODE_ID = 255
 
 DONE: dict[str, Any] = {"type": "manifest-done"}
@@ -96,6 +98,43 @@ DONE: dict[str, Any] = {"type": "manifest-done"}
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _VERSION = re.compile(r"([0-9]{13})\.([0-9]{6})\.(.*)", re.DOTALL)
 _FIELDS = ("key", "version", "size", "sha256", "chunks", "content_type", "deleted", "modified")
+
+
+def meta_pairs(meta: object) -> tuple[tuple[str, str], ...]:
+    """Metadata from its wire form (a map, or nothing) as sorted pairs; ValueError when not a
+    map of strings to strings."""
+    if meta is None:
+        return ()
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a map, got {type(meta).__name__}")
+    if len(meta) > MAX_META_ITEMS:
+        raise ValueError(f"meta: more than {MAX_META_ITEMS} items")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ValueError("meta must map strings to strings")
+    return tuple(sorted(meta.items()))
+
+
+def check_meta(meta: object) -> None:
+    """Raise ValueError unless ``meta`` is sorted, unique (name, value) string pairs, bounded,
+    with printable names and values."""
+    if not isinstance(meta, tuple):
+        raise ValueError("meta must be a tuple of pairs")
+    if len(meta) > MAX_META_ITEMS:
+        raise ValueError(f"meta: more than {MAX_META_ITEMS} items")
+    total = 0
+    previous = None
+    for pair in meta:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise ValueError("meta must be (name, value) string pairs")
+        name, value = pair
+        if not name or _has_control(name) or _has_control(value):
+            raise ValueError("meta names must be non-empty; names and values without control characters")
+        if previous is not None and name <= previous:
+            raise ValueError("meta names must be sorted and unique")
+        previous = name
+        total += len(name.encode("utf-8", "surrogatepass")) + len(value.encode("utf-8", "surrogatepass"))
+    if total > MAX_META_BYTES:
+        raise ValueError(f"meta larger than {MAX_META_BYTES} bytes")
 
 
 def _has_control(s: str) -> bool:
@@ -128,6 +167,9 @@ class ManifestEntry:
     content_type: str
     deleted: bool
     modified: float
+    # Object metadata (S3's ETag as "md5", user metadata, Content-Disposition, ...): sorted
+    # (name, value) pairs, so the entry stays hashable and compares equal however it was built.
+    meta: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def tombstone(cls, key: str, version: str, modified: float) -> ManifestEntry:
@@ -145,13 +187,14 @@ class ManifestEntry:
             "content_type": self.content_type,
             "deleted": self.deleted,
             "modified": self.modified,
+            **({"meta": dict(self.meta)} if self.meta else {}),
         }
 
     @classmethod
     def from_wire(cls, obj: object) -> ManifestEntry:
         """Parse and validate a wire dict; raise ValueError (only) on anything malformed.
 
-        Unknown extra fields are ignored so that a newer peer can add fields.
+        Unknown extra fields are ignored; ``meta`` is optional (absent: no metadata).
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"manifest entry must be a map, got {type(obj).__name__}")
@@ -177,6 +220,7 @@ class ManifestEntry:
             content_type=obj["content_type"],
             deleted=obj["deleted"],
             modified=modified,
+            meta=meta_pairs(obj.get("meta")),
         )
         entry.validate()
         return entry
@@ -206,7 +250,10 @@ class ManifestEntry:
             raise ValueError("content_type too long or contains control characters")
         if not isinstance(self.modified, float) or not math.isfinite(self.modified):
             raise ValueError("modified must be a finite number")
+        check_meta(self.meta)
         if self.deleted:
+            if self.meta:
+                raise ValueError("a tombstone has no metadata")
             if self.size or self.sha256 or self.chunks:
                 raise ValueError("a tombstone has size 0, no sha256 and no chunks")
         else:
@@ -261,6 +308,11 @@ def entry_hash(e: ManifestEntry) -> bytes:
     for c in e.chunks:
         h.update(_lp(c.encode("utf-8", "surrogatepass")))
     h.update(_lp(e.content_type.encode("utf-8", "surrogatepass")))
+    if e.meta:  # entries without metadata keep the hash they always had
+        h.update(b"\x02")
+        for name, value in e.meta:
+            h.update(_lp(name.encode("utf-8", "surrogatepass")))
+            h.update(_lp(value.encode("utf-8", "surrogatepass")))
     return h.digest()
 
 

@@ -25,7 +25,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, newer
+import msgpack
+
+from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, meta_pairs, newer
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -39,7 +41,8 @@ CREATE TABLE IF NOT EXISTS files (
     modified REAL NOT NULL,
     bucket INTEGER NOT NULL,
     ehash BLOB NOT NULL,
-    data BLOB
+    data BLOB,
+    meta BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
@@ -76,7 +79,7 @@ sha256 name to use it."""
 # makes every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified"
+ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta"
 MAX_TEXT = "\U0010ffff"
 
 
@@ -89,7 +92,7 @@ def unpack_chunks(blob: bytes) -> tuple[str, ...]:
 
 
 def row_to_entry(row: tuple) -> ManifestEntry:
-    key, version, size, sha, chunks, ctype, deleted, modified = row
+    key, version, size, sha, chunks, ctype, deleted, modified, meta = row
     return ManifestEntry(
         key=key,
         version=version,
@@ -99,7 +102,17 @@ def row_to_entry(row: tuple) -> ManifestEntry:
         content_type=ctype,
         deleted=bool(deleted),
         modified=modified,
+        meta=unpack_meta(meta),
     )
+
+
+def pack_meta(meta: tuple[tuple[str, str], ...]) -> bytes | None:
+    """Object metadata as stored: a msgpack map, NULL when there is none (most entries)."""
+    return msgpack.packb(dict(meta), use_bin_type=True) if meta else None
+
+
+def unpack_meta(blob: bytes | None) -> tuple[tuple[str, str], ...]:
+    return meta_pairs(msgpack.unpackb(blob, raw=False)) if blob else ()
 
 
 class DatabaseCorrupt(Exception):
@@ -178,6 +191,8 @@ class MetadataDB:
         columns = {row[1] for row in self._w.execute("PRAGMA table_info(files)")}
         if "data" not in columns:  # small files' bytes inline (their old rows keep NULL)
             self._w.execute("ALTER TABLE files ADD COLUMN data BLOB")
+        if "meta" not in columns:  # object metadata (NULL: none)
+            self._w.execute("ALTER TABLE files ADD COLUMN meta BLOB")
         if "ehash" not in columns:  # added for fast digest rebuilds at start-up
             self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
             rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
@@ -345,7 +360,7 @@ class MetadataDB:
             self._adjust_refs(entry.chunks, +1)
         conn.execute(
             f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash, data)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,
                 entry.version,
@@ -355,6 +370,7 @@ class MetadataDB:
                 entry.content_type,
                 int(entry.deleted),
                 entry.modified,
+                pack_meta(entry.meta),
                 bucket_of(entry.key),
                 entry_hash(entry),
                 data,

@@ -3,6 +3,7 @@ ManifestSync exchange converges two replicas while shipping only the buckets tha
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -481,3 +482,42 @@ def test_permutations_of_three_conflicting_writes() -> None:
             m.apply(e)
         results.add((m.get("k"), m.digest().root()))
     assert len(results) == 1
+
+
+def test_metadata_travels_with_the_entry_and_counts_in_its_hash() -> None:
+    """Object metadata (S3's ETag, user metadata) is part of the entry: on the wire, in its
+    hash (so anti-entropy converges two copies that differ only there); an entry without
+    metadata keeps the hash and wire form it always had."""
+    with_meta = dataclasses.replace(VALID, meta=(("content-disposition", "inline"), ("md5", "0" * 32)))
+    wire = with_meta.to_wire()
+    assert wire["meta"] == {"content-disposition": "inline", "md5": "0" * 32}
+    assert ManifestEntry.from_wire(msgpack_roundtrip(wire)) == with_meta
+    assert "meta" not in VALID.to_wire()
+    assert entry_hash(with_meta) != entry_hash(VALID)
+    unsorted = {**wire, "meta": {"md5": "0" * 32, "content-disposition": "inline"}}
+    assert ManifestEntry.from_wire(unsorted) == with_meta  # however the map was ordered
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "not a map",
+        {"a": 1},
+        {5: "x"},
+        {"": "empty name"},
+        {"a\nb": "x"},
+        {"a": "line\r\nX-Evil: 1"},
+        {f"k{i}": "v" for i in range(65)},
+        {"big": "x" * 9000},
+    ],
+)
+def test_malformed_metadata_is_refused(meta: Any) -> None:
+    wire = {**VALID.to_wire(), "meta": meta}
+    with pytest.raises(ValueError):
+        ManifestEntry.from_wire(wire)
+
+
+def test_a_tombstone_carries_no_metadata() -> None:
+    wire = {**ManifestEntry.tombstone("a", make_version(1, 0, "n"), 1.0).to_wire(), "meta": {"md5": "x"}}
+    with pytest.raises(ValueError, match="tombstone"):
+        ManifestEntry.from_wire(wire)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import sqlite3
 import threading
@@ -57,6 +58,33 @@ def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
     ref.add(entry("j", 2))
     assert db.build_digest().root() == ref.root()
     assert db.get("j") == entry("j", 2)
+
+
+def test_object_metadata_is_stored_with_its_entry(tmp_path: Path) -> None:
+    """An entry's metadata survives the database (and a reopen); a newer version without
+    metadata replaces it whole; entries without any store none."""
+    path = tmp_path / "m.sqlite"
+    db = MetadataDB(path, "never")
+    tagged = dataclasses.replace(entry("k", 1), meta=(("content-language", "fr"), ("md5", "f" * 32)))
+    db.apply([tagged, entry("j", 1)])
+    db.close()
+    db = MetadataDB(path, "never")
+    assert db.get("k") == tagged and db.get("k").meta == tagged.meta
+    assert db.list("", "", 10) == [entry("j", 1), tagged]
+    assert db.get("j").meta == ()
+    db.apply([entry("k", 2)])
+    assert db.get("k").meta == ()
+    db.close()
+
+
+def test_database_from_before_object_metadata_is_upgraded(tmp_path: Path) -> None:
+    older = "ALTER TABLE files DROP COLUMN meta"
+    db = reopened_as_older(tmp_path / "m.sqlite", [entry("k", 1)], older)
+    assert db.get("k") == entry("k", 1)
+    tagged = dataclasses.replace(entry("k", 2), meta=(("md5", "0" * 32),))
+    db.apply([tagged])
+    assert db.get("k") == tagged
+    db.close()
 
 
 def test_database_from_before_read_sums_is_upgraded(tmp_path: Path) -> None:
