@@ -11,7 +11,7 @@ a GET goes through the gateway after the one its PUT used. Every downloaded byte
 against the sha256 of what was sent; a mismatch counts as an error. MB means 10**6 bytes.
 
 This is a script that prints figures, not a test. See docs/benchmarks.md for recorded results.
-The logic lives in p2pstore/bench/http.py; ``p2pstore bench`` runs the same code with the same
+The logic lives in p2pstore/bench/runner.py; ``p2pstore bench`` runs the same code with the same
 options.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pstore.bench.http import main
+from p2pstore.bench.runner import main
 
 if __name__ == "__main__":
     sys.exit(main(description=__doc__))

@@ -25,8 +25,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from p2pstore.bench.http import run_loop  # noqa: E402
 from p2pstore.bench.local import start_nodes  # noqa: E402
+from p2pstore.bench.runner import run_loop  # noqa: E402
 from p2pstore.cluster.transport import Transport  # noqa: E402
 
 

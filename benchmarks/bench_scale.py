@@ -41,8 +41,8 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pstore.bench.http import Bench, BenchOptions, make_session, print_header, print_result, run_loop
 from p2pstore.bench.local import LocalNode, make_nodes, start_all
+from p2pstore.bench.runner import Bench, BenchOptions, make_session, print_header, print_result, run_loop
 from p2pstore.core.hlc import make_version
 from p2pstore.core.manifest import BucketDigest, ManifestEntry, ManifestSync, MemoryManifest, run_exchange
 from p2pstore.storage.checkpoint import DB_NAME

@@ -1,6 +1,6 @@
 """`p2pstore bench`: PUT/GET throughput and latency against running nodes or local throw-away ones.
 
-The same code as ``benchmarks/bench_http.py`` (p2pstore/bench/http.py), so a deployed cluster
+The same code as ``benchmarks/bench_http.py`` (p2pstore/bench/runner.py), so a deployed cluster
 can be measured with nothing but the installed command. It uses its own ``--url``: without
 ``--url`` or ``--local`` it starts one local node rather than loading a cluster by accident.
 """
@@ -91,7 +91,7 @@ def bench(
     ] = False,
 ) -> None:
     """Measure PUT/GET ops/s, MB/s, p50/p99/max latency and node peak RSS, phase by phase."""
-    from p2pstore.bench.http import (
+    from p2pstore.bench.runner import (
         BenchError,
         BenchOptions,
         check_options,

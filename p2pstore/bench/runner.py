@@ -1,4 +1,5 @@
-"""HTTP throughput and latency of p2pstore nodes: PUT and GET phases at 4 KiB, 1 MiB and 64 MiB.
+"""The benchmark runner: HTTP throughput and latency of p2pstore nodes, PUT and GET phases at
+4 KiB, 1 MiB and 64 MiB, and the 1 GiB memory check.
 
 Used by ``p2pstore bench`` and ``benchmarks/bench_http.py`` (same options, same output).
 ``local=N`` starts N real node processes in a temp dir and stops them at the end; ``urls``
