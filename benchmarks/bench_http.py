@@ -5,7 +5,7 @@
     python benchmarks/bench_http.py --url http://10.0.0.1:7000,http://10.0.0.2:7000 --pids 123,456
     python benchmarks/bench_http.py --local 1 --mem-1g
 
-``--local N`` starts N real node processes (p2pstore/bench/local.py) in a temp dir and stops
+``--local N`` starts N real node processes (p2pstore/launcher.py) in a temp dir and stops
 them at the end; ``--url`` targets running nodes. Requests are spread round-robin over the URLs;
 a GET goes through the gateway after the one its PUT used. Every downloaded byte is checked
 against the sha256 of what was sent; a mismatch counts as an error. MB means 10**6 bytes.

@@ -34,8 +34,8 @@ from typing import Any
 
 import xxhash
 
+from ..launcher import LocalNode, NodeNotReady, start_all, stop_all
 from .client import Client, ClientError
-from .local import LocalNode, start_nodes
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 MB = 1_000_000
@@ -529,18 +529,25 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     n = opts.local or 1
     replicas = opts.replicas or min(3, n)
     write_quorum = opts.write_quorum or min(2, replicas)
-    lease = {} if opts.read_lease is None else {"read_lease": opts.read_lease}
-    leases = "" if opts.read_lease is None else f" read-lease={opts.read_lease:g}"
+    flags: dict[str, Any] = {"fsync": opts.fsync, "replicas": replicas, "write_quorum": write_quorum,
+                             "api_token": opts.token}  # fmt: skip
+    leases = ""
+    if opts.read_lease is not None:
+        flags["read_lease"] = opts.read_lease
+        leases += f" read-lease={opts.read_lease:g}"
     if opts.cache_written is not None:
-        lease["cache_written"] = opts.cache_written
+        flags["cache_written"] = opts.cache_written
         leases += f" cache-written={opts.cache_written}"
     print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} in {parent}",
           flush=True)  # fmt: skip
+    nodes = LocalNode.cluster(parent, n, flags)
     try:
-        return start_nodes(parent, n, timeout=60.0, token=opts.token, fsync=opts.fsync,
-                           replicas=replicas, write_quorum=write_quorum, **lease)  # fmt: skip
+        start_all(nodes, timeout=60.0, converged=True)
+    except NodeNotReady as exc:
+        raise BenchError(f"local nodes did not start: {exc.summary}") from exc
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BenchError(f"local nodes did not start: {exc}") from exc
+    return nodes
 
 
 def run_loop(coro: Any) -> Any:
@@ -582,9 +589,8 @@ def run_bench(opts: BenchOptions) -> int:
             return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
         return int(run_loop(run_phases(opts, urls, pids)))
     finally:
-        for node in nodes:
-            with contextlib.suppress(Exception):
-                node.terminate(timeout=10)
+        with contextlib.suppress(Exception):
+            stop_all(nodes, timeout=10)
         if tmp is not None:
             if opts.keep:
                 print(f"kept node data in {tmp}")
