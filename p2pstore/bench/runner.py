@@ -1,13 +1,13 @@
 """The benchmark runner: HTTP throughput and latency of p2pstore nodes, PUT and GET phases at
 4 KiB, 1 MiB and 64 MiB, and the 1 GiB memory check.
 
-Used by ``p2pstore bench`` and ``benchmarks/bench_http.py`` (same options, same output).
-``local=N`` starts N real node processes in a temp dir and stops them at the end; ``urls``
-targets running nodes. Requests are spread round-robin over the URLs; a GET goes through the
-gateway after the one its PUT used. Every downloaded byte is checked against what was sent (its
-xxh3-128, as cheap as comparing bytes; the sha256 of what was sent goes with each PUT for the node
-to check, and must come back as the GET's ETag); a mismatch counts as an error. MB means 10**6
-bytes.
+``p2pstore bench`` (which ``benchmarks/bench_http.py`` runs) calls :func:`run_bench` with the
+BenchOptions of p2pstore/bench/options.py. ``local=N`` starts N real node processes in a temp
+dir and stops them at the end; ``urls`` targets running nodes. Requests are spread round-robin
+over the URLs; a GET goes through the gateway after the one its PUT used. Every downloaded byte
+is checked against what was sent (its xxh3-128, as cheap as comparing bytes; the sha256 of what
+was sent goes with each PUT for the node to check, and must come back as the GET's ETag); a
+mismatch counts as an error. MB means 10**6 bytes.
 """
 
 from __future__ import annotations
