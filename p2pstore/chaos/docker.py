@@ -145,22 +145,28 @@ class DockerNode(LocalNode):
         self.cli("network", "connect", *args, self.network, self.container)
         self.disconnected = False
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(
+        self, timeout: float = 60.0, *, joined: bool = True, interval: float = 0.2
+    ) -> dict[str, Any]:
+        """Poll /health through the published port until the node answers (and, with ``joined``,
+        has joined its cluster); return that answer."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.healthy():
-                return
+            body = self.health()
+            if body is not None and (not joined or body.get("joined", True) is not False):
+                return body
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.name} not ready after {timeout:.0f}s (state {self.state()}):\n{self.log_tail()}"
                 )
-            time.sleep(0.2)
+            time.sleep(interval)
 
-    def terminate(self, timeout: float = 10.0) -> None:
+    def terminate(self, timeout: float = 10.0) -> int | None:
         """Leave it runnable for ``compose down``: thawed (the container itself is compose's to remove)."""
         if self.paused:
             self.cli("unpause", self.container, check=False)
             self.paused = False
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         proc = self.cli("logs", "--tail", str(lines), self.container, check=False)
