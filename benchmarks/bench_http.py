@@ -5,14 +5,14 @@
     python benchmarks/bench_http.py --url http://10.0.0.1:7000,http://10.0.0.2:7000 --pids 123,456
     python benchmarks/bench_http.py --local 1 --mem-1g
 
-``--local N`` starts N real node processes (p2pstore/bench/local.py) in a temp dir and stops
+``--local N`` starts N real node processes (p2pstore/launcher.py) in a temp dir and stops
 them at the end; ``--url`` targets running nodes. Requests are spread round-robin over the URLs;
 a GET goes through the gateway after the one its PUT used. Every downloaded byte is checked
 against the sha256 of what was sent; a mismatch counts as an error. MB means 10**6 bytes.
 
 This is a script that prints figures, not a test. See docs/benchmarks.md for recorded results.
-The logic lives in p2pstore/bench/http.py; ``p2pstore bench`` runs the same code with the same
-options.
+It runs ``p2pstore bench`` (cli/bench.py, the runner in p2pstore/bench/runner.py) from this
+checkout, installed or not: same options (``--help``), same output, same exit codes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pstore.bench.http import main
+from p2pstore.__main__ import load_cli_main
 
 if __name__ == "__main__":
-    sys.exit(main(description=__doc__))
+    load_cli_main()(["bench", *sys.argv[1:]])

@@ -25,9 +25,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from p2pstore.bench.http import run_loop  # noqa: E402
-from p2pstore.bench.local import start_nodes  # noqa: E402
+from p2pstore.bench.runner import run_loop  # noqa: E402
 from p2pstore.cluster.transport import Transport  # noqa: E402
+from p2pstore.launcher import LocalNode, start_all  # noqa: E402
 
 
 def node_cpu_seconds(pid: int) -> float:
@@ -72,7 +72,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        node = start_nodes(Path(tmp), 1, fsync="never", replicas=1, write_quorum=1)[0]
+        (node,) = LocalNode.cluster(Path(tmp), 1, {"fsync": "never", "replicas": 1, "write_quorum": 1})
+        start_all([node])
         try:
             secret = node.args[node.args.index("--cluster-secret") + 1]
             print(f"node {node.url} (pid {node.pid}); {args.concurrency} calls in flight")

@@ -41,10 +41,10 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pstore.bench.http import Bench, BenchOptions, make_session, print_header, print_result, run_loop
-from p2pstore.bench.local import LocalNode, make_nodes, start_all
+from p2pstore.bench.runner import Bench, BenchOptions, make_session, print_header, print_result, run_loop
 from p2pstore.core.hlc import make_version
 from p2pstore.core.manifest import BucketDigest, ManifestEntry, ManifestSync, MemoryManifest, run_exchange
+from p2pstore.launcher import LocalNode, start_all
 from p2pstore.storage.checkpoint import DB_NAME
 from p2pstore.storage.metadata import MetadataDB
 
@@ -178,14 +178,14 @@ async def fill_api(urls: list[str], n: int, body_bytes: int, concurrency: int, d
 
 def cluster_run(args: argparse.Namespace, parent: Path, label: str, template: Path | None) -> dict[str, Any]:
     """Start 3 nodes (pre-filled from ``template`` if given), time their start-up, run put/get-4k."""
-    nodes = make_nodes(parent, 3, fsync=args.fsync, replicas=3, write_quorum=2)
+    nodes = LocalNode.cluster(parent, 3, {"fsync": args.fsync, "replicas": 3, "write_quorum": 2})
     out: dict[str, Any] = {"cluster": label}
     if template is not None:
         for node in nodes:
             node.data_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(template, node.data_dir / DB_NAME)
     try:
-        start_all(nodes, timeout=300, one_by_one=True)
+        start_all(nodes, timeout=300, one_by_one=True, joined=False, interval=0.02)
         out["ready_s"] = [round(n.ready_seconds or 0, 2) for n in nodes]
         out["rss_at_ready_mib"] = [proc_kib(n.pid, "VmRSS") for n in nodes]
         print(

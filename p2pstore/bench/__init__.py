@@ -1,5 +1,6 @@
 """Benchmarks shipped with the package, so ``p2pstore bench`` works from an installed copy.
 
-``http``: PUT/GET throughput and latency against running or local nodes; ``local``: starting
-throw-away node processes for them (a small copy of the test helpers, which are not installed).
+``options``: what a run is asked to do, and the command-line flag of each option; ``runner``: the
+run (PUT/GET phases, the 1 GiB memory check) against running nodes or local ones it starts
+through p2pstore/launcher.py; ``client``: the lean HTTP client it loads them with.
 """

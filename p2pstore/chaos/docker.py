@@ -27,8 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..launcher import LocalNode, free_ports
 from .nemesis import Nemesis, Unsupported
-from .nodes import ChaosNode, free_port
 
 SERVICES = ("node1", "node2", "node3")
 
@@ -55,13 +55,13 @@ class DockerCli:
         return data[0] if isinstance(data, list) else data
 
 
-class DockerNode(ChaosNode):
+class DockerNode(LocalNode):
     """One compose service's container, reached through its published port on ``host``."""
 
     def __init__(
         self, name: str, container: str, port: int, cli: DockerCli, network: str, host: str = "127.0.0.1"
     ) -> None:
-        super().__init__(name, Path(f"/nonexistent/{name}"), host, port)
+        super().__init__(Path(f"/nonexistent/{name}"), port, host, name=name)
         self.container = container
         self.cli = cli
         self.network = network
@@ -145,22 +145,28 @@ class DockerNode(ChaosNode):
         self.cli("network", "connect", *args, self.network, self.container)
         self.disconnected = False
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
+    def wait_ready(
+        self, timeout: float = 60.0, *, joined: bool = True, interval: float = 0.2
+    ) -> dict[str, Any]:
+        """Poll /health through the published port until the node answers (and, with ``joined``,
+        has joined its cluster); return that answer."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.healthy():
-                return
+            body = self.health()
+            if body is not None and (not joined or body.get("joined", True) is not False):
+                return body
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{self.name} not ready after {timeout:.0f}s (state {self.state()}):\n{self.log_tail()}"
                 )
-            time.sleep(0.2)
+            time.sleep(interval)
 
-    def terminate(self, timeout: float = 10.0) -> None:
+    def terminate(self, timeout: float = 10.0) -> int | None:
         """Leave it runnable for ``compose down``: thawed (the container itself is compose's to remove)."""
         if self.paused:
             self.cli("unpause", self.container, check=False)
             self.paused = False
+        return None
 
     def log_tail(self, lines: int = 40) -> str:
         proc = self.cli("logs", "--tail", str(lines), self.container, check=False)
@@ -183,17 +189,17 @@ class DockerNemesis(Nemesis):
     def supports(self, fault: str) -> bool:
         return fault in ("kill", "pause", "resume", "restart", "start", "partition", "disconnect", "heal")
 
-    def _node(self, node: ChaosNode) -> DockerNode:
+    def _node(self, node: LocalNode) -> DockerNode:
         assert isinstance(node, DockerNode), node
         return node
 
-    def kill(self, node: ChaosNode) -> None:
+    def kill(self, node: LocalNode) -> None:
         """``docker kill``; the log says how Docker left it (the restart policy must not revive it)."""
         node.kill()
         state = self._node(node).state()
         self._log("kill", node, f"exit {state.get('ExitCode')}, running={state.get('Running')}")
 
-    def pause(self, node: ChaosNode) -> None:
+    def pause(self, node: LocalNode) -> None:
         """``docker pause`` (cgroup freezer), retried when runc could not freeze in time."""
         dn = self._node(node)
         dn.pause()
@@ -206,24 +212,24 @@ class DockerNemesis(Nemesis):
                 node.sync()
         super().heal()
 
-    def start(self, node: ChaosNode) -> None:
+    def start(self, node: LocalNode) -> None:
         """``docker start`` a dead node (reconnecting it if it was cut off) and wait for /health."""
         was_cut = self._node(node).disconnected
         node.start()
         node.wait_ready(self.ready_timeout)
         self._log("start", node, "reconnected" if was_cut else "")
 
-    def disconnect(self, node: ChaosNode) -> None:
+    def disconnect(self, node: LocalNode) -> None:
         """``docker network disconnect``: the node loses its peers and its published port."""
         self._node(node).disconnect()
         self._log("disconnect", node)
 
-    def connect(self, node: ChaosNode) -> None:
+    def connect(self, node: LocalNode) -> None:
         """``docker network connect`` with the node's service-name aliases."""
         self._node(node).connect()
         self._log("connect", node)
 
-    def partition(self, groups: Sequence[Sequence[ChaosNode]]) -> None:
+    def partition(self, groups: Sequence[Sequence[LocalNode]]) -> None:
         """Keep the largest group connected, disconnect every other node (each one alone)."""
         groups = sorted((list(g) for g in groups), key=len, reverse=True)
         if any(len(g) > 1 for g in groups[1:]):
@@ -235,13 +241,13 @@ class DockerNemesis(Nemesis):
             if node.name not in keep and not self._node(node).disconnected:
                 self.disconnect(node)
 
-    def partition_one_way(self, src: Sequence[ChaosNode], dst: Sequence[ChaosNode]) -> None:
+    def partition_one_way(self, src: Sequence[LocalNode], dst: Sequence[LocalNode]) -> None:
         raise Unsupported("one-way partitions need the netns backend")
 
-    def flip_bytes(self, node: ChaosNode, *args: Any, **kwargs: Any) -> str | None:
+    def flip_bytes(self, node: LocalNode, *args: Any, **kwargs: Any) -> str | None:
         raise Unsupported("disk rot is not injected into container volumes")
 
-    def wipe(self, node: ChaosNode, keep_identity: bool = False) -> None:
+    def wipe(self, node: LocalNode, keep_identity: bool = False) -> None:
         raise Unsupported("wipe is not implemented for the docker backend")
 
     def heal_network(self) -> None:
@@ -250,7 +256,7 @@ class DockerNemesis(Nemesis):
             if node.disconnected and node.running:
                 self.connect(node)
 
-    def down(self) -> list[ChaosNode]:
+    def down(self) -> list[LocalNode]:
         """Dead, frozen or cut-off nodes: the ones that count against ``max_down``."""
         return [n for n in self.docker_nodes if not n.running or n.paused or n.disconnected]
 
@@ -304,11 +310,7 @@ def compose_cluster(
     DOCKER_HOST. The nemesis's ``project`` attribute names the compose project.
     """
     project = project or f"p2pchaos{secrets.token_hex(4)}"
-    ports: dict[str, int] = {}
-    while len(ports) < len(services):
-        port = free_port()
-        if port not in ports.values():
-            ports[services[len(ports)]] = port
+    ports = dict(zip(services, free_ports(len(services)), strict=True))
     full_env = dict(env)
     full_env.update(
         P2PSTORE_IMAGE=image,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .nodes import ChaosNode, get_json
+from ..launcher import LocalNode, http_json
 
 PROCESS_FAULTS = ("kill", "pause", "restart")
 
@@ -37,14 +37,14 @@ class Nemesis:
 
     backend = "processes"
 
-    def __init__(self, nodes: Sequence[ChaosNode], ready_timeout: float = 30.0) -> None:
+    def __init__(self, nodes: Sequence[LocalNode], ready_timeout: float = 30.0) -> None:
         self.nodes = list(nodes)
         self.ready_timeout = ready_timeout
         self.events: list[FaultEvent] = []
         self.t0 = time.monotonic()
         self._lock = threading.Lock()
 
-    def _log(self, action: str, node: ChaosNode | str, detail: str = "") -> None:
+    def _log(self, action: str, node: LocalNode | str, detail: str = "") -> None:
         name = node if isinstance(node, str) else node.name
         with self._lock:
             self.events.append(FaultEvent(round(time.monotonic() - self.t0, 3), action, name, detail))
@@ -53,32 +53,32 @@ class Nemesis:
         return fault in ("kill", "pause", "resume", "restart", "start", "wipe", "flip_bytes")
 
     # ---- process faults ----
-    def kill(self, node: ChaosNode) -> None:
+    def kill(self, node: LocalNode) -> None:
         """SIGKILL: the process dies with no cleanup (a crash)."""
         node.kill()
         self._log("kill", node)
 
-    def start(self, node: ChaosNode) -> None:
+    def start(self, node: LocalNode) -> None:
         node.start()
         node.wait_ready(self.ready_timeout)
         self._log("start", node)
 
-    def pause(self, node: ChaosNode) -> None:
+    def pause(self, node: LocalNode) -> None:
         """SIGSTOP: alive for the kernel (sockets accept), silent for peers: a hung node."""
         node.pause()
         self._log("pause", node)
 
-    def resume(self, node: ChaosNode) -> None:
+    def resume(self, node: LocalNode) -> None:
         node.resume()
         self._log("resume", node)
 
-    def restart(self, node: ChaosNode) -> None:
+    def restart(self, node: LocalNode) -> None:
         """kill -9 then start at once: a crash-restart loop (same data, same address)."""
         node.kill()
         self._log("kill", node, "restart")
         self.start(node)
 
-    def wipe(self, node: ChaosNode, keep_identity: bool = False) -> None:
+    def wipe(self, node: LocalNode, keep_identity: bool = False) -> None:
         """Disk loss: stop, delete the data dir (the node id too, unless kept), start empty."""
         node.kill()
         ident = node.data_dir / "node_id"
@@ -90,7 +90,7 @@ class Nemesis:
         self._log("wipe", node, "kept id" if saved else "new id")
         self.start(node)
 
-    def flip_bytes(self, node: ChaosNode, rng: random.Random | None = None, where: str = "any") -> str | None:
+    def flip_bytes(self, node: LocalNode, rng: random.Random | None = None, where: str = "any") -> str | None:
         """Silent rot: flip one byte of a random chunk (a chunk file, or a small chunk kept in SQLite).
 
         ``where`` is ``file``, ``db`` or ``any``. The node is not told; it must notice on read
@@ -107,7 +107,7 @@ class Nemesis:
         return None
 
     @staticmethod
-    def _flip_file(node: ChaosNode, rng: random.Random) -> str | None:
+    def _flip_file(node: LocalNode, rng: random.Random) -> str | None:
         files = sorted(p for p in (node.data_dir / "chunks").rglob("*") if len(p.name) == 64)
         if not files:
             return None
@@ -127,7 +127,7 @@ class Nemesis:
         return f"file {path.name[:12]}@{pos}"
 
     @staticmethod
-    def _flip_db(node: ChaosNode, rng: random.Random) -> str | None:
+    def _flip_db(node: LocalNode, rng: random.Random) -> str | None:
         """Rot inside the metadata database: one small chunk's bytes change, its sha does not."""
         db = node.data_dir / "meta.sqlite"
         if not db.exists():
@@ -159,10 +159,10 @@ class Nemesis:
         return f"db {sha[:12]}@{pos}"
 
     # ---- network faults (netns backend only) ----
-    def partition(self, groups: Sequence[Sequence[ChaosNode]]) -> None:
+    def partition(self, groups: Sequence[Sequence[LocalNode]]) -> None:
         raise Unsupported("partitions need the netns backend (root and iproute2)")
 
-    def partition_one_way(self, src: Sequence[ChaosNode], dst: Sequence[ChaosNode]) -> None:
+    def partition_one_way(self, src: Sequence[LocalNode], dst: Sequence[LocalNode]) -> None:
         raise Unsupported("partitions need the netns backend (root and iproute2)")
 
     def heal_network(self) -> None:
@@ -179,7 +179,7 @@ class Nemesis:
             if not node.running:
                 self.start(node)
 
-    def down(self) -> list[ChaosNode]:
+    def down(self) -> list[LocalNode]:
         return [n for n in self.nodes if not n.running or n.paused]
 
     def wait_members_alive(self, timeout: float = 30.0) -> float:
@@ -201,8 +201,8 @@ class Nemesis:
             node.terminate()
 
 
-def _all_alive(node: ChaosNode, n: int) -> bool:
-    status, body = get_json(node.url + "/status", timeout=2.0)
+def _all_alive(node: LocalNode, n: int) -> bool:
+    status, body = http_json(node.url + "/status", timeout=2.0)
     if status != 200 or not isinstance(body, dict):
         return False
     states = [m.get("state") for m in body.get("members", [])]

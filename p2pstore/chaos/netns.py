@@ -27,8 +27,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..launcher import LocalNode
 from .nemesis import Nemesis, Unsupported
-from .nodes import ChaosNode
 from .runner import node_args
 
 PORT = 7000
@@ -206,7 +206,7 @@ class NetnsNemesis(Nemesis):
 
     backend = "netns"
 
-    def __init__(self, nodes: Sequence[ChaosNode], network: NetnsNetwork) -> None:
+    def __init__(self, nodes: Sequence[LocalNode], network: NetnsNetwork) -> None:
         super().__init__(nodes)
         self.network = network
         self.index = {n.name: i for i, n in enumerate(nodes)}
@@ -217,7 +217,7 @@ class NetnsNemesis(Nemesis):
             return self.network.netem_reason is None
         return super().supports(fault) or fault in ("partition", "one_way", "heal")
 
-    def partition(self, groups: Sequence[Sequence[ChaosNode]]) -> None:
+    def partition(self, groups: Sequence[Sequence[LocalNode]]) -> None:
         """Nodes talk only within their group (nodes in no group are cut from everyone)."""
         group_of = {n.name: str(gi) for gi, g in enumerate(groups) for n in g}
         gid = {n.name: group_of.get(n.name, "alone:" + n.name) for n in self.nodes}
@@ -227,14 +227,14 @@ class NetnsNemesis(Nemesis):
                     self.network.block(self.index[a.name], self.index[b.name])
         self._log("partition", "|".join(",".join(n.name for n in g) for g in groups))
 
-    def partition_one_way(self, src: Sequence[ChaosNode], dst: Sequence[ChaosNode]) -> None:
+    def partition_one_way(self, src: Sequence[LocalNode], dst: Sequence[LocalNode]) -> None:
         """Packets from ``src`` to ``dst`` are dropped; the other direction still flows."""
         for a in src:
             for b in dst:
                 self.network.block(self.index[a.name], self.index[b.name])
         self._log("one_way", f"{','.join(n.name for n in src)}->{','.join(n.name for n in dst)}")
 
-    def degrade(self, node: ChaosNode, delay_ms: int = 100, loss_pct: float = 0.0) -> None:
+    def degrade(self, node: LocalNode, delay_ms: int = 100, loss_pct: float = 0.0) -> None:
         """netem on the node's link (its outgoing packets): delay with jitter and random loss."""
         spec = ["delay", f"{delay_ms}ms", f"{delay_ms // 4}ms"]
         if loss_pct:
@@ -270,9 +270,7 @@ def netns_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) ->
                 args += ["--seeds", f"{network.node_ip(0)}:{PORT}"]
             prefix = ["ip", "netns", "exec", network.node_ns(i)]
             nodes.append(
-                ChaosNode(
-                    f"n{i}", workdir / f"n{i}", network.node_ip(i), PORT, args, prefix, listen="0.0.0.0"
-                )
+                LocalNode(workdir / f"n{i}", PORT, network.node_ip(i), args, prefix=prefix, listen="0.0.0.0")
             )
         nemesis = NetnsNemesis(nodes, network)
         for node in nodes:

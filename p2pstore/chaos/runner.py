@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..launcher import LocalNode, flags_to_args, http_json, reap_all, start_all
 from .checker import CheckReport, check
 from .history import FinalRead, HistoryWriter
 from .nemesis import Nemesis, Schedule
-from .nodes import ChaosNode, free_port, get_json, reap_all
 from .workload import Workload, WorkloadConfig
 
 FINAL_READ_ROUNDS = 3  # settle-and-read attempts while late writes keep changing the state
@@ -58,34 +58,19 @@ class ChaosConfig:
 
 
 def node_args(flags: dict[str, str], secret: str) -> list[str]:
-    merged = {**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **flags}
-    args: list[str] = []
-    for name, value in merged.items():
-        args += [f"--{name}", str(value)]
-    return args
+    """The command-line flags of a chaos node: the harness's defaults, the secret, then ``flags``."""
+    return flags_to_args({**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **flags})
 
 
 @contextlib.contextmanager
 def process_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) -> Iterator[Nemesis]:
     """``n`` loopback node processes (node 0 seeds the rest) under a process nemesis."""
     secret = f"chaos-{os.getpid()}-{time.monotonic_ns()}"
-    ports: list[int] = []
-    while len(ports) < n:
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-    nodes = []
-    for i, port in enumerate(ports):
-        args = node_args(flags or {}, secret)
-        if i:
-            args += ["--seeds", f"127.0.0.1:{ports[0]}"]
-        nodes.append(ChaosNode(f"n{i}", workdir / f"n{i}", "127.0.0.1", port, args))
+    nodes = LocalNode.cluster(workdir, n, {**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **(flags or {})},
+                              name="n")  # fmt: skip
     nemesis = Nemesis(nodes)
     try:
-        for node in nodes:
-            node.start()
-        for node in nodes:
-            node.wait_ready()
+        start_all(nodes, timeout=30.0)
         yield nemesis
     finally:
         nemesis.close()
@@ -109,7 +94,7 @@ def poll_leaders(nemesis: Nemesis, seen: list[tuple[int, str]]) -> None:
     """Record every reachable node's (term, leader) from /status."""
     for node in list(nemesis.nodes):
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
-            status, body = get_json(node.url + "/status", timeout=1.0)
+            status, body = http_json(node.url + "/status", timeout=1.0)
             if status == 200 and body.get("leader"):
                 seen.append((int(body["term"]), str(body["leader"])))
 
@@ -180,12 +165,12 @@ def wait_converged(
         time.sleep(interval)
 
 
-def _listing(node: ChaosNode, prefix: str, long: bool) -> list[dict[str, Any]]:
+def _listing(node: LocalNode, prefix: str, long: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     after = ""
     while True:
         q = urllib.parse.urlencode({"prefix": prefix, "after": after, "limit": 1000, "long": int(long)})
-        status, body = get_json(f"{node.url}/files?{q}", timeout=10.0)
+        status, body = http_json(f"{node.url}/files?{q}", timeout=10.0)
         if status != 200:
             raise OSError(f"{node.name}: listing HTTP {status}")
         out += body["files"]
@@ -194,14 +179,14 @@ def _listing(node: ChaosNode, prefix: str, long: bool) -> list[dict[str, Any]]:
         after = body["next"]
 
 
-def cluster_state(nodes: list[ChaosNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]]:
+def cluster_state(nodes: list[LocalNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]]:
     """Every node's listing: {node: {key: (version, sha256)}}."""
     return {
         n.name: {f["key"]: (f["version"], f["sha256"]) for f in _listing(n, prefix, False)} for n in nodes
     }
 
 
-def _lagging(nodes: list[ChaosNode], prefix: str, r: int) -> tuple[list[str], int]:
+def _lagging(nodes: list[LocalNode], prefix: str, r: int) -> tuple[list[str], int]:
     """What still differs: per-node manifest disagreements, then files short of R verified copies."""
     views = cluster_state(nodes, prefix)
     reference = next(iter(views.values()))
@@ -229,7 +214,7 @@ def final_reads(nemesis: Nemesis, keys: list[str]) -> list[FinalRead]:
     return out
 
 
-def read_once(node: ChaosNode, key: str, timeout: float = 10.0) -> FinalRead:
+def read_once(node: LocalNode, key: str, timeout: float = 10.0) -> FinalRead:
     url = f"{node.url}/files/{urllib.parse.quote(key)}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -259,7 +244,7 @@ class ChaosResult:
     events: list[Any]
 
 
-def _state_or_none(nodes: list[ChaosNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]] | None:
+def _state_or_none(nodes: list[LocalNode], prefix: str) -> dict[str, dict[str, tuple[str, str]]] | None:
     try:
         return cluster_state(nodes, prefix)
     except (OSError, ValueError, KeyError, TypeError):

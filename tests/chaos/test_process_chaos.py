@@ -21,9 +21,9 @@ import pytest
 from p2pstore.chaos.checker import check
 from p2pstore.chaos.history import FinalRead, HistoryWriter, Op
 from p2pstore.chaos.nemesis import Nemesis, Schedule
-from p2pstore.chaos.nodes import ChaosNode
 from p2pstore.chaos.runner import final_reads, process_cluster, wait_converged
 from p2pstore.chaos.workload import Workload, WorkloadConfig
+from p2pstore.launcher import LocalNode
 
 from .conftest import CONVERGENCE_BOUND, run_scenario
 
@@ -134,7 +134,7 @@ def test_wiped_node_refills(tmp_path: Path) -> None:
         assert not missing, f"{victim.name} lacks local copies of {missing[:5]}"
 
 
-def _local_sha(node: ChaosNode, key: str) -> str | None:
+def _local_sha(node: LocalNode, key: str) -> str | None:
     """sha256 of the node's own copy (``?local=1``), or None when it has none."""
     try:
         with urllib.request.urlopen(f"{node.url}/files/{key}?local=1", timeout=10) as resp:

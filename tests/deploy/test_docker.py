@@ -22,7 +22,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.docker import Engine, NodeImage, free_port, http, run, say, wait_for
+from p2pstore.launcher import free_port
+from tests.support.docker import Engine, NodeImage, http, run, say, wait_for
 
 pytest_plugins = ["tests.support.docker"]
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]

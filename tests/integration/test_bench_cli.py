@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import REPO_ROOT, clean_env
+from p2pstore.launcher import child_env
+from tests.support.processes import REPO_ROOT
 
 
 def bench(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "p2pstore", "bench", *args],
-        capture_output=True, text=True, env=clean_env(), cwd=str(REPO_ROOT), timeout=timeout, check=False,
+        capture_output=True, text=True, env=child_env(), cwd=str(REPO_ROOT), timeout=timeout, check=False,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from p2pstore.bench import client as client_module
 from p2pstore.bench.client import Client, ClientError
-from p2pstore.bench.http import Content, MiB, get_one
+from p2pstore.bench.runner import Content, MiB, get_one
 
 BIG = bytes(range(256)) * 20_000  # 5 MB
 

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from p2pstore.config import NodeConfig
 from p2pstore.core.manifest import ManifestEntry
+from p2pstore.launcher import free_port
 from p2pstore.node import Node
 from p2pstore.server import build_app
 from p2pstore.storage.store import LocalStore
 from tests.integration.test_staging import in_pieces
 from tests.support.pagecache import resident_fraction
-from tests.support.processes import NodeProcess, free_port, wait_for
+from tests.support.processes import NodeProcess, wait_for
 
 MiB = 1 << 20
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import NodeProcess, free_port, run_cli
+from p2pstore.launcher import free_port
+from tests.support.processes import NodeProcess, run_cli
 
 COMMANDS = [
     [],

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from p2pstore.chaos.nodes import free_port
-from tests.support.processes import NodeProcess, flags_to_args, http_json, wait_for
+from p2pstore.launcher import flags_to_args, free_port, http_json
+from tests.support.processes import NodeProcess, wait_for
 
 PERIOD = 0.2
 DEAD_BOUND = 15.0

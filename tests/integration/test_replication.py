@@ -253,7 +253,8 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
 async def test_nodes_with_different_chunk_sizes_serve_each_others_files(node_factory, tmp_path) -> None:
     """A gateway that does not hold a file and uses another chunk size still serves it, ranges too
     (a single chunk larger than the gateway's chunk size included)."""
-    from tests.support.processes import NodeProcess, flags_to_args
+    from p2pstore.launcher import flags_to_args
+    from tests.support.processes import NodeProcess
 
     secret = "mixed-chunks"
     nodes = node_factory(3, fsync="never", gossip_interval=PERIOD, chunk_size="16KiB", cluster_secret=secret)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pstore.bench.http import busy_pct, host_cpu_times
+from p2pstore.bench.runner import busy_pct, host_cpu_times
 
 
 def test_busy_share_between_two_readings() -> None:

@@ -1,17 +1,17 @@
-"""HTTP throughput and latency of p2pstore nodes: PUT and GET phases at 4 KiB, 1 MiB and 64 MiB.
+"""The benchmark runner: HTTP throughput and latency of p2pstore nodes, PUT and GET phases at
+4 KiB, 1 MiB and 64 MiB, and the 1 GiB memory check.
 
-Used by ``p2pstore bench`` and ``benchmarks/bench_http.py`` (same options, same output).
-``local=N`` starts N real node processes in a temp dir and stops them at the end; ``urls``
-targets running nodes. Requests are spread round-robin over the URLs; a GET goes through the
-gateway after the one its PUT used. Every downloaded byte is checked against what was sent (its
-xxh3-128, as cheap as comparing bytes; the sha256 of what was sent goes with each PUT for the node
-to check, and must come back as the GET's ETag); a mismatch counts as an error. MB means 10**6
-bytes.
+``p2pstore bench`` (which ``benchmarks/bench_http.py`` runs) calls :func:`run_bench` with the
+BenchOptions of p2pstore/bench/options.py. ``local=N`` starts N real node processes in a temp
+dir and stops them at the end; ``urls`` targets running nodes. Requests are spread round-robin
+over the URLs; a GET goes through the gateway after the one its PUT used. Every downloaded byte
+is checked against what was sent (its xxh3-128, as cheap as comparing bytes; the sha256 of what
+was sent goes with each PUT for the node to check, and must come back as the GET's ETag); a
+mismatch counts as an error. MB means 10**6 bytes.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -22,24 +22,23 @@ import random
 import resource
 import shutil
 import signal
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
+from ..launcher import LocalNode, NodeNotReady, start_all, stop_all
 from .client import Client, ClientError
-from .local import LocalNode, start_nodes
+from .options import SIZES, BenchError, BenchOptions, check_options
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 MB = 1_000_000
 PIECE = MiB  # streamed bodies go in 1 MiB pieces
-SIZES = {"4k": 4 * KiB, "1m": MiB, "64m": 64 * MiB}
 DISTINCT = 8  # distinct base buffers per size
 HEADER = 16  # bytes at the start of every piece that make it unique (no chunk dedup)
 MEM_LIMIT = 150 * MiB
@@ -241,99 +240,6 @@ async def get_one(
     return None
 
 
-# ---- options ----
-DEFAULT_PHASES = "put-4k,get-4k,put-1m,get-1m,put-64m,get-64m"
-
-
-class BenchError(Exception):
-    """A bad option or a failed set-up: reported as one line, never a traceback."""
-
-
-@dataclass
-class BenchOptions:
-    """Everything one run needs; built by the script's argparse or by the CLI command."""
-
-    urls: list[str] = field(default_factory=list)
-    local: int | None = None
-    pids: list[int] = field(default_factory=list)
-    token: str | None = None
-    concurrency: int = 16
-    phases: list[str] = field(default_factory=lambda: DEFAULT_PHASES.split(","))
-    count_4k: int = 2000
-    count_1m: int = 200
-    count_64m: int = 8
-    json: Path | None = None
-    fsync: str = "always"
-    replicas: int | None = None
-    write_quorum: int | None = None
-    read_quorum: int | None = None  # ?r= on every GET (1: one replica's copy, no quorum lookup)
-    read_lease: float | None = None  # --read-lease of --local nodes (0: quorum reads); None = default
-    cache_written: str | None = None  # --cache-written of --local nodes; None = the nodes' default
-    data_dir: Path | None = None
-    keep: bool = False
-    mem_1g: bool = False
-
-    def count(self, size_name: str) -> int:
-        return int(getattr(self, f"count_{size_name}"))
-
-
-def parse_phases(text: str) -> list[str]:
-    """Split and check a phase list: each GET phase needs its PUT phase earlier."""
-    phases = [p.strip() for p in text.split(",") if p.strip()]
-    if not phases:
-        raise BenchError("no phase given: use e.g. put-4k,get-4k")
-    for i, name in enumerate(phases):
-        op, _, size_name = name.partition("-")
-        if op not in ("put", "get") or size_name not in SIZES:
-            raise BenchError(f"unknown phase {name!r}: use (put|get)-(4k|1m|64m)")
-        if op == "get" and f"put-{size_name}" not in phases[:i]:
-            raise BenchError(f"phase {name} needs put-{size_name} before it")
-    return phases
-
-
-def parse_urls(text: str) -> list[str]:
-    """Comma-separated node URLs; bare ``host:port`` gets ``http://``."""
-    urls = []
-    for part in text.split(","):
-        part = part.strip().rstrip("/")
-        if part:
-            urls.append(part if "://" in part else "http://" + part)
-    if not urls:
-        raise BenchError("--url: no URL given")
-    return urls
-
-
-def check_options(opts: BenchOptions) -> BenchOptions:
-    """Reject impossible combinations up front (before any node starts); default to one local node."""
-    if opts.urls and opts.local:
-        raise BenchError("give --url or --local, not both")
-    if opts.local is not None and opts.local < 1:
-        raise BenchError("--local must be at least 1")
-    if not opts.urls and not opts.local:
-        opts.local = 1
-    if opts.pids and not opts.urls:
-        raise BenchError("--pids goes with --url (local nodes are known)")
-    if opts.concurrency < 1:
-        raise BenchError("--concurrency must be at least 1")
-    for size_name in SIZES:
-        if opts.count(size_name) < 1:
-            raise BenchError(f"--count-{size_name} must be at least 1")
-    if opts.fsync not in ("always", "batch", "never"):
-        raise BenchError(f"--fsync must be always, batch or never, not {opts.fsync!r}")
-    if opts.replicas is not None and not 1 <= opts.replicas <= (opts.local or opts.replicas):
-        raise BenchError("--replicas must be between 1 and the number of local nodes")
-    if opts.write_quorum is not None and opts.write_quorum < 1:
-        raise BenchError("--write-quorum must be at least 1")
-    if opts.read_lease is not None and not (opts.read_lease == 0 or 0.5 <= opts.read_lease <= 60):
-        raise BenchError("--read-lease must be 0 (off) or 0.5..60 seconds")
-    if opts.cache_written not in (None, "gateway", "all"):
-        raise BenchError("--cache-written must be gateway or all")
-    if opts.read_quorum is not None and opts.read_quorum < 1:
-        raise BenchError("--read-quorum must be at least 1")
-    parse_phases(",".join(opts.phases))
-    return opts
-
-
 # ---- phases ----
 class Bench:
     """Runs phases against a list of gateway URLs; remembers what was uploaded for the GETs."""
@@ -528,18 +434,25 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     n = opts.local or 1
     replicas = opts.replicas or min(3, n)
     write_quorum = opts.write_quorum or min(2, replicas)
-    lease = {} if opts.read_lease is None else {"read_lease": opts.read_lease}
-    leases = "" if opts.read_lease is None else f" read-lease={opts.read_lease:g}"
+    flags: dict[str, Any] = {"fsync": opts.fsync, "replicas": replicas, "write_quorum": write_quorum,
+                             "api_token": opts.token}  # fmt: skip
+    leases = ""
+    if opts.read_lease is not None:
+        flags["read_lease"] = opts.read_lease
+        leases += f" read-lease={opts.read_lease:g}"
     if opts.cache_written is not None:
-        lease["cache_written"] = opts.cache_written
+        flags["cache_written"] = opts.cache_written
         leases += f" cache-written={opts.cache_written}"
     print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} in {parent}",
           flush=True)  # fmt: skip
+    nodes = LocalNode.cluster(parent, n, flags)
     try:
-        return start_nodes(parent, n, timeout=60.0, token=opts.token, fsync=opts.fsync,
-                           replicas=replicas, write_quorum=write_quorum, **lease)  # fmt: skip
+        start_all(nodes, timeout=60.0, converged=True)
+    except NodeNotReady as exc:
+        raise BenchError(f"local nodes did not start: {exc.summary}") from exc
     except (RuntimeError, TimeoutError, OSError) as exc:
         raise BenchError(f"local nodes did not start: {exc}") from exc
+    return nodes
 
 
 def run_loop(coro: Any) -> Any:
@@ -581,9 +494,8 @@ def run_bench(opts: BenchOptions) -> int:
             return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
         return int(run_loop(run_phases(opts, urls, pids)))
     finally:
-        for node in nodes:
-            with contextlib.suppress(Exception):
-                node.terminate(timeout=10)
+        with contextlib.suppress(Exception):
+            stop_all(nodes, timeout=10)
         if tmp is not None:
             if opts.keep:
                 print(f"kept node data in {tmp}")
@@ -603,63 +515,4 @@ def handle_signals() -> None:
         signal.signal(sig, _interrupt)
 
 
-# ---- the script's command line (benchmarks/bench_http.py) ----
-def parse_args(argv: Sequence[str] | None = None, description: str | None = None) -> BenchOptions:
-    """argparse front end; bad values exit 2 with argparse's usage line."""
-    ap = argparse.ArgumentParser(description=description or __doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    target = ap.add_mutually_exclusive_group()
-    target.add_argument("--url", help="comma-separated node URLs (round-robin)")
-    target.add_argument("--local", type=int, metavar="N", help="start N local node processes")
-    ap.add_argument("--pids", help="with --url: comma-separated node pids (same order) for peak RSS")
-    ap.add_argument("--token", default=os.environ.get("P2PSTORE_API_TOKEN"), help="API token")
-    ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--phases", default=DEFAULT_PHASES)
-    ap.add_argument("--count-4k", type=int, default=2000)
-    ap.add_argument("--count-1m", type=int, default=200)
-    ap.add_argument("--count-64m", type=int, default=8)
-    ap.add_argument("--json", type=Path, help="append one JSON line per phase to this file")
-    ap.add_argument("--fsync", choices=["always", "batch", "never"], default="always",
-                    help="fsync mode of --local nodes")  # fmt: skip
-    ap.add_argument("--replicas", type=int, help="R of --local nodes (default min(3, N))")
-    ap.add_argument("--write-quorum", type=int, help="W of --local nodes (default min(2, R))")
-    ap.add_argument("--read-quorum", type=int, help="replicas each GET asks (?r=; default: nodes' R-W+1)")
-    ap.add_argument("--read-lease", type=float, help="read lease of --local nodes (s; 0 = quorum reads)")
-    ap.add_argument("--cache-written", choices=["gateway", "all"], help="--cache-written of --local nodes")
-    ap.add_argument("--data-dir", type=Path, help="parent dir of --local node data (default: temp)")
-    ap.add_argument("--keep", action="store_true", help="keep the --local data dir afterwards")
-    ap.add_argument(
-        "--mem-1g", action="store_true", help="1 GiB up+down through one node, print its peak RSS"
-    )
-    a = ap.parse_args(argv)
-    try:
-        return check_options(BenchOptions(
-            urls=parse_urls(a.url) if a.url else [], local=a.local,
-            pids=[int(p) for p in a.pids.split(",") if p.strip()] if a.pids else [],
-            token=a.token, concurrency=a.concurrency, phases=parse_phases(a.phases),
-            count_4k=a.count_4k, count_1m=a.count_1m, count_64m=a.count_64m, json=a.json, fsync=a.fsync,
-            replicas=a.replicas, write_quorum=a.write_quorum, read_quorum=a.read_quorum,
-            read_lease=a.read_lease, cache_written=a.cache_written, data_dir=a.data_dir, keep=a.keep,
-            mem_1g=a.mem_1g,
-        ))  # fmt: skip
-    except (BenchError, ValueError) as exc:
-        ap.error(str(exc))
-        raise  # unreachable: ap.error exits
-
-
-def main(argv: Sequence[str] | None = None, description: str | None = None) -> int:
-    """The script's entry point: exit 1 when a request failed, 130 when interrupted."""
-    opts = parse_args(argv, description)
-    handle_signals()
-    try:
-        errors = run_bench(opts)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    return 1 if errors else 0
-
-
-__all__ = ["BenchError", "BenchOptions", "check_options", "main", "parse_phases", "run_bench"]
+__all__ = ["Bench", "BenchError", "BenchOptions", "handle_signals", "run_bench", "run_loop"]
