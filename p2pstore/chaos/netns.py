@@ -28,8 +28,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..launcher import LocalNode
+from .flags import node_args
 from .nemesis import Nemesis, Unsupported
-from .runner import node_args
 
 PORT = 7000
 RULE_PREF = 1000

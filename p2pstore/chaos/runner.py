@@ -20,20 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..launcher import LocalNode, flags_to_args, http_json, reap_all, start_all
+from ..launcher import LocalNode, http_json, reap_all, start_all
 from .checker import CheckReport, check
+from .flags import DEFAULT_NODE_FLAGS
 from .history import FinalRead, HistoryWriter
 from .nemesis import Nemesis, Schedule
 from .workload import Workload, WorkloadConfig
 
 FINAL_READ_ROUNDS = 3  # settle-and-read attempts while late writes keep changing the state
-DEFAULT_NODE_FLAGS: dict[str, str] = {
-    "gossip-interval": "0.2",
-    "fsync": "never",  # kill -9 keeps the page cache; only power cuts need fsync, and it costs CPU
-    "chunk-size": "16KiB",  # several chunks per value, so corruption hits multi-chunk reads too
-    "scrub-rate": "1MiB",
-    "checkpoint-interval": "0",
-}
 
 
 @dataclass
@@ -55,11 +49,6 @@ class ChaosConfig:
         if self.max_down is not None:
             return self.max_down
         return 1 if self.nodes <= 3 else min(2, self.replicas - 1)
-
-
-def node_args(flags: dict[str, str], secret: str) -> list[str]:
-    """The command-line flags of a chaos node: the harness's defaults, the secret, then ``flags``."""
-    return flags_to_args({**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **flags})
 
 
 @contextlib.contextmanager
