@@ -116,6 +116,10 @@ def start(
         CacheWritten | None,
         typer.Option(help="Whose written chunk files stay in the page cache.", show_default=False),
     ] = None,
+    stall_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds a replica may stall a write or a chunk transfer before it is dropped."),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -148,6 +152,7 @@ def start(
         "fsync": fsync.value if fsync else None,
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,
+        "stall_timeout": stall_timeout,
         "log_level": log_level.value if log_level else None,
     }
     try:

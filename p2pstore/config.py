@@ -41,6 +41,7 @@ class NodeConfig:
     fsync: str = "always"  # always | batch | never
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
+    stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
     log_level: str = "INFO"
 
     @property
@@ -64,6 +65,8 @@ class NodeConfig:
             raise ValueError("fsync must be one of always, batch, never")
         if self.cache_written not in ("gateway", "all"):
             raise ValueError("cache_written must be gateway or all")
+        if not 0.1 <= self.stall_timeout <= 600:
+            raise ValueError("stall_timeout must be 0.1..600 seconds")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
 

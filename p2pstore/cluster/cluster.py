@@ -58,7 +58,7 @@ class Cluster:
         )  # fmt: skip
         peers = Peers(node_id, self.gossip, self.transport, cfg.replicas, self.replica.local_view)
         self.peers = peers
-        self.fetcher = ChunkFetcher(node_id, store, peers)
+        self.fetcher = ChunkFetcher(node_id, store, peers, cfg.stall_timeout)
         self.repairer = Repairer(store, peers, self.fetcher.fetch, cfg.chunk_size, cfg.repair_rate)
         self.scrubber = Scrubber(store, self.repairer, self.chunk_went_bad, busy, cfg.scrub_rate)
         self.antientropy = AntiEntropy(store, clock, peers, self.repairer, busy, cfg.gossip_interval)

@@ -66,10 +66,11 @@ class Answers:
 class ChunkFetcher:
     """One verified chunk from the first of its holders that has a good copy."""
 
-    def __init__(self, me: str, store: LocalStore, peers: Peers) -> None:
+    def __init__(self, me: str, store: LocalStore, peers: Peers, stall: float) -> None:
         self.me = me
         self.store = store
         self.peers = peers
+        self.idle = 2 * stall  # a holder silent this long mid-transfer: the next holder is asked
         self.bad_copies_reported = 0
 
     async def fetch(self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True) -> bytes:
@@ -80,7 +81,8 @@ class ChunkFetcher:
             try:
                 if node_id == self.me:
                     return await self.store.read_chunk(sha)
-                data = await self.peers.transport.get_bytes(self.peers.address(node_id), f"/chunk/{sha}")
+                address = self.peers.address(node_id)
+                data = await self.peers.transport.get_bytes(address, f"/chunk/{sha}", self.idle)
                 if hashlib.sha256(data).hexdigest() != sha:
                     raise CorruptData(f"chunk {sha[:12]} from {node_id} failed verification")
                 return data

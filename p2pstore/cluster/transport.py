@@ -109,11 +109,12 @@ class Transport:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
 
-    async def get_bytes(self, address: str, path: str, timeout: float | None = None) -> bytes:
+    async def get_bytes(self, address: str, path: str, idle: float = 60.0) -> bytes:
+        """GET bytes; a peer that sends nothing for ``idle`` seconds (frozen, partitioned) fails
+        the call, however long a steady transfer takes."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(idle, 5.0), sock_read=idle)
         try:
-            async with self.session.get(
-                self.url(address, path), timeout=aiohttp.ClientTimeout(total=timeout or 60)
-            ) as resp:
+            async with self.session.get(self.url(address, path), timeout=timeout) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)

@@ -10,7 +10,6 @@ replica's commit finishes in the background after the acknowledgement.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import hashlib
@@ -35,7 +34,7 @@ from ..storage.store import LocalStore
 from .announce import EntryAnnouncer
 from .background import Background
 from .codec import ENTRY_HEADER, pack
-from .fanout import Sink, fan_out, first_n
+from .fanout import Sink, fan_out, first_n, settle
 from .leases import Ack, Leases, acked_ok
 from .peers import Peers
 from .reads import ReadCoordinator
@@ -203,12 +202,13 @@ class WriteCoordinator:
                     body_md5.update(piece)
                 yield piece
 
+        stall = self.config.stall_timeout
         try:
-            await fan_out(hashed(), sinks)
+            await fan_out(hashed(), sinks, stall)
         except BaseException:
             self.background.spawn(self._abort_all(uploads))
             raise
-        results = await asyncio.gather(*(s.task for s in sinks), return_exceptions=True)
+        results = await settle(sinks, w, stall)
         ok: dict[str, dict[str, Any]] = {}
         errors: list[BaseException] = []
         for sink, result in zip(sinks, results, strict=True):
