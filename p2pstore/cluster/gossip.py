@@ -20,6 +20,7 @@ from ..core import election as election_core
 from ..core import membership as membership_core
 from ..core.election import Election, ElectionConfig
 from ..core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, Membership, MembershipConfig
+from ..errors import disk_full
 from ..storage.metadata import MetadataDB
 from .transport import PeerError, Transport, pack, unpack
 
@@ -28,6 +29,7 @@ log = logging.getLogger("p2pstore.gossip")
 TICK = 0.05
 STALL_TOLERANCE = 0.05  # a tick later than this counts as our own stall
 PERSIST_MEMBERS_EVERY = 5.0
+FAILURE_LOG_EVERY = 60.0  # seconds between log lines about failing gossip steps
 
 
 def membership_config(gossip_interval: float) -> MembershipConfig:
@@ -88,6 +90,7 @@ class Gossip:
         self.rejected_messages = 0
         self.changes = 0  # bumped on every membership or leader event
         self._stalled = 0.0
+        self._failure_logged = float("-inf")
         self._placement_cache: tuple[int, float, list[str]] | None = None
 
     # ---- persistence ----
@@ -210,8 +213,19 @@ class Gossip:
                 await asyncio.sleep(0)  # let replies that queued up during the stall in first
             try:
                 self._step(now)
-            except Exception:
-                log.exception("gossip step failed")
+            except Exception as exc:
+                self._step_failed(exc, now)
+
+    def _step_failed(self, exc: Exception, now: float) -> None:
+        """A step that failed: a full disk (the member list cannot be saved) is one line per
+        minute, not a traceback every tick; anything else is logged in full once a minute."""
+        if now - self._failure_logged < FAILURE_LOG_EVERY:
+            return
+        self._failure_logged = now
+        if disk_full(exc) is not None:
+            log.warning("gossip state not saved: disk full (retried every step)")
+        else:
+            log.exception("gossip step failed", exc_info=exc)
 
     def _step(self, now: float) -> None:
         self._dispatch_membership(self.membership.tick(self.mclock()))

@@ -33,6 +33,7 @@ log = logging.getLogger("p2pstore.housekeeping")
 
 FULL_GC_INTERVAL = 3600.0  # seconds between full orphan scans (the first: once clients pause)
 MAX_CHUNK_GC_AGE = 600.0  # also the staging lifetime: dedupe touches keep live chunks young
+LOW_SPACE_GC_AGE = 5.0  # close to refusing writes: a deleted file's chunks go within seconds
 BATCH = 500
 HANDOFF_RESCAN = 300.0
 
@@ -160,8 +161,13 @@ class Housekeeper(BackgroundLoop):
     # ---- chunk GC ----
     async def collect_chunks(self) -> None:
         """Chunks whose references fell to zero every round; a full scan for orphans (a crash
-        between writing a chunk and committing its entry) now and then."""
-        age = min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
+        between writing a chunk and committing its entry) now and then. A chunk must have been
+        untouched for a while (a write that dedupes onto it touches it), except when the disk is
+        nearly full: then space from deleted files comes back at once, and a write racing for
+        the same bytes is told to retry (its commit finds the chunk gone) rather than refused for
+        want of space."""
+        low = await self.store.in_io(self.store.low_on_space)
+        age = LOW_SPACE_GC_AGE if low else min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
         now = time.monotonic()
         if self._last_full_gc is None:  # the first scan waits for a moment without client traffic
             full = not self.busy() or now - self._started >= FULL_GC_INTERVAL
@@ -170,6 +176,7 @@ class Housekeeper(BackgroundLoop):
         if full:
             self._last_full_gc = now
         self.chunks_collected += await self.store.collect_garbage(age, full)
+        await self.store.in_io(self.store.reserve.ensure, self.store.min_free_bytes)  # after a delete used it
 
     # ---- tombstone GC (leader) ----
     async def leader_tombstone_gc(self) -> None:

@@ -25,6 +25,7 @@ from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLar
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
+from .reserve import SpaceReserve
 from .staging import ChunkStager
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ T = TypeVar("T")
 SPACE_CACHE_SECONDS = 1.0  # how long a free-space reading is trusted ...
 SPACE_MARGIN = 1 << 30  # ... while this much more than the limit is free
 SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with their entry
+LOW_SPACE = 256 * 1024 * 1024  # free bytes above the limit below which space is reclaimed at once
 FEED_BYTES = 1024 * 1024  # an upload's pieces go to disk in batches of about this much
 REMEMBERED_SUMS = 10_000  # read sums waiting for the next commit to be recorded (at most)
 
@@ -174,6 +176,8 @@ class LocalStore:
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
         self.manifest_digest = self.db.build_digest()
         self.committer = GroupCommitter(self.db, self.in_db)
+        self.reserve = SpaceReserve(data_dir)
+        self.reserve.ensure(min_free_bytes)
 
     # ---- start-up ----
     def _ensure_database(self) -> str | None:
@@ -306,6 +310,10 @@ class LocalStore:
         return await asyncio.get_running_loop().run_in_executor(self._dbw, fn, *args)
 
     # ---- writes ----
+    def low_on_space(self) -> bool:
+        """Close to refusing writes: deleted files' chunks are then freed without the usual wait."""
+        return shutil.disk_usage(self.data_dir).free < self.min_free_bytes + LOW_SPACE
+
     def check_space(self, incoming: int = 0) -> None:
         """Refuse a write that would leave less than ``min_free_bytes``. The free space is asked
         of the file system at most once a second while more than SPACE_MARGIN is left above the
@@ -441,7 +449,13 @@ class LocalStore:
                     missing = [c for c in entry.chunks if not self.has_chunk(c)]
                     if missing:
                         raise Unavailable(f"{len(missing)} chunks vanished before commit; retry")
-            won = await self.apply_entries([entry], small, blob.sums if blob is not None else None)
+            try:
+                won = await self.apply_entries([entry], small, blob.sums if blob is not None else None)
+            except Exception as exc:
+                # A delete on a disk full to the last byte: free the reserve and write it again.
+                if not (entry.deleted and disk_full(exc) and self.reserve.release()):
+                    raise
+                won = await self.apply_entries([entry])
         return bool(won)
 
     async def collect_garbage(self, min_age: float, full: bool = False) -> int:

@@ -8,6 +8,7 @@ Needs root (mount); skipped with the reason otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -157,3 +158,49 @@ async def test_one_full_replica_does_not_fail_the_write(small_disk: Path) -> Non
     finally:
         for node in nodes:
             node.terminate()
+
+
+async def test_a_full_disk_can_be_emptied_through_the_api(small_disk: Path) -> None:
+    """One node on a 40 MiB tmpfs without headroom (--min-free-bytes 0): files are written
+    until the disk refuses (507). Then every file can still be deleted (the tombstone's commit
+    uses the space reserve when nothing else is left), the space of the deleted files comes back
+    within seconds (not at the next ten-minute GC), new writes succeed again, the reserve is
+    put back, and the log holds no traceback."""
+    [node] = start_nodes(small_disk.parent, 1, fsync="always", min_free_bytes=0, chunk_size=MiB)
+    try:
+        assert (small_disk / "space-reserve").exists()
+        written: list[str] = []
+        async with aiohttp.ClientSession() as s:
+            for i in range(100):  # 1 MiB files, no two alike, until the disk is full
+                async with s.put(f"{node.url}/files/f{i}", data=os.urandom(MiB)) as r:
+                    if r.status == 507:
+                        break
+                    assert r.status == 201, await r.text()
+                    written.append(f"f{i}")
+            else:
+                raise AssertionError("the disk never filled")
+            assert len(written) > 10
+            filler = small_disk / "filler"  # what a little space the refused write left: take it too
+            with contextlib.suppress(OSError), filler.open("wb") as f:
+                while True:
+                    f.write(b"\0" * 4096)
+                    f.flush()
+            assert shutil.disk_usage(small_disk).free < 64 * 1024
+            for key in written:
+                async with s.delete(f"{node.url}/files/{key}") as r:
+                    assert r.status == 200, (key, await r.text())
+            filler.unlink()
+
+            async def put_again() -> int:
+                async with s.put(f"{node.url}/files/after", data=os.urandom(8 * MiB)) as r:
+                    return r.status
+
+            deadline = asyncio.get_running_loop().time() + 30
+            while (status := await put_again()) == 507:
+                assert asyncio.get_running_loop().time() < deadline, "space of deleted files never came back"
+                await asyncio.sleep(0.5)
+            assert status == 201
+        wait_for(lambda: (small_disk / "space-reserve").exists(), 30, message="the reserve is back")
+    finally:
+        node.terminate()
+    assert "Traceback" not in node.log_text()
