@@ -163,7 +163,12 @@ def start(
         from p2pstore.server import run_node
     except ImportError as exc:
         raise CliError(f"node server is not available: {exc}") from exc
-    run_node(cfg)
+    from p2pstore.storage.lock import DataDirInUse
+
+    try:
+        run_node(cfg)
+    except DataDirInUse as exc:
+        raise CliError(f"{exc.message}; stop that node first, or use another --data-dir") from exc
 
 
 @app.command("restore")
@@ -183,15 +188,22 @@ def restore(
     """Replace a stopped node's metadata with a checkpoint (newest by default)."""
     from p2pstore.errors import StoreError
     from p2pstore.storage.checkpoint import restore_checkpoint
+    from p2pstore.storage.lock import DataDirInUse, DataDirLock
 
     if not data_dir.is_dir():
         raise CliError(f"data directory not found: {data_dir}")
+    try:
+        lock = DataDirLock(data_dir).acquire()
+    except DataDirInUse as exc:
+        raise CliError(f"restore refused: {exc.message}; stop the node first") from exc
     try:
         name = restore_checkpoint(data_dir, checkpoint)
     except StoreError as exc:
         raise CliError(f"restore failed: {exc.message}") from exc
     except (FileNotFoundError, ValueError) as exc:
         raise CliError(f"restore failed: {exc}") from exc
+    finally:
+        lock.release()
     typer.echo(f"restored checkpoint {name} into {data_dir}")
 
 

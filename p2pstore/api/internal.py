@@ -18,6 +18,7 @@ import functools
 import hmac
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,8 @@ log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
 _warned: set[str] = set()
 _warned_protocol: set[str] = set()
+_refused_logged: dict[str, float] = {}  # peer -> when a wrong secret from it was last logged
+REFUSAL_LOG_EVERY = 60.0
 RPC_SESSIONS = web.AppKey("rpc_sessions", set)
 
 
@@ -56,6 +59,11 @@ def check_peer(request: web.Request) -> None:
     secret = get_node(request).config.cluster_secret
     given = request.headers.get("Authorization", "")
     if not secret or not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
+        peer = request.remote or "?"
+        now = time.monotonic()
+        if now - _refused_logged.get(peer, float("-inf")) > REFUSAL_LOG_EVERY:
+            _refused_logged[peer] = now
+            log.error("refused internal requests from %s: missing or wrong cluster secret", peer)
         raise Unauthorized("missing or wrong cluster secret")
     version = request.headers.get(PROTOCOL_HEADER, "")
     if version != str(PROTOCOL_VERSION):

@@ -215,8 +215,9 @@ async def health(request: web.Request) -> web.Response:
     node = get_node(request)
     # 200 while the process serves (a liveness check); "joined": false while a node started with
     # seeds has not found its cluster yet and answers file requests with 503
+    gossip = node.cluster.gossip
     return web.json_response(
-        {"ok": True, "node_id": node.node_id, "joined": node.cluster.gossip.membership.joined()}
+        {"ok": True, "node_id": node.node_id, "joined": gossip.joined(), "join_error": gossip.refused()}
     )
 
 

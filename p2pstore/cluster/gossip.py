@@ -29,6 +29,8 @@ log = logging.getLogger("p2pstore.gossip")
 TICK = 0.05
 STALL_TOLERANCE = 0.05  # a tick later than this counts as our own stall
 PERSIST_MEMBERS_EVERY = 5.0
+REFUSED = (401, 426)  # a peer's answers that mean "not one of us": wrong secret, wrong protocol
+REFUSAL_MEMORY = 30.0  # seconds a refusal counts, unless a message was accepted since
 FAILURE_LOG_EVERY = 60.0  # seconds between log lines about failing gossip steps
 
 
@@ -91,6 +93,8 @@ class Gossip:
         self.changes = 0  # bumped on every membership or leader event
         self._stalled = 0.0
         self._failure_logged = float("-inf")
+        self.refusals: dict[str, tuple[float, str]] = {}  # peer address -> (when, why) it refused us
+        self._last_accepted = float("-inf")
         self._placement_cache: tuple[int, float, list[str]] | None = None
 
     # ---- persistence ----
@@ -284,9 +288,28 @@ class Gossip:
     async def _send(self, addr: str, envelope: dict) -> bool:
         try:
             await self.transport.call(addr, "/gossip", envelope, timeout=2.0)
-            return True
-        except PeerError:
+        except PeerError as exc:
+            if exc.status in REFUSED:  # up, but it will not take us (wrong secret or protocol)
+                if not self.refusals:
+                    log.error("peers refuse this node: %s", exc)
+                self.refusals[addr] = (time.monotonic(), str(exc))
             return False
+        self.refusals.pop(addr, None)
+        self._last_accepted = time.monotonic()
+        return True
+
+    def refused(self) -> str | None:
+        """Why this node is not part of its cluster although peers answer: every peer it reached
+        lately refused its messages (a wrong cluster secret, another protocol version)."""
+        now = time.monotonic()
+        recent = [why for at, why in self.refusals.values() if now - at < REFUSAL_MEMORY]
+        if not recent or now - self._last_accepted < REFUSAL_MEMORY:
+            return None
+        return f"refused by peers: {recent[-1]}"
+
+    def joined(self) -> bool:
+        """Part of a cluster: the membership knows it (core), and peers do not refuse it."""
+        return self.membership.joined() and self.refused() is None
 
     # ---- receiving ----
     def receive(self, envelope: Any, src_host: str) -> None:

@@ -75,6 +75,8 @@ class Peers:
     def check_joined(self) -> None:
         """A node started with seeds serves clients only once it knows its cluster: alone, it
         would take writes onto itself with one copy, and answer reads with "not found"."""
+        if (refused := self.gossip.refused()) is not None:
+            raise Unavailable(f"this node is not part of its cluster: {refused}; check --cluster-secret")
         if not self.gossip.membership.joined():
             seeds = ", ".join(self.gossip.membership.seeds)
             raise Unavailable(

@@ -186,7 +186,9 @@ class Connection(asyncio.Protocol):
         if status == 101:
             self.upgraded.set_result(None)
             return rest
-        if status == WRONG_PROTOCOL:
+        if status == 401:
+            self._upgrade_failed(RpcError("wrong cluster secret: the peer refuses this node (401)", status))
+        elif status == WRONG_PROTOCOL:
             why = f"it speaks another protocol version than this node ({PROTOCOL_VERSION})"
             self._upgrade_failed(RpcError(why, status))
         else:

@@ -23,7 +23,8 @@ log = logging.getLogger("p2pstore.transport")
 INTERNAL_PREFIX = "/_internal"
 # How a peer's refusal that the client must hear arrives (a status code on the wire)
 REFUSALS: dict[int, type[Refused]] = {413: PayloadTooLarge, 507: InsufficientStorage}
-_warned_protocol: set[str] = set()
+_warned_refusal: set[str] = set()
+UNAUTHORIZED = 401
 
 
 class PeerError(Exception):
@@ -33,9 +34,10 @@ class PeerError(Exception):
         super().__init__(f"{address}: {message}")
         self.address = address
         self.status = status
-        if status == WRONG_PROTOCOL and address not in _warned_protocol:
-            _warned_protocol.add(address)
-            log.error("peer %s refused us: %s", address, message)
+        if status in (UNAUTHORIZED, WRONG_PROTOCOL) and address not in _warned_refusal:
+            _warned_refusal.add(address)  # one line per peer; /health says it all the while
+            why = "wrong cluster secret" if status == UNAUTHORIZED else "another protocol version"
+            log.error("peer %s refused us (%s): %s", address, why, message)
 
     def refusal(self, node_id: str) -> Refused | None:
         """The peer refused for a reason the client must hear (too large, disk full), as the

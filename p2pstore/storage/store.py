@@ -24,6 +24,7 @@ from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable, disk_full
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
+from .lock import DataDirLock
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
 from .reserve import SpaceReserve
 from .staging import ChunkStager
@@ -168,6 +169,7 @@ class LocalStore:
         self.on_corrupt: Callable[[str], None] = lambda sha: None
         self.gc_lock = SharedExclusiveLock()
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(data_dir).acquire()  # before anything on disk is touched
         self.chunks = ChunkStore(data_dir, fsync)
         self.stats.restored_from = self._ensure_database()
         self.db = MetadataDB(data_dir / DB_NAME, fsync)
@@ -301,6 +303,7 @@ class LocalStore:
         self._io.shutdown(wait=True)
         self._dbw.shutdown(wait=True)
         self.db.close()
+        self.lock.release()
 
     # ---- thread helpers ----
     async def in_io(self, fn: Callable[..., T], *args: Any) -> T:
