@@ -79,6 +79,6 @@ def encode_token(position: str) -> str:
 
 def decode_token(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(token.encode()).decode()
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True).decode()
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect") from None
