@@ -77,8 +77,22 @@ def test_bad_continuation_token() -> None:
     assert info.value.code == "InvalidArgument"
 
 
-@pytest.mark.parametrize("name", ["ab", "a" * 64, "Photos", "-ab", "ab-", "a..b", "192.168.1.1", ".p2pstore",
-                                  "xn--abc", "a_b", "abc-s3alias"])  # fmt: skip
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ab",
+        "a" * 64,
+        "Photos",
+        "-ab",
+        "ab-",
+        "a..b",
+        "192.168.1.1",
+        ".p2pstore",
+        "xn--abc",
+        "a_b",
+        "abc-s3alias",
+    ],
+)
 def test_bucket_names_s3_refuses(name: str) -> None:
     assert bucket_name_problem(name) is not None
 
@@ -88,9 +102,17 @@ def test_bucket_names_s3_accepts(name: str) -> None:
     assert bucket_name_problem(name) is None
 
 
-@pytest.mark.parametrize("body", [b"<Delete><Object>", b"not xml", b"<Other/>", b"<Delete></Delete>",
-    b'<!DOCTYPE d [<!ENTITY x "y">]><Delete><Object><Key>&x;</Key></Object></Delete>',
-    b"<Delete><Object><Version>1</Version></Object></Delete>"])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<Delete><Object>",
+        b"not xml",
+        b"<Other/>",
+        b"<Delete></Delete>",
+        b'<!DOCTYPE d [<!ENTITY x "y">]><Delete><Object><Key>&x;</Key></Object></Delete>',
+        b"<Delete><Object><Version>1</Version></Object></Delete>",
+    ],
+)
 def test_malformed_delete_bodies(body: bytes) -> None:
     with pytest.raises(S3Error) as info:
         s3xml.parse_delete(body)
@@ -98,11 +120,15 @@ def test_malformed_delete_bodies(body: bytes) -> None:
 
 
 def test_delete_body_and_location() -> None:
-    body = (b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>'
-            b"<Object><Key>a &amp; b</Key></Object><Object><Key>c</Key></Object></Delete>")  # fmt: skip
+    body = (
+        b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Quiet>true</Quiet>'
+        b"<Object><Key>a &amp; b</Key></Object><Object><Key>c</Key></Object></Delete>"
+    )
     assert s3xml.parse_delete(body) == (True, ["a & b", "c"])
     assert s3xml.parse_location(b"") is None
-    config = (b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint>"
-              b"</CreateBucketConfiguration>")  # fmt: skip
+    config = (
+        b"<CreateBucketConfiguration><LocationConstraint>eu-west-1</LocationConstraint>"
+        b"</CreateBucketConfiguration>"
+    )
     assert s3xml.parse_location(config) == "eu-west-1"
     assert b"<Code>NoSuchKey</Code>" in s3xml.error("NoSuchKey", "gone <", "/b/k", "RID", {})

@@ -35,8 +35,12 @@ def as_request(aws: AWSRequest, method: str | None = None) -> sigv4.Request:
     return sigv4.Request(method or aws.method, unquote(url.path), query, headers)
 
 
-def signed(method: str = "PUT", url: str = "http://127.0.0.1:9000/b/k%20e%2By/%E2%82%AC?tagging&x-id=Put",
-           body: bytes = b"hello", headers: dict | None = None) -> AWSRequest:  # fmt: skip
+def signed(
+    method: str = "PUT",
+    url: str = "http://127.0.0.1:9000/b/k%20e%2By/%E2%82%AC?tagging&x-id=Put",
+    body: bytes = b"hello",
+    headers: dict | None = None,
+) -> AWSRequest:
     req = AWSRequest(method=method, url=url, data=body, headers=headers or {"x-amz-meta-colour": "blue"})
     S3SigV4Auth(CREDS, "s3", REGION).add_auth(req)
     return req
@@ -139,14 +143,24 @@ EXAMPLE_CHUNKS = [  # the AWS documentation's chunked PUT example: 65536 + 1024 
 
 
 def example_request() -> sigv4.Request:
-    return sigv4.Request("PUT", "/examplebucket/chunkObject.txt", [], {
-        "host": "s3.amazonaws.com", "x-amz-date": EXAMPLE_DATE, "x-amz-storage-class": "REDUCED_REDUNDANCY",
-        "x-amz-content-sha256": sigv4.STREAMING_SIGNED, "content-encoding": "aws-chunked",
-        "x-amz-decoded-content-length": "66560", "content-length": "66824",
-        "authorization": f"AWS4-HMAC-SHA256 Credential={AK}/20130524/us-east-1/s3/aws4_request,SignedHeaders="
-                         "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
-                         f"x-amz-decoded-content-length;x-amz-storage-class,Signature={EXAMPLE_SEED}",
-    })  # fmt: skip
+    return sigv4.Request(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        [],
+        {
+            "host": "s3.amazonaws.com",
+            "x-amz-date": EXAMPLE_DATE,
+            "x-amz-storage-class": "REDUCED_REDUNDANCY",
+            "x-amz-content-sha256": sigv4.STREAMING_SIGNED,
+            "content-encoding": "aws-chunked",
+            "x-amz-decoded-content-length": "66560",
+            "content-length": "66824",
+            "authorization": f"AWS4-HMAC-SHA256 Credential={AK}/20130524/us-east-1/s3/aws4_request,"
+            "SignedHeaders="
+            "content-encoding;content-length;host;x-amz-content-sha256;x-amz-date;"
+            f"x-amz-decoded-content-length;x-amz-storage-class,Signature={EXAMPLE_SEED}",
+        },
+    )
 
 
 def example_body(signatures: list[str] | None = None) -> bytes:
@@ -194,8 +208,12 @@ def test_a_faulty_signed_body_raises_before_the_stream_ends(fault: str) -> None:
     with pytest.raises(S3Error) as info:
         asyncio.run(drain(chunked.decode(pieces(body), example_decoder())))
     assert info.value.code in ("SignatureDoesNotMatch", "IncompleteBody", "InvalidRequest")
-    expected = {"chunk-signature": "SignatureDoesNotMatch", "data": "SignatureDoesNotMatch",
-                "truncated": "IncompleteBody", "no-final": "IncompleteBody"}  # fmt: skip
+    expected = {
+        "chunk-signature": "SignatureDoesNotMatch",
+        "data": "SignatureDoesNotMatch",
+        "truncated": "IncompleteBody",
+        "no-final": "IncompleteBody",
+    }
     if fault in expected:
         assert info.value.code == expected[fault]
 
