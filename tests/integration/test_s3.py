@@ -388,3 +388,35 @@ def test_bad_input_gets_s3_errors_and_changes_nothing(cluster: list[NodeProcess]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="inbox").get("Contents", [])]
     assert keys == ["trailer.bin"]
     no_tracebacks(cluster)
+
+
+def test_key_commands_of_the_cli(node_factory) -> None:
+    from tests.support.processes import run_cli
+
+    (node,) = node_factory(1, s3=True, fsync="never")
+    env = {"P2PSTORE_URL": node.url}
+    created = run_cli("key", "create", "ops", "--admin", env=env)
+    assert created.returncode == 0, created.stderr
+    lines = dict(line.split(":", 1) for line in created.stdout.decode().splitlines() if ":" in line)
+    key_id, secret = lines["access key id"].strip(), lines["secret access key"].strip()
+    s3 = client(node, key_id, secret)
+    s3.create_bucket(Bucket="ops-bucket")
+    imported = run_cli(
+        "key", "import", "AKIDP2PSTOREREADER01", "reader-secret-0123456789", "--name", "reader", env=env
+    )
+    assert imported.returncode == 0, imported.stderr
+    allowed = run_cli("key", "allow", "reader", "--bucket", "ops-bucket", "--read", env=env)
+    assert allowed.returncode == 0 and b"reader may read in ops-bucket" in allowed.stdout
+    listed = run_cli("key", "list", "--json", env=env)
+    assert listed.returncode == 0 and secret.encode() not in listed.stdout
+    assert {k["name"] for k in json.loads(listed.stdout)} == {"ops", "reader"}
+    reader = client(node, "AKIDP2PSTOREREADER01", "reader-secret-0123456789")
+    assert reader.list_objects_v2(Bucket="ops-bucket")["KeyCount"] == 0
+    duplicate = run_cli("key", "create", "ops", env=env)
+    assert duplicate.returncode == 1 and b"exists already" in duplicate.stderr
+    deleted = run_cli("key", "delete", "reader", env=env)
+    assert deleted.returncode == 0, deleted.stderr
+    with pytest.raises(ClientError) as info:
+        reader.list_objects_v2(Bucket="ops-bucket")
+    assert code_of(info.value) == "InvalidAccessKeyId"
+    assert secret not in node.log_text()
