@@ -200,8 +200,16 @@ def test_boto3_on_three_nodes(cluster: list[NodeProcess], tmp_path: Path) -> Non
     assert status == 200 and [f["key"] for f in listing["files"]] == ["photos/a/b c.bin"]
     status, everything = native(cluster[2], "GET", "/files")
     assert not any(f["key"].startswith(".p2pstore/") for f in everything["files"])
-    status, _ = native(cluster[2], "GET", f"/files/.p2pstore/s3/keys/{ADMIN_ID}")
-    assert status == 403
+    for method in ("GET", "PUT", "DELETE"):
+        req = urllib.request.Request(
+            f"{cluster[2].url}/files/.p2pstore/s3/keys/{ADMIN_ID}",
+            method=method,
+            data=b"forged" if method == "PUT" else None,
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 403, method
+    client(cluster[0]).list_buckets()  # the key is still there, unchanged
     with urllib.request.urlopen(cluster[2].url + "/files/photos/presigned.txt", timeout=10) as resp:
         assert resp.read() == b"via presigned PUT"
     for node in cluster:
