@@ -20,6 +20,7 @@ from p2pstore.launcher import CLUSTER_SECRET_ENV, LocalNode, NodeNotReady, stop_
 from .client import CliError
 
 app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True)
+S3_OFFSET = 100  # node i serves S3 on base port + 100 + i
 
 
 def cluster_secret(root: Path) -> str:
@@ -41,6 +42,9 @@ def up(
     ),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     fsync: Annotated[str, typer.Option(help="always | batch | never")] = "always",
+    s3: Annotated[
+        bool, typer.Option("--s3/--no-s3", help="Serve the S3 API too: node i on port base+100+i.")
+    ] = True,
 ) -> None:
     """Start NODES local node processes and keep them running until Ctrl-C."""
     data_root.mkdir(parents=True, exist_ok=True)
@@ -49,6 +53,7 @@ def up(
     procs = LocalNode.cluster(
         data_root, nodes, {"fsync": fsync}, ports=range(base_port, base_port + nodes), host=host,
         env={CLUSTER_SECRET_ENV: cluster_secret(data_root)}, keep_settings=True,
+        s3_ports=range(base_port + S3_OFFSET, base_port + S3_OFFSET + nodes) if s3 else None,
     )  # fmt: skip
     stopping = False
 
@@ -67,9 +72,12 @@ def up(
                 raise CliError(exc.summary) from exc
         typer.echo(f"p2pstore cluster of {nodes} nodes is up (data in {data_root}/, logs node*.log):")
         for proc in procs:
-            typer.echo(f"  {proc.name}  {proc.url}")
+            typer.echo(f"  {proc.name}  {proc.url}" + (f"  S3 {proc.s3_url}" if s3 else ""))
         typer.echo(f"status page: {procs[0].url}/")
         typer.echo(f"try: P2PSTORE_URL={','.join(p.url for p in procs)} p2pstore status")
+        if s3:
+            typer.echo(f"S3 keys: P2PSTORE_URL={procs[0].url} p2pstore key create NAME --admin")
+            typer.echo(f"then e.g.: aws --endpoint-url {procs[0].s3_url} s3 ls (docs/s3.md)")
         typer.echo("press Ctrl-C to stop all nodes")
         reported: set[int] = set()
         while not stopping:

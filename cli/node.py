@@ -120,6 +120,12 @@ def start(
         float | None,
         typer.Option(help="Seconds a replica may stall a write or a chunk transfer before it is dropped."),
     ] = None,
+    s3_port: Annotated[
+        int | None, typer.Option(help="Serve the S3 API on this port (0 or unset: off).")
+    ] = None,
+    s3_region: Annotated[
+        str | None, typer.Option(help="The region S3 clients sign for (default us-east-1).")
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -153,6 +159,8 @@ def start(
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,
         "stall_timeout": stall_timeout,
+        "s3_port": s3_port,
+        "s3_region": s3_region,
         "log_level": log_level.value if log_level else None,
     }
     try:

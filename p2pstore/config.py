@@ -42,6 +42,8 @@ class NodeConfig:
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
     stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
+    s3_port: int = 0  # the S3 API's port; 0 = off
+    s3_region: str = "us-east-1"  # the region S3 clients sign for
     log_level: str = "INFO"
 
     @property
@@ -69,6 +71,10 @@ class NodeConfig:
             raise ValueError("stall_timeout must be 0.1..600 seconds")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
+        if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):
+            raise ValueError("s3_port must be 0 (off) or 1..65535, not the node's own port")
+        if not self.s3_region or not all(c.isalnum() or c == "-" for c in self.s3_region):
+            raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
 
 
 def _coerce(kind: Any, raw: str) -> Any:

@@ -40,6 +40,10 @@ class Unauthorized(StoreError):
     """Missing or wrong credentials."""
 
 
+class Forbidden(StoreError):
+    """The request is understood but not allowed (keys under the reserved .p2pstore/ folder)."""
+
+
 class WrongProtocol(StoreError):
     """A peer speaks another version of the node-to-node protocol: refused, not misread."""
 

@@ -183,6 +183,11 @@ class LocalNode:
         self.node_id: str | None = None  # as its last /health answer reported it
         self.started_at = 0.0
         self.ready_seconds: float | None = None  # from the last start to its first good /health
+        self.s3_port = 0  # the S3 API's port when the node serves one
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://{self.host}:{self.s3_port}"
 
     @classmethod
     def cluster(
@@ -196,6 +201,7 @@ class LocalNode:
         name: str = "node",
         env: Mapping[str, str] | None = None,
         keep_settings: bool = False,
+        s3_ports: Sequence[int] | None = None,
     ) -> list[Self]:
         """``n`` unstarted nodes in ``parent/<name><i>`` that form one cluster.
 
@@ -204,7 +210,7 @@ class LocalNode:
         the command line, which every local user can read), else a fresh one given as a flag.
         ``flags`` go to every node (see :func:`flags_to_args`; ``chunk_size`` and ``chunk-size``
         name the same flag); ``api_token`` among them is also what requests to the nodes carry.
-        ``ports`` default to free ones.
+        ``ports`` default to free ones; ``s3_ports``, when given, are the nodes' S3 API ports.
         """
         flags = {k.replace("-", "_"): v for k, v in (flags or {}).items()}
         if "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
@@ -217,12 +223,16 @@ class LocalNode:
             node_flags = dict(flags)
             if i > 0 and "seeds" not in flags:
                 node_flags["seeds"] = f"{host}:{ports[0]}"
+            if s3_ports is not None:
+                node_flags["s3_port"] = s3_ports[i]
             nodes.append(
                 cls(
                     Path(parent) / f"{name}{i}", port, host, flags_to_args(node_flags),
                     token=flags.get("api_token"), env=env, keep_settings=keep_settings,
                 )
             )  # fmt: skip
+            if s3_ports is not None:
+                nodes[-1].s3_port = s3_ports[i]
         return nodes
 
     @property

@@ -16,6 +16,9 @@ from .api.internal import add_internal_routes
 from .api.public import NODE_KEY, add_routes
 from .config import NodeConfig
 from .node import Node
+from .s3.admin import add_admin_routes
+from .s3.app import build_s3_app
+from .s3.registry import Registry
 from .web.routes import add_web_routes
 
 log = logging.getLogger("p2pstore")
@@ -25,7 +28,7 @@ CLIENT_MAX_SIZE = 1024**2  # only for bodies read whole (forms, internal message
 REFREEZE_INTERVAL = 600.0  # seconds between full collections that refresh the frozen set
 
 
-def build_app(node: Node) -> web.Application:
+def build_app(node: Node, registry: Registry | None = None) -> web.Application:
     app = web.Application(
         middlewares=[gate],
         client_max_size=CLIENT_MAX_SIZE,
@@ -34,6 +37,7 @@ def build_app(node: Node) -> web.Application:
     add_routes(app)
     add_web_routes(app)
     add_internal_routes(app)
+    add_admin_routes(app, registry or Registry(node))
     return app
 
 
@@ -81,24 +85,36 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down in order: listener, tasks, store."""
     node = Node(cfg)
     setup_logging(cfg.log_level, node.node_id)
-    app = build_app(node)
+    registry = Registry(node)  # S3 buckets and access keys, shared by both APIs
+    app = build_app(node, registry)
     # Request bodies are buffered up to READ_BUFSIZE before the socket is paused: aiohttp's 64 KiB
     # default paused and resumed it 16 times per MiB uploaded.
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False, read_bufsize=READ_BUFSIZE)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        node.close()
-        raise SystemExit(f"error: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror}") from exc
+    runners = [runner]
+    sites = [web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)]
+    if cfg.s3_port:
+        s3_runner = web.AppRunner(build_s3_app(node, registry), access_log=None, handler_cancellation=False,
+                                  read_bufsize=READ_BUFSIZE)  # fmt: skip
+        await s3_runner.setup()
+        runners.append(s3_runner)
+        sites.append(web.TCPSite(s3_runner, cfg.host, cfg.s3_port, reuse_address=True))
+    for site in sites:
+        try:
+            await site.start()
+        except OSError as exc:
+            for r in runners:
+                await r.cleanup()
+            node.close()
+            raise SystemExit(f"error: cannot listen on {site.name}: {exc.strerror}") from exc
     node.start()
     tasks = [
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
     ]
     log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
+    if cfg.s3_port:
+        log.info("S3 API on http://%s:%d (region %s)", cfg.host, cfg.s3_port, cfg.s3_region)
     try:
         await stop.wait()
     finally:
@@ -109,7 +125,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await node.stop()
-        await runner.cleanup()
+        for r in runners:
+            await r.cleanup()
         node.close()
         log.info("node %s stopped", node.node_id)
 

@@ -10,6 +10,7 @@ from ..errors import (
     BadRequest,
     Conflict,
     CorruptData,
+    Forbidden,
     InsufficientStorage,
     LengthRequired,
     NotFound,
@@ -29,6 +30,7 @@ CLIENT_GONE = 499  # counted in metrics as 4xx, as nginx does: the answer cannot
 STATUS: dict[type[StoreError], int] = {
     BadRequest: 400,
     Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     LengthRequired: 411,

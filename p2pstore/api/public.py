@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from aiohttp import BodyPartReader, web
 
 from ..cluster.writes import WriteResult
-from ..core.keys import InvalidKey, validate_key
+from ..core.keys import RESERVED_PREFIX, InvalidKey, is_reserved, validate_key
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, Conflict, LengthRequired, NotFound, StoreError, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, StoreError, Unauthorized
 from ..node import Node
 from .http import etag_matches, etag_of, http_date, parse_range
 from .metrics import render_metrics
@@ -27,11 +27,29 @@ def get_node(request: web.Request) -> Node:
 
 
 def checked_key(key: str, node: Node) -> str:
-    """``key`` if it can be stored, else BadRequest saying why."""
+    """``key`` if it can be stored, else BadRequest saying why (Forbidden for cluster metadata)."""
     try:
-        return validate_key(key, node.config.max_key_bytes)
+        validate_key(key, node.config.max_key_bytes)
     except InvalidKey as exc:
         raise BadRequest(exc.message, exc.detail) from None
+    if is_reserved(key):
+        raise Forbidden(f"keys under {RESERVED_PREFIX} are cluster metadata, not files")
+    return key
+
+
+def visible_entries(node: Node, prefix: str, after: str, limit: int) -> list[ManifestEntry]:
+    """Up to ``limit`` live entries in key order, without the cluster metadata under .p2pstore/."""
+    out: list[ManifestEntry] = []
+    while len(out) < limit:
+        want = limit - len(out)
+        batch = node.store.db.list(prefix, after, want)
+        out += [e for e in batch if not is_reserved(e.key)]
+        if len(batch) < want:
+            break
+        after = batch[-1].key
+        if is_reserved(after):
+            after = max(after, RESERVED_PREFIX + "\U0010ffff")
+    return out
 
 
 def key_from_path(request: web.Request) -> str:
@@ -201,7 +219,7 @@ async def list_files(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 1000, 1, MAX_LIST)
     prefix = request.query.get("prefix", "")
     after = request.query.get("after", "")
-    entries = node.store.db.list(prefix, after, limit)
+    entries = visible_entries(node, prefix, after, limit)
     nxt = entries[-1].key if len(entries) == limit else None
     files = [entry_json(e) for e in entries]
     if request.query.get("long") in ("1", "true", "yes") and files:
@@ -226,7 +244,8 @@ async def status(request: web.Request) -> web.Response:
     body = status_json(node)
     if request.query.get("files") in ("1", "true", "yes"):
         limit = int_param(request, "limit", 1000, 1, MAX_LIST)
-        entries = node.store.db.list(request.query.get("prefix", ""), request.query.get("after", ""), limit)
+        query = request.query
+        entries = visible_entries(node, query.get("prefix", ""), query.get("after", ""), limit)
         report = await node.cluster.admin.replica_report([e.key for e in entries])
         body["files_detail"] = [{**entry_json(e), "replicas": report[e.key]} for e in entries]
     return web.json_response(body)

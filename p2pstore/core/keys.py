@@ -45,3 +45,12 @@ def validate_key(key: str, max_bytes: int = MAX_KEY_BYTES) -> str:
         if segment in (".", ".."):
             raise InvalidKey("invalid key: '.' and '..' segments are not allowed")
     return key
+
+
+RESERVED_PREFIX = ".p2pstore/"
+"""Keys under this folder are cluster metadata (S3 buckets and access keys), written through the
+coordinator like files, but refused and hidden by the native API."""
+
+
+def is_reserved(key: str) -> bool:
+    return key.startswith(RESERVED_PREFIX)

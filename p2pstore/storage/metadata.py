@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack
 
+from ..core.keys import RESERVED_PREFIX
 from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, meta_pairs, newer
 
 SCHEMA = """
@@ -290,7 +291,12 @@ class MetadataDB:
         return digest
 
     def counts(self) -> dict[str, int]:
-        files, size = self._read("SELECT count(*), coalesce(sum(size), 0) FROM files WHERE deleted = 0")[0]
+        """Files, bytes, tombstones and chunks; cluster metadata (keys under .p2pstore/) is no file."""
+        files, size = self._read(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files"
+            " WHERE deleted = 0 AND NOT (key >= ? AND key < ?)",
+            (RESERVED_PREFIX, RESERVED_PREFIX + MAX_TEXT),
+        )[0]
         tombstones = self._read("SELECT count(*) FROM files WHERE deleted = 1")[0][0]
         chunks = self._read("SELECT count(*) FROM chunk_refs WHERE refs > 0")[0][0]
         return {"files": files, "bytes": size, "tombstones": tombstones, "chunks": chunks}

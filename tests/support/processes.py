@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from p2pstore.launcher import LocalNode, child_env, start_all
+from p2pstore.launcher import LocalNode, child_env, free_ports, start_all
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -66,6 +66,7 @@ def start_nodes(
     env: Mapping[str, str] | None = None,
     timeout: float = 30.0,
     prefix: str = "node",
+    s3: bool = False,
     **flags: Any,
 ) -> list[NodeProcess]:
     """Start ``n`` nodes under ``tmp_path`` and wait until all are ready.
@@ -73,9 +74,12 @@ def start_nodes(
     Node 0 is the seed: the others get ``--seeds 127.0.0.1:<port0>`` (unless ``seeds=`` is
     given). All share one ``--cluster-secret`` (override with ``cluster_secret=...``). Extra
     keyword flags are passed to every node (``fsync="never"`` -> ``--fsync never``). If any node
-    fails to start, the ones already started are killed before the error propagates.
+    fails to start, the ones already started are killed before the error propagates. ``s3``: each
+    node also serves the S3 API, on a free port of its own (``node.s3_url``).
     """
-    nodes = NodeProcess.cluster(tmp_path, n, flags, name=prefix, env=env)
+    ports = free_ports(2 * n if s3 else n)
+    nodes = NodeProcess.cluster(tmp_path, n, flags, name=prefix, env=env, ports=ports[:n],
+                                s3_ports=ports[n:] if s3 else None)  # fmt: skip
     start_all(nodes, timeout)
     return nodes
 

@@ -1,0 +1,62 @@
+"""What S3 keeps with an object and shows of it: the ETag (the body's MD5, which the write path
+records as meta "md5"), the stored headers (Content-Disposition, -Encoding, -Language,
+Cache-Control, Expires), user metadata (x-amz-meta-*) and the upload's x-amz-checksum-*."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..api.http import http_date
+from ..core.manifest import ManifestEntry
+from .errors import S3Error
+
+STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
+USER_PREFIX = "x-amz-meta-"
+CHECKSUM_PREFIX = "x-amz-checksum-"
+MAX_USER_META = 2048  # S3's limit on x-amz-meta-* names and values together
+
+
+def etag(entry: ManifestEntry) -> str:
+    """The object's ETag, quoted: the MD5 of the body, or (for an entry written without one,
+    e.g. through the native API) the first 128 bits of its sha256, as long and as stable."""
+    md5 = next((v for k, v in entry.meta if k == "md5"), None)
+    return f'"{md5 or entry.sha256[:32]}"'
+
+
+def from_request(headers: Mapping[str, str]) -> dict[str, str]:
+    """The metadata a PutObject (or CopyObject with REPLACE) asks to keep."""
+    meta: dict[str, str] = {}
+    user = 0
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in STORED_HEADERS:
+            meta[lower] = value
+        elif lower.startswith(USER_PREFIX):
+            meta[lower] = value
+            user += len(lower) - len(USER_PREFIX) + len(value.encode())
+    if user > MAX_USER_META:
+        raise S3Error("MetadataTooLarge", f"Your metadata headers exceed the maximum allowed metadata size "
+                      f"({MAX_USER_META} bytes)")  # fmt: skip
+    return meta
+
+
+def kept(entry: ManifestEntry) -> dict[str, str]:
+    """The metadata a CopyObject with COPY carries over (the MD5 is the write path's own)."""
+    return {k: v for k, v in entry.meta if k != "md5"}
+
+
+def object_headers(entry: ManifestEntry, checksum_mode: bool = False) -> dict[str, str]:
+    headers = {
+        "ETag": etag(entry),
+        "Last-Modified": http_date(entry.modified),
+        "Content-Type": entry.content_type or "binary/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+    for name, value in entry.meta:
+        if (
+            name in STORED_HEADERS
+            or name.startswith(USER_PREFIX)
+            or (name.startswith(CHECKSUM_PREFIX) and checksum_mode)
+        ):
+            headers[name] = value
+    return headers

@@ -1,0 +1,283 @@
+"""Object operations: PutObject, GetObject/HeadObject (Range, conditional headers), DeleteObject,
+DeleteObjects, CopyObject. Bodies stream between the client and the coordinator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+from collections.abc import AsyncIterator
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from ..api.http import parse_range
+from ..cluster.reads import Resolved
+from ..core.keys import InvalidKey, validate_key
+from ..core.manifest import ManifestEntry
+from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError
+from . import meta as s3meta
+from . import xml as s3xml
+from .context import S3Call
+from .errors import S3Error
+from .meta import etag, object_headers
+from .names import bucket_name_problem
+from .payload import read_all, upload
+
+DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+MAX_DELETE_BODY = 2 * 1024 * 1024
+DELETE_CONCURRENCY = 16
+RESPONSE_OVERRIDES = {
+    "response-content-type": "Content-Type",
+    "response-content-language": "Content-Language",
+    "response-expires": "Expires",
+    "response-cache-control": "Cache-Control",
+    "response-content-disposition": "Content-Disposition",
+    "response-content-encoding": "Content-Encoding",
+}
+
+
+def native_key(call: S3Call, bucket: str, key: str) -> str:
+    """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    try:
+        return validate_key(f"{bucket}/{key}", call.node.config.max_key_bytes)
+    except InvalidKey as exc:
+        if "longer than" in exc.message:
+            raise S3Error("KeyTooLongError", "Your key is too long") from None
+        raise S3Error(
+            "InvalidArgument", f"This store cannot hold the key {key[:200]!r}: {exc.message}"
+        ) from None
+
+
+async def resolve(call: S3Call, key: str) -> Resolved:
+    try:
+        return await call.node.cluster.reads.resolve(key)
+    except NotFound:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
+
+
+def _date(value: str | None) -> float | None:
+    parsed = email.utils.parsedate_tz(value) if value else None
+    return float(email.utils.mktime_tz(parsed)) if parsed else None
+
+
+def _tags(header: str) -> list[str]:
+    return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
+
+
+def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix: str = "") -> int | None:
+    """RFC 9110's order for If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since:
+    412 or 304 when one fails (304 only for reads), None when the request may go on."""
+    get = headers.get  # type: ignore[attr-defined]
+    tag = etag(entry)
+    modified = int(entry.modified)
+    if_match = get(prefix + "If-Match")
+    if if_match is not None:
+        if "*" not in _tags(if_match) and tag not in _tags(if_match):
+            return 412
+    elif (since := _date(get(prefix + "If-Unmodified-Since"))) is not None and modified > since:
+        return 412
+    if_none = get(prefix + "If-None-Match")
+    if if_none is not None:
+        if "*" in _tags(if_none) or tag in _tags(if_none):
+            return 304
+    elif (since := _date(get(prefix + "If-Modified-Since"))) is not None and modified <= since:
+        return 304
+    return None
+
+
+async def get_object(call: S3Call) -> web.StreamResponse:
+    await call.bucket_for("read")
+    request = call.request
+    reads = call.node.cluster.reads
+    resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
+    entry = resolved.entry
+    headers = object_headers(entry, request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED")
+    outcome = precondition(request.headers, entry)
+    if outcome == 412:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+    if outcome == 304:
+        return web.Response(
+            status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
+        )
+    for param, header in RESPONSE_OVERRIDES.items():
+        value = call.param(param)
+        if value is not None:
+            headers[header] = value
+    try:
+        rng = parse_range(request.headers.get("Range"), entry.size)
+    except RangeNotSatisfiable:
+        raise S3Error(
+            "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)
+        ) from None
+    start, end = rng if rng else (0, entry.size)
+    status = 206 if rng else 200
+    if rng:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
+        for name in [h for h in headers if h.startswith(s3meta.CHECKSUM_PREFIX)]:
+            del headers[name]  # the stored checksum is of the whole object, not of this range
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = end - start
+    if request.method == "HEAD":
+        await resp.prepare(request)
+        return resp
+    body = reads.read_range(resolved, start, end)
+    first = await anext(body, None)  # errors before the first byte become an XML error
+    if first is not None and len(first) == end - start:
+        await body.aclose()
+        return web.Response(status=status, headers=headers, body=first)
+    await resp.prepare(request)
+    try:
+        if first is not None:
+            await resp.write(first)
+            async for piece in body:
+                await resp.write(piece)
+    except StoreError:
+        if request.transport is not None:  # headers are gone: a short body, never bad bytes
+            request.transport.abort()
+        return resp
+    await resp.write_eof()
+    return resp
+
+
+async def _current(call: S3Call, key: str) -> ManifestEntry | None:
+    try:
+        return (await call.node.cluster.reads.resolve(key)).entry
+    except NotFound:
+        return None
+
+
+async def put_object(call: S3Call) -> web.Response:
+    await call.bucket_for("write")
+    request = call.request
+    key = native_key(call, call.bucket, call.object_key)
+    if "If-None-Match" in request.headers or "If-Match" in request.headers:
+        current = await _current(call, key)
+        if_none = request.headers.get("If-None-Match")
+        if if_none is not None and if_none.strip() != "*":
+            raise S3Error("NotImplemented", "If-None-Match on PUT only takes '*'")
+        if current is not None and if_none is not None:
+            raise S3Error(
+                "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+            )
+        if_match = request.headers.get("If-Match")
+        if if_match is not None and (current is None or etag(current) not in _tags(if_match)):
+            if current is None:
+                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key)
+            raise S3Error(
+                "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
+            )
+    body = upload(request, call.verified)
+    content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+    meta = s3meta.from_request(request.headers)
+    if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
+        meta[body.checksum[0]] = body.checksum[1]()
+    writes = call.node.cluster.writes
+    try:
+        result = await writes.put(
+            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=True
+        )
+    except BadRequest as exc:
+        if body.sha256 is not None and exc.message.startswith("X-Content-SHA256"):
+            raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does "
+                          "not match what was computed.") from None  # fmt: skip
+        raise
+    headers = {"ETag": etag(result.entry)}
+    if body.checksum is not None:
+        headers[body.checksum[0]] = body.checksum[1]()
+    return web.Response(status=200, headers=headers)
+
+
+async def delete_object(call: S3Call) -> web.Response:
+    await call.bucket_for("write")
+    key = native_key(call, call.bucket, call.object_key)
+    with contextlib.suppress(NotFound):  # S3 answers a delete of a missing key like any other
+        await call.node.cluster.writes.delete(key)
+    return web.Response(status=204)
+
+
+async def delete_objects(call: S3Call) -> web.Response:
+    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only."""
+    await call.bucket_for("write")
+    quiet, keys = s3xml.parse_delete(await read_all(call.request, call.verified, MAX_DELETE_BODY))
+    writes = call.node.cluster.writes
+    gate = asyncio.Semaphore(DELETE_CONCURRENCY)
+
+    async def delete_one(key: str) -> tuple[str, str, str] | None:
+        try:
+            native = native_key(call, call.bucket, key)
+        except S3Error as exc:
+            return key, exc.code, exc.message
+        async with gate:
+            try:
+                await writes.delete(native)
+            except NotFound:
+                pass
+            except StoreError as exc:
+                return key, "InternalError", exc.message
+        return None
+
+    outcomes = await asyncio.gather(*(delete_one(k) for k in keys))
+    errors = [o for o in outcomes if o is not None]
+    failed = {e[0] for e in errors}
+    deleted = [] if quiet else [k for k in keys if k not in failed]
+    return web.Response(body=s3xml.delete_result(deleted, errors), content_type="application/xml")
+
+
+def copy_source(call: S3Call) -> tuple[str, str]:
+    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``."""
+    raw = call.request.headers["x-amz-copy-source"]
+    raw, _, query = raw.partition("?")
+    if query and query not in ("versionId=null",):
+        raise S3Error("NotImplemented", "Copying a version other than the current one is not implemented")
+    source = unquote(raw).removeprefix("/")
+    bucket, _, key = source.partition("/")
+    if not key or bucket_name_problem(bucket) is not None:
+        raise S3Error(
+            "InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"
+        )
+    return bucket, key
+
+
+async def copy_object(call: S3Call) -> web.Response:
+    """CopyObject, the bytes streamed through this node (checked against the source's sha256)."""
+    src_bucket_name, src_key = copy_source(call)
+    await call.bucket_for("write")
+    src_bucket = await call.registry.get_bucket(src_bucket_name)
+    if src_bucket is None:
+        raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=src_bucket_name)
+    if not call.key.may(src_bucket, "read"):
+        raise S3Error("AccessDenied", f"Access Denied: this key may not read bucket {src_bucket_name}")
+    dest = native_key(call, call.bucket, call.object_key)
+    source = native_key(call, src_bucket_name, src_key)
+    reads = call.node.cluster.reads
+    try:
+        resolved = await reads.resolve(source)
+    except NotFound:
+        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=src_key) from None
+    entry = resolved.entry
+    if precondition(call.request.headers, entry, "x-amz-copy-source-") is not None:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+    directive = call.request.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.")
+    if dest == source and directive == "COPY":
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
+                      "to itself without changing the object's metadata.")  # fmt: skip
+    content_type = entry.content_type
+    meta = s3meta.kept(entry)
+    if directive == "REPLACE":
+        content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+        meta = s3meta.from_request(call.request.headers)
+
+    async def body() -> AsyncIterator[bytes]:
+        async for piece in reads.read_range(resolved, 0, entry.size):
+            yield piece
+
+    writes = call.node.cluster.writes
+    result = await writes.put(
+        dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
+    )
+    return web.Response(
+        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml"
+    )

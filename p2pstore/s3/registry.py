@@ -1,0 +1,166 @@
+"""Buckets and access keys: cluster metadata kept as small JSON entries under the reserved
+``.p2pstore/s3/`` folder, written through the coordinator (W quorum, replicated, converged by
+anti-entropy, deleted as tombstones) and read with quorum reads, cached for a few seconds.
+
+A bucket is ``.p2pstore/s3/buckets/<name>`` (owner, created); an access key is
+``.p2pstore/s3/keys/<access key id>`` (name, secret, admin flag, per-bucket permissions).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import NotFound
+from ..node import Node
+
+PREFIX = ".p2pstore/s3/"
+BUCKETS = PREFIX + "buckets/"
+KEYS = PREFIX + "keys/"
+CACHE_SECONDS = 5.0  # how long a node trusts a record it read (its own writes refresh it)
+MAX_RECORD = 64 * 1024
+LIST_LIMIT = 10_000
+ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
+PERMISSIONS = ("read", "write")
+
+
+@dataclass
+class AccessKey:
+    """An S3 credential. An admin key may create buckets and reaches every bucket; any key owns
+    what it created; other buckets only as ``buckets`` allows (bucket -> ["read", "write"])."""
+
+    key_id: str
+    name: str
+    secret: str
+    admin: bool = False
+    buckets: dict[str, list[str]] = field(default_factory=dict)
+    created: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        """What may be shown: everything but the secret."""
+        return {k: v for k, v in asdict(self).items() if k != "secret"}
+
+    def may(self, bucket: Bucket, action: str) -> bool:
+        return self.admin or bucket.owner == self.key_id or action in self.buckets.get(bucket.name, ())
+
+
+@dataclass
+class Bucket:
+    name: str
+    owner: str  # access key id of its creator
+    created: float
+
+
+def new_key_id() -> str:
+    return "P2P" + "".join(secrets.choice(ACCESS_KEY_ALPHABET) for _ in range(17))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(30)  # 40 characters
+
+
+class Registry:
+    """Reads and writes of bucket and key records through this node's coordinator."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._cache: dict[str, tuple[float, bytes]] = {}
+
+    # ---- records ----
+    async def _read(self, key: str) -> bytes | None:
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        reads = self.node.cluster.reads
+        try:
+            resolved = await reads.resolve(key)
+        except NotFound:
+            self._cache.pop(key, None)
+            return None
+        if resolved.entry.size > MAX_RECORD:
+            return None
+        data = b"".join([piece async for piece in reads.read_range(resolved, 0, resolved.entry.size)])
+        self._cache[key] = (time.monotonic() + CACHE_SECONDS, data)
+        return data
+
+    async def _write(self, key: str, record: dict[str, Any]) -> None:
+        data = json.dumps(record, sort_keys=True).encode()
+
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        self._cache.pop(key, None)
+        await self.node.cluster.writes.put(key, body(), "application/json", None, len(data))
+        self._cache[key] = (time.monotonic() + CACHE_SECONDS, data)
+
+    async def _delete(self, key: str) -> bool:
+        self._cache.pop(key, None)
+        try:
+            await self.node.cluster.writes.delete(key)
+        except NotFound:
+            return False
+        return True
+
+    def _names(self, prefix: str) -> list[str]:
+        """Record names under ``prefix`` in this node's manifest (every node keeps all of it)."""
+        return [e.key[len(prefix) :] for e in self.node.store.db.list(prefix, "", LIST_LIMIT)]
+
+    # ---- access keys ----
+    async def get_key(self, key_id: str) -> AccessKey | None:
+        if not key_id or "/" in key_id:
+            return None
+        data = await self._read(KEYS + key_id)
+        if data is None:
+            return None
+        try:
+            obj = json.loads(data)
+            return AccessKey(**{**obj, "key_id": key_id})
+        except (ValueError, TypeError):
+            return None
+
+    async def put_key(self, key: AccessKey) -> None:
+        record = asdict(key)
+        record.pop("key_id")
+        await self._write(KEYS + key.key_id, record)
+
+    async def delete_key(self, key_id: str) -> bool:
+        return await self._delete(KEYS + key_id)
+
+    async def list_keys(self) -> list[AccessKey]:
+        keys = [await self.get_key(k) for k in self._names(KEYS)]
+        return [k for k in keys if k is not None]
+
+    async def find_key(self, id_or_name: str) -> AccessKey | None:
+        """A key by its access key id, else by its name."""
+        key = await self.get_key(id_or_name)
+        if key is not None:
+            return key
+        return next((k for k in await self.list_keys() if k.name == id_or_name), None)
+
+    # ---- buckets ----
+    async def get_bucket(self, name: str) -> Bucket | None:
+        data = await self._read(BUCKETS + name)
+        if data is None:
+            return None
+        try:
+            obj = json.loads(data)
+            return Bucket(name=name, owner=str(obj["owner"]), created=float(obj["created"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    async def create_bucket(self, name: str, owner: str) -> Bucket:
+        bucket = Bucket(name, owner, time.time())
+        await self._write(BUCKETS + name, {"owner": owner, "created": bucket.created})
+        return bucket
+
+    async def delete_bucket(self, name: str) -> bool:
+        return await self._delete(BUCKETS + name)
+
+    async def list_buckets(self) -> list[Bucket]:
+        buckets = [await self.get_bucket(n) for n in self._names(BUCKETS)]
+        return [b for b in buckets if b is not None]
