@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..core.hlc import HybridLogicalClock
+from ..core.hlc import HybridLogicalClock, check_not_ahead
 from ..core.manifest import ManifestEntry, ManifestSync
 from ..storage.store import LocalStore
 from .peers import Peers
@@ -47,6 +47,8 @@ class AntiEntropy:
         self.interval = sync_interval(gossip_interval)
         self.sync = ManifestSync()
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
+        self.refused_ahead = 0  # entries from peers refused: versions too far in the future
+        self._ahead_logged = float("-inf")
 
     async def loop(self) -> None:
         """Exchange manifest digests with a random live peer now and then; right after start
@@ -97,9 +99,28 @@ class AntiEntropy:
             await self.apply_remote_entries(step.apply)
         return step.reply or {"type": "manifest-done"}
 
+    def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        """Leave out entries whose version runs ahead of this node's clock by more than clock
+        skew: applied, such a version would win every later write of its key. Logged once a
+        minute."""
+        now = int(time.time() * 1000)
+        kept = []
+        for e in entries:
+            try:
+                check_not_ahead(e.version, now)
+            except ValueError as exc:
+                self.refused_ahead += 1
+                if time.monotonic() - self._ahead_logged > 60:
+                    self._ahead_logged = time.monotonic()
+                    log.warning("refused an entry from a peer for %s: %s", e.key[:80], exc)
+                continue
+            kept.append(e)
+        return kept
+
     async def apply_remote_entries(self, entries: list[ManifestEntry], mine_only: bool = False) -> list:
         """Apply entries learned from a peer; fetch the data of those this node must hold
         (``mine_only``: look only at keys it replicates in its own view of placement)."""
+        entries = self._not_ahead(entries)
         for e in entries:
             self.clock.observe(e.version)
         won = await self.store.apply_entries(entries)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import NodeConfig
-from ..core.hlc import HybridLogicalClock
+from ..core.hlc import HybridLogicalClock, check_not_ahead
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound
 from ..storage.store import SMALL_CHUNK, LocalStore, StoredBlob
@@ -44,6 +44,14 @@ def write_checked(store: LocalStore, data: bytes, sha: str, hashed: bool, cached
     if not hashed and hashlib.sha256(data).hexdigest() != sha:
         raise BadRequest("entry does not match the data sent with it")
     return store.write_verified_file(data, sha, cached)
+
+
+def not_ahead(entry: ManifestEntry) -> None:
+    """Refuse an entry whose version runs ahead of this node's clock by more than clock skew."""
+    try:
+        check_not_ahead(entry.version, int(time.time() * 1000))
+    except ValueError as exc:
+        raise BadRequest(f"refused: {exc}") from None
 
 
 class Replica:
@@ -83,6 +91,12 @@ class Replica:
             if blob.size != entry.size or blob.chunks != entry.chunks or hash_differs:
                 await self.store.discard(blob)
                 raise BadRequest("entry does not match the staged upload")
+        try:
+            not_ahead(entry)
+        except BadRequest:
+            if blob is not None:
+                await self.store.discard(blob)
+            raise
         self.clock.observe(entry.version)
         return await self.store.commit(blob, entry)
 
@@ -95,6 +109,7 @@ class Replica:
         chunks = (entry.sha256,) if data else ()
         if entry.deleted or entry.size != len(data) or entry.chunks != chunks:
             raise BadRequest("entry does not match the data sent with it")
+        not_ahead(entry)
         store = self.store
         store.check_space(len(data))
         if len(data) > SMALL_CHUNK:  # one chunk file, written durably before the entry commits

@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ZERO_VERSION = "0000000000000.000000."
+# A peer's version may run ahead of this node's clock by clock skew, never by more than this:
+# a version far in the future would win every later write of its key and drag this node's clock
+# (and so every version it issues) along with it.
+MAX_AHEAD_MS = 60_000
 
 
 def make_version(wall_ms: int, counter: int, node_id: str) -> str:
@@ -23,6 +27,16 @@ def parse_version(version: str) -> tuple[int, int, str]:
     if len(parts) != 3 or len(parts[0]) != 13 or len(parts[1]) != 6:
         raise ValueError(f"malformed version {version!r}")
     return int(parts[0]), int(parts[1]), parts[2]
+
+
+def check_not_ahead(version: str, wall_ms: int, max_ahead_ms: int = MAX_AHEAD_MS) -> None:
+    """Raise ValueError when ``version`` is more than ``max_ahead_ms`` ahead of ``wall_ms``."""
+    ahead = parse_version(version)[0] - wall_ms
+    if ahead > max_ahead_ms:
+        raise ValueError(
+            f"version {version[:40]} is {ahead / 1000:.0f} s ahead of this node's clock "
+            f"(at most {max_ahead_ms / 1000:.0f} s of clock skew is accepted)"
+        )
 
 
 def is_version(value: object) -> bool:

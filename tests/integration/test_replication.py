@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import random
+import time
 from typing import Any
 
 import aiohttp
@@ -536,3 +537,38 @@ async def test_a_cluster_that_lost_two_of_three_keeps_refusing_one_copy_writes(n
                 assert r.status == 503, (i, await r.text())
             i += 1
             await asyncio.sleep(0.25)
+
+
+async def test_versions_far_in_the_future_are_refused(node_factory) -> None:
+    """A peer (or anyone holding the secret) offering a version years ahead of the clocks: a
+    write, a read repair and an announcement carrying it change nothing, and the key and the
+    cluster's clocks stay usable: the next PUT wins and is served. Skew within a minute passes."""
+    secret = "future-secret"
+    nodes = three_with_secret(node_factory, secret, read_lease=0)
+    a = nodes[0]
+    data = b"planted"
+    sha = hashlib.sha256(data).hexdigest()
+    far = {
+        "key": "k", "version": "9999999999999.999999.nforged", "size": len(data), "sha256": sha,
+        "chunks": [sha], "content_type": "x/y", "deleted": False, "modified": 2.0,
+    }  # fmt: skip
+    auth = peer_headers(secret)
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{a.url}/_internal/write", data=msgpack.packb({"entry": far, "data": data}),
+                          headers=auth) as r:  # fmt: skip
+            assert r.status == 400 and "ahead of this node's clock" in (await r.json())["error"]
+        for method in ("read-repair", "announce"):
+            async with s.post(f"{a.url}/_internal/{method}", data=msgpack.packb({"entries": [far]}),
+                              headers=auth) as r:  # fmt: skip
+                assert r.status == 200 and msgpack.unpackb(await r.read()) == {"applied": 0}, method
+        async with s.put(f"{a.url}/files/k", data=b"real") as r:
+            assert r.status == 201, await r.text()
+            assert not (await r.json())["version"].startswith("9999")
+        for n in nodes:
+            async with s.get(f"{n.url}/files/k") as r:
+                assert r.status == 200 and await r.read() == b"real"
+        near = {**far, "version": f"{int(time.time() * 1000) + 30_000:013d}.000000.nskewed"}
+        async with s.post(f"{a.url}/_internal/write", data=msgpack.packb({"entry": near, "data": data}),
+                          headers=auth) as r:  # fmt: skip
+            assert r.status == 200, await r.text()
+    assert "ahead of this node's clock" in a.log_text()
