@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import signal
 import sys
 
@@ -150,9 +151,22 @@ def install_uvloop() -> None:
     http_writer.SKIP_WRITELINES = False  # not public API: aiohttp is pinned in pyproject.toml
 
 
+def raise_open_file_limit() -> None:
+    """Raise this process's soft limit of open files to the hard limit: every client connection,
+    peer stream and chunk file is a descriptor, and a soft limit of 1,024 lets a thousand idle
+    sockets disable a node (its scrubber and repair then fail with EMFILE)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open file limit stays at %d: %s", soft, exc)
+
+
 def run_node(cfg: NodeConfig) -> None:
     """Blocking entry point used by ``p2pstore node start``."""
     setup_logging(cfg.log_level)
+    raise_open_file_limit()
     install_uvloop()
 
     async def main() -> None:

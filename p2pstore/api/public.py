@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..cluster.writes import WriteResult
 from ..core.keys import RESERVED_PREFIX, InvalidKey, is_reserved, validate_key
@@ -16,6 +18,7 @@ from .http import etag_matches, etag_of, http_date, parse_range
 from .metrics import render_metrics
 from .status import status_json
 
+log = logging.getLogger("p2pstore.api")
 NODE_KEY = web.AppKey("node", Node)
 READ_SIZE = 256 * 1024
 MAX_LIST = 10_000
@@ -116,6 +119,14 @@ async def post_file(request: web.Request) -> web.Response:
     the upload's file name is the key). The file part is streamed straight to the replicas."""
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("POST /files needs a multipart/form-data body with a 'file' field")
+    try:
+        return await read_form(request)
+    except (ValueError, HttpProcessingError, AssertionError) as exc:  # aiohttp's multipart parser
+        log.warning("malformed multipart upload from %s: %s", request.remote, str(exc)[:200])
+        raise BadRequest(f"malformed multipart body: {str(exc)[:200] or type(exc).__name__}") from None
+
+
+async def read_form(request: web.Request) -> web.Response:
     node = get_node(request)
     w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
     reader = await request.multipart()
@@ -133,6 +144,8 @@ async def post_file(request: web.Request) -> web.Response:
             async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
                 while data := await p.read_chunk(READ_SIZE):
                     yield data
+                if request.content.at_eof():  # the body ended inside the part: truncated
+                    raise BadRequest("multipart body ends inside the file part; nothing stored")
 
             result = await node.cluster.writes.put(key, pieces(), content_type, None, None, w)
         else:
