@@ -1,12 +1,16 @@
-"""Small HTTP helpers shared by handlers: Range parsing, dates, ETags."""
+"""Small HTTP helpers shared by handlers (the native API's and S3's): Range parsing, dates,
+ETags, sending verified bytes."""
 
 from __future__ import annotations
 
 import email.utils
 import functools
 import re
+from collections.abc import AsyncIterator
 
-from ..errors import RangeNotSatisfiable
+from aiohttp import web
+
+from ..errors import RangeNotSatisfiable, StoreError
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -58,3 +62,31 @@ def etag_matches(header: str | None, sha256: str) -> bool:
     tags = [t.strip() for t in header.split(",")]
     return any(t == "*" or t.removeprefix("W/") == etag_of(sha256) for t in tags)
 
+
+
+async def send_range(
+    request: web.Request, body: AsyncIterator[bytes], status: int, headers: dict[str, str], length: int
+) -> web.StreamResponse:
+    """Answer with the verified bytes ``body`` yields (``length`` of them). An error before the
+    first byte propagates (the caller's middleware answers it as JSON or XML); one after the
+    headers are gone cuts the connection, so the client sees a short body, never bad bytes
+    (the error was logged and counted where it was found). A body that comes in one piece is
+    sent as one response (one writev on uvloop)."""
+    first = await anext(body, None)
+    if first is not None and len(first) == length:
+        await body.aclose()
+        return web.Response(status=status, headers=headers, body=first)
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    await resp.prepare(request)
+    try:
+        if first is not None:
+            await resp.write(first)
+            async for piece in body:
+                await resp.write(piece)
+    except StoreError:
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    await resp.write_eof()
+    return resp

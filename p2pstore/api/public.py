@@ -12,9 +12,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from ..cluster.writes import WriteResult
 from ..core.keys import RESERVED_PREFIX, InvalidKey, is_reserved, validate_key
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, StoreError, Unauthorized
+from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, Unauthorized
 from ..node import Node
-from .http import etag_matches, etag_of, http_date, parse_range
+from .http import etag_matches, etag_of, http_date, parse_range, send_range
 from .metrics import render_metrics
 from .status import status_json
 
@@ -177,30 +177,13 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     status = 206 if rng else 200
     if rng:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = end - start
     if request.method == "HEAD":
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
         await resp.prepare(request)
         return resp
-    body = reads.read_range(resolved, start, end)
-    first = await anext(body, None)  # errors before the first byte become a JSON error
-    if first is not None and len(first) == end - start:  # all of it at once
-        await body.aclose()
-        return web.Response(status=status, headers=headers, body=first)  # one writev on uvloop
-    await resp.prepare(request)
-    try:
-        if first is not None:
-            await resp.write(first)
-            async for piece in body:
-                await resp.write(piece)
-    except StoreError:
-        # Headers are gone already: cut the connection so the client sees a short body
-        # instead of bad bytes (the error was logged and counted where it was found).
-        if request.transport is not None:
-            request.transport.abort()
-        return resp
-    await resp.write_eof()
-    return resp
+    # errors before the first byte become a JSON error
+    return await send_range(request, reads.read_range(resolved, start, end), status, headers, end - start)
 
 
 async def delete_file(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..api.http import parse_range
+from ..api.http import parse_range, send_range
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
@@ -116,28 +116,13 @@ async def get_object(call: S3Call) -> web.StreamResponse:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
         for name in [h for h in headers if h.startswith(s3meta.CHECKSUM_PREFIX)]:
             del headers[name]  # the stored checksum is of the whole object, not of this range
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = end - start
     if request.method == "HEAD":
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
         await resp.prepare(request)
         return resp
-    body = reads.read_range(resolved, start, end)
-    first = await anext(body, None)  # errors before the first byte become an XML error
-    if first is not None and len(first) == end - start:
-        await body.aclose()
-        return web.Response(status=status, headers=headers, body=first)
-    await resp.prepare(request)
-    try:
-        if first is not None:
-            await resp.write(first)
-            async for piece in body:
-                await resp.write(piece)
-    except StoreError:
-        if request.transport is not None:  # headers are gone: a short body, never bad bytes
-            request.transport.abort()
-        return resp
-    await resp.write_eof()
-    return resp
+    # errors before the first byte become an XML error
+    return await send_range(request, reads.read_range(resolved, start, end), status, headers, end - start)
 
 
 async def _current(call: S3Call, key: str) -> ManifestEntry | None:
