@@ -96,6 +96,9 @@ class Gossip:
         self.refusals: dict[str, tuple[float, str]] = {}  # peer address -> (when, why) it refused us
         self._last_accepted = float("-inf")
         self._placement_cache: tuple[int, float, list[str]] | None = None
+        # Members this node has had direct contact with (it reached them, or they it), or that
+        # were in its cluster before a restart: only these keep a place in placement while dead.
+        self.vouched: set[str] = {node_id, *(m.id for m in known)}
 
     # ---- persistence ----
     def _load_members(self) -> list[Member]:
@@ -140,8 +143,12 @@ class Gossip:
         for m in self.membership.members():
             # A node that stopped (dead) or shut down gracefully (left) keeps its place for
             # dead_after: restarts and rolling updates move no data.
+            # A member only ever heard of (a peer's gossip, never reached directly) does not:
+            # otherwise one forged message naming fake members would make them replicas of many
+            # keys for dead_after, and writes to those keys would fail.
             recent = now - m.last_change < self.dead_after
-            if m.state in (ALIVE, SUSPECT) or (m.state in (DEAD, LEFT) and recent):
+            vouched = m.id in self.vouched
+            if m.state in (ALIVE, SUSPECT) or (m.state in (DEAD, LEFT) and recent and vouched):
                 ids.append(m.id)
         return ids
 
@@ -296,7 +303,13 @@ class Gossip:
             return False
         self.refusals.pop(addr, None)
         self._last_accepted = time.monotonic()
+        self._vouch(lambda m: m.address == addr)
         return True
+
+    def _vouch(self, which: Callable[[Member], bool]) -> None:
+        for m in self.membership.members():
+            if m.id not in self.vouched and which(m):
+                self.vouched.add(m.id)
 
     def refused(self) -> str | None:
         """Why this node is not part of its cluster although peers answer: every peer it reached
@@ -321,6 +334,8 @@ class Gossip:
         if kind == "membership":
             membership_core.validate_message(msg)
             self._dispatch_membership(self.membership.receive(src_host, msg, self.mclock()))
+            # its sender, in person: the message came from the host it advertises
+            self._vouch(lambda m: m.id == msg["from"] and m.address.rsplit(":", 1)[0] == src_host)
         elif kind == "election":
             election_core.validate_message(msg)
             if src not in self.voters():

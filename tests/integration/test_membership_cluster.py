@@ -165,3 +165,39 @@ def test_a_node_serves_files_only_once_it_has_joined(tmp_path) -> None:
     finally:
         late.terminate()
         seed.terminate()
+
+
+async def test_members_only_heard_of_do_not_keep_a_place_in_placement(node_factory) -> None:
+    """One forged gossip message naming four members that do not exist (anyone holding the
+    cluster secret can send it): the nodes probe them, find nobody and declare them dead, and
+    since no node ever reached them they keep no place in placement meanwhile, so every write
+    succeeds on the real replicas (a dead member that was part of the cluster keeps its place
+    for --dead-after, as always)."""
+    import aiohttp
+    import msgpack
+
+    from tests.support.http import peer_headers
+
+    secret = "forged-members"
+    nodes = node_factory(3, gossip_interval=0.2, cluster_secret=secret, fsync="never")
+    wait_for(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 20,
+             message="three members everywhere")  # fmt: skip
+    a = nodes[0]
+    fakes = [{"id": f"nfake{i}", "addr": f"127.0.0.1:{i + 1}", "state": "alive", "inc": 5} for i in range(4)]
+    sync = {"type": "sync", "from": "nfake0", "addr": "127.0.0.1:1", "inc": 5, "members": fakes}
+    envelope = {"kind": "membership", "from": "nfake0", "msg": sync}
+    url = f"{a.url}/_internal/gossip"
+    async with aiohttp.ClientSession() as s, s.post(
+        url, data=msgpack.packb(envelope), headers=peer_headers(secret)
+    ) as r:
+        assert r.status == 200, await r.text()
+
+    def fakes_dead() -> bool:
+        states = {m["id"]: m["state"] for m in a.get_json("/status")["members"]}
+        return len(states) == 7 and all(states[f["id"]] == "dead" for f in fakes)
+
+    wait_for(fakes_dead, 60, message="the fake members declared dead")
+    async with aiohttp.ClientSession() as s:
+        for i in range(40):
+            async with s.put(f"{a.url}/files/k{i}", data=b"x" * 100) as r:
+                assert r.status == 201, (i, await r.text())
