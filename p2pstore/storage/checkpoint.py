@@ -37,8 +37,9 @@ def create_checkpoint(db: MetadataDB, data_dir: Path, keep: int = 5) -> dict[str
     """Snapshot ``db`` durably, prune to the newest ``keep``; return name, size and time."""
     folder = checkpoint_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    name = f"meta-{stamp}-{time.time_ns() % 1_000_000_000:09d}{SUFFIX}"
+    now_ns = time.time_ns()  # one reading for both parts: names sort in the order they were made
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now_ns // 1_000_000_000))
+    name = f"meta-{stamp}-{now_ns % 1_000_000_000:09d}{SUFFIX}"
     tmp = folder / f".{name}.tmp"
     final = folder / name
     try:
@@ -49,9 +50,11 @@ def create_checkpoint(db: MetadataDB, data_dir: Path, keep: int = 5) -> dict[str
         fsync_dir(folder)
     finally:
         tmp.unlink(missing_ok=True)
-    for old in list_checkpoints(data_dir)[: max(0, len(list_checkpoints(data_dir)) - keep)]:
+    size = final.stat().st_size
+    checkpoints = list_checkpoints(data_dir)
+    for old in checkpoints[: max(0, len(checkpoints) - keep)]:
         old.unlink(missing_ok=True)
-    return {"checkpoint": name, "size": final.stat().st_size, "time": time.time()}
+    return {"checkpoint": name, "size": size, "time": now_ns / 1e9}
 
 
 def restore_checkpoint(data_dir: Path, name: str | None = None) -> str:
