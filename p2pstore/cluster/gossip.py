@@ -96,8 +96,10 @@ class Gossip:
         self.refusals: dict[str, tuple[float, str]] = {}  # peer address -> (when, why) it refused us
         self._last_accepted = float("-inf")
         self._placement_cache: tuple[int, float, list[str]] | None = None
-        # Members this node has had direct contact with (it reached them, or they it), or that
-        # were in its cluster before a restart: only these keep a place in placement while dead.
+        # Members this node has reached itself (a message to their address was taken, which
+        # takes the cluster's credentials), or that were members before a restart: only these
+        # keep a place in placement while dead. What a message claims about its sender counts
+        # for nothing here.
         self.vouched: set[str] = {node_id, *(m.id for m in known)}
 
     # ---- persistence ----
@@ -334,8 +336,6 @@ class Gossip:
         if kind == "membership":
             membership_core.validate_message(msg)
             self._dispatch_membership(self.membership.receive(src_host, msg, self.mclock()))
-            # its sender, in person: the message came from the host it advertises
-            self._vouch(lambda m: m.id == msg["from"] and m.address.rsplit(":", 1)[0] == src_host)
         elif kind == "election":
             election_core.validate_message(msg)
             if src not in self.voters():
