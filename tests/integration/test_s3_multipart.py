@@ -21,7 +21,7 @@ from tests.integration.test_s3 import (
     import_key,
     no_tracebacks,
 )
-from tests.support.processes import NodeProcess
+from tests.support.processes import NodeProcess, wait_for
 
 boto3 = pytest.importorskip("boto3")
 from boto3.s3.transfer import TransferConfig  # noqa: E402
@@ -72,8 +72,9 @@ def test_low_level_calls_and_their_errors(cluster: list[NodeProcess]) -> None:
     p1, p2 = os.urandom(5 * MiB), b"tail" * 100
     e1 = s3.upload_part(Bucket="mpu", Key="obj", UploadId=uid, PartNumber=1, Body=p1)["ETag"]
     e2 = other.upload_part(Bucket="mpu", Key="obj", UploadId=uid, PartNumber=3, Body=p2)["ETag"]
+    source_ref = {"Bucket": "mpu", "Key": "source.bin"}
     copied = other.upload_part_copy(
-        Bucket="mpu", Key="obj", UploadId=uid, PartNumber=2, CopySource={"Bucket": "mpu", "Key": "source.bin"},
+        Bucket="mpu", Key="obj", UploadId=uid, PartNumber=2, CopySource=source_ref,
         CopySourceRange="bytes=0-5242879",
     )["CopyPartResult"]["ETag"]  # fmt: skip
     assert copied == f'"{hashlib.md5(source[: 5 * MiB]).hexdigest()}"'
@@ -137,12 +138,16 @@ def test_upload_goes_on_through_another_node_after_a_kill(cluster: list[NodeProc
     first.create_bucket(Bucket="kkk")
     uid = first.create_multipart_upload(Bucket="kkk", Key="big.bin")["UploadId"]
     parts = [os.urandom(5 * MiB), os.urandom(5 * MiB), os.urandom(1000)]
-    etags = [first.upload_part(Bucket="kkk", Key="big.bin", UploadId=uid, PartNumber=1, Body=parts[0])["ETag"]]
+    etags = [
+        first.upload_part(Bucket="kkk", Key="big.bin", UploadId=uid, PartNumber=1, Body=parts[0])["ETag"]
+    ]
     cluster[0].kill()
     rest = client(cluster[1])
     for n in (2, 3):
         etags.append(
-            rest.upload_part(Bucket="kkk", Key="big.bin", UploadId=uid, PartNumber=n, Body=parts[n - 1])["ETag"]
+            rest.upload_part(Bucket="kkk", Key="big.bin", UploadId=uid, PartNumber=n, Body=parts[n - 1])[
+                "ETag"
+            ]
         )
     client(cluster[2]).complete_multipart_upload(
         Bucket="kkk", Key="big.bin", UploadId=uid,
@@ -161,3 +166,19 @@ def test_aws_cli_cp_of_a_large_file(cluster: list[NodeProcess], tmp_path: Path) 
     aws(cluster[2], "s3", "cp", "s3://cli/big.bin", str(tmp_path / "back.bin"), cwd=tmp_path)
     assert (tmp_path / "back.bin").read_bytes() == data
     no_tracebacks(cluster)
+
+
+def test_the_leader_removes_abandoned_uploads(node_factory) -> None:
+    nodes = node_factory(3, s3=True, fsync="never", gossip_interval=0.2, s3_upload_max_age=2)
+    import_key(nodes[0], ADMIN_ID, ADMIN_SECRET, "admin", admin=True)
+    s3 = client(nodes[1])
+    s3.create_bucket(Bucket="old")
+    uid = s3.create_multipart_upload(Bucket="old", Key="left.bin")["UploadId"]
+    s3.upload_part(Bucket="old", Key="left.bin", UploadId=uid, PartNumber=1, Body=b"abandoned")
+    assert len(s3.list_multipart_uploads(Bucket="old")["Uploads"]) == 1
+    wait_for(lambda: not client(nodes[2]).list_multipart_uploads(Bucket="old").get("Uploads"), timeout=20)
+    with pytest.raises(ClientError) as info:
+        s3.list_parts(Bucket="old", Key="left.bin", UploadId=uid)
+    assert code_of(info.value) == "NoSuchUpload"
+    assert "removed 1 multipart uploads" in "".join(n.log_text() for n in nodes)
+    no_tracebacks(nodes)
