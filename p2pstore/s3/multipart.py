@@ -61,7 +61,7 @@ async def create_upload(call: S3Call) -> web.Response:
         content_type=call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE,
         meta=s3meta.from_request(call.request.headers),
     )  # fmt: skip
-    await uploads.create(call.node, call.bucket, upload_id, record)
+    await uploads.save(call.node, call.bucket, upload_id, record)
     return _xml(s3xml.initiate_result(call.bucket, call.object_key, upload_id))
 
 
@@ -131,11 +131,13 @@ def _stored(number: int, resolved: Resolved) -> StoredPart:
 async def complete_upload(call: S3Call) -> web.StreamResponse:
     await call.bucket_for("write")
     upload_id = call.param("uploadId") or ""
-    record = await uploads.get(call.node, call.bucket, upload_id, call.object_key)
+    record = await uploads.get(call.node, call.bucket, upload_id, call.object_key, completed=True)
     requested = parse_complete(await read_all(call.request, call.verified, MAX_COMPLETE_BODY))
+    location = f"{call.request.scheme}://{call.request.host}/{call.bucket}/{record.key}"
+    if record.completed:  # a retry whose first answer was lost: the same answer
+        return _xml(s3xml.complete_result(location, call.bucket, record.key, record.completed))
     resolved = await _resolve_parts(call, upload_id, [n for n, _ in requested])
     chosen = check_parts(requested, {n: _stored(n, r) for n, r in resolved.items()})
-    location = f"{call.request.scheme}://{call.request.host}/{call.bucket}/{record.key}"
     parts = [resolved[p.number] for p in chosen]
     task = call.node.cluster.background.spawn(_compose(call, upload_id, record, parts, location))
     done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_AFTER)
@@ -165,8 +167,8 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
 async def _compose(
     call: S3Call, upload_id: str, record: uploads.UploadRecord, parts: list[Resolved], location: str
 ) -> bytes:
-    """Write the final object from the parts' bytes (each chunk verified as it is read), then
-    remove the upload; the answer document."""
+    """Write the final object from the parts' bytes (each chunk verified as it is read), mark
+    the upload completed and remove its parts; the answer document."""
     node = call.node
     reads = node.cluster.reads
     total = sum(r.entry.size for r in parts)
@@ -181,7 +183,9 @@ async def _compose(
     result = await node.cluster.writes.put(
         key, body(), record.content_type, None, total, meta={**record.meta, "md5": tag}
     )
-    await uploads.remove_upload(node, call.bucket, upload_id)
+    record.completed = etag(result.entry)
+    await uploads.save(node, call.bucket, upload_id, record)  # the sweeper removes it later
+    await uploads.remove_upload(node, call.bucket, upload_id, keep_record=True)
     return s3xml.complete_result(location, call.bucket, record.key, etag(result.entry))
 
 

@@ -24,6 +24,7 @@ MIN_PART = 5 * 1024**2  # every part but the last
 MAX_PART = 5 * 1024**3
 MAX_PARTS = 10_000
 KEY_META = "s3-key"  # the record entry's meta: the object key the upload is for
+DONE_META = "s3-completed"  # … and, once completed, this (listings leave it out)
 
 
 def upload_prefix(bucket: str, upload_id: str = "") -> str:

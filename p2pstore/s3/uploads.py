@@ -16,7 +16,16 @@ from ..core.manifest import ManifestEntry
 from ..errors import NotFound
 from ..node import Node
 from .errors import S3Error
-from .parts import KEY_META, RECORD, UPLOADS, part_number_of, record_key, upload_prefix, valid_upload_id
+from .parts import (
+    DONE_META,
+    KEY_META,
+    RECORD,
+    UPLOADS,
+    part_number_of,
+    record_key,
+    upload_prefix,
+    valid_upload_id,
+)
 
 MAX_RECORD = 64 * 1024
 LIST_BATCH = 1000
@@ -32,6 +41,7 @@ class UploadRecord:
     initiated: float
     content_type: str
     meta: dict[str, str] = field(default_factory=dict)
+    completed: str = ""  # the final object's ETag once completed: a retried Complete gets it again
 
 
 def no_such_upload(upload_id: str) -> S3Error:
@@ -43,16 +53,20 @@ async def _body(data: bytes) -> AsyncIterator[bytes]:
     yield data
 
 
-async def create(node: Node, bucket: str, upload_id: str, record: UploadRecord) -> None:
+async def save(node: Node, bucket: str, upload_id: str, record: UploadRecord) -> None:
+    """Write the upload's record (at creation, and once more when it is completed)."""
     data = json.dumps(asdict(record), sort_keys=True).encode()
+    meta = {KEY_META: record.key, **({DONE_META: "1"} if record.completed else {})}
     await node.cluster.writes.put(
-        record_key(bucket, upload_id), _body(data), "application/json", None, len(data),
-        meta={KEY_META: record.key},
-    )  # fmt: skip
+        record_key(bucket, upload_id), _body(data), "application/json", None, len(data), meta=meta
+    )
 
 
-async def get(node: Node, bucket: str, upload_id: str | None, key: str | None = None) -> UploadRecord:
-    """The upload's record (a quorum read); NoSuchUpload when there is none (for ``key``)."""
+async def get(
+    node: Node, bucket: str, upload_id: str | None, key: str | None = None, completed: bool = False
+) -> UploadRecord:
+    """The upload's record (a quorum read); NoSuchUpload when there is none (for ``key``), or
+    when it was completed already (unless ``completed``: a retried Complete)."""
     if upload_id is None or not valid_upload_id(upload_id):
         raise no_such_upload(upload_id or "")
     reads = node.cluster.reads
@@ -67,7 +81,7 @@ async def get(node: Node, bucket: str, upload_id: str | None, key: str | None = 
         record = UploadRecord(**json.loads(data))
     except (ValueError, TypeError):
         raise no_such_upload(upload_id) from None
-    if key is not None and record.key != key:
+    if (key is not None and record.key != key) or (record.completed and not completed):
         raise no_such_upload(upload_id)
     return record
 
@@ -95,8 +109,9 @@ def local_uploads(node: Node, bucket: str) -> list[tuple[str, str, float]]:
     uploads = []
     for entry in local_entries(node, upload_prefix(bucket)):
         *_, upload_id, name = entry.key.split("/")
-        key = dict(entry.meta).get(KEY_META)
-        if name == RECORD and key is not None:
+        meta = dict(entry.meta)
+        key = meta.get(KEY_META)
+        if name == RECORD and key is not None and DONE_META not in meta:
             uploads.append((key, upload_id, entry.modified))
     return sorted(uploads)
 
@@ -114,16 +129,21 @@ async def remove(node: Node, keys: list[str]) -> None:
     await asyncio.gather(*(one(k) for k in keys))
 
 
-async def remove_upload(node: Node, bucket: str, upload_id: str) -> None:
+async def remove_upload(node: Node, bucket: str, upload_id: str, keep_record: bool = False) -> None:
     """The record first (the upload is gone at once), then every part this node knows of; parts
-    it does not know yet are left to the sweeper."""
-    await remove(node, [record_key(bucket, upload_id)])
-    await remove(node, [e.key for e in local_entries(node, upload_prefix(bucket, upload_id))])
+    it does not know yet are left to the sweeper. ``keep_record``: only the parts."""
+    record = record_key(bucket, upload_id)
+    if not keep_record:
+        await remove(node, [record])
+    await remove(
+        node, [e.key for e in local_entries(node, upload_prefix(bucket, upload_id)) if e.key != record]
+    )
 
 
 def stale_uploads(node: Node, max_age: float, now: float | None = None) -> list[tuple[str, str]]:
     """(bucket, upload id) of uploads whose newest entry (record or part) is older than
-    ``max_age``: abandoned uploads, and parts left behind by a Complete or Abort."""
+    ``max_age``: abandoned uploads, the records of completed ones (kept for retried Completes),
+    and parts left behind by a Complete or Abort."""
     now = time.time() if now is None else now
     newest: dict[tuple[str, str], float] = {}
     for entry in local_entries(node, UPLOADS):
