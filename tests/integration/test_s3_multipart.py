@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +192,32 @@ def test_the_leader_removes_abandoned_uploads(node_factory) -> None:
     wait_for(gone, timeout=10)  # the last replica's delete may land a moment later
     assert "removed 1 multipart uploads" in "".join(n.log_text() for n in nodes)
     no_tracebacks(nodes)
+
+
+def test_aws_cli_retried_through_another_node_after_a_kill(
+    cluster: list[NodeProcess], tmp_path: Path
+) -> None:
+    pytest.importorskip("awscli")
+    big = tmp_path / "big.bin"
+    big.write_bytes(data := os.urandom(48 * MiB))
+    aws(cluster[1], "s3", "mb", "s3://moving", cwd=tmp_path)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": ADMIN_ID, "AWS_SECRET_ACCESS_KEY": ADMIN_SECRET,
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": str(tmp_path / "none"),
+           "AWS_MAX_ATTEMPTS": "1"}  # fmt: skip
+    first = subprocess.Popen(
+        [sys.executable, "-m", "awscli", "s3", "cp", str(big), "s3://moving/big.bin",
+         "--endpoint-url", cluster[0].s3_url],
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)  # mid-upload (or just done: either way the retry below must succeed)
+        cluster[0].kill()
+        first.wait(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    aws(cluster[1], "s3", "cp", str(big), "s3://moving/big.bin", cwd=tmp_path)
+    aws(cluster[2], "s3", "cp", "s3://moving/big.bin", str(tmp_path / "back.bin"), cwd=tmp_path)
+    assert (tmp_path / "back.bin").read_bytes() == data
+    no_tracebacks(cluster[1:])
