@@ -28,6 +28,7 @@ from .errors import S3Error, s3_error
 from .meta import etag
 from .objects import DEFAULT_CONTENT_TYPE, copy_source, native_key, precondition
 from .parts import (
+    MAX_PART,
     MAX_PARTS,
     StoredPart,
     bare,
@@ -101,6 +102,9 @@ async def upload_part_copy(call: S3Call) -> web.Response:
     if precondition(call.request.headers, resolved.entry, "x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
     start, end = parse_copy_range(call.request.headers.get("x-amz-copy-source-range"), resolved.entry.size)
+    if end - start > MAX_PART:
+        raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum allowable size "
+                      "for a copy source: 5368709120")  # fmt: skip
     sha = resolved.entry.sha256 if (start, end) == (0, resolved.entry.size) else None
     result = await call.node.cluster.writes.put(
         part_key(call.bucket, upload_id, number), reads.read_range(resolved, start, end),
