@@ -126,6 +126,10 @@ def start(
     s3_region: Annotated[
         str | None, typer.Option(help="The region S3 clients sign for (default us-east-1).")
     ] = None,
+    s3_upload_max_age: Annotated[
+        float | None,
+        typer.Option(help="Seconds an idle multipart upload is kept before the leader removes it."),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -161,6 +165,7 @@ def start(
         "stall_timeout": stall_timeout,
         "s3_port": s3_port,
         "s3_region": s3_region,
+        "s3_upload_max_age": s3_upload_max_age,
         "log_level": log_level.value if log_level else None,
     }
     try:

@@ -44,6 +44,7 @@ class NodeConfig:
     stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
     s3_port: int = 0  # the S3 API's port; 0 = off
     s3_region: str = "us-east-1"  # the region S3 clients sign for
+    s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
     log_level: str = "INFO"
 
     @property
@@ -75,6 +76,8 @@ class NodeConfig:
             raise ValueError("s3_port must be 0 (off) or 1..65535, not the node's own port")
         if not self.s3_region or not all(c.isalnum() or c == "-" for c in self.s3_region):
             raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
+        if self.s3_upload_max_age < 1:
+            raise ValueError("s3_upload_max_age must be at least 1 second")
 
 
 def _coerce(kind: Any, raw: str) -> Any:

@@ -20,6 +20,7 @@ from .node import Node
 from .s3.admin import add_admin_routes
 from .s3.app import build_s3_app
 from .s3.registry import Registry
+from .s3.sweeper import UploadSweeper
 from .web.routes import add_web_routes
 
 log = logging.getLogger("p2pstore")
@@ -109,6 +110,9 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             node.close()
             raise SystemExit(f"error: cannot listen on {site.name}: {exc.strerror}") from exc
     node.start()
+    sweeper = UploadSweeper(node)
+    if cfg.s3_port:
+        sweeper.start()
     tasks = [
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
@@ -125,6 +129,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await sweeper.stop()
         await node.stop()
         for r in runners:
             await r.cleanup()

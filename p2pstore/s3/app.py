@@ -11,25 +11,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..api.metrics import REQUESTS
-from ..errors import (
-    BadRequest,
-    Conflict,
-    InsufficientStorage,
-    LengthRequired,
-    NotFound,
-    PayloadTooLarge,
-    RangeNotSatisfiable,
-    StoreError,
-    Unauthorized,
-    Unavailable,
-    disk_full,
-)
 from ..node import Node
-from . import buckets, objects
+from . import buckets, multipart, objects
 from . import xml as s3xml
 from .auth import authenticate, sig_request
 from .context import S3Call
-from .errors import S3Error
+from .errors import S3Error, s3_error
 from .registry import Registry
 
 log = logging.getLogger("p2pstore.s3")
@@ -46,6 +33,9 @@ ALWAYS = {"x-id"}
 LIST_PARAMS = {"prefix", "delimiter", "marker", "max-keys", "encoding-type", "list-type",
                "continuation-token", "start-after", "fetch-owner", "allow-unordered"}  # fmt: skip
 SERVICE_PARAMS = {"max-buckets", "continuation-token", "prefix", "bucket-region"}
+UPLOADS_PARAMS = {"uploads", "prefix", "delimiter", "key-marker", "upload-id-marker", "max-uploads",
+                  "encoding-type"}  # fmt: skip
+LIST_PARTS_PARAMS = {"uploadId", "max-parts", "part-number-marker", "encoding-type"}
 GET_OBJECT_PARAMS = {"response-content-type", "response-content-language", "response-expires",
                      "response-cache-control", "response-content-disposition",
                      "response-content-encoding"}  # fmt: skip
@@ -70,9 +60,14 @@ def route(call: S3Call) -> Handler:
         handler = table.get((method, frozenset(params)))
         if handler is not None:
             return handler
+        if method == "GET" and "uploads" in params and params <= UPLOADS_PARAMS:
+            return multipart.list_uploads
         if method == "GET" and params <= LIST_PARAMS:
             return buckets.list_objects
         raise not_implemented(method, params, "a bucket")
+    multipart_op = _multipart(call, method, params)
+    if multipart_op is not None:
+        return multipart_op
     if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS:
         return objects.get_object
     if method == "PUT" and not params:
@@ -82,36 +77,28 @@ def route(call: S3Call) -> Handler:
     raise not_implemented(method, params, "an object")
 
 
+def _multipart(call: S3Call, method: str, params: set[str]) -> Handler | None:
+    """The multipart operation on an object this request is, if any."""
+    if method == "POST" and params == {"uploads"}:
+        return multipart.create_upload
+    if method == "PUT" and params == {"partNumber", "uploadId"}:
+        copy = "x-amz-copy-source" in call.request.headers
+        return multipart.upload_part_copy if copy else multipart.upload_part
+    if method == "POST" and params == {"uploadId"}:
+        return multipart.complete_upload
+    if method == "DELETE" and params == {"uploadId"}:
+        return multipart.abort_upload
+    if method == "GET" and "uploadId" in params and params <= LIST_PARTS_PARAMS:
+        return multipart.list_parts
+    return None
+
+
 def not_implemented(method: str, params: set[str], target: str) -> S3Error:
     what = f"{method} on {target}" + (f" with ?{'&'.join(sorted(params))}" if params else "")
     if method not in ("GET", "HEAD", "PUT", "POST", "DELETE"):
         return S3Error("MethodNotAllowed", f"The specified method is not allowed: {what}")
     return S3Error("NotImplemented", f"A header or query you provided implies functionality that is "
                    f"not implemented: {what}")  # fmt: skip
-
-
-def s3_error(exc: Exception) -> S3Error:
-    """The S3 error for what a handler raised (domain errors of the coordinator included)."""
-    exc = disk_full(exc) or exc
-    if isinstance(exc, S3Error):
-        return exc
-    if isinstance(exc, StoreError):
-        mapping: list[tuple[type[StoreError], str]] = [
-            (PayloadTooLarge, "EntityTooLarge"),
-            (InsufficientStorage, "InsufficientStorage"),
-            (BadRequest, "InvalidArgument"),
-            (Unauthorized, "AccessDenied"),
-            (NotFound, "NoSuchKey"),
-            (Conflict, "OperationAborted"),
-            (LengthRequired, "MissingContentLength"),
-            (RangeNotSatisfiable, "InvalidRange"),
-            (Unavailable, "ServiceUnavailable"),
-        ]
-        code = next((c for cls, c in mapping if isinstance(exc, cls)), "InternalError")
-        return S3Error(code, exc.message)
-    if isinstance(exc, web.HTTPException):
-        return S3Error("MethodNotAllowed" if exc.status == 405 else "InvalidRequest", exc.reason or "error")
-    return S3Error("InternalError", "We encountered an internal error. Please try again.")
 
 
 def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:

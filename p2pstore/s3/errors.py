@@ -6,6 +6,22 @@ application's middleware turns them into XML answers.
 
 from __future__ import annotations
 
+from aiohttp import web
+
+from ..errors import (
+    BadRequest,
+    Conflict,
+    InsufficientStorage,
+    LengthRequired,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    StoreError,
+    Unauthorized,
+    Unavailable,
+    disk_full,
+)
+
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
     "AuthorizationHeaderMalformed": 400,
@@ -15,6 +31,7 @@ STATUS: dict[str, int] = {
     "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409,
     "EntityTooLarge": 400,
+    "EntityTooSmall": 400,
     "IncompleteBody": 400,
     "InsufficientStorage": 507,
     "InternalError": 500,
@@ -23,6 +40,8 @@ STATUS: dict[str, int] = {
     "InvalidBucketName": 400,
     "InvalidDigest": 400,
     "InvalidLocationConstraint": 400,
+    "InvalidPart": 400,
+    "InvalidPartOrder": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
     "InvalidURI": 400,
@@ -34,6 +53,7 @@ STATUS: dict[str, int] = {
     "MissingSecurityHeader": 400,
     "NoSuchBucket": 404,
     "NoSuchKey": 404,
+    "NoSuchUpload": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -58,3 +78,27 @@ class S3Error(Exception):
     @property
     def status(self) -> int:
         return STATUS.get(self.code, 500)
+
+
+def s3_error(exc: Exception) -> S3Error:
+    """The S3 error for what a handler raised (domain errors of the coordinator included)."""
+    exc = disk_full(exc) or exc
+    if isinstance(exc, S3Error):
+        return exc
+    if isinstance(exc, StoreError):
+        mapping: list[tuple[type[StoreError], str]] = [
+            (PayloadTooLarge, "EntityTooLarge"),
+            (InsufficientStorage, "InsufficientStorage"),
+            (BadRequest, "InvalidArgument"),
+            (Unauthorized, "AccessDenied"),
+            (NotFound, "NoSuchKey"),
+            (Conflict, "OperationAborted"),
+            (LengthRequired, "MissingContentLength"),
+            (RangeNotSatisfiable, "InvalidRange"),
+            (Unavailable, "ServiceUnavailable"),
+        ]
+        code = next((c for cls, c in mapping if isinstance(exc, cls)), "InternalError")
+        return S3Error(code, exc.message)
+    if isinstance(exc, web.HTTPException):
+        return S3Error("MethodNotAllowed" if exc.status == 405 else "InvalidRequest", exc.reason or "error")
+    return S3Error("InternalError", "We encountered an internal error. Please try again.")

@@ -157,3 +157,63 @@ def parse_location(body: bytes) -> str | None:
         )
     value = child_text(root, "LocationConstraint")
     return value.strip() if value else None
+
+
+# ---- multipart ----
+def initiate_result(bucket: str, key: str, upload_id: str) -> bytes:
+    body = el("Bucket", bucket) + el("Key", key) + el("UploadId", upload_id)
+    return document("InitiateMultipartUploadResult", body)
+
+
+def complete_result(location: str, bucket: str, key: str, etag: str) -> bytes:
+    body = el("Location", location) + el("Bucket", bucket) + el("Key", key) + el("ETag", etag)
+    return document("CompleteMultipartUploadResult", body)
+
+
+def copy_part_result(etag: str, modified: float) -> bytes:
+    return document("CopyPartResult", el("LastModified", iso8601(modified)) + el("ETag", etag))
+
+
+@dataclass(frozen=True)
+class PartItem:
+    number: int
+    modified: float
+    etag: str
+    size: int
+
+
+def list_parts(fields: Sequence[tuple[str, object]], owner_xml: str, parts: Sequence[PartItem]) -> bytes:
+    """ListPartsResult: ``fields`` (Bucket, Key, UploadId, markers …), Initiator/Owner, the parts."""
+    initiator = owner_xml.replace("<Owner>", "<Initiator>").replace("</Owner>", "</Initiator>")
+    items = "".join(
+        f"<Part>{el('PartNumber', p.number)}{el('LastModified', iso8601(p.modified))}"
+        f"{el('ETag', p.etag)}{el('Size', p.size)}</Part>"
+        for p in parts
+    )
+    head = "".join(el(k, v) for k, v in fields)
+    return document("ListPartsResult", f"{head}{initiator}{owner_xml}{el('StorageClass', 'STANDARD')}{items}")
+
+
+@dataclass(frozen=True)
+class UploadItem:
+    key: str
+    upload_id: str
+    initiated: float
+
+
+def list_uploads(
+    fields: Sequence[tuple[str, object]],
+    owner_xml: str,
+    uploads: Sequence[UploadItem],
+    prefixes: Sequence[str],
+) -> bytes:
+    """ListMultipartUploadsResult: ``fields`` in order, the uploads, the common prefixes."""
+    initiator = owner_xml.replace("<Owner>", "<Initiator>").replace("</Owner>", "</Initiator>")
+    parts = [el(k, v) for k, v in fields]
+    parts += [
+        f"<Upload>{el('Key', u.key)}{el('UploadId', u.upload_id)}{initiator}{owner_xml}"
+        f"{el('StorageClass', 'STANDARD')}{el('Initiated', iso8601(u.initiated))}</Upload>"
+        for u in uploads
+    ]
+    parts += [f"<CommonPrefixes>{el('Prefix', p)}</CommonPrefixes>" for p in prefixes]
+    return document("ListMultipartUploadsResult", "".join(parts))

@@ -363,11 +363,21 @@ def test_bad_input_gets_s3_errors_and_changes_nothing(cluster: list[NodeProcess]
         ("GET", "/inbox?acl"),
         ("PUT", "/inbox/k?tagging"),
         ("GET", "/inbox?versioning"),
-        ("POST", "/inbox/k?uploads"),
+        ("GET", "/inbox/k?partNumber=1"),
         ("GET", "/?unknown=1"),
     ]:
         status, answer = raw(node, method, path, b"")
         assert status == 501 and b"<Code>NotImplemented</Code>" in answer, (method, path, answer)
+    # a malformed or empty CompleteMultipartUpload: MalformedXML, the upload still open
+    status, answer = raw(node, "POST", "/inbox/mp?uploads", b"")
+    upload_id = answer.split(b"<UploadId>")[1].split(b"</UploadId>")[0].decode()
+    for body in (b"<CompleteMultipartUpload>", b"<CompleteMultipartUpload/>", b"<Other/>"):
+        status, answer = raw(node, "POST", f"/inbox/mp?uploadId={upload_id}", body)
+        assert status == 400 and b"<Code>MalformedXML</Code>" in answer, answer
+    status, answer = raw(node, "GET", f"/inbox/mp?uploadId={upload_id}", b"")
+    assert status == 200 and b"<ListPartsResult" in answer
+    status, answer = raw(node, "POST", "/inbox/mp?uploadId=not-an-id", b"<CompleteMultipartUpload/>")
+    assert status == 404 and b"<Code>NoSuchUpload</Code>" in answer
     status, answer = raw(node, "PATCH", "/inbox/k", b"")
     assert status == 405 and b"<Code>MethodNotAllowed</Code>" in answer
     with pytest.raises(urllib.error.HTTPError) as anonymous:
