@@ -204,6 +204,7 @@ class LocalNode:
         keep_settings: bool = False,
         s3_ports: Sequence[int] | None = None,
         tls: Path | None = None,
+        internal_ports: Sequence[int] | None = None,
     ) -> list[Self]:
         """``n`` unstarted nodes in ``parent/<name><i>`` that form one cluster.
 
@@ -215,8 +216,8 @@ class LocalNode:
         ``ports`` default to free ones; ``s3_ports``, when given, are the nodes' S3 API ports.
         ``tls``: a folder made by ``p2pstore cluster certs`` (``ca.pem``, ``node<i>.pem``,
         ``node<i>-key.pem``): node-to-node traffic is mutual TLS on a free internal port per
-        node, and the seed is node 0's internal address. Without it the nodes run plain HTTP with
-        signed requests (``--insecure-plain``, see :meth:`command`).
+        node (or ``internal_ports``), and the seed is node 0's internal address. Without it the
+        nodes run plain HTTP with signed requests (``--insecure-plain``, see :meth:`command`).
         """
         flags = {k.replace("-", "_"): v for k, v in (flags or {}).items()}
         if "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
@@ -224,7 +225,9 @@ class LocalNode:
         ports = list(ports) if ports is not None else free_ports(n, host)
         if len(ports) != n:
             raise ValueError(f"{n} nodes need {n} ports, not {len(ports)}")
-        internal = [p for p in free_ports(3 * n, host) if p not in ports][:n] if tls is not None else ports
+        internal = list(internal_ports or [p for p in free_ports(3 * n, host) if p not in ports][:n])
+        if tls is None:
+            internal = ports
         nodes: list[Self] = []
         for i, port in enumerate(ports):
             node_flags = dict(flags)

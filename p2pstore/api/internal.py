@@ -86,6 +86,11 @@ def check_credentials(request: web.Request) -> None:
         claim = verifier.verify(request.method, request.raw_path, request.headers)
     except SignatureError as exc:
         raise refuse(request, str(exc)) from exc
+    cfg = node.config
+    if request.host not in (cfg.advertise_address, f"{cfg.host}:{cfg.port}"):
+        # each node remembers its own nonces: a request signed for another node is not for us
+        why = f"request signed for {request.host}, not for this node ({cfg.advertise_address})"
+        raise refuse(request, why)
     if claim in UNSIGNED_BODY_OK:
         method, prefix = UNSIGNED_BODY_OK[claim]
         if request.method != method or not request.path.startswith(prefix):
