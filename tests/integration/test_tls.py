@@ -77,8 +77,8 @@ async def test_a_node_with_a_certificate_from_another_ca_is_refused(tmp_path: Pa
     make_cluster_certs(ours, 2)
     make_cluster_certs(theirs, 1)
     a, b = start_nodes(tmp_path, 2, tls=ours, fsync="never", gossip_interval=PERIOD)
-    (intruder,) = NodeProcess.cluster(tmp_path, 1, {"seeds": f"127.0.0.1:{a.internal_port}", "fsync": "never"},
-                                      name="intruder", tls=theirs)  # fmt: skip
+    flags = {"seeds": f"127.0.0.1:{a.internal_port}", "fsync": "never"}
+    (intruder,) = NodeProcess.cluster(tmp_path, 1, flags, name="intruder", tls=theirs)
     try:
         intruder.start()
 
@@ -92,7 +92,8 @@ async def test_a_node_with_a_certificate_from_another_ca_is_refused(tmp_path: Pa
         code, answer = http_json(f"{intruder.url}/files")
         assert code == 503 and "not part of its cluster" in answer["error"]
         assert intruder.log_text().count("refused us (TLS)") == 1
-        assert all(m["address"] != f"127.0.0.1:{intruder.internal_port}" for m in a.get_json("/status")["members"])
+        intruder_address = f"127.0.0.1:{intruder.internal_port}"
+        assert all(m["address"] != intruder_address for m in a.get_json("/status")["members"])
 
         # a client that trusts our CA but holds their certificate: the handshake refuses it
         ctx = ssl.create_default_context(cafile=str(ours / "ca.pem"))
