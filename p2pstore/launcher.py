@@ -208,8 +208,8 @@ class LocalNode:
     ) -> list[Self]:
         """``n`` unstarted nodes in ``parent/<name><i>`` that form one cluster.
 
-        Node 0 is the seed of the others (unless ``flags`` names seeds). All share one cluster
-        secret: the ``cluster_secret`` flag, else ``env``'s P2PSTORE_CLUSTER_SECRET (kept out of
+        Node 0 is the seed of the others (unless ``flags`` names seeds). Without ``tls`` all share
+        one cluster secret: the ``cluster_secret`` flag, else ``env``'s P2PSTORE_CLUSTER_SECRET (kept out of
         the command line, which every local user can read), else a fresh one given as a flag.
         ``flags`` go to every node (see :func:`flags_to_args`; ``chunk_size`` and ``chunk-size``
         name the same flag); ``api_token`` among them is also what requests to the nodes carry.
@@ -220,7 +220,7 @@ class LocalNode:
         nodes run plain HTTP with signed requests (``--insecure-plain``, see :meth:`command`).
         """
         flags = {k.replace("-", "_"): v for k, v in (flags or {}).items()}
-        if "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
+        if tls is None and "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
             flags["cluster_secret"] = f"local-{os.getpid()}-{time.monotonic_ns()}"
         ports = list(ports) if ports is not None else free_ports(n, host)
         if len(ports) != n:
