@@ -14,6 +14,7 @@ from aiohttp import web
 from .api.gate import gate
 from .api.internal import add_internal_routes
 from .api.public import NODE_KEY, add_routes
+from .api.tls_listener import MutualTLSSite
 from .cluster.tls import public_context, server_context
 from .config import NodeConfig
 from .node import Node
@@ -97,8 +98,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     sites = [web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True, ssl_context=public_tls)]
     if cfg.internal_tls:  # the same app; /_internal/ answers only connections with a cluster cert
         internal_tls = server_context(cfg.cluster_ca, cfg.node_cert, cfg.node_key)
-        sites.append(web.TCPSite(runner, cfg.host, cfg.internal_listen_port, reuse_address=True,
-                                 ssl_context=internal_tls))  # fmt: skip
+        port = cfg.internal_listen_port
+        sites.append(MutualTLSSite(runner, cfg.host, port, internal_tls))
     if cfg.s3_port:
         s3_runner = web.AppRunner(build_s3_app(node, registry), access_log=None, handler_cancellation=False,
                                   read_bufsize=READ_BUFSIZE)  # fmt: skip

@@ -92,6 +92,8 @@ async def test_a_node_with_a_certificate_from_another_ca_is_refused(tmp_path: Pa
         code, answer = http_json(f"{intruder.url}/files")
         assert code == 503 and "not part of its cluster" in answer["error"]
         assert intruder.log_text().count("refused us (TLS)") == 1
+        # a hears only that the intruder hung up on its certificate: one line a minute
+        assert a.log_text().count("TLS connection from 127.0.0.1 ended during the handshake") == 1
         intruder_address = f"127.0.0.1:{intruder.internal_port}"
         assert all(m["address"] != intruder_address for m in a.get_json("/status")["members"])
 
@@ -107,6 +109,8 @@ async def test_a_node_with_a_certificate_from_another_ca_is_refused(tmp_path: Pa
         except (ssl.SSLError, ConnectionError):
             refused = True
         assert refused
+        line = "refused a TLS connection from 127.0.0.1: CERTIFICATE_VERIFY_FAILED"
+        wait_for(lambda: line in a.log_text(), 10, message="a logs the certificate it refused")
         # and one without any certificate
         bare = ssl.create_default_context(cafile=str(ours / "ca.pem"))
         try:
@@ -119,3 +123,32 @@ async def test_a_node_with_a_certificate_from_another_ca_is_refused(tmp_path: Pa
     finally:
         for n in (a, b, intruder):
             n.terminate()
+
+
+def test_a_member_back_with_another_cas_certificate_is_refused_and_both_log_it(tmp_path: Path) -> None:
+    """The operator trap with certificates: b, a member, comes back with a certificate from
+    another CA. It reports joined: false naming TLS; both log it once."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    make_cluster_certs(ours, 2)
+    make_cluster_certs(theirs, 2)
+    a, b = start_nodes(tmp_path, 2, tls=ours, fsync="never", gossip_interval=PERIOD)
+    try:
+        all_alive([a, b])
+        b.terminate()
+        b.args = [*b.args, "--cluster-ca", str(theirs / "ca.pem"), "--node-cert", str(theirs / "node1.pem"),
+                  "--node-key", str(theirs / "node1-key.pem")]  # fmt: skip  (the last flag wins)
+        b.start()
+
+        def says_refused() -> bool:
+            health = b.health()
+            return bool(health and health["joined"] is False and "TLS" in (health["join_error"] or ""))
+
+        wait_for(says_refused, 30, message="b reports that its peers refuse it (TLS)")
+        # b does not trust a's certificate and hangs up in the handshake: a logs that, once a minute
+        wait_for(lambda: "TLS connection from 127.0.0.1" in a.log_text(), 15, message="a logs b's failed TLS")
+        assert a.log_text().count("TLS connection from 127.0.0.1") == 1
+        assert b.log_text().count("refused us (TLS)") == 1
+        assert "Traceback" not in a.log_text() + b.log_text()
+    finally:
+        a.terminate()
+        b.terminate()
