@@ -152,3 +152,46 @@ def test_a_member_back_with_another_cas_certificate_is_refused_and_both_log_it(t
     finally:
         a.terminate()
         b.terminate()
+
+
+def test_the_public_and_s3_ports_serve_https_with_tls_cert(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key: the public API and the S3 port answer HTTPS (here with a node
+    certificate of the cluster CA), and /status says so; node-to-node traffic is unaffected."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    from p2pstore.launcher import child_env, free_ports
+
+    certs = tmp_path / "certs"
+    make_cluster_certs(certs, 1)
+    port, s3_port = free_ports(2)
+    cmd = [sys.executable, "-m", "p2pstore", "node", "start", "--data-dir", str(tmp_path / "n"),
+           "--port", str(port), "--s3-port", str(s3_port), "--fsync", "never",
+           "--tls-cert", str(certs / "node0.pem"), "--tls-key", str(certs / "node0-key.pem")]  # fmt: skip
+    log = (tmp_path / "n.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    try:
+        def status() -> dict:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/status", context=ctx, timeout=2) as r:
+                return json.loads(r.read())
+
+        body = wait_for(status, 30, message="the node answers HTTPS")
+        assert body["security"]["public"] == "HTTPS" and body["url"] == f"https://127.0.0.1:{port}"
+        req = urllib.request.Request(f"https://127.0.0.1:{port}/files/a", data=b"secret bytes", method="PUT")
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            assert r.status == 201
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/files/a", context=ctx, timeout=5) as r:
+            assert r.read() == b"secret bytes"
+        with (
+            socket.create_connection(("127.0.0.1", s3_port), timeout=5) as raw,  # the S3 port: TLS too
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() is not None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
