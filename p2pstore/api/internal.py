@@ -45,7 +45,7 @@ from ..node import Node
 from ..storage.chunks import is_sha256_hex
 from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
-from .public import READ_SIZE, get_node
+from .public import NODE_KEY, READ_SIZE, get_node
 
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
@@ -55,7 +55,7 @@ _refused_logged: dict[str, float] = {}  # peer -> when a wrong secret from it wa
 REFUSAL_LOG_EVERY = 60.0
 RPC_SESSIONS = web.AppKey("rpc_sessions", set)
 VERIFIER = web.AppKey("verifier", Verifier)
-BODY_DIGEST = "p2pstore.body_digest"  # request key: the sha256 the signed request claims for its body
+BODY_DIGEST = web.RequestKey("body_digest", str)  # the sha256 a signed request claims for its body
 # the bulk endpoints whose body is checked against a signed manifest entry instead of its digest
 UNSIGNED_BODY_OK = {UNSIGNED: ("PUT", "/_internal/stage/"), ENTRY: ("POST", "/_internal/write-raw")}
 
@@ -79,11 +79,8 @@ def check_credentials(request: web.Request) -> None:
         if not (transport is not None and transport.get_extra_info("peercert")):
             raise refuse(request, "internal requests need the internal TLS port and a cluster certificate")
         return
-    verifier = request.app.get(VERIFIER)
-    if verifier is None:
-        verifier = request.app[VERIFIER] = Verifier(node.config.cluster_secret)
     try:
-        claim = verifier.verify(request.method, request.raw_path, request.headers)
+        claim = request.app[VERIFIER].verify(request.method, request.raw_path, request.headers)
     except SignatureError as exc:
         raise refuse(request, str(exc)) from exc
     cfg = node.config
@@ -102,9 +99,17 @@ def check_credentials(request: web.Request) -> None:
 
 def check_peer(request: web.Request) -> None:
     """Internal endpoints need a peer's credentials (see check_credentials) and this node's
-    protocol version; a peer speaking another version is refused with one log line."""
-    check_credentials(request)
+    protocol version. A version named and different is refused first: a node of another
+    version signs differently (protocol 2 sent a bearer secret) and must hear why it is
+    refused; it is refused with one log line. A request naming none is checked as unsigned."""
     version = request.headers.get(PROTOCOL_HEADER, "")
+    if version:
+        check_version(request, version)
+    check_credentials(request)
+    check_version(request, version)
+
+
+def check_version(request: web.Request, version: str) -> None:
     if version != str(PROTOCOL_VERSION):
         peer = request.remote or "?"
         why = f"protocol version {version or 'none'}; this node speaks {PROTOCOL_VERSION}"
@@ -406,7 +411,9 @@ async def close_rpc_sessions(app: web.Application) -> None:
 
 
 def add_internal_routes(app: web.Application) -> None:
+    """The internal routes, on an app that holds its node (NODE_KEY)."""
     app[RPC_SESSIONS] = set()
+    app[VERIFIER] = Verifier(app[NODE_KEY].config.cluster_secret)
     app.on_shutdown.append(close_rpc_sessions)
     app.router.add_get(STREAM_PATH, rpc_stream)
     for name, handler in HANDLERS.items():

@@ -76,3 +76,13 @@ async def test_plain_traffic_is_announced_in_the_log_and_status(node_factory) ->
     assert status["security"]["internal"] == "plain HTTP, signed"
     assert "plain HTTP" in status["security"]["warning"]
     assert "WARNING" in node.log_text() and "--insecure-plain" in node.log_text()
+
+
+async def test_a_node_of_the_previous_protocol_hears_which_version_it_lacks(node_factory) -> None:
+    """A node of protocol 2 sends the bearer secret and no signature: it is told its protocol
+    version is wrong (426), not that its secret is (the version is checked first)."""
+    (node,) = node_factory(1, fsync="never", cluster_secret=SECRET)
+    headers = {"Authorization": f"Bearer {SECRET}", "X-P2PStore-Protocol": "2"}
+    url, body = f"{node.url}/_internal/entries", msgpack.packb({"keys": []})
+    async with aiohttp.ClientSession() as s, s.post(url, data=body, headers=headers) as r:
+        assert r.status == 426 and "protocol version 2" in (await r.json())["error"]
