@@ -75,10 +75,15 @@ def sign(
 class Verifier:
     """The receiving end: checks signatures and remembers the nonces it accepted."""
 
-    def __init__(self, secret: str, window: float = WINDOW, max_nonces: int = MAX_NONCES) -> None:
+    def __init__(
+        self, secret: str, window: float = WINDOW, max_nonces: int = MAX_NONCES, started: float | None = None
+    ) -> None:
         self.secret = secret
         self.window = window
         self.max_nonces = max_nonces
+        # the nonces live in memory: a request signed before this start may have been accepted
+        # by the previous process, so it is refused (peers sign afresh when they retry)
+        self.started = time.time() if started is None else started
         self._nonces: OrderedDict[str, float] = OrderedDict()  # nonce -> when it may be forgotten
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], now: float | None = None) -> str:
@@ -104,6 +109,8 @@ class Verifier:
                 f"signed {now - sent:+.0f}s from this node's clock (window ±{self.window:g}s): "
                 "a replay, or the clocks differ (run NTP)"
             )
+        if sent < self.started:
+            raise SignatureError("signed before this node started (a replay across its restart?)")
         self._forget(now)
         if nonce in self._nonces:
             raise SignatureError("replayed request (nonce already used)")

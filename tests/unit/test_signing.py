@@ -65,6 +65,14 @@ def test_stale_and_future_timestamps_are_refused_and_nonces_are_forgotten_after_
         v.verify("POST", "/_internal/commit", headers, now=NOW + 100)
 
 
+def test_a_request_signed_before_the_node_started_is_refused() -> None:
+    """Nonces are remembered in memory only: what the previous process accepted is refused."""
+    v = Verifier("s3cret", started=NOW)
+    with pytest.raises(SignatureError, match="before this node started"):
+        v.verify("POST", "/_internal/commit", signed(now=NOW - 1), now=NOW + 1)
+    v.verify("POST", "/_internal/commit", signed(now=NOW + 0.5), now=NOW + 1)
+
+
 def test_wrong_secret_missing_headers_and_a_full_nonce_cache_are_refused() -> None:
     with pytest.raises(SignatureError, match="bad signature"):
         Verifier("other").verify("POST", "/_internal/commit", signed(now=NOW), now=NOW)
