@@ -52,6 +52,9 @@ def chaos(
         typer.Option("--workdir", help="Where node data, logs and history.jsonl go (default: temp)."),
     ] = None,
     fsync: Annotated[str, typer.Option("--fsync", help="Node fsync mode: always, batch or never.")] = "never",
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Node-to-node traffic over mutual TLS (processes backend).")
+    ] = False,
 ) -> None:
     """Run a chaos test on a local cluster it starts itself; print the checker summary."""
     from p2pstore.chaos.nemesis import Unsupported
@@ -67,6 +70,8 @@ def chaos(
             raise CliError(f"unknown faults {sorted(unknown)}; choose from {sorted(_FAULTS)}", 2)
         if backend == "processes" and set(fault_list) & {"partition", "one_way"}:
             raise CliError("partitions need --backend netns", 2)
+    if tls and backend != "processes":
+        raise CliError("--tls goes with --backend processes for now", 2)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="p2pstore-chaos-"))
     cfg = ChaosConfig(
         nodes=nodes,
@@ -79,6 +84,7 @@ def chaos(
         convergence_bound=bound,
         workload=WorkloadConfig(clients=clients, keys=keys, seed=seed),
         node_flags={"fsync": fsync},
+        tls=tls,
     )
     typer.echo(f"chaos: {nodes} nodes, {backend}, {duration:.0f}s of load; workdir {workdir}", err=True)
     started = time.monotonic()

@@ -75,6 +75,10 @@ def _reason(exc: BaseException) -> str:
 
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):  # its errno 1 would read "not permitted"
+        cert_error = exc.certificate_error
+        why = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or cert_error
+        return f"its TLS certificate is not trusted ({why}); name its CA with SSL_CERT_FILE=ca.pem"
     os_error = getattr(exc, "os_error", None)
     if isinstance(os_error, OSError) and os_error.errno:
         if os_error.errno == errno.ECONNREFUSED:

@@ -82,8 +82,27 @@ def start(
         str | None, typer.Option(help="Comma-separated host:port of nodes to join through.")
     ] = None,
     cluster_secret: Annotated[
-        str | None, typer.Option(help="Shared secret guarding node-to-node traffic.")
+        str | None, typer.Option(help="Shared secret signing node-to-node requests when TLS is off.")
     ] = None,
+    cluster_ca: Annotated[
+        str | None, typer.Option(help="Cluster CA certificate (PEM): turns on mutual TLS between nodes.")
+    ] = None,
+    node_cert: Annotated[
+        str | None, typer.Option(help="This node's certificate (PEM), signed by the CA.")
+    ] = None,
+    node_key: Annotated[str | None, typer.Option(help="This node's private key (PEM).")] = None,
+    internal_port: Annotated[
+        int | None, typer.Option(help="Port for mutual-TLS node-to-node traffic (default: port + 1000).")
+    ] = None,
+    insecure_plain: Annotated[
+        bool | None,
+        typer.Option("--insecure-plain", help="Node-to-node traffic in plain HTTP (signed, not encrypted).",
+                     show_default=False),
+    ] = None,
+    tls_cert: Annotated[
+        str | None, typer.Option(help="Certificate (PEM) for HTTPS on the public and S3 ports.")
+    ] = None,
+    tls_key: Annotated[str | None, typer.Option(help="Its private key (PEM).")] = None,
     api_token: Annotated[
         str | None, typer.Option(help="Require 'Authorization: Bearer <token>' on the API.")
     ] = None,
@@ -145,6 +164,13 @@ def start(
         "advertise": advertise,
         "seeds": _seeds(seeds),
         "cluster_secret": cluster_secret,
+        "cluster_ca": cluster_ca,
+        "node_cert": node_cert,
+        "node_key": node_key,
+        "internal_port": internal_port,
+        "insecure_plain": insecure_plain,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
         "api_token": api_token,
         "chunk_size": chunk_size,
         "replicas": replicas,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "P2PSTORE_"
+INTERNAL_PORT_OFFSET = 1000  # the internal TLS port's default distance from the node's port
 
 
 @dataclass
@@ -23,7 +24,14 @@ class NodeConfig:
     port: int = 7000
     advertise: str = ""  # host:port other nodes use to reach us; default host:port
     seeds: list[str] = field(default_factory=list)  # host:port of nodes to join through
-    cluster_secret: str = ""  # shared by all nodes; guards /_internal/
+    cluster_secret: str = ""  # shared by all nodes; signs /_internal/ requests when TLS is off
+    cluster_ca: str = ""  # PEM file: the cluster CA; with node_cert/node_key turns on mutual TLS
+    node_cert: str = ""  # PEM file: this node's certificate, signed by the cluster CA
+    node_key: str = ""  # PEM file: its private key
+    internal_port: int = 0  # the mutual-TLS port for node-to-node traffic; 0 = port + 1000
+    insecure_plain: bool = False  # node-to-node traffic in plain HTTP, signed with the secret
+    tls_cert: str = ""  # PEM file: certificate for the public and S3 ports (HTTPS); "" = HTTP
+    tls_key: str = ""  # PEM file: its private key
     api_token: str = ""  # when set, public endpoints need "Authorization: Bearer <token>"
     chunk_size: int = 4 * 1024 * 1024
     replicas: int = 3  # R
@@ -48,13 +56,35 @@ class NodeConfig:
     log_level: str = "INFO"
 
     @property
+    def internal_tls(self) -> bool:
+        """Node-to-node traffic goes over mutual TLS, to its own port."""
+        return bool(self.cluster_ca)
+
+    @property
+    def internal_listen_port(self) -> int:
+        """The port peers call: the internal TLS port, or (plain) the node's own port."""
+        if not self.internal_tls:
+            return self.port
+        return self.internal_port or self.port + INTERNAL_PORT_OFFSET
+
+    @property
     def advertise_address(self) -> str:
-        """The host:port that other nodes should use to reach this one."""
-        return self.advertise or f"{self.host}:{self.port}"
+        """The host:port that other nodes should use to reach this one (its internal port)."""
+        return self.advertise or f"{self.host}:{self.internal_listen_port}"
 
     @property
     def url(self) -> str:
-        return f"http://{self.advertise_address}"
+        """Where clients reach this node: its public port, on the advertised host."""
+        host = self.advertise_address.rsplit(":", 1)[0] if self.advertise else self.host
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
+
+    @property
+    def plain_warning(self) -> str | None:
+        """Why node-to-node traffic is not protected by TLS, when it is not (log and /status)."""
+        if self.internal_tls or not self.cluster_secret:
+            return None
+        return ("node-to-node traffic is plain HTTP (--insecure-plain): signed with the cluster "
+                "secret against replay and tampering, but readable by anyone on the network")  # fmt: skip
 
     def validate(self) -> None:
         """Raise ValueError with a clear message for an inconsistent configuration."""
@@ -74,13 +104,39 @@ class NodeConfig:
             raise ValueError("port must be 1..65535")
         if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):
             raise ValueError("s3_port must be 0 (off) or 1..65535, not the node's own port")
+        self.validate_security()
         if not self.s3_region or not all(c.isalnum() or c == "-" for c in self.s3_region):
             raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
         if self.s3_upload_max_age < 1:
             raise ValueError("s3_upload_max_age must be at least 1 second")
 
+    def validate_security(self) -> None:
+        """TLS files come in complete sets; a clustered node without TLS says so explicitly."""
+        node_tls = (self.cluster_ca, self.node_cert, self.node_key)
+        if any(node_tls) and not all(node_tls):
+            raise ValueError("mutual TLS needs all of cluster_ca, node_cert and node_key")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.internal_tls and self.insecure_plain:
+            raise ValueError("insecure_plain contradicts cluster_ca/node_cert/node_key: choose one")
+        if self.cluster_secret and not self.internal_tls and not self.insecure_plain:
+            raise ValueError(
+                "node-to-node traffic needs TLS (cluster_ca, node_cert, node_key; make them with "
+                "`p2pstore cluster certs`) or, to run it in plain HTTP, insecure_plain"
+            )
+        if self.internal_tls:
+            port = self.internal_listen_port
+            if not 0 < port < 65536 or port in (self.port, self.s3_port):
+                raise ValueError("internal_port must be 1..65535 and differ from port and s3_port")
+
 
 def _coerce(kind: Any, raw: str) -> Any:
+    if kind in (bool, "bool"):
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"{raw!r} is not a boolean (true/false)")
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):

@@ -184,6 +184,7 @@ class LocalNode:
         self.started_at = 0.0
         self.ready_seconds: float | None = None  # from the last start to its first good /health
         self.s3_port = 0  # the S3 API's port when the node serves one
+        self.internal_port: int | None = None  # the mutual-TLS port peers call, when TLS is on
 
     @property
     def s3_url(self) -> str:
@@ -202,27 +203,40 @@ class LocalNode:
         env: Mapping[str, str] | None = None,
         keep_settings: bool = False,
         s3_ports: Sequence[int] | None = None,
+        tls: Path | None = None,
+        internal_ports: Sequence[int] | None = None,
     ) -> list[Self]:
         """``n`` unstarted nodes in ``parent/<name><i>`` that form one cluster.
 
-        Node 0 is the seed of the others (unless ``flags`` names seeds). All share one cluster
-        secret: the ``cluster_secret`` flag, else ``env``'s P2PSTORE_CLUSTER_SECRET (kept out of
+        Node 0 is the seed of the others (unless ``flags`` names seeds). Without ``tls`` all share
+        one cluster secret: the ``cluster_secret`` flag, else ``env``'s P2PSTORE_CLUSTER_SECRET (kept out of
         the command line, which every local user can read), else a fresh one given as a flag.
         ``flags`` go to every node (see :func:`flags_to_args`; ``chunk_size`` and ``chunk-size``
         name the same flag); ``api_token`` among them is also what requests to the nodes carry.
         ``ports`` default to free ones; ``s3_ports``, when given, are the nodes' S3 API ports.
+        ``tls``: a folder made by ``p2pstore cluster certs`` (``ca.pem``, ``node<i>.pem``,
+        ``node<i>-key.pem``): node-to-node traffic is mutual TLS on a free internal port per
+        node (or ``internal_ports``), and the seed is node 0's internal address. Without it the
+        nodes run plain HTTP with signed requests (``--insecure-plain``, see :meth:`command`).
         """
         flags = {k.replace("-", "_"): v for k, v in (flags or {}).items()}
-        if "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
+        if tls is None and "cluster_secret" not in flags and CLUSTER_SECRET_ENV not in (env or {}):
             flags["cluster_secret"] = f"local-{os.getpid()}-{time.monotonic_ns()}"
         ports = list(ports) if ports is not None else free_ports(n, host)
         if len(ports) != n:
             raise ValueError(f"{n} nodes need {n} ports, not {len(ports)}")
+        internal = list(internal_ports or [p for p in free_ports(3 * n, host) if p not in ports][:n])
+        if tls is None:
+            internal = ports
         nodes: list[Self] = []
         for i, port in enumerate(ports):
             node_flags = dict(flags)
             if i > 0 and "seeds" not in flags:
-                node_flags["seeds"] = f"{host}:{ports[0]}"
+                node_flags["seeds"] = f"{host}:{internal[0]}"
+            if tls is not None:
+                node_flags |= {"cluster_ca": str(tls / "ca.pem"), "node_cert": str(tls / f"node{i}.pem"),
+                               "node_key": str(tls / f"node{i}-key.pem"),
+                               "internal_port": internal[i]}  # fmt: skip
             if s3_ports is not None:
                 node_flags["s3_port"] = s3_ports[i]
             nodes.append(
@@ -233,6 +247,8 @@ class LocalNode:
             )  # fmt: skip
             if s3_ports is not None:
                 nodes[-1].s3_port = s3_ports[i]
+            if tls is not None:
+                nodes[-1].internal_port = internal[i]
         return nodes
 
     @property
@@ -257,11 +273,18 @@ class LocalNode:
         return None if self.proc is None else self.proc.poll()
 
     def command(self) -> list[str]:
-        advertise = [] if self.listen == self.host else ["--advertise", self.address]
+        """The node's command line; a node given neither TLS files nor ``--insecure-plain`` gets
+        the latter (the harnesses' nodes run plain HTTP with signed requests unless asked)."""
+        peer_port = self.internal_port or self.port
+        advertise = [] if self.listen == self.host else ["--advertise", f"{self.host}:{peer_port}"]
+        settings = {**(os.environ if self.keep_settings else {}), **self.env}
+        chosen = {"--cluster-ca", "--insecure-plain"} & set(self.args) or {
+            "P2PSTORE_CLUSTER_CA", "P2PSTORE_INSECURE_PLAIN"} & set(settings)  # fmt: skip
+        plain = [] if chosen else ["--insecure-plain"]
         return [
             *self.prefix, sys.executable, "-m", "p2pstore", "node", "start",
             "--data-dir", str(self.data_dir), "--host", self.listen, "--port", str(self.port),
-            *advertise, *self.args,
+            *advertise, *self.args, *plain,
         ]  # fmt: skip
 
     def start(self) -> Self:

@@ -15,6 +15,8 @@ from aiohttp import web
 from .api.gate import gate
 from .api.internal import add_internal_routes
 from .api.public import NODE_KEY, add_routes
+from .api.tls_listener import MutualTLSSite
+from .cluster.tls import public_context, server_context
 from .config import NodeConfig
 from .node import Node
 from .s3.admin import add_admin_routes
@@ -94,13 +96,20 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     runner = web.AppRunner(app, access_log=None, handler_cancellation=False, read_bufsize=READ_BUFSIZE)
     await runner.setup()
     runners = [runner]
-    sites = [web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)]
+    public_tls = public_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
+    sites = [web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True, ssl_context=public_tls)]
+    if cfg.internal_tls:  # the same app; /_internal/ answers only connections with a cluster cert
+        internal_tls = server_context(cfg.cluster_ca, cfg.node_cert, cfg.node_key)
+        port = cfg.internal_listen_port
+        sites.append(MutualTLSSite(runner, cfg.host, port, internal_tls))
     if cfg.s3_port:
         s3_runner = web.AppRunner(build_s3_app(node, registry), access_log=None, handler_cancellation=False,
                                   read_bufsize=READ_BUFSIZE)  # fmt: skip
         await s3_runner.setup()
         runners.append(s3_runner)
-        sites.append(web.TCPSite(s3_runner, cfg.host, cfg.s3_port, reuse_address=True))
+        sites.append(
+            web.TCPSite(s3_runner, cfg.host, cfg.s3_port, reuse_address=True, ssl_context=public_tls)
+        )
     for site in sites:
         try:
             await site.start()
@@ -118,8 +127,13 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
     ]
     log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
+    if cfg.internal_tls:
+        log.info("node-to-node traffic: mutual TLS on port %d", cfg.internal_listen_port)
+    elif (warning := cfg.plain_warning) is not None:
+        log.warning("%s", warning)
     if cfg.s3_port:
-        log.info("S3 API on http://%s:%d (region %s)", cfg.host, cfg.s3_port, cfg.s3_region)
+        scheme = "https" if public_tls else "http"
+        log.info("S3 API on %s://%s:%d (region %s)", scheme, cfg.host, cfg.s3_port, cfg.s3_region)
     try:
         await stop.wait()
     finally:

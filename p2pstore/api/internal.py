@@ -1,5 +1,6 @@
-"""Node-to-node endpoints under /_internal/: the handler table, msgpack messages, cluster
-secret and protocol version required.
+"""Node-to-node endpoints under /_internal/: the handler table, msgpack messages, a peer's
+credentials (a client certificate from the cluster CA, or a request signed with the cluster
+secret) and protocol version required.
 
 Each message handler serves two ways: as a call on the RPC stream (``/_internal/stream``, what
 nodes use; cluster/rpc.py calls, cluster/rpc_server.py serves) and as an HTTP POST to
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import hashlib
 import hmac
 import inspect
 import logging
@@ -35,6 +37,7 @@ from ..cluster.codec import (
 )
 from ..cluster.rpc import STREAM_PATH, STREAM_PROTOCOL
 from ..cluster.rpc_server import RpcErrors, StreamSession
+from ..cluster.signing import ENTRY, UNSIGNED, SignatureError, Verifier
 from ..cluster.writes import ONE_PHASE_MAX
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, StoreError, Unauthorized, WrongProtocol, disk_full
@@ -42,7 +45,7 @@ from ..node import Node
 from ..storage.chunks import is_sha256_hex
 from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
-from .public import READ_SIZE, get_node
+from .public import NODE_KEY, READ_SIZE, get_node
 
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
@@ -51,21 +54,62 @@ _warned_protocol: set[str] = set()
 _refused_logged: dict[str, float] = {}  # peer -> when a wrong secret from it was last logged
 REFUSAL_LOG_EVERY = 60.0
 RPC_SESSIONS = web.AppKey("rpc_sessions", set)
+VERIFIER = web.AppKey("verifier", Verifier)
+BODY_DIGEST = web.RequestKey("body_digest", str)  # the sha256 a signed request claims for its body
+# the bulk endpoints whose body is checked against a signed manifest entry instead of its digest
+UNSIGNED_BODY_OK = {UNSIGNED: ("PUT", "/_internal/stage/"), ENTRY: ("POST", "/_internal/write-raw")}
+
+
+def refuse(request: web.Request, why: str) -> Unauthorized:
+    """Log a refused peer (once a minute per address) and make the 401 that tells it why."""
+    peer = request.remote or "?"
+    now = time.monotonic()
+    if now - _refused_logged.get(peer, float("-inf")) > REFUSAL_LOG_EVERY:
+        _refused_logged[peer] = now
+        log.error("refused internal requests from %s: %s", peer, why)
+    return Unauthorized(why)
+
+
+def check_credentials(request: web.Request) -> None:
+    """Over TLS: the connection carries a client certificate the cluster CA signed (the internal
+    listener requires and verifies it). Otherwise: a valid, fresh signature (signing.py)."""
+    node = get_node(request)
+    if node.config.internal_tls:
+        transport = request.transport
+        if not (transport is not None and transport.get_extra_info("peercert")):
+            raise refuse(request, "internal requests need the internal TLS port and a cluster certificate")
+        return
+    try:
+        claim = request.app[VERIFIER].verify(request.method, request.raw_path, request.headers)
+    except SignatureError as exc:
+        raise refuse(request, str(exc)) from exc
+    cfg = node.config
+    if request.host not in (cfg.advertise_address, f"{cfg.host}:{cfg.port}"):
+        # each node remembers its own nonces: a request signed for another node is not for us
+        why = f"request signed for {request.host}, not for this node ({cfg.advertise_address})"
+        raise refuse(request, why)
+    if claim in UNSIGNED_BODY_OK:
+        method, prefix = UNSIGNED_BODY_OK[claim]
+        if request.method != method or not request.path.startswith(prefix):
+            raise refuse(request, f"body digest {claim} is only for {method} {prefix}")
+    elif len(claim) != 64:
+        raise refuse(request, "malformed body digest")
+    request[BODY_DIGEST] = claim
 
 
 def check_peer(request: web.Request) -> None:
-    """Internal endpoints need ``Authorization: Bearer <cluster secret>`` and this node's
-    protocol version; a peer speaking another version is refused with one log line."""
-    secret = get_node(request).config.cluster_secret
-    given = request.headers.get("Authorization", "")
-    if not secret or not hmac.compare_digest(given.encode(), f"Bearer {secret}".encode()):
-        peer = request.remote or "?"
-        now = time.monotonic()
-        if now - _refused_logged.get(peer, float("-inf")) > REFUSAL_LOG_EVERY:
-            _refused_logged[peer] = now
-            log.error("refused internal requests from %s: missing or wrong cluster secret", peer)
-        raise Unauthorized("missing or wrong cluster secret")
+    """Internal endpoints need a peer's credentials (see check_credentials) and this node's
+    protocol version. A version named and different is refused first: a node of another
+    version signs differently (protocol 2 sent a bearer secret) and must hear why it is
+    refused; it is refused with one log line. A request naming none is checked as unsigned."""
     version = request.headers.get(PROTOCOL_HEADER, "")
+    if version:
+        check_version(request, version)
+    check_credentials(request)
+    check_version(request, version)
+
+
+def check_version(request: web.Request, version: str) -> None:
     if version != str(PROTOCOL_VERSION):
         peer = request.remote or "?"
         why = f"protocol version {version or 'none'}; this node speaks {PROTOCOL_VERSION}"
@@ -95,15 +139,30 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         if request.content_length > limit:
             raise BadRequest("message too large")
         try:
-            return await request.content.readexactly(request.content_length)
+            body = await request.content.readexactly(request.content_length)
         except asyncio.IncompleteReadError as exc:
             raise BadRequest("body shorter than its Content-Length") from exc
-    buf = bytearray()
-    async for piece in request.content.iter_any():  # read(n) may return less than n: loop
-        buf += piece
-        if len(buf) > limit:
-            raise BadRequest("message too large")
-    return bytes(buf)
+    else:
+        buf = bytearray()
+        async for piece in request.content.iter_any():  # read(n) may return less than n: loop
+            buf += piece
+            if len(buf) > limit:
+                raise BadRequest("message too large")
+        body = bytes(buf)
+    return checked_body(request, body)
+
+
+def sha256_hex(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def checked_body(request: web.Request, body: bytes) -> bytes:
+    """The body, if it is the one the request's signature covers (a signed digest, not ENTRY:
+    a raw write's bytes are checked against the signed entry by the replica)."""
+    claim = request.get(BODY_DIGEST)
+    if claim is not None and len(claim) == 64 and not hmac.compare_digest(claim, sha256_hex(body)):
+        raise refuse(request, "the body does not match its signed digest (altered in transit?)")
+    return body
 
 
 async def write_raw(request: web.Request) -> web.Response:
@@ -352,7 +411,9 @@ async def close_rpc_sessions(app: web.Application) -> None:
 
 
 def add_internal_routes(app: web.Application) -> None:
+    """The internal routes, on an app that holds its node (NODE_KEY)."""
     app[RPC_SESSIONS] = set()
+    app[VERIFIER] = Verifier(app[NODE_KEY].config.cluster_secret)
     app.on_shutdown.append(close_rpc_sessions)
     app.router.add_get(STREAM_PATH, rpc_stream)
     for name, handler in HANDLERS.items():

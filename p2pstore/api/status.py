@@ -18,6 +18,11 @@ def status_json(node: Node) -> dict[str, Any]:
         "node_id": node.node_id,
         "address": node.config.advertise_address,
         "url": node.config.url,
+        "security": {
+            "internal": "mutual TLS" if node.config.internal_tls else "plain HTTP, signed",
+            "public": "HTTPS" if node.config.tls_cert else "HTTP",
+            "warning": node.config.plain_warning,
+        },
         "version": __version__,
         "uptime": round(time.time() - node.started, 3),
         **counts,

@@ -128,6 +128,9 @@ class BenchOptions:
         default=None, metadata=flag("Parent dir of --local node data (default: temp).")
     )
     keep: bool = field(default=False, metadata=flag("Keep the --local data dir afterwards."))
+    tls: bool = field(
+        default=False, metadata=flag("--local nodes talk over mutual TLS (else signed plain HTTP).")
+    )
     mem_1g: bool = field(
         default=False, metadata=flag("1 GiB up+down through one node; check its peak RSS < 150 MiB.")
     )

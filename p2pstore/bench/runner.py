@@ -429,6 +429,14 @@ async def run_mem_1g(opts: BenchOptions, url: str, pid: int | None) -> int:
 
 
 # ---- running ----
+def make_local_certs(folder: Path, n: int) -> Path:
+    """A CA and node0..n-1 certificates in ``folder`` (what ``p2pstore cluster certs`` makes)."""
+    from ..cluster.tls import make_cluster_certs
+
+    make_cluster_certs(folder, n)
+    return folder
+
+
 def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     """Start ``opts.local`` nodes under ``parent``; node 0 is the seed the others join through."""
     n = opts.local or 1
@@ -443,9 +451,11 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     if opts.cache_written is not None:
         flags["cache_written"] = opts.cache_written
         leases += f" cache-written={opts.cache_written}"
-    print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} in {parent}",
-          flush=True)  # fmt: skip
-    nodes = LocalNode.cluster(parent, n, flags)
+    tls = make_local_certs(parent / "certs", n) if opts.tls else None
+    security = "mutual TLS" if tls else "plain+HMAC"
+    print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} {security} "
+          f"in {parent}", flush=True)  # fmt: skip
+    nodes = LocalNode.cluster(parent, n, flags, tls=tls)
     try:
         start_all(nodes, timeout=60.0, converged=True)
     except NodeNotReady as exc:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..cluster.tls import make_cluster_certs
 from ..launcher import LocalNode, http_json, reap_all, start_all
 from .checker import CheckReport, check
 from .flags import DEFAULT_NODE_FLAGS
@@ -44,6 +45,7 @@ class ChaosConfig:
     workload: WorkloadConfig = field(default_factory=WorkloadConfig)
     node_flags: dict[str, str] = field(default_factory=dict)
     replicas: int = 3
+    tls: bool = False  # node-to-node mutual TLS (processes backend); else signed plain HTTP
 
     def resolved_max_down(self) -> int:
         if self.max_down is not None:
@@ -52,11 +54,17 @@ class ChaosConfig:
 
 
 @contextlib.contextmanager
-def process_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) -> Iterator[Nemesis]:
-    """``n`` loopback node processes (node 0 seeds the rest) under a process nemesis."""
+def process_cluster(
+    workdir: Path, n: int, flags: dict[str, str] | None = None, tls: bool = False
+) -> Iterator[Nemesis]:
+    """``n`` loopback node processes (node 0 seeds the rest) under a process nemesis; ``tls``:
+    their node-to-node traffic is mutual TLS (a CA and certificates made in ``workdir/certs``)."""
     secret = f"chaos-{os.getpid()}-{time.monotonic_ns()}"
+    certs = workdir / "certs" if tls else None
+    if certs is not None:
+        make_cluster_certs(certs, n)
     nodes = LocalNode.cluster(workdir, n, {**DEFAULT_NODE_FLAGS, "cluster-secret": secret, **(flags or {})},
-                              name="n")  # fmt: skip
+                              name="n", tls=certs)  # fmt: skip
     nemesis = Nemesis(nodes)
     try:
         start_all(nodes, timeout=30.0)
@@ -68,7 +76,7 @@ def process_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) 
 @contextlib.contextmanager
 def open_cluster(cfg: ChaosConfig, workdir: Path) -> Iterator[Nemesis]:
     if cfg.backend == "processes":
-        with process_cluster(workdir, cfg.nodes, cfg.node_flags) as nemesis:
+        with process_cluster(workdir, cfg.nodes, cfg.node_flags, cfg.tls) as nemesis:
             yield nemesis
     elif cfg.backend == "netns":
         from .netns import netns_cluster

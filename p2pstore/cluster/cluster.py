@@ -33,6 +33,7 @@ from .peers import Peers
 from .reads import ChunkFetcher, ReadCoordinator
 from .repair import Repairer, Scrubber
 from .replica import Replica
+from .tls import client_context
 from .transport import Transport
 from .writes import WriteCoordinator
 
@@ -50,7 +51,8 @@ class Cluster:
         self.config = config
         self.store = store
         self.background = Background()
-        self.transport = Transport(cfg.cluster_secret)
+        tls = client_context(cfg.cluster_ca, cfg.node_cert, cfg.node_key) if cfg.internal_tls else None
+        self.transport = Transport(cfg.cluster_secret, tls=tls)
         self.replica = Replica(store, clock, cfg)
         self.gossip = Gossip(
             node_id, cfg.advertise_address, cfg.seeds, store.db, self.transport, cfg.gossip_interval,

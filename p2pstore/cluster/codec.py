@@ -10,7 +10,7 @@ ENTRY_HEADER = "X-P2PStore-Entry"  # a raw one-phase write's manifest entry: bas
 # Every internal request names the protocol version it speaks; a node answers another version
 # with WRONG_PROTOCOL (HTTP 426 Upgrade Required) and one log line per peer, on both sides.
 PROTOCOL_HEADER = "X-P2PStore-Protocol"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: signed requests (no bearer secret), mutual TLS on an internal port
 WRONG_PROTOCOL = 426
 MSGPACK = "application/msgpack"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

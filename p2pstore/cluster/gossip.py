@@ -22,6 +22,7 @@ from ..core.election import Election, ElectionConfig
 from ..core.membership import ALIVE, DEAD, LEFT, SUSPECT, Member, Membership, MembershipConfig
 from ..errors import disk_full
 from ..storage.metadata import MetadataDB
+from .rpc import TLS_REFUSED
 from .transport import PeerError, Transport, pack, unpack
 
 log = logging.getLogger("p2pstore.gossip")
@@ -29,7 +30,7 @@ log = logging.getLogger("p2pstore.gossip")
 TICK = 0.05
 STALL_TOLERANCE = 0.05  # a tick later than this counts as our own stall
 PERSIST_MEMBERS_EVERY = 5.0
-REFUSED = (401, 426)  # a peer's answers that mean "not one of us": wrong secret, wrong protocol
+REFUSED = (401, 426, TLS_REFUSED)  # "not one of us": wrong secret, wrong protocol, wrong certificate
 REFUSAL_MEMORY = 30.0  # seconds a refusal counts, unless a message was accepted since
 FAILURE_LOG_EVERY = 60.0  # seconds between log lines about failing gossip steps
 

@@ -5,13 +5,14 @@ Why: on this machine one small HTTP request/response through aiohttp costs ~360 
 msgpack messages ~50 µs. Every read asks one other replica for its version and a small write
 sends two replica writes, so these hops are a large share of small-file throughput.
 
-The stream starts as an HTTP request on the node's own port (``GET /_internal/stream`` with
-``Connection: Upgrade``, ``Upgrade: p2pstore-rpc/1`` and the cluster secret, checked like every
-internal request); after the ``101`` answer both ends send msgpack objects back to back, no
-other framing. A call is ``[id, method, body]``, its answer ``[id, status, body]`` where status
-is HTTP-like (200 = ``body`` is the result, otherwise ``body`` is the error message). Calls run
-concurrently on both ends and answers may arrive in any order. The upgrade request carries the
-protocol version (``X-P2PStore-Protocol``); a peer speaking another version refuses it (426).
+The stream starts as an HTTP request on the peer's internal port (``GET /_internal/stream``
+with ``Connection: Upgrade``, ``Upgrade: p2pstore-rpc/1``, authenticated like every internal
+request: over mutual TLS, or signed with a fresh nonce and timestamp per connection); after
+the ``101`` answer both ends send msgpack objects back to back, no other framing. A call is
+``[id, method, body]``, its answer ``[id, status, body]`` where status is HTTP-like (200 =
+``body`` is the result, otherwise ``body`` is the error message). Calls run concurrently on
+both ends and answers may arrive in any order. The upgrade request carries the protocol
+version (``X-P2PStore-Protocol``); a peer speaking another version refuses it (426).
 
 A connection that stays silent while a call times out is closed, so a connection that died without
 a reset (a partition, a peer's host gone) is replaced by a fresh one on the next call.
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -36,6 +39,9 @@ STREAM_PROTOCOL = "p2pstore-rpc/1"
 STREAM_PATH = "/_internal/stream"
 MAX_HEAD = 16 * 1024  # the upgrade answer's status line and headers
 CORK_BYTES = 64 * 1024  # corked frames are sent at once when this much waits
+TLS_REFUSED = 495  # (nginx's "SSL Certificate Error") the TLS handshake with the peer failed
+# headers(address, path) -> a fresh upgrade request's headers (auth, protocol version)
+StreamHeaders = Callable[[str, str], dict[str, str]]
 
 
 class RpcError(Exception):
@@ -187,7 +193,9 @@ class Connection(asyncio.Protocol):
             self.upgraded.set_result(None)
             return rest
         if status == 401:
-            self._upgrade_failed(RpcError("wrong cluster secret: the peer refuses this node (401)", status))
+            said = rest[:300].decode("utf-8", "replace")  # the refusal's JSON, when it came along
+            why = f"the peer refuses this node's signature (401: wrong cluster secret or clock?) {said}"
+            self._upgrade_failed(RpcError(why.strip(), status))
         elif status == WRONG_PROTOCOL:
             why = f"it speaks another protocol version than this node ({PROTOCOL_VERSION})"
             self._upgrade_failed(RpcError(why, status))
@@ -210,6 +218,8 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self.writer.connection_lost()
+        if isinstance(exc, ssl.SSLError):  # TLS 1.3: the server checks our certificate after we write
+            self._upgrade_failed(RpcError(f"TLS refused by the peer: {exc}", TLS_REFUSED))
         self._upgrade_failed(RpcError("connection closed during the RPC upgrade"))
         for fut in self.pending.values():
             if not fut.done():
@@ -247,13 +257,12 @@ class Channel:
     """The client end of one peer: its current connection, opened on first use and replaced
     when it breaks or stays silent while a call times out."""
 
-    def __init__(self, address: str, headers: dict[str, str]) -> None:
+    def __init__(self, address: str, headers: StreamHeaders, tls: ssl.SSLContext | None = None) -> None:
         self.address = address
         url = URL(f"http://{address}")
         self.host, self.port = url.host, url.port
-        lines = [f"GET {STREAM_PATH} HTTP/1.1", f"Host: {address}", "Connection: Upgrade",
-                 f"Upgrade: {STREAM_PROTOCOL}", *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
-        self.upgrade_request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self.headers = headers
+        self.tls = tls
         self.conn: Connection | None = None
         self.ids = itertools.count(1)
         self.refused_at: float | None = None  # the last failed connection attempt, until one succeeds
@@ -280,10 +289,24 @@ class Channel:
             self.conn = conn
             return conn
 
+    def upgrade_request(self) -> bytes:
+        """The upgrade request of one new connection (signed afresh: a captured one is useless)."""
+        headers = {"Host": self.address, **self.headers(self.address, STREAM_PATH)}
+        lines = [f"GET {STREAM_PATH} HTTP/1.1", "Connection: Upgrade", f"Upgrade: {STREAM_PROTOCOL}",
+                 *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
     async def _open(self) -> Connection:
-        _, conn = await asyncio.get_running_loop().create_connection(Connection, self.host, self.port)
+        loop = asyncio.get_running_loop()
         try:
-            conn.writer.write(self.upgrade_request)
+            _, conn = await loop.create_connection(
+                Connection, self.host, self.port, ssl=self.tls,
+                server_hostname=self.host if self.tls else None,
+            )  # fmt: skip
+        except ssl.SSLError as exc:  # the peer's certificate is not from our cluster CA, or ours is refused
+            raise RpcError(f"TLS handshake with {self.address} failed: {exc}", TLS_REFUSED) from exc
+        try:
+            conn.writer.write(self.upgrade_request())
             await conn.upgraded
         except BaseException:
             await conn.close()
@@ -337,17 +360,18 @@ def _expire(fut: asyncio.Future[Any]) -> None:
 
 
 class RpcClient:
-    """One channel per peer address, created on first use; ``headers`` (the cluster secret)
-    go with every connection's upgrade request."""
+    """One channel per peer address, created on first use; ``headers`` makes each connection's
+    upgrade request headers; ``tls``: connect with this client context (mutual TLS)."""
 
-    def __init__(self, headers: dict[str, str]) -> None:
+    def __init__(self, headers: StreamHeaders, tls: ssl.SSLContext | None = None) -> None:
         self.headers = headers
+        self.tls = tls
         self.channels: dict[str, Channel] = {}
 
     async def call(self, address: str, method: str, body: Any, timeout: float) -> Any:
         channel = self.channels.get(address)
         if channel is None:
-            channel = self.channels[address] = Channel(address, self.headers)
+            channel = self.channels[address] = Channel(address, self.headers, self.tls)
         return await channel.call(method, body, timeout)
 
     def refusing(self, address: str, within: float = REFUSAL_MEMORY) -> bool:
@@ -363,5 +387,6 @@ class RpcClient:
 
 
 __all__ = [
-    "MAX_FRAME_BYTES", "STREAM_PATH", "STREAM_PROTOCOL", "FrameReader", "RpcClient", "RpcError", "Writer",
+    "MAX_FRAME_BYTES", "STREAM_PATH", "STREAM_PROTOCOL", "TLS_REFUSED", "FrameReader",
+    "RpcClient", "RpcError", "Writer",
 ]  # fmt: skip

@@ -1,23 +1,36 @@
 """Node-to-node calls: msgpack messages over one upgraded TCP stream per peer (see rpc.py), bulk bytes
-(staged uploads, chunks) over aiohttp keep-alive HTTP, all authenticated by the secret.
+(staged uploads, chunks) over aiohttp keep-alive HTTP, all authenticated.
 
-The cluster secret travels as ``Authorization: Bearer <secret>`` on every internal request and
-is compared in constant time by the receiving node. Run clusters on a private network or behind
-TLS: the secret is a shared password, not encryption. Every internal request also names the
-protocol version it speaks (``PROTOCOL_HEADER``); a node refuses another version with 426.
+With TLS (``tls``: a client context holding this node's certificate, verifying peers against the
+cluster CA) every connection is mutual TLS to the peer's internal port and nothing more is
+needed. Without it (``--insecure-plain``) every request and every stream upgrade is signed
+with the cluster secret (signing.py); the secret itself never travels. Every internal request
+also names the protocol version it speaks (``PROTOCOL_HEADER``); a node refuses another
+version with 426.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 
 from ..errors import InsufficientStorage, PayloadTooLarge, Refused
-from .codec import MAX_MESSAGE_BYTES, MSGPACK, PROTOCOL_HEADER, PROTOCOL_VERSION, WRONG_PROTOCOL, pack, unpack
-from .rpc import RpcClient, RpcError
+from .codec import (
+    ENTRY_HEADER,
+    MAX_MESSAGE_BYTES,
+    MSGPACK,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    WRONG_PROTOCOL,
+    pack,
+    unpack,
+)
+from .rpc import TLS_REFUSED, RpcClient, RpcError
+from .signing import EMPTY, ENTRY, UNSIGNED, body_digest, sign
 
 log = logging.getLogger("p2pstore.transport")
 INTERNAL_PREFIX = "/_internal"
@@ -34,9 +47,10 @@ class PeerError(Exception):
         super().__init__(f"{address}: {message}")
         self.address = address
         self.status = status
-        if status in (UNAUTHORIZED, WRONG_PROTOCOL) and address not in _warned_refusal:
+        if status in (UNAUTHORIZED, WRONG_PROTOCOL, TLS_REFUSED) and address not in _warned_refusal:
             _warned_refusal.add(address)  # one line per peer; /health says it all the while
-            why = "wrong cluster secret" if status == UNAUTHORIZED else "another protocol version"
+            why = {UNAUTHORIZED: "wrong cluster secret", TLS_REFUSED: "TLS",
+                   WRONG_PROTOCOL: "another protocol version"}[status]  # fmt: skip
             log.error("peer %s refused us (%s): %s", address, why, message)
 
     def refusal(self, node_id: str) -> Refused | None:
@@ -47,20 +61,33 @@ class PeerError(Exception):
 
 
 class Transport:
-    """One pooled client session for all peers, with the secret attached."""
+    """One pooled client session for all peers: mutual TLS (``tls``), or requests signed with
+    the cluster secret."""
 
-    def __init__(self, secret: str, timeout: float = 5.0) -> None:
+    def __init__(self, secret: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None) -> None:
         self.secret = secret
         self.timeout = timeout
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
         self._session: aiohttp.ClientSession | None = None
         self._rpc: RpcClient | None = None
-        self.headers = {"Authorization": f"Bearer {secret}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+        self.headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+
+    def auth(
+        self, method: str, address: str, path: str, body: str = EMPTY, entry: str = ""
+    ) -> dict[str, str]:
+        """The headers that authenticate one request to ``address`` (none over mutual TLS)."""
+        if self.tls is not None:
+            return {}
+        return sign(self.secret, method, address, path, body, entry)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, limit_per_host=64, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=256, limit_per_host=64, keepalive_timeout=30, ssl=self.tls or True
+                ),
                 headers=self.headers,
                 auto_decompress=False,
             )
@@ -69,8 +96,12 @@ class Transport:
     @property
     def rpc(self) -> RpcClient:
         if self._rpc is None:
-            self._rpc = RpcClient(self.headers)
+            self._rpc = RpcClient(self.stream_headers, self.tls)
         return self._rpc
+
+    def stream_headers(self, address: str, path: str) -> dict[str, str]:
+        """A fresh upgrade request's headers (a new nonce and timestamp per connection)."""
+        return {**self.headers, **self.auth("GET", address, path)}
 
     def refusing(self, address: str) -> bool:
         """The peer at ``address`` refused our last connection attempt moments ago."""
@@ -83,7 +114,7 @@ class Transport:
             await self._session.close()
 
     def url(self, address: str, path: str) -> str:
-        return f"http://{address}{INTERNAL_PREFIX}{path}"
+        return f"{self.scheme}://{address}{INTERNAL_PREFIX}{path}"
 
     async def call(self, address: str, path: str, message: Any, timeout: float | None = None) -> Any:
         """Send a message to the peer's ``/_internal{path}`` handler on the RPC stream and
@@ -98,7 +129,10 @@ class Transport:
     ) -> Any:
         """POST raw bytes (metadata in ``headers``) and return the decoded msgpack reply: a body
         of hundreds of KiB is not copied into and out of a msgpack message on both ends."""
-        headers = {"Content-Type": "application/octet-stream", **headers}
+        entry = headers.get(ENTRY_HEADER)
+        digest = ENTRY if entry else body_digest(data)  # a raw write's bytes are checked against its entry
+        signed = self.auth("POST", address, INTERNAL_PREFIX + path, digest, entry or "")
+        headers = {"Content-Type": "application/octet-stream", **headers, **signed}
         try:
             async with self.session.post(
                 self.url(address, path), data=data, headers=headers,
@@ -116,7 +150,8 @@ class Transport:
         the call, however long a steady transfer takes."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(idle, 5.0), sock_read=idle)
         try:
-            async with self.session.get(self.url(address, path), timeout=timeout) as resp:
+            signed = self.auth("GET", address, INTERNAL_PREFIX + path)
+            async with self.session.get(self.url(address, path), timeout=timeout, headers=signed) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)
@@ -132,7 +167,7 @@ class Transport:
             async with self.session.put(
                 self.url(address, path),
                 data=body,
-                headers=headers,
+                headers={**headers, **self.auth("PUT", address, INTERNAL_PREFIX + path, UNSIGNED)},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=120),
             ) as resp:
                 raw = await resp.read()

@@ -30,6 +30,18 @@ from .conftest import CONVERGENCE_BOUND, run_scenario
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
+def test_kill_pause_restart_under_load_over_mutual_tls(tmp_path: Path) -> None:
+    """The same faults with node-to-node traffic over mutual TLS: the same verdict (a node
+    killed mid-handshake, or paused holding TLS connections, loses nothing acknowledged)."""
+    with process_cluster(tmp_path, 3, tls=True) as nemesis:
+        schedule = Schedule(faults=("kill", "pause", "restart"), max_down=2, interval=(0.5, 2.0), seed=11)
+        report, _ = run_scenario(nemesis, tmp_path, 15.0, lambda stop: schedule.run(nemesis, 15.0, stop))
+        assert report.ok, report.summary()
+        assert sum(schedule.counts.values()) >= 3, f"too few faults injected: {schedule.counts}"
+        assert report.stats["outcomes"].get("put:ok", 0) >= 20, report.stats["outcomes"]
+        assert "mutual TLS" in nemesis.nodes[0].log_text()
+
+
 def test_kill_pause_restart_under_load(tmp_path: Path) -> None:
     """Random kill -9 / SIGSTOP / restart, up to 2 of 3 replicas hurt at once, for 20 s."""
     with process_cluster(tmp_path, 3) as nemesis:

@@ -47,12 +47,12 @@ def test_cluster_up_runs_the_nodes_until_sigterm(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         wait_for(lambda: joined(base) and joined(base + 1), 60, message="both nodes up and joined")
-        secret = (root / "cluster-secret").read_text().strip()
+        key = (root / "certs" / "ca-key.pem").read_text()  # node-to-node mutual TLS by default
         for i in range(2):
             log = (root / f"node{i}.log").read_text()
-            assert f"--port {base + i}" in log
-            assert secret not in log  # the secret goes through the environment, not the command line
-        assert f"--seeds 127.0.0.1:{base}" in (root / "node1.log").read_text()
+            assert f"--port {base + i}" in log and f"--internal-port {base + 200 + i}" in log
+            assert "--cluster-ca" in log and "--insecure-plain" not in log and key not in log
+        assert f"--seeds 127.0.0.1:{base + 200}" in (root / "node1.log").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)

@@ -194,12 +194,12 @@ async def test_malformed_lease_messages_are_refused_and_change_nothing(tmp_path:
     secret = "lease-secret"
     (node,) = start_nodes(tmp_path, 1, fsync="never", cluster_secret=secret)
     try:
-        auth = peer_headers(secret)
         async with aiohttp.ClientSession() as s:
             for path, body in (("lease", {"holder": 1, "ring": "r"}), ("lease", ["x"]),
                                ("lease-revoke", {}), ("lease-revoke", {"holder": None})):  # fmt: skip
                 url = f"{node.url}/_internal/{path}"
-                async with s.post(url, data=msgpack.packb(body), headers=auth) as r:
+                data = msgpack.packb(body)
+                async with s.post(url, data=data, headers=peer_headers(secret, url, body=data)) as r:
                     assert r.status == 400, (path, body)
                     assert "malformed" in (await r.json())["error"]
         assert leases(node)["revoked_here"] == 0

@@ -235,17 +235,16 @@ async def test_internal_endpoints_need_the_cluster_secret(node_factory) -> None:
                 assert r.status == 401
         async with s.get(f"{n.url}/files/forged") as r:
             assert r.status == 404
-        good = peer_headers(secret)
         for junk in (
             b"\xc1",
             msgpack.packb([1, 2]),
             msgpack.packb({"kind": "membership", "from": "x", "msg": 5}),
         ):
-            async with s.post(f"{n.url}/_internal/gossip", data=junk, headers=good) as r:
+            url = f"{n.url}/_internal/gossip"
+            async with s.post(url, data=junk, headers=peer_headers(secret, url, body=junk)) as r:
                 assert r.status == 400 and "malformed" in (await r.json())["error"]
-        async with s.post(
-            f"{n.url}/_internal/commit", data=msgpack.packb({"entry": {"key": ""}}), headers=good
-        ) as r:
+        url, junk = f"{n.url}/_internal/commit", msgpack.packb({"entry": {"key": ""}})
+        async with s.post(url, data=junk, headers=peer_headers(secret, url, body=junk)) as r:
             assert r.status == 400
     assert n.health() is not None
     assert "rejected malformed message" in n.log_text()
@@ -330,9 +329,8 @@ async def plant_newer(s: aiohttp.ClientSession, node: NodeProcess, key: str, tha
         "key": key, "version": version, "size": len(data), "sha256": sha, "chunks": [sha],
         "content_type": "text/plain", "deleted": False, "modified": 2.0,
     }  # fmt: skip
-    auth = peer_headers(secret)
-    async with s.post(f"{node.url}/_internal/write", data=msgpack.packb({"entry": entry, "data": data}),
-                      headers=auth) as r:  # fmt: skip
+    url, body = f"{node.url}/_internal/write", msgpack.packb({"entry": entry, "data": data})
+    async with s.post(url, data=body, headers=peer_headers(secret, url, body=body)) as r:
         assert r.status == 200, await r.text()
     return version
 
@@ -415,7 +413,6 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
             async with s.get(f"{n.url}/files/k?local=1") as r:
                 assert await r.read() == data
 
-        auth = peer_headers(secret)
         old_entry = {
             "key": "k", "version": v1, "size": 9, "sha256": hashlib.sha256(b"old bytes").hexdigest(),
             "chunks": [hashlib.sha256(b"old bytes").hexdigest()], "content_type": "text/plain",
@@ -423,7 +420,8 @@ async def test_a_read_sends_the_newest_version_to_replicas_found_behind(node_fac
         }  # fmt: skip
         cases = (({"entries": [old_entry]}, 200), ({"entries": []}, 400), ({"entries": [{}]}, 400))
         for body, status in cases:
-            async with s.post(f"{a.url}/_internal/read-repair", data=msgpack.packb(body), headers=auth) as r:
+            url, raw = f"{a.url}/_internal/read-repair", msgpack.packb(body)
+            async with s.post(url, data=raw, headers=peer_headers(secret, url, body=raw)) as r:
                 assert r.status == status, body
                 if status == 200:
                     assert msgpack.unpackb(await r.read()) == {"applied": 0}
@@ -453,9 +451,8 @@ async def test_large_upload_hashed_once_by_the_gateway_checks_the_client_checksu
             async with s.get(f"{n.url}/files/big") as r:
                 assert r.status == 200 and r.headers["ETag"] == f'"{sha}"' and await r.read() == body
 
-        auth = peer_headers(secret)
         url = f"{a.url}/_internal/stage/{'ab' * 8}"
-        async with s.put(url, data=body, headers=auth) as r:
+        async with s.put(url, data=body, headers=peer_headers(secret, url, "PUT", unsigned="UNSIGNED")) as r:
             assert r.status == 200
             staged = msgpack.unpackb(await r.read())
         assert staged["size"] == len(body) and len(staged["chunks"]) == 4 and staged["sha256"] is None
@@ -474,18 +471,21 @@ async def test_raw_one_phase_write_checks_secret_header_and_bytes(node_factory) 
     }  # fmt: skip
     header = base64.b64encode(msgpack.packb(entry)).decode()
     url = f"{node.url}/_internal/write-raw"
-    auth = peer_headers(secret)
+
+    def auth(entry: str) -> dict[str, str]:
+        return {**peer_headers(secret, url, unsigned="ENTRY", entry=entry), "X-P2PStore-Entry": entry}
+
     async with aiohttp.ClientSession() as s:
         async with s.post(url, data=data, headers={"X-P2PStore-Entry": header}) as r:
             assert r.status == 401
         for bad_header in ("", "!!notbase64", base64.b64encode(b"\xc1").decode()):
-            async with s.post(url, data=data, headers={**auth, "X-P2PStore-Entry": bad_header}) as r:
+            async with s.post(url, data=data, headers=auth(bad_header)) as r:
                 assert r.status == 400, bad_header
-        async with s.post(url, data=data[:-1] + b"x", headers={**auth, "X-P2PStore-Entry": header}) as r:
+        async with s.post(url, data=data[:-1] + b"x", headers=auth(header)) as r:
             assert r.status == 400 and "does not match" in (await r.json())["error"]
         async with s.get(f"{node.url}/files/raw") as r:
             assert r.status == 404
-        async with s.post(url, data=data, headers={**auth, "X-P2PStore-Entry": header}) as r:
+        async with s.post(url, data=data, headers=auth(header)) as r:
             answer = msgpack.unpackb(await r.read())
             assert r.status == 200 and answer["applied"] is True
             assert isinstance(answer["leases"], dict)  # the read leases the coordinator must respect

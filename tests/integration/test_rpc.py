@@ -29,6 +29,14 @@ def address_of(node) -> str:
     return node.url.removeprefix("http://")
 
 
+def upgrade_request(host: str, port: int) -> bytes:
+    """A stream upgrade request by hand, signed afresh (nonce, timestamp)."""
+    headers = peer_headers(SECRET, f"http://{host}:{port}/_internal/stream", "GET")
+    lines = ["GET /_internal/stream HTTP/1.1", "Connection: Upgrade", "Upgrade: p2pstore-rpc/1",
+             *(f"{k}: {v}" for k, v in headers.items())]  # fmt: skip
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def open_stream(
     host: str, port: int, sock: socket.socket | None = None
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -39,9 +47,7 @@ async def open_stream(
     else:
         reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
-        f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-        f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n"
-        f"{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n".encode()
+        upgrade_request(host, port)
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert head.startswith(b"HTTP/1.1 101"), head
@@ -69,8 +75,9 @@ async def test_calls_answers_and_errors(one_node) -> None:
         assert len(transport.rpc.channels) == 1
         # the same handlers as HTTP POSTs (tools, tests): the same answers
         url = f"{one_node.url}/_internal/entries"
-        async with aiohttp.ClientSession(headers=peer_headers(SECRET)) as s, s.post(
-            url, data=pack({"keys": ["a", "b"]})
+        body = pack({"keys": ["a", "b"]})
+        async with aiohttp.ClientSession(headers=peer_headers(SECRET, url, body=body)) as s, s.post(
+            url, data=body
         ) as r:
             assert r.status == 200 and unpack(await r.read()) == views[0]
         with pytest.raises(PeerError) as bad:
@@ -107,8 +114,8 @@ async def test_the_socket_needs_the_secret_and_drops_garbage(one_node) -> None:
     assert answers[7][0] == 400 and "malformed" in answers[7][1]
     assert answers[8][0] == 404
     writer.close()
-    auth = peer_headers(SECRET)
-    async with aiohttp.ClientSession(headers=auth) as s, s.get(f"{one_node.url}/_internal/stream") as resp:
+    url = f"{one_node.url}/_internal/stream"
+    async with aiohttp.ClientSession(headers=peer_headers(SECRET, url, "GET")) as s, s.get(url) as resp:
         assert resp.status == 400 and "Upgrade" in (await resp.json())["error"]  # no Upgrade header
     assert one_node.health() is not None
     assert "rejected malformed message" in one_node.log_text()
@@ -189,11 +196,12 @@ async def test_a_peer_speaking_another_protocol_version_is_refused(one_node) -> 
     url = f"{one_node.url}/_internal/entries"
     async with aiohttp.ClientSession() as s:
         for version in ("1", "", "999"):
-            headers = {**peer_headers(SECRET), PROTOCOL_HEADER: version}
+            headers = {**peer_headers(SECRET, url, body=pack({"keys": []})), PROTOCOL_HEADER: version}
             async with s.post(url, data=pack({"keys": []}), headers=headers) as r:
                 error = (await r.json())["error"]
                 assert r.status == 426 and f"this node speaks {PROTOCOL_VERSION}" in error, error
-        async with s.post(url, data=pack({"keys": []}), headers=peer_headers(SECRET)) as r:
+        good = peer_headers(SECRET, url, body=pack({"keys": []}))
+        async with s.post(url, data=pack({"keys": []}), headers=good) as r:
             assert r.status == 200
     wait_for(lambda: "refused peer" in one_node.log_text(), 5, message="the refusal logged")
     assert one_node.log_text().count("refused peer") == 1, "one line per peer"
@@ -249,9 +257,7 @@ async def test_a_peer_gone_before_its_upgrade_is_answered_is_no_error(one_node) 
         for _ in range(3):  # queued in the kernel: the request, then the close
             _, writer = await asyncio.open_connection(host, int(port))
             writer.write(
-                f"GET /_internal/stream HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: Upgrade\r\n"
-                f"Upgrade: p2pstore-rpc/1\r\nAuthorization: Bearer {SECRET}\r\n"
-        f"{PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\n\r\n".encode()
+                upgrade_request(host, int(port))
             )
             await writer.drain()
             writer.close()

@@ -9,11 +9,21 @@ from collections.abc import AsyncIterator
 BLOCK = 1 << 20
 
 
-def peer_headers(secret: str) -> dict[str, str]:
-    """What a peer sends with every internal request: the cluster secret and protocol version."""
-    from p2pstore.cluster.codec import PROTOCOL_HEADER, PROTOCOL_VERSION
+def peer_headers(
+    secret: str, url: str, method: str = "POST", body: bytes = b"", *, unsigned: str = "", entry: str = ""
+) -> dict[str, str]:
+    """What a peer sends with one internal request to ``url``: its signature (over the method,
+    host, path, a fresh nonce and timestamp and ``body``'s digest, or ``unsigned``: UNSIGNED or
+    ENTRY) and the protocol version. Each call signs afresh: a signed request is good once."""
+    from urllib.parse import urlsplit
 
-    return {"Authorization": f"Bearer {secret}", PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
+    from p2pstore.cluster.codec import PROTOCOL_HEADER, PROTOCOL_VERSION
+    from p2pstore.cluster.signing import body_digest, sign
+
+    parts = urlsplit(url)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    signed = sign(secret, method, parts.netloc, path, unsigned or body_digest(body), entry)
+    return {**signed, PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 
 
 def pattern_block(seed: int, size: int = BLOCK) -> bytes:

@@ -67,6 +67,7 @@ def start_nodes(
     timeout: float = 30.0,
     prefix: str = "node",
     s3: bool = False,
+    tls: Path | None = None,
     **flags: Any,
 ) -> list[NodeProcess]:
     """Start ``n`` nodes under ``tmp_path`` and wait until all are ready.
@@ -75,11 +76,13 @@ def start_nodes(
     given). All share one ``--cluster-secret`` (override with ``cluster_secret=...``). Extra
     keyword flags are passed to every node (``fsync="never"`` -> ``--fsync never``). If any node
     fails to start, the ones already started are killed before the error propagates. ``s3``: each
-    node also serves the S3 API, on a free port of its own (``node.s3_url``).
+    node also serves the S3 API, on a free port of its own (``node.s3_url``). ``tls``: a folder
+    from ``p2pstore cluster certs`` (node0..n-1): node-to-node traffic is mutual TLS; without it
+    the nodes run plain HTTP with signed requests (``--insecure-plain``).
     """
     ports = free_ports(2 * n if s3 else n)
     nodes = NodeProcess.cluster(tmp_path, n, flags, name=prefix, env=env, ports=ports[:n],
-                                s3_ports=ports[n:] if s3 else None)  # fmt: skip
+                                s3_ports=ports[n:] if s3 else None, tls=tls)  # fmt: skip
     start_all(nodes, timeout)
     return nodes
 

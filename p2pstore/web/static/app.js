@@ -210,8 +210,19 @@
       `up ${duration(s.uptime)}`,
     ].join(" · ");
 
+    renderSecurity(s);
     renderMembers(s);
     renderRepair(s.repair);
+  }
+
+  // Node-to-node traffic without TLS, or peers refusing this node: shown, never silent.
+  function renderSecurity(s) {
+    const badge = $("security");
+    const sec = isObj(s.security) ? s.security : {};
+    const note = s.join_error ? `not joined: ${s.join_error}` : sec.warning ? "plain HTTP between nodes" : "";
+    badge.textContent = note;
+    badge.title = s.join_error || sec.warning || "";
+    badge.className = `badge ms-2 ${s.join_error ? "text-bg-danger" : "text-bg-warning"}${note ? "" : " d-none"}`;
   }
 
   function renderMembers(s) {
