@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -77,8 +78,9 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
     """The gateway acknowledges after W=2 commits; when the two peers commit first, a GET through
     it right away must not fetch every chunk from a peer (whose copy left its page cache): it
     waits the moment its own commit needs and reads its own copy. The gateway runs in this
-    process (its own commit delayed by 0.5 s); the peers are real processes. (No read leases: a
-    fresh node's grantors count every replica as a holder at first, and writes then wait for all.)"""
+    process (its own commit held until the write is acknowledged); the peers are real processes.
+    (No read leases: a fresh node's grantors count every replica as a holder at first, and writes
+    then wait for all.)"""
     secret = f"test-secret-{os.getpid()}"
     cfg = NodeConfig(data_dir=tmp_path / "gateway", host="127.0.0.1", port=free_port(), cluster_secret=secret,
                      chunk_size=MiB, scrub_rate=0, read_lease=0)  # fmt: skip
@@ -98,9 +100,15 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
             assert time.monotonic() < deadline, "the gateway sees both peers"
             await asyncio.sleep(0.05)
         commit = node.cluster.replica.commit
+        acknowledged = asyncio.Event()
 
         async def slow_commit(upload: str | None, entry: ManifestEntry) -> bool:
-            await asyncio.sleep(0.5)
+            # Held until the PUT is answered, not for a fixed time: the peers' commits (fsync on)
+            # can take longer than any fixed delay on a loaded machine. A moment more, so the GET
+            # below arrives while this commit still runs.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(acknowledged.wait(), 30)
+            await asyncio.sleep(0.2)
             return await commit(upload, entry)
 
         node.cluster.replica.commit = slow_commit  # type: ignore[method-assign]
@@ -117,6 +125,7 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
             async with s.put(f"{cfg.url}/files/fresh", data=data) as r:
                 assert r.status == 201, await r.text()
             assert node.cluster.reads.own_commits, "acknowledged before the gateway's own commit"
+            acknowledged.set()
             async with s.get(f"{cfg.url}/files/fresh") as r:
                 assert r.status == 200 and await r.read() == data
         assert len(local_reads) == 3, local_reads

@@ -18,6 +18,7 @@ import msgpack
 
 from tests.support.http import peer_headers
 from tests.support.processes import NodeProcess, metric, start_nodes, wait_for
+from tests.support.rot import rotted
 
 MiB = 1 << 20
 
@@ -175,7 +176,7 @@ async def test_a_small_file_read_with_its_entry_is_still_verified(tmp_path: Path
                 assert r.status == 201
             wait_for(lambda: local_copy(victim, "small") == data, 10, message="the victim has its copy")
             with sqlite3.connect(victim.data_dir / "meta.sqlite", timeout=10) as db:
-                flipped = db.execute("UPDATE files SET data = ? WHERE key = 'small'", (b"\x00" + data[1:],))
+                flipped = db.execute("UPDATE files SET data = ? WHERE key = 'small'", (rotted(data),))
                 assert flipped.rowcount == 1  # a small file's bytes live in its row
             reads = leases(victim)["lease_reads"]
             async with s.get(f"{victim.url}/files/small") as r:

@@ -28,6 +28,7 @@ from p2pstore.storage.chunks import read_sum
 from p2pstore.storage.store import LocalStore
 from tests.support.http import generated_body, generated_sha256
 from tests.support.processes import wait_for
+from tests.support.rot import rotted
 
 CHUNK = 256 * 1024
 
@@ -186,7 +187,7 @@ async def test_the_scrubber_checks_sha256_and_mends_the_read_sum(store: LocalSto
     await stored_file(store, "other", os.urandom(CHUNK))
     assert recorded_sum(store, sha) == read_sum(data)
     path = Path(store.chunks.file(sha))
-    path.write_bytes(b"x" + data[1:])
+    path.write_bytes(rotted(data))
     assert not await scrub_one(store, sha)
     assert not store.committer.sums  # nothing recorded for bad bytes
 
@@ -201,12 +202,12 @@ async def test_the_scrubber_checks_every_inline_copy_of_a_small_chunk(store: Loc
         await stored_file(store, key, data)
     assert await scrub_one(store, sha)
     with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
-        db.execute("UPDATE files SET data = ? WHERE key = ?", (b"x" + data[1:], bad))
+        db.execute("UPDATE files SET data = ? WHERE key = ?", (rotted(data), bad))
     assert not await scrub_one(store, sha)
     await store.quarantine_chunk(sha)
     assert not store.has_chunk(sha, small=True)
     assert [store.get_with_presence(k)[1] for k in ("a", "b")] == [False, False]
-    assert [p.read_bytes() for p in store.chunks.quarantine_dir.iterdir()] == [b"x" + data[1:]]
+    assert [p.read_bytes() for p in store.chunks.quarantine_dir.iterdir()] == [rotted(data)]
     await store.write_chunk(data, sha)  # what repair does with a good copy from a peer
     assert [store.get_with_presence(k)[1] for k in ("a", "b")] == [True, True]
     assert await scrub_one(store, sha)
@@ -215,8 +216,8 @@ async def test_the_scrubber_checks_every_inline_copy_of_a_small_chunk(store: Loc
 def flip_small_chunk(store: LocalStore, sha: str) -> None:
     with contextlib.closing(sqlite3.connect(store.data_dir / DB_NAME)) as db, db:
         (data,) = db.execute("SELECT data FROM small_chunks WHERE sha = ?", (sha,)).fetchone()
-        db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (b"x" + data[1:], sha))
-    assert store.db.small_chunk(sha) == b"x" + data[1:]
+        db.execute("UPDATE small_chunks SET data = ? WHERE sha = ?", (rotted(data), sha))
+    assert store.db.small_chunk(sha) == rotted(data)
 
 
 @pytest.mark.parametrize("busy", [False, True])
@@ -231,7 +232,7 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
     await stored_file(store, "k", small[0])  # a commit: the files' read sums are recorded
     mended_file, bad_file, _, big = (hashlib.sha256(d).hexdigest() for d in files)
     bad_small = hashlib.sha256(small[7]).hexdigest()
-    Path(store.chunks.file(bad_file)).write_bytes(b"x" + files[1][1:])
+    Path(store.chunks.file(bad_file)).write_bytes(rotted(files[1]))
     flip_small_chunk(store, bad_small)
     await store.in_db(store.db.apply_batch, [], {mended_file: b"\0" * 16})
     gone = "0" * 64  # listed, then deleted before the scrubber got to it
