@@ -70,7 +70,8 @@ def request(url: str, method: str = "GET", body: bytes | None = None, headers: d
 @given(method=st.sampled_from(sorted(HANDLERS)), message=values | shaped)
 def test_internal_handlers_refuse_junk_messages(node: NodeProcess, method: str, message: object) -> None:
     body = msgpack.packb(message, use_bin_type=True)
-    status = request(f"{node.url}/_internal/{method}", "POST", body, peer_headers(SECRET))
+    url = f"{node.url}/_internal/{method}"
+    status = request(url, "POST", body, peer_headers(SECRET, url, body=body))
     assert status < 500, (method, message)
 
 
@@ -78,7 +79,8 @@ def test_internal_handlers_refuse_junk_messages(node: NodeProcess, method: str, 
 @given(path=st.sampled_from([*(f"/_internal/{m}" for m in HANDLERS), "/_internal/write-raw"]),
        body=st.binary(max_size=300))  # fmt: skip
 def test_internal_endpoints_refuse_undecodable_bytes(node: NodeProcess, path: str, body: bytes) -> None:
-    assert request(f"{node.url}{path}", "POST", body, peer_headers(SECRET)) < 500
+    url = f"{node.url}{path}"
+    assert request(url, "POST", body, peer_headers(SECRET, url, body=body)) < 500
 
 
 @FUZZ

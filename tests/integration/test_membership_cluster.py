@@ -187,8 +187,9 @@ async def test_members_only_heard_of_do_not_keep_a_place_in_placement(node_facto
     sync = {"type": "sync", "from": "nfake0", "addr": "127.0.0.1:1", "inc": 5, "members": fakes}
     envelope = {"kind": "membership", "from": "nfake0", "msg": sync}
     url = f"{a.url}/_internal/gossip"
+    body = msgpack.packb(envelope)
     async with aiohttp.ClientSession() as s, s.post(
-        url, data=msgpack.packb(envelope), headers=peer_headers(secret)
+        url, data=body, headers=peer_headers(secret, url, body=body)
     ) as r:
         assert r.status == 200, await r.text()
 

@@ -552,14 +552,16 @@ async def test_versions_far_in_the_future_are_refused(node_factory) -> None:
         "key": "k", "version": "9999999999999.999999.nforged", "size": len(data), "sha256": sha,
         "chunks": [sha], "content_type": "x/y", "deleted": False, "modified": 2.0,
     }  # fmt: skip
-    auth = peer_headers(secret)
+
+    async def post(s: aiohttp.ClientSession, method: str, message: dict) -> aiohttp.ClientResponse:
+        url, body = f"{a.url}/_internal/{method}", msgpack.packb(message)
+        return await s.post(url, data=body, headers=peer_headers(secret, url, body=body))
+
     async with aiohttp.ClientSession() as s:
-        async with s.post(f"{a.url}/_internal/write", data=msgpack.packb({"entry": far, "data": data}),
-                          headers=auth) as r:  # fmt: skip
+        async with await post(s, "write", {"entry": far, "data": data}) as r:
             assert r.status == 400 and "ahead of this node's clock" in (await r.json())["error"]
         for method in ("read-repair", "announce"):
-            async with s.post(f"{a.url}/_internal/{method}", data=msgpack.packb({"entries": [far]}),
-                              headers=auth) as r:  # fmt: skip
+            async with await post(s, method, {"entries": [far]}) as r:
                 assert r.status == 200 and msgpack.unpackb(await r.read()) == {"applied": 0}, method
         async with s.put(f"{a.url}/files/k", data=b"real") as r:
             assert r.status == 201, await r.text()
@@ -568,7 +570,6 @@ async def test_versions_far_in_the_future_are_refused(node_factory) -> None:
             async with s.get(f"{n.url}/files/k") as r:
                 assert r.status == 200 and await r.read() == b"real"
         near = {**far, "version": f"{int(time.time() * 1000) + 30_000:013d}.000000.nskewed"}
-        async with s.post(f"{a.url}/_internal/write", data=msgpack.packb({"entry": near, "data": data}),
-                          headers=auth) as r:  # fmt: skip
+        async with await post(s, "write", {"entry": near, "data": data}) as r:
             assert r.status == 200, await r.text()
     assert "ahead of this node's clock" in a.log_text()
