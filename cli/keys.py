@@ -95,6 +95,11 @@ def delete(
     typer.echo(f"deleted {done['deleted']} ({done['name']})")
 
 
+def bucket_path(key: str, bucket: str) -> str:
+    """The native API's path for what ``key`` may do in ``bucket``."""
+    return f"/s3/keys/{quote(key, safe='')}/buckets/{quote(bucket, safe='')}"
+
+
 @app.command("allow")
 def allow(
     ctx: typer.Context,
@@ -106,7 +111,7 @@ def allow(
     token: TokenOption = None,
 ) -> None:
     """Set what a key may do in a bucket (neither --read nor --write: nothing)."""
-    path = f"/s3/keys/{quote(key, safe='')}/buckets/{quote(bucket, safe='')}"
+    path = bucket_path(key, bucket)
     done = call(ctx, url, token, "PUT", path, {"read": read, "write": write})
     granted = "+".join(done["buckets"].get(bucket, [])) or "nothing"
     typer.echo(f"{done['name']} may {granted} in {bucket}")
@@ -121,7 +126,7 @@ def deny(
     token: TokenOption = None,
 ) -> None:
     """Take back what a key was allowed in a bucket (its own buckets stay its own)."""
-    path = f"/s3/keys/{quote(key, safe='')}/buckets/{quote(bucket, safe='')}"
+    path = bucket_path(key, bucket)
     done = call(ctx, url, token, "DELETE", path)
     typer.echo(f"{done['name']} may do nothing in {bucket} (unless it owns it)")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import email.utils
 import functools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -65,13 +65,28 @@ def etag_matches(header: str | None, sha256: str) -> bool:
 
 
 async def send_range(
-    request: web.Request, body: AsyncIterator[bytes], status: int, headers: dict[str, str], length: int
+    request: web.Request,
+    read_range: Callable[[int, int], AsyncIterator[bytes]],
+    size: int,
+    rng: tuple[int, int] | None,
+    headers: dict[str, str],
 ) -> web.StreamResponse:
-    """Answer with the verified bytes ``body`` yields (``length`` of them). An error before the
-    first byte propagates (the caller's middleware answers it as JSON or XML); one after the
-    headers are gone cuts the connection, so the client sees a short body, never bad bytes
-    (the error was logged and counted where it was found). A body that comes in one piece is
-    sent as one response (one writev on uvloop)."""
+    """Answer a GET or HEAD of a file of ``size`` bytes: the range ``rng`` (206) or all of it
+    (200), the verified bytes coming from ``read_range(start, end)``. An error before the first
+    byte propagates (the caller's middleware answers it as JSON or XML); one after the headers
+    are gone cuts the connection, so the client sees a short body, never bad bytes (the error
+    was logged and counted where it was found). A body that comes in one piece is sent as one
+    response (one writev on uvloop)."""
+    start, end = rng if rng else (0, size)
+    status, length = (206 if rng else 200), end - start
+    if rng:
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    if request.method == "HEAD":
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        await resp.prepare(request)
+        return resp
+    body = read_range(start, end)
     first = await anext(body, None)
     if first is not None and len(first) == length:
         await body.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -173,17 +174,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     if etag_matches(request.headers.get("If-None-Match"), entry.sha256):
         return web.Response(status=304, headers=headers)
     rng = parse_range(request.headers.get("Range"), entry.size)
-    start, end = rng if rng else (0, entry.size)
-    status = 206 if rng else 200
-    if rng:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
-    if request.method == "HEAD":
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = end - start
-        await resp.prepare(request)
-        return resp
     # errors before the first byte become a JSON error
-    return await send_range(request, reads.read_range(resolved, start, end), status, headers, end - start)
+    return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
 
 
 async def delete_file(request: web.Request) -> web.Response:

@@ -65,6 +65,20 @@ STATUS: dict[str, int] = {
 }
 
 
+# The S3 code of each domain error the coordinator raises (the first class that matches)
+DOMAIN_CODES: list[tuple[type[StoreError], str]] = [
+    (PayloadTooLarge, "EntityTooLarge"),
+    (InsufficientStorage, "InsufficientStorage"),
+    (BadRequest, "InvalidArgument"),
+    (Unauthorized, "AccessDenied"),
+    (NotFound, "NoSuchKey"),
+    (Conflict, "OperationAborted"),
+    (LengthRequired, "MissingContentLength"),
+    (RangeNotSatisfiable, "InvalidRange"),
+    (Unavailable, "ServiceUnavailable"),
+]
+
+
 class S3Error(Exception):
     """An S3 error answer: ``code`` (S3's name for it), ``message`` for people, the status."""
 
@@ -86,18 +100,7 @@ def s3_error(exc: Exception) -> S3Error:
     if isinstance(exc, S3Error):
         return exc
     if isinstance(exc, StoreError):
-        mapping: list[tuple[type[StoreError], str]] = [
-            (PayloadTooLarge, "EntityTooLarge"),
-            (InsufficientStorage, "InsufficientStorage"),
-            (BadRequest, "InvalidArgument"),
-            (Unauthorized, "AccessDenied"),
-            (NotFound, "NoSuchKey"),
-            (Conflict, "OperationAborted"),
-            (LengthRequired, "MissingContentLength"),
-            (RangeNotSatisfiable, "InvalidRange"),
-            (Unavailable, "ServiceUnavailable"),
-        ]
-        code = next((c for cls, c in mapping if isinstance(exc, cls)), "InternalError")
+        code = next((c for cls, c in DOMAIN_CODES if isinstance(exc, cls)), "InternalError")
         return S3Error(code, exc.message)
     if isinstance(exc, web.HTTPException):
         return S3Error("MethodNotAllowed" if exc.status == 405 else "InvalidRequest", exc.reason or "error")

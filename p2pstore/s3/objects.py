@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
@@ -110,19 +111,11 @@ async def get_object(call: S3Call) -> web.StreamResponse:
         raise S3Error(
             "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)
         ) from None
-    start, end = rng if rng else (0, entry.size)
-    status = 206 if rng else 200
     if rng:
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{entry.size}"
         for name in [h for h in headers if h.startswith(s3meta.CHECKSUM_PREFIX)]:
             del headers[name]  # the stored checksum is of the whole object, not of this range
-    if request.method == "HEAD":
-        resp = web.StreamResponse(status=status, headers=headers)
-        resp.content_length = end - start
-        await resp.prepare(request)
-        return resp
     # errors before the first byte become an XML error
-    return await send_range(request, reads.read_range(resolved, start, end), status, headers, end - start)
+    return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
 
 
 async def _current(call: S3Call, key: str) -> ManifestEntry | None:
