@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .api.gate import gate
 from .api.internal import add_internal_routes
+from .api.overview import add_overview_routes, sample_activity
 from .api.public import NODE_KEY, add_routes
 from .api.tls_listener import MutualTLSSite
 from .cluster.tls import public_context, server_context
@@ -39,6 +40,7 @@ def build_app(node: Node, registry: Registry | None = None) -> web.Application:
     )
     app[NODE_KEY] = node
     add_routes(app)
+    add_overview_routes(app)
     add_web_routes(app)
     add_internal_routes(app)
     add_admin_routes(app, registry or Registry(node))
@@ -125,6 +127,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     tasks = [
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
+        asyncio.create_task(sample_activity(node), name="activity-sampler"),
     ]
     log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
     if cfg.internal_tls:

@@ -45,6 +45,7 @@ from ..node import Node
 from ..storage.chunks import is_sha256_hex
 from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
+from .overview import node_summary
 from .public import NODE_KEY, READ_SIZE, get_node
 
 log = logging.getLogger("p2pstore.internal")
@@ -292,6 +293,11 @@ async def recover(node: Node, msg: Any, peer: str) -> Any:
     return await node.cluster.admin.recover_here()
 
 
+def summary(node: Node, msg: Any, peer: str) -> Any:
+    """Disk, re-sync and recent activity, for the status page served by another node."""
+    return node_summary(node)
+
+
 async def purge(node: Node, msg: Any, peer: str) -> Any:
     tombstones = msg.get("tombstones") if isinstance(msg, dict) else None
     if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
@@ -320,6 +326,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "checkpoint": checkpoint,
     "recover": recover,
     "purge": purge,
+    "summary": summary,
 }
 INLINE = frozenset(name for name, handler in HANDLERS.items() if not inspect.iscoroutinefunction(handler))
 

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 REQUESTS: Counter[tuple[str, str, str]] = Counter()  # (api, method, status class) -> count
 BYTES_IN: Counter[str] = Counter()  # api -> request body bytes announced by Content-Length
+CLIENT_REQUESTS: Counter[str] = Counter()  # api -> file requests of clients (not status polls)
+CLIENT_BYTES: Counter[str] = Counter()  # "in"/"out" -> file bytes received from / sent to clients
 RPC_READ_PAUSES: Counter[str] = Counter()  # why a peer's RPC stream stopped being read -> times
 
 
