@@ -54,7 +54,7 @@ def repair_sentence(node_id: str, repair: Mapping[str, Any], rate: float) -> str
     if rate > 0 and left > 0:
         text += f", {human_seconds(left / rate)} left"
     elif left > 0:
-        text += ", waiting for a source"
+        text += ", estimating the time left"
     return text
 
 

@@ -53,7 +53,7 @@ def test_repair_sentence_in_words() -> None:
     assert repair_sentence("node3", running, rate=55_000_000) == (
         "re-syncing node3: 1.2 GB of 3.4 GB (12 files to go), 40 s left"
     )
-    assert repair_sentence("node3", running, rate=0).endswith("waiting for a source")
+    assert repair_sentence("node3", running, rate=0).endswith("estimating the time left")
     assert repair_sentence("node3", {**running, "running": False}, rate=1) is None
     assert repair_sentence("node3", {"running": True, "bytes_to_copy": 0, "queue": 0}, rate=1) is None
 

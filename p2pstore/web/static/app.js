@@ -502,10 +502,23 @@
     $("drop-folder").textContent = state.folder || "/";
   }
 
+  /** A small folder drawing (inline SVG: no icon font, no emoji font needed). */
+  function folderIcon() {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("class", "folder-icon");
+    svg.setAttribute("aria-hidden", "true");
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", "M1 3.5A1.5 1.5 0 0 1 2.5 2h3.6l1.5 1.5h5.9A1.5 1.5 0 0 1 15 5v7.5a1.5 1.5 0 0 1-1.5 1.5h-11A1.5 1.5 0 0 1 1 12.5z");
+    svg.append(path);
+    return svg;
+  }
+
   function folderRow(prefix, isBucket) {
     const name = prefix.slice(state.folder.length);
     const link = el("a", { href: "#", class: "folder-link", onclick: (ev) => { ev.preventDefault(); openFolder(prefix); } },
-      el("span", { class: "folder-icon", "aria-hidden": "true", text: "📁 " }), keyText(name));
+      folderIcon(), keyText(name));
     const cell = el("td", { class: "key-cell", colspan: 6 }, link);
     if (isBucket) cell.append(" ", el("span", { class: "badge text-bg-info bucket-badge", title: "an S3 bucket: the same files through the S3 API", text: "S3 bucket" }));
     return el("tr", { class: "folder-row", "data-prefix": prefix, "data-bucket": isBucket ? "1" : "0" }, cell);
@@ -523,7 +536,7 @@
       const ok = !!(r && r.verified);
       td.append(el("span", { class: "replica", title: ok ? "verified copy" : "copy not verified" },
         el("code", { text: String(r && r.node) }),
-        el("span", { class: ok ? "replica-ok" : "replica-bad", text: ok ? " ✓" : " ✗" })));
+        el("span", { class: ok ? "replica-ok" : "replica-bad", text: ok ? " ✓" : " ✗" })), " ");
     }
     if (verified < state.replicas) {
       td.append(el("span", { class: "badge text-bg-warning replica-warning", text: `${verified}/${state.replicas} verified` }));
