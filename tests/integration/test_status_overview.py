@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import NodeProcess, wait_for
+from tests.support.processes import NodeProcess, start_nodes, wait_for
 
 ADMIN_ID, ADMIN_SECRET = "AKIDP2PSTOREPAGE0001", "page-secret-0123456789abcdef"
 FLAGS: dict[str, Any] = {"fsync": "never", "gossip_interval": 0.2}
@@ -143,3 +143,24 @@ def test_overview_warns_of_an_almost_full_disk(node_factory: Any, tmp_path: Any)
     o = call(node, "GET", "/status/cluster")[1]
     disk = [w for w in o["warnings"] if w["kind"] == "disk"]
     assert disk and disk[0]["level"] == "warning" and "disk almost full" in disk[0]["text"], o["warnings"]
+
+
+def test_overview_warns_that_peers_refuse_a_node_with_the_wrong_secret(tmp_path: Any) -> None:
+    a, b = start_nodes(tmp_path, 2, cluster_secret="right", **FLAGS)
+    try:
+        b_id = b.get_json("/health")["node_id"]
+        wait_for(lambda: len(b.get_json("/status")["members"]) == 2, 20, message="b joined")
+        b.terminate()
+        b.args = [*b.args, "--cluster-secret", "wrong"]  # the last flag wins
+        b.start()
+
+        def refused() -> list[dict[str, Any]]:
+            o = call(b, "GET", "/status/cluster")[1]
+            return [w for w in o["warnings"] if w["kind"] == "refused" and w["node"] == b_id]
+
+        w = wait_for(refused, timeout=30, message="the page served by b to say its peers refuse it")
+        assert w[0]["level"] == "danger"
+        assert "not part of the cluster" in w[0]["text"] and "wrong cluster secret" in w[0]["text"]
+    finally:
+        a.terminate()
+        b.terminate()
