@@ -246,12 +246,20 @@ class MetadataDB:
     def list(
         self, prefix: str = "", after: str = "", limit: int = 1000, include_deleted: bool = False
     ) -> list[ManifestEntry]:
-        """Entries with ``key`` starting with ``prefix``, strictly after ``after``, in key order."""
-        sql = f"SELECT {ENTRY_COLUMNS} FROM files WHERE key >= ? AND key < ? AND key > ?"
+        """Entries with ``key`` starting with ``prefix``, strictly after ``after``, in key order.
+
+        One lower bound, not two: given ``key >= prefix AND key > after``, SQLite seeks to the
+        prefix and filters every row up to ``after`` (a page deep in 100,000 keys took 85 ms)."""
+        if after >= prefix:
+            sql = f"SELECT {ENTRY_COLUMNS} FROM files WHERE key > ? AND key < ?"
+            bounds: tuple[str, str] = (after, prefix + MAX_TEXT)
+        else:
+            sql = f"SELECT {ENTRY_COLUMNS} FROM files WHERE key >= ? AND key < ?"
+            bounds = (prefix, prefix + MAX_TEXT)
         if not include_deleted:
             sql += " AND deleted = 0"
         sql += " ORDER BY key LIMIT ?"
-        rows = self._read(sql, (prefix, prefix + MAX_TEXT, after, limit))
+        rows = self._read(sql, (*bounds, limit))
         return [row_to_entry(r) for r in rows]
 
     def _scan(self, columns: str, batch: int) -> Iterator[tuple]:
