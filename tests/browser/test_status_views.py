@@ -151,7 +151,6 @@ def test_drop_a_100_mib_file_progress_moves_and_bytes_match(
             digest.update(piece)
             fh.write(piece)
     page.goto(cluster[0].url + "/")
-    page.locator('#files tr.folder-row[data-prefix="dropped/"]').wait_for(state="detached")
     page.evaluate("""() => {
         window.__progress = [];
         new MutationObserver((changes) => {
@@ -258,7 +257,7 @@ def test_resync_in_words_and_its_chart(page: Any, node_factory: NodeFactory) -> 
     victim.wait_ready(30)
     text = page.locator(f'#repair .repair-line[data-node-id="{victim_id}"] .repair-text')
     expect(text).to_contain_text(f"re-syncing {victim_id}: ", timeout=30_000)
-    expect(text).to_contain_text(re.compile(r"[\d.]+ (kB|MB|B) of 1[67]\.\d MB"))
+    expect(text).to_contain_text(re.compile(r"[\d.]+ (kB|MB|B) of [\d.]+ MB"))
     wait_for(lambda: float(chart(page, "repair").get_attribute("data-max")) > 0, timeout=20,
              message="the re-sync chart to rise")  # fmt: skip
     shot(page, "resync.png")
