@@ -256,8 +256,18 @@ def test_resync_in_words_and_its_chart(page: Any, node_factory: NodeFactory) -> 
     victim.start()
     victim.wait_ready(30)
     text = page.locator(f'#repair .repair-line[data-node-id="{victim_id}"] .repair-text')
-    expect(text).to_contain_text(f"re-syncing {victim_id}: ", timeout=30_000)
-    expect(text).to_contain_text(re.compile(r"[\d.]+ (kB|MB|B) of [\d.]+ MB"))
+    # the sentence and the warning come from the same poll: checked together, in the page
+    page.wait_for_function(
+        """id => {
+            const t = document.querySelector(`#repair .repair-line[data-node-id="${id}"] .repair-text`);
+            const w = document.querySelector('#warnings .cluster-warning[data-kind="under-replicated"]');
+            const sentence = new RegExp("^re-syncing " + id + ": [0-9.]+ (kB|MB|B) of [0-9.]+ MB");
+            const said = t && sentence.test(t.textContent);
+            return said && w && w.textContent.includes(id);
+        }""",
+        arg=victim_id,
+        timeout=30_000,
+    )
     wait_for(lambda: float(chart(page, "repair").get_attribute("data-max")) > 0, timeout=20,
              message="the re-sync chart to rise")  # fmt: skip
     shot(page, "resync.png")
