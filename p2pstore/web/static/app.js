@@ -103,52 +103,7 @@
     return `${Math.floor(sec)}s`;
   }
 
-  function fmtScalar(key, v) {
-    if (v === null || v === undefined) return "—";
-    if (typeof v === "number" && /bytes/i.test(key)) return humanSize(v);
-    if (typeof v === "number" && /(^|_)(at|time|last_\w+|since)$/i.test(key) && v > 1e9) return fmtDate(v);
-    if (typeof v === "boolean") return v ? "yes" : "no";
-    if (typeof v === "object") return JSON.stringify(v);
-    return String(v);
-  }
-
   const isObj = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-
-  /** Render any JSON value as a small table / definition list (used for repair and recover reports). */
-  function renderGeneric(value, key = "") {
-    if (value === null || value === undefined) return el("span", { class: "text-body-secondary", text: "—" });
-    if (Array.isArray(value)) {
-      if (!value.length) return el("span", { class: "text-body-secondary", text: "none" });
-      if (value.every(isObj)) return tableOf(value.map((v, i) => [String(i + 1), v]));
-      return el("span", { text: value.map((v) => fmtScalar(key, v)).join(", ") });
-    }
-    if (!isObj(value)) return el("span", { text: fmtScalar(key, value) });
-    const entries = Object.entries(value);
-    const nested = entries.filter(([, v]) => isObj(v));
-    const flat = entries.filter(([, v]) => !isObj(v));
-    const wrap = el("div");
-    if (flat.length) {
-      const dl = el("dl", { class: "row mb-1" });
-      for (const [k, v] of flat) {
-        dl.append(el("dt", { class: "col-6 col-sm-5 fw-normal text-body-secondary", text: k }));
-        dl.append(el("dd", { class: "col-6 col-sm-7 mb-0" }, renderGeneric(v, k)));
-      }
-      wrap.append(dl);
-    }
-    if (nested.length) wrap.append(tableOf(nested));
-    return wrap;
-  }
-
-  function tableOf(rows) {
-    const cols = [];
-    for (const [, obj] of rows) for (const k of Object.keys(obj)) if (!cols.includes(k)) cols.push(k);
-    const head = el("tr", null, el("th", { text: "" }), ...cols.map((c) => el("th", { text: c })));
-    const body = rows.map(([name, obj]) =>
-      el("tr", { "data-row": name }, el("th", { text: name }),
-        ...cols.map((c) => el("td", { text: fmtScalar(c, obj[c]) }))));
-    return el("div", { class: "table-responsive" },
-      el("table", { class: "table table-sm mb-0" }, el("thead", null, head), el("tbody", null, ...body)));
-  }
 
   // ---------------------------------------------------------------- HTTP
 
@@ -743,6 +698,16 @@
     if (!results || !results.length) list.replaceChildren(el("li", { class: "list-group-item px-0", text: "no results" }));
   }
 
+  /** "Recovery of n2 done: 3 of 3 files re-synced (12.6 MB) in 2.1 s" from the re-sync report. */
+  function recoverSentence(id, r) {
+    if (!isObj(r) || typeof r.files_needing_repair !== "number") return `Recovery of ${id} done`;
+    if (!r.files_needing_repair) return `Recovery of ${id} done: nothing was missing (checked in ${r.seconds} s)`;
+    let text = `Recovery of ${id} done: ${r.files_repaired} of ${r.files_needing_repair} files re-synced ` +
+      `(${humanSI(r.bytes_copied)}) in ${r.seconds} s`;
+    if (r.files_failed) text += `; ${r.files_failed} failed and will be retried`;
+    return text;
+  }
+
   async function onRecover(ev) {
     ev.preventDefault();
     const id = $("recover-node").value;
@@ -753,8 +718,7 @@
     out.replaceChildren(el("span", { class: "text-body-secondary", text: `recovering ${id}…` }));
     try {
       const report = await api("POST", `/recover/${encodeURIComponent(id)}`);
-      out.replaceChildren(el("div", { class: "alert alert-success py-2 mb-1", text: `Recovery of ${id} done` }),
-        renderGeneric(report, "report"));
+      out.replaceChildren(el("div", { class: "alert alert-success py-2 mb-1 recover-done", text: recoverSentence(id, report) }));
     } catch (e) {
       const text = e.status === 404 && !(isObj(e.body) && e.body.detail)
         ? `Recovery is not available on this node (${e.message}, HTTP 404)`
