@@ -89,6 +89,7 @@ def test_page_shows_node_cluster_and_fits_a_phone(page: Any, shared: list[NodePr
     page.set_viewport_size({"width": 375, "height": 740})
     expect(page.locator("#upload-form")).to_be_visible()
     ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the header is sticky
     page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than a phone screen"
@@ -127,6 +128,7 @@ def test_upload_list_download_delete(page: Any, shared: list[NodeProcess]) -> No
         expect(cell.locator(".replica-warning")).to_have_count(0)
 
     ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the header is sticky
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
     with page.expect_download() as dl_info:
@@ -184,6 +186,7 @@ def test_dead_node_turns_red_without_reload(page: Any, node_factory: NodeFactory
     top = page.locator("#warnings").bounding_box()
     assert top is not None and top["y"] < page.locator("#cluster-section").bounding_box()["y"]
     ARTIFACTS.mkdir(exist_ok=True)
+    page.evaluate("window.scrollTo(0, 0)")  # the header is sticky
     page.screenshot(path=str(ARTIFACTS / "dashboard-warnings.png"), full_page=True)
     assert page.evaluate("window.__sameDocument === true"), "the page was reloaded"
 

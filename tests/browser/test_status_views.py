@@ -41,7 +41,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProce
 
 
 def shot(page: Any, name: str, full: bool = True) -> None:
+    """A screenshot for people to look at (a full page from the top: the header is sticky)."""
     ARTIFACTS.mkdir(exist_ok=True)
+    if full:
+        page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / name), full_page=full)
 
 
