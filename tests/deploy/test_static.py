@@ -73,9 +73,9 @@ def test_compose_has_no_obsolete_version_key() -> None:
 def test_compose_defines_three_peer_nodes() -> None:
     data = load_compose()
     services = data["services"]
-    assert sorted(services) == list(NODES)
-    images = {services[n]["image"] for n in NODES}
-    assert len(images) == 1, "all nodes must run the one image"
+    assert sorted(services) == ["certs", *NODES]
+    images = {services[n]["image"] for n in (*NODES, "certs")}
+    assert len(images) == 1, "all nodes (and the certs service) run the one image"
     ports_seen = set()
     for i, name in enumerate(NODES, start=1):
         svc = services[name]
@@ -83,13 +83,18 @@ def test_compose_defines_three_peer_nodes() -> None:
         assert "BASE_IMAGE" in svc["build"]["args"]
         assert svc["restart"] == "unless-stopped"
         env = svc["environment"]
-        assert env["P2PSTORE_ADVERTISE"] == f"{name}:7000"
+        assert env["P2PSTORE_ADVERTISE"] == f"{name}:8000", "peers call the internal TLS port"
+        assert env["P2PSTORE_INTERNAL_PORT"] == "8000"
         assert env["P2PSTORE_HOST"] == "0.0.0.0"
         assert env["P2PSTORE_DATA_DIR"] == "/data"
-        assert env["P2PSTORE_CLUSTER_SECRET"] == "${P2PSTORE_CLUSTER_SECRET:-change-me}"
+        assert "P2PSTORE_INSECURE_PLAIN" not in env, "mutual TLS by default"
+        assert env["P2PSTORE_CLUSTER_CA"] == "/certs/ca.pem"
+        assert env["P2PSTORE_NODE_CERT"] == f"/certs/{name}.pem"
+        assert env["P2PSTORE_NODE_KEY"] == f"/certs/{name}-key.pem"
         seeds = set(env["P2PSTORE_SEEDS"].split(","))
-        assert seeds == {f"{n}:7000" for n in NODES}
-        assert svc["volumes"] == [f"{name}-data:/data"]
+        assert seeds == {f"{n}:8000" for n in NODES}
+        assert svc["volumes"] == [f"{name}-data:/data", "node-certs:/certs:ro"]
+        assert svc["depends_on"]["certs"]["condition"] == "service_completed_successfully"
         assert f"{name}-data" in data["volumes"]
         (port,) = svc["ports"]
         assert port.endswith(":7000")
@@ -98,6 +103,12 @@ def test_compose_defines_three_peer_nodes() -> None:
         check = svc["healthcheck"]
         assert "/health" in " ".join(check["test"])
     assert len(ports_seen) == 3
+    certs = services["certs"]
+    script = " ".join(certs["command"])
+    assert "p2pstore cluster certs --out /ca" in script and all(f"--host {n}" in script for n in NODES)
+    assert "ca-key.pem" not in script, "the CA key stays in the cluster-ca volume, off the nodes"
+    assert "cluster-ca:/ca" in certs["volumes"] and "node-certs:/certs" in certs["volumes"]
+    assert all("cluster-ca:/ca" not in services[n]["volumes"] for n in NODES)
 
 
 def compose_cli() -> list[str] | None:
