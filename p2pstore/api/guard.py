@@ -62,7 +62,7 @@ class Guard:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.uploads: dict[str, int] = {}
-        self.cut: dict[str, int] = {"header": 0, "body": 0, "uploads": 0}  # for /metrics
+        self.cut: dict[str, int] = {"header": 0, "body": 0, "uploads": 0}  # connections cut, by reason
         self.servers: list[GuardedServer] = []
         self._logged: dict[tuple[str, str], float] = {}
 

@@ -18,14 +18,16 @@ TRICKLE_SIZE = 10_000_000  # what each slow upload declares
 FAST_PART = 2 * 1024 * 1024  # sent at once, so the upload is streaming to its replicas
 
 
-async def slow_upload(address: str, key: str, local: str, stop: asyncio.Event) -> bytes:
+async def slow_upload(
+    address: str, key: str, local: str, stop: asyncio.Event, path: str = "/files/"
+) -> bytes:
     """A PUT that declares TRICKLE_SIZE bytes, sends FAST_PART, then 1 KiB every half second
     until ``stop`` (above the default least rate: it is slow, not stalled). Returns what the
     node answered, if anything."""
     host, port = address.split(":")
     reader, writer = await asyncio.open_connection(host, int(port), local_addr=(local, 0))
     try:
-        head = f"PUT /files/{key} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {TRICKLE_SIZE}\r\n\r\n"
+        head = f"PUT {path}{key} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {TRICKLE_SIZE}\r\n\r\n"
         writer.write(head.encode() + os.urandom(FAST_PART))
         await writer.drain()
         while not stop.is_set():
