@@ -183,3 +183,48 @@ async def test_a_thousand_idle_sockets_leave_the_node_serving(node_factory) -> N
             w.close()
     log = node.log_text()
     assert "Too many open files" not in log and "Traceback" not in log
+
+
+async def test_the_s3_port_refuses_past_the_cap_in_s3_xml(node_factory) -> None:
+    """One signed S3 upload trickling from 127.0.0.2 (the cap is 1): the next upload from that
+    address gets S3's 503 ServiceUnavailable XML; the native port from another address is served."""
+    boto3 = __import__("pytest").importorskip("boto3")
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    key_id, secret = "AKIDP2PSTORESLOW0001", "slow-secret-0123456789abcdef"
+    (node,) = node_factory(1, fsync="never", max_uploads_per_client=1, s3=True)
+    async with aiohttp.ClientSession() as s:
+        new_key = {"access_key_id": key_id, "secret": secret, "name": "admin", "admin": True}
+        async with s.post(f"{node.url}/s3/keys", json=new_key) as r:
+            assert r.status == 201, await r.text()
+    boto3.client("s3", endpoint_url=node.s3_url, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                 region_name="us-east-1").create_bucket(Bucket="bucket")  # fmt: skip
+    headers = {"Content-Length": str(TRICKLE_SIZE), "x-amz-content-sha256": "UNSIGNED-PAYLOAD"}
+    signed = AWSRequest("PUT", f"{node.s3_url}/bucket/held", headers=headers)
+    S3SigV4Auth(Credentials(key_id, secret), "s3", "us-east-1").add_auth(signed)
+    address = node.s3_url.removeprefix("http://")
+    host, port = address.split(":")
+    _, writer = await asyncio.open_connection(host, int(port), local_addr=("127.0.0.2", 0))
+    try:
+        head = "".join(f"{k}: {v}\r\n" for k, v in signed.headers.items())
+        writer.write(f"PUT /bucket/held HTTP/1.1\r\nHost: {address}\r\n{head}\r\n".encode() + b"x" * 65536)
+        await writer.drain()
+        other = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=other) as c:
+            deadline = time.monotonic() + 20
+            while True:
+                writer.write(b"x" * 1024)  # the held upload keeps going
+                async with c.put(f"{node.s3_url}/bucket/second", data=b"x") as r:
+                    status, retry, body = r.status, r.headers.get("Retry-After", ""), await r.text()
+                if status == 503 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+        assert status == 503 and retry == "1", (status, body)
+        assert "<Code>ServiceUnavailable</Code>" in body and "too many uploads" in body
+        async with aiohttp.ClientSession() as s, s.put(f"{node.url}/files/native", data=b"other") as r:
+            assert r.status == 201
+    finally:
+        writer.close()
+    assert "Traceback" not in node.log_text()
