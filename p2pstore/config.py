@@ -50,6 +50,10 @@ class NodeConfig:
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
     stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
+    header_timeout: float = 20.0  # seconds a client may take to send a request head
+    body_timeout: float = 30.0  # window over which a request body must keep min_body_rate
+    min_body_rate: float = 1024.0  # bytes/s a client's request body must average per window
+    max_uploads_per_client: int = 64  # requests with a body in progress per client address; 0 = no cap
     s3_port: int = 0  # the S3 API's port; 0 = off
     s3_region: str = "us-east-1"  # the region S3 clients sign for
     s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
@@ -100,6 +104,10 @@ class NodeConfig:
             raise ValueError("cache_written must be gateway or all")
         if not 0.1 <= self.stall_timeout <= 600:
             raise ValueError("stall_timeout must be 0.1..600 seconds")
+        if not 1 <= self.header_timeout <= 3600 or not 1 <= self.body_timeout <= 3600:
+            raise ValueError("header_timeout and body_timeout must be 1..3600 seconds")
+        if self.min_body_rate < 0 or self.max_uploads_per_client < 0:
+            raise ValueError("min_body_rate and max_uploads_per_client must be 0 or more")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
         if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):

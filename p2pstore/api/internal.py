@@ -40,7 +40,7 @@ from ..cluster.rpc_server import RpcErrors, StreamSession
 from ..cluster.signing import ENTRY, UNSIGNED, SignatureError, Verifier
 from ..cluster.writes import ONE_PHASE_MAX
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, StoreError, Unauthorized, WrongProtocol, disk_full
+from ..errors import BadRequest, NotFound, PayloadTooLarge, StoreError, Unauthorized, WrongProtocol, disk_full
 from ..node import Node
 from ..storage.chunks import is_sha256_hex
 from .errors import status_of
@@ -125,32 +125,36 @@ def reply(obj: object) -> web.Response:
 
 
 async def read_message(request: web.Request, peer: str, method: str) -> object:
-    if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
-        raise BadRequest("message too large")
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     try:
-        return unpack(raw)
+        return unpack(raw, MAX_MESSAGE_BYTES)
     except Exception as exc:
-        raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}") from exc
+        raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}: {str(exc)[:100]}") from exc
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole request body, at most ``limit`` bytes; one copy when its length is announced."""
     if request.content_length is not None:
-        if request.content_length > limit:
-            raise BadRequest("message too large")
+        if request.content_length > limit:  # refused unread
+            raise too_large(request.content_length, limit)
         try:
             body = await request.content.readexactly(request.content_length)
         except asyncio.IncompleteReadError as exc:
             raise BadRequest("body shorter than its Content-Length") from exc
     else:
-        buf = bytearray()
+        pieces, size = [], 0
         async for piece in request.content.iter_any():  # read(n) may return less than n: loop
-            buf += piece
-            if len(buf) > limit:
-                raise BadRequest("message too large")
-        body = bytes(buf)
+            pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                raise too_large(size, limit)
+        body = b"".join(pieces)
     return checked_body(request, body)
+
+
+def too_large(size: int, limit: int) -> PayloadTooLarge:
+    """413 for a body over its limit; the connection is closed rather than the rest read."""
+    return PayloadTooLarge(f"message of {size}+ bytes exceeds the limit of {limit} bytes")
 
 
 def sha256_hex(body: bytes) -> str:
@@ -171,7 +175,8 @@ async def write_raw(request: web.Request) -> web.Response:
     the 1 MiB body is not copied into and out of a msgpack message on both ends."""
     peer = request.remote or "?"
     try:
-        wire = unpack(base64.b64decode(request.headers.get(ENTRY_HEADER, ""), validate=True))
+        header = base64.b64decode(request.headers.get(ENTRY_HEADER, ""), validate=True)
+        wire = unpack(header, MAX_MESSAGE_BYTES)
     except Exception as exc:
         raise malformed(peer, "write", f"bad {ENTRY_HEADER} header: {type(exc).__name__}") from exc
     data = await read_body(request, ONE_PHASE_MAX)
