@@ -16,7 +16,7 @@ from ..api.http import parse_range, send_range
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError
+from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError, Unavailable
 from . import meta as s3meta
 from . import xml as s3xml
 from .context import S3Call
@@ -51,8 +51,17 @@ def native_key(call: S3Call, bucket: str, key: str) -> str:
 
 
 async def resolve(call: S3Call, key: str) -> Resolved:
+    """The key's newest entry; NoSuchKey when no reachable replica holds it, even when fewer than
+    a read quorum answer. S3 clients probe keys that do not exist (rclone HEADs the path it is
+    given) and retry a 503 for minutes, so with two of three replicas down a missing key is
+    answered as missing (the native API's ``?r=1``): at worst a key written only to the two
+    unreachable replicas reads as missing until one is back; no wrong byte is ever served."""
+    reads = call.node.cluster.reads
     try:
-        return await call.node.cluster.reads.resolve(key)
+        try:
+            return await reads.resolve(key)
+        except Unavailable:
+            return await reads.resolve(key, r=1)
     except NotFound:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
 
