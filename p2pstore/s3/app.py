@@ -4,6 +4,7 @@ does not implement answers 501 NotImplemented in XML."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,10 @@ CALL = web.RequestKey("s3_call", S3Call)
 NODE = web.AppKey("s3_node", Node)
 REGISTRY = web.AppKey("s3_registry", Registry)
 REGION = web.AppKey("s3_region", str)
-CLIENT_MAX_SIZE = 1024**2  # bodies read whole are XML documents; objects stream
+CLIENT_MAX_SIZE = 1024**2
+# Request ids: unique per process start and request, without a urandom call per request.
+_ID_PREFIX = uuid.uuid4().hex[:8].upper()
+_ids = itertools.count()  # bodies read whole are XML documents; objects stream
 
 Handler = Callable[[S3Call], Awaitable[web.StreamResponse]]
 
@@ -113,7 +117,7 @@ def error_response(request: web.Request, err: S3Error, request_id: str) -> web.R
 async def s3_gate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    request_id = uuid.uuid4().hex[:16].upper()
+    request_id = f"{_ID_PREFIX}{next(_ids):08X}"
     status = "5xx"
     try:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import functools
 import hashlib
 import hmac
 import re
@@ -121,7 +122,9 @@ def string_to_sign(amz_date: str, scope: Scope, canonical: str) -> str:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, scope: Scope) -> bytes:
+    """The day's key for ``scope`` (kept: four HMACs saved on every request of the day)."""
     key = _hmac(("AWS4" + secret).encode(), scope.date)
     for part in (scope.region, scope.service, TERMINATOR):
         key = _hmac(key, part)
