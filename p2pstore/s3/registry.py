@@ -54,6 +54,13 @@ class Bucket:
     name: str
     owner: str  # access key id of its creator
     created: float
+    cors: list[dict[str, Any]] = field(default_factory=list)  # PutBucketCors rules (s3/cors.py)
+
+    def record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"owner": self.owner, "created": self.created}
+        if self.cors:
+            record["cors"] = self.cors
+        return record
 
 
 def new_key_id() -> str:
@@ -149,14 +156,21 @@ class Registry:
             return None
         try:
             obj = json.loads(data)
-            return Bucket(name=name, owner=str(obj["owner"]), created=float(obj["created"]))
-        except (ValueError, TypeError, KeyError):
+            cors = obj.get("cors") or []
+            if not isinstance(cors, list):
+                cors = []
+            return Bucket(name=name, owner=str(obj["owner"]), created=float(obj["created"]), cors=cors)
+        except (ValueError, TypeError, KeyError, AttributeError):
             return None
 
     async def create_bucket(self, name: str, owner: str) -> Bucket:
         bucket = Bucket(name, owner, time.time())
-        await self._write(BUCKETS + name, {"owner": owner, "created": bucket.created})
+        await self._write(BUCKETS + name, bucket.record())
         return bucket
+
+    async def put_bucket(self, bucket: Bucket) -> None:
+        """Rewrite a bucket's record (its CORS rules changed)."""
+        await self._write(BUCKETS + bucket.name, bucket.record())
 
     async def delete_bucket(self, name: str) -> bool:
         return await self._delete(BUCKETS + name)
