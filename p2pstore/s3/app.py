@@ -78,7 +78,7 @@ def route(call: S3Call) -> Handler:
     multipart_op = _multipart(call, method, params)
     if multipart_op is not None:
         return multipart_op
-    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS:
+    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS | {"partNumber"}:
         return objects.get_object
     if method == "PUT" and not params:
         return objects.copy_object if "x-amz-copy-source" in call.request.headers else objects.put_object

@@ -26,6 +26,7 @@ from .names import bucket_name_problem
 from .payload import read_all, upload
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+MAX_PART_NUMBER = 10_000
 MAX_DELETE_BODY = 2 * 1024 * 1024
 DELETE_CONCURRENCY = 16
 RESPONSE_OVERRIDES = {
@@ -115,7 +116,10 @@ async def get_object(call: S3Call) -> web.StreamResponse:
         if value is not None:
             headers[header] = value
     try:
-        rng = parse_range(request.headers.get("Range"), entry.size)
+        part = call.param("partNumber")
+        rng = part_range(part, entry, request.headers) if part is not None else None
+        if part is None:
+            rng = parse_range(request.headers.get("Range"), entry.size)
     except RangeNotSatisfiable:
         raise S3Error(
             "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)
@@ -125,6 +129,23 @@ async def get_object(call: S3Call) -> web.StreamResponse:
             del headers[name]  # the stored checksum is of the whole object, not of this range
     # errors before the first byte become an XML error
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
+
+
+def part_range(raw: str, entry: ManifestEntry, headers: object) -> tuple[int, int] | None:
+    """GetObject/HeadObject ``partNumber``: the byte range of that part. An object written in one
+    piece is its own part 1. The boundaries of a multipart object's parts are not kept (Complete
+    writes one stream), so there ``partNumber`` is 501: clients read by ranges instead."""
+    if "Range" in headers:  # type: ignore[operator]
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw[:20])  # fmt: skip
+    if "-" in etag(entry):
+        raise S3Error("NotImplemented", "partNumber on an object uploaded in parts is not implemented "
+                      "(the parts' boundaries are not kept); read it by Range")  # fmt: skip
+    if int(raw) != 1:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+    return (0, entry.size) if entry.size else None
 
 
 async def _current(call: S3Call, key: str) -> ManifestEntry | None:
