@@ -22,7 +22,7 @@ from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
 from .meta import etag, object_headers
-from .names import bucket_name_problem
+from .names import FOLDER_MARKER, bucket_name_problem, is_marker_name, stored_key
 from .payload import read_all, upload
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
@@ -41,8 +41,11 @@ RESPONSE_OVERRIDES = {
 
 def native_key(call: S3Call, bucket: str, key: str) -> str:
     """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    if is_marker_name(key):
+        raise S3Error("InvalidArgument", f"This store cannot hold the key {key[:200]!r}: its last segment "
+                      f"{FOLDER_MARKER!r} is how folder markers ('dir/') are stored")  # fmt: skip
     try:
-        return validate_key(f"{bucket}/{key}", call.node.config.max_key_bytes)
+        return validate_key(f"{bucket}/{stored_key(key)}", call.node.config.max_key_bytes)
     except InvalidKey as exc:
         if "longer than" in exc.message:
             raise S3Error("KeyTooLongError", "Your key is too long") from None
