@@ -79,7 +79,18 @@ def test_bench_s3_api_signs_with_the_key_given(node_factory, tmp_path: Path) -> 
     nodes = node_factory(3, s3=True, fsync="never", gossip_interval=0.2)
     import_key(nodes[0], ADMIN_ID, ADMIN_SECRET, "admin", admin=True)
     urls = ",".join(n.s3_url for n in nodes)
-    common = ["--url", urls, "--api", "s3", "--phases", "put-4k,get-4k", "--count-4k", "20", "--bucket", "bbb"]
+    common = [
+        "--url",
+        urls,
+        "--api",
+        "s3",
+        "--phases",
+        "put-4k,get-4k",
+        "--count-4k",
+        "20",
+        "--bucket",
+        "bbb",
+    ]
     res = bench(*common, "--access-key", ADMIN_ID, "--secret-key", ADMIN_SECRET, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     listing = client(nodes[2]).list_objects_v2(Bucket="bbb")
