@@ -3,6 +3,8 @@ ListObjects (v1) and ListObjectsV2."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from . import cors
@@ -124,8 +126,7 @@ async def put_cors(call: S3Call) -> web.Response:
     """PutBucketCors: the owner (or an admin) replaces the bucket's rules, cluster-wide."""
     bucket = await _owned(call)
     rules = cors.parse(await read_all(call.request, call.verified, MAX_CONFIG_BODY))
-    bucket.cors = [r.record() for r in rules]
-    await call.registry.put_bucket(bucket)
+    await call.registry.put_bucket(dataclasses.replace(bucket, cors=[r.record() for r in rules]))
     return web.Response(status=200)
 
 
@@ -141,8 +142,7 @@ async def get_cors(call: S3Call) -> web.Response:
 async def delete_cors(call: S3Call) -> web.Response:
     bucket = await _owned(call)
     if bucket.cors:
-        bucket.cors = []
-        await call.registry.put_bucket(bucket)
+        await call.registry.put_bucket(dataclasses.replace(bucket, cors=[]))
     return web.Response(status=204)
 
 
