@@ -3,8 +3,11 @@ ListObjects (v1) and ListObjectsV2."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
+from . import cors
 from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
@@ -12,6 +15,7 @@ from .listing import decode_token, encode_token, list_page
 from .meta import etag
 from .names import check_bucket_name
 from .payload import read_all
+from .registry import Bucket
 
 XML = "application/xml"
 MAX_CONFIG_BODY = 64 * 1024
@@ -115,3 +119,36 @@ async def list_objects(call: S3Call) -> web.Response:
     owner = s3xml.owner(call.key.key_id, call.key.name) if show_owner else None
     items = [s3xml.ObjectItem(key, e.modified, etag(e), e.size) for key, e in page.items]
     return xml_response(s3xml.list_objects(fields, items, page.prefixes, owner, encoding == "url", v2))
+
+
+# ---- CORS ----
+async def put_cors(call: S3Call) -> web.Response:
+    """PutBucketCors: the owner (or an admin) replaces the bucket's rules, cluster-wide."""
+    bucket = await _owned(call)
+    rules = cors.parse(await read_all(call.request, call.verified, MAX_CONFIG_BODY))
+    await call.registry.put_bucket(dataclasses.replace(bucket, cors=[r.record() for r in rules]))
+    return web.Response(status=200)
+
+
+async def get_cors(call: S3Call) -> web.Response:
+    bucket = await call.bucket_for("read")
+    if not bucket.cors:
+        raise S3Error(
+            "NoSuchCORSConfiguration", "The CORS configuration does not exist", BucketName=call.bucket
+        )
+    return xml_response(cors.document(cors.rules_from_record(bucket.cors)))
+
+
+async def delete_cors(call: S3Call) -> web.Response:
+    bucket = await _owned(call)
+    if bucket.cors:
+        await call.registry.put_bucket(dataclasses.replace(bucket, cors=[]))
+    return web.Response(status=204)
+
+
+async def _owned(call: S3Call) -> Bucket:
+    bucket = await call.bucket_for("write")
+    if not (call.key.admin or bucket.owner == call.key.key_id):
+        raise S3Error("AccessDenied", f"Access Denied: only the owner of {call.bucket} or an admin key may "
+                      "change its CORS configuration")  # fmt: skip
+    return bucket

@@ -24,9 +24,11 @@ from ..errors import (
 
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
+    "AccessForbidden": 403,
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
+    "BadRequest": 400,
     "BucketAlreadyExists": 409,
     "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409,
@@ -41,6 +43,7 @@ STATUS: dict[str, int] = {
     "InvalidDigest": 400,
     "InvalidLocationConstraint": 400,
     "InvalidPart": 400,
+    "InvalidPartNumber": 416,
     "InvalidPartOrder": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
@@ -52,6 +55,7 @@ STATUS: dict[str, int] = {
     "MissingContentLength": 411,
     "MissingSecurityHeader": 400,
     "NoSuchBucket": 404,
+    "NoSuchCORSConfiguration": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
     "NotImplemented": 501,

@@ -16,16 +16,17 @@ from ..api.http import parse_range, send_range
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError
+from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError, Unavailable
 from . import meta as s3meta
 from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
 from .meta import etag, object_headers
-from .names import bucket_name_problem
+from .names import FOLDER_MARKER, bucket_name_problem, is_marker_name, stored_key
 from .payload import read_all, upload
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+MAX_PART_NUMBER = 10_000
 MAX_DELETE_BODY = 2 * 1024 * 1024
 DELETE_CONCURRENCY = 16
 RESPONSE_OVERRIDES = {
@@ -40,8 +41,11 @@ RESPONSE_OVERRIDES = {
 
 def native_key(call: S3Call, bucket: str, key: str) -> str:
     """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    if is_marker_name(key):
+        raise S3Error("InvalidArgument", f"This store cannot hold the key {key[:200]!r}: its last segment "
+                      f"{FOLDER_MARKER!r} is how folder markers ('dir/') are stored")  # fmt: skip
     try:
-        return validate_key(f"{bucket}/{key}", call.node.config.max_key_bytes)
+        return validate_key(f"{bucket}/{stored_key(key)}", call.node.config.max_key_bytes)
     except InvalidKey as exc:
         if "longer than" in exc.message:
             raise S3Error("KeyTooLongError", "Your key is too long") from None
@@ -51,8 +55,17 @@ def native_key(call: S3Call, bucket: str, key: str) -> str:
 
 
 async def resolve(call: S3Call, key: str) -> Resolved:
+    """The key's newest entry; NoSuchKey when no reachable replica holds it, even when fewer than
+    a read quorum answer. S3 clients probe keys that do not exist (rclone HEADs the path it is
+    given) and retry a 503 for minutes, so with two of three replicas down a missing key is
+    answered as missing (the native API's ``?r=1``): at worst a key written only to the two
+    unreachable replicas reads as missing until one is back; no wrong byte is ever served."""
+    reads = call.node.cluster.reads
     try:
-        return await call.node.cluster.reads.resolve(key)
+        try:
+            return await reads.resolve(key)
+        except Unavailable:
+            return await reads.resolve(key, r=1)
     except NotFound:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
 
@@ -106,7 +119,10 @@ async def get_object(call: S3Call) -> web.StreamResponse:
         if value is not None:
             headers[header] = value
     try:
-        rng = parse_range(request.headers.get("Range"), entry.size)
+        part = call.param("partNumber")
+        rng = part_range(part, entry, request.headers) if part is not None else None
+        if part is None:
+            rng = parse_range(request.headers.get("Range"), entry.size)
     except RangeNotSatisfiable:
         raise S3Error(
             "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)
@@ -116,6 +132,23 @@ async def get_object(call: S3Call) -> web.StreamResponse:
             del headers[name]  # the stored checksum is of the whole object, not of this range
     # errors before the first byte become an XML error
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
+
+
+def part_range(raw: str, entry: ManifestEntry, headers: object) -> tuple[int, int] | None:
+    """GetObject/HeadObject ``partNumber``: the byte range of that part. An object written in one
+    piece is its own part 1. The boundaries of a multipart object's parts are not kept (Complete
+    writes one stream), so there ``partNumber`` is 501: clients read by ranges instead."""
+    if "Range" in headers:  # type: ignore[operator]
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw[:20])  # fmt: skip
+    if "-" in etag(entry):
+        raise S3Error("NotImplemented", "partNumber on an object uploaded in parts is not implemented "
+                      "(the parts' boundaries are not kept); read it by Range")  # fmt: skip
+    if int(raw) != 1:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+    return (0, entry.size) if entry.size else None
 
 
 async def _current(call: S3Call, key: str) -> ManifestEntry | None:

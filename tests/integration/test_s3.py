@@ -363,7 +363,7 @@ def test_bad_input_gets_s3_errors_and_changes_nothing(cluster: list[NodeProcess]
         ("GET", "/inbox?acl"),
         ("PUT", "/inbox/k?tagging"),
         ("GET", "/inbox?versioning"),
-        ("GET", "/inbox/k?partNumber=1"),
+        ("GET", "/inbox/k?versionId=3"),
         ("GET", "/?unknown=1"),
     ]:
         status, answer = raw(node, method, path, b"")
