@@ -9,6 +9,7 @@ gracefully. `p2pstore cluster certs` makes a CA and certificates for nodes elsew
 
 from __future__ import annotations
 
+import os
 import secrets
 import signal
 import time
@@ -98,7 +99,9 @@ def up(
     # The secret goes through the environment, not the command line every local user can read;
     # the nodes also see the caller's other P2PSTORE_* settings.
     tls = None if insecure_plain else local_certs(data_root, nodes)
-    flags = {"fsync": fsync, "insecure_plain": insecure_plain}
+    flags: dict[str, object] = {"fsync": fsync, "insecure_plain": insecure_plain}
+    if s3 and "P2PSTORE_S3_DOMAIN" not in os.environ:  # http://<bucket>.localhost:PORT/ works too
+        flags["s3_domain"] = ["localhost"]
     env = {CLUSTER_SECRET_ENV: cluster_secret(data_root)} if insecure_plain else {}
     procs = LocalNode.cluster(
         data_root, nodes, flags, ports=range(base_port, base_port + nodes), host=host,

@@ -161,6 +161,11 @@ def start(
         float | None,
         typer.Option(help="Seconds an idle multipart upload is kept before the leader removes it."),
     ] = None,
+    s3_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Serve <bucket>.DOMAIN as virtual-host-style S3 URLs; repeat or comma-separate.",
+                     metavar="DOMAIN", show_default=False),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -208,6 +213,7 @@ def start(
         "s3_port": s3_port,
         "s3_region": s3_region,
         "s3_upload_max_age": s3_upload_max_age,
+        "s3_domain": s3_domain or None,
         "log_level": log_level.value if log_level else None,
     }
     try:

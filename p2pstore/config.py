@@ -57,6 +57,7 @@ class NodeConfig:
     s3_port: int = 0  # the S3 API's port; 0 = off
     s3_region: str = "us-east-1"  # the region S3 clients sign for
     s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
+    s3_domain: list[str] = field(default_factory=list)  # <bucket>.<domain> hosts: virtual-host style
     log_level: str = "INFO"
 
     @property
@@ -117,6 +118,7 @@ class NodeConfig:
             raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
         if self.s3_upload_max_age < 1:
             raise ValueError("s3_upload_max_age must be at least 1 second")
+        self.s3_domain = s3_domains(self.s3_domain)
 
     def validate_security(self) -> None:
         """TLS files come in complete sets; a clustered node without TLS says so explicitly."""
@@ -136,6 +138,22 @@ class NodeConfig:
             port = self.internal_listen_port
             if not 0 < port < 65536 or port in (self.port, self.s3_port):
                 raise ValueError("internal_port must be 1..65535 and differ from port and s3_port")
+
+
+def s3_domains(raw: list[str] | str) -> list[str]:
+    """S3 domains as configured (several values, or comma-separated) in the form Host headers are
+    compared in: lower-case, no trailing dot; ValueError for one that is not a host name."""
+    out: list[str] = []
+    for item in [raw] if isinstance(raw, str) else raw:
+        for part in str(item).split(","):
+            domain = part.strip().lower().rstrip(".")
+            if not domain:
+                continue
+            if any(not label or not all(c.isalnum() or c == "-" for c in label) for label in domain.split(".")):
+                raise ValueError(f"s3_domain {part.strip()!r} is not a host name (e.g. s3.example.com)")
+            if domain not in out:
+                out.append(domain)
+    return out
 
 
 def _coerce(kind: Any, raw: str) -> Any:

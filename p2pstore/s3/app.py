@@ -21,6 +21,7 @@ from .auth import authenticate, sig_request
 from .context import S3Call
 from .errors import S3Error, s3_error
 from .registry import Registry
+from .vhost import split_target
 
 log = logging.getLogger("p2pstore.s3")
 CALL = web.RequestKey("s3_call", S3Call)
@@ -28,6 +29,7 @@ CORS_HEADERS = web.RequestKey("s3_cors_headers", dict)
 NODE = web.AppKey("s3_node", Node)
 REGISTRY = web.AppKey("s3_registry", Registry)
 REGION = web.AppKey("s3_region", str)
+DOMAINS = web.AppKey("s3_domains", tuple)
 CLIENT_MAX_SIZE = 1024**2
 # Request ids: unique per process start and request, without a urandom call per request.
 _ID_PREFIX = uuid.uuid4().hex[:8].upper()
@@ -138,7 +140,7 @@ async def s3_gate(
             if origin is not None:  # a browser's request: the bucket's CORS rules say what it may see
                 await stamp_cors(request, sig.path, origin)
             key, verified = await authenticate(sig, request.app[REGISTRY], request.app[REGION])
-            bucket, _, object_key = sig.path.removeprefix("/").partition("/")
+            bucket, object_key = target(request, sig.path)
             request[CALL] = S3Call(request, node, request.app[REGISTRY], request.app[REGION], sig, key,
                                    verified, bucket, object_key)  # fmt: skip
             response = await handler(request)
@@ -159,6 +161,12 @@ async def s3_gate(
         REQUESTS[("s3", request.method, status)] += 1
 
 
+def target(request: web.Request, path: str) -> tuple[str, str]:
+    """(bucket, key) this request addresses: virtual-host style when its Host is
+    <bucket>.<an --s3-domain>, else path style."""
+    return split_target(path, request.headers.get("Host"), request.app[DOMAINS])
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     call = request[CALL]
     return await route(call)(call)
@@ -166,7 +174,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
 
 async def _bucket_rules(request: web.Request, path: str) -> tuple[str, str, tuple[cors.Rule, ...]]:
     """(bucket, key, the bucket's CORS rules) of a request path; no rules when it has none."""
-    bucket_name, _, key = path.removeprefix("/").partition("/")
+    bucket_name, key = target(request, path)
     if not bucket_name:
         return bucket_name, key, ()
     try:
@@ -219,5 +227,6 @@ def build_s3_app(node: Node, registry: Registry) -> web.Application:
     app[NODE] = node
     app[REGISTRY] = registry
     app[REGION] = node.config.s3_region
+    app[DOMAINS] = tuple(node.config.s3_domain)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
