@@ -149,7 +149,8 @@ def s3_domains(raw: list[str] | str) -> list[str]:
             domain = part.strip().lower().rstrip(".")
             if not domain:
                 continue
-            if any(not label or not all(c.isalnum() or c == "-" for c in label) for label in domain.split(".")):
+            labels = domain.split(".")
+            if any(not label or not all(c.isalnum() or c == "-" for c in label) for label in labels):
                 raise ValueError(f"s3_domain {part.strip()!r} is not a host name (e.g. s3.example.com)")
             if domain not in out:
                 out.append(domain)

@@ -43,4 +43,3 @@ def split_target(path: str, host: str | None, domains: Sequence[str]) -> tuple[s
         return bucket, path.removeprefix("/")
     name, _, key = path.removeprefix("/").partition("/")
     return name, key
-
