@@ -135,7 +135,8 @@ class VersionOps:
         BadRequest (MethodNotAllowed for S3) when it is a delete marker."""
         entry, _ = find(self.store, key, vid)
         if entry.deleted:
-            raise BadRequest(f"version {vid[:80]!r} of {key[:200]!r} is a delete marker", {"delete_marker": True})
+            msg = f"version {vid[:80]!r} of {key[:200]!r} is a delete marker"
+            raise BadRequest(msg, {"delete_marker": True})
         resolved = await self.reads.resolve(entry.key)
         if version_id(resolved.entry) != vid:  # moved since: the current one became a kept one
             entry, _ = find(self.store, key, vid)
@@ -154,12 +155,13 @@ class VersionOps:
             await self._promote(key, rest[0])
             await self._tombstone(versions_key(entry))
         else:
-            await self.writes.write(key, None, "", None, None, None, tombstone=True, meta={"p2p:removed": "1"})
+            removed = {"p2p:removed": "1"}
+            await self.writes.write(key, None, "", None, None, None, tombstone=True, meta=removed)
         return entry
 
     async def restore(self, key: str, vid: str) -> ManifestEntry:
         """Make version ``vid`` current again (same version id); the current one is kept."""
-        entry, versions = find(self.store, key, vid)
+        entry, _ = find(self.store, key, vid)
         if entry.key == key:
             return entry  # already current
         await self._promote(key, entry)

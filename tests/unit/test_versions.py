@@ -40,7 +40,8 @@ def test_version_keys_place_like_their_base_key() -> None:
     ManifestEntry.tombstone(vk, "0000000000001.000000.n", 1.0).validate()  # a valid key
     long_key = "b/" + "x" * 1020  # at the key limit: its versions' keys are still valid
     write(long_key, 1, b"a").validate()
-    ManifestEntry.tombstone(version_key(long_key, "0000000000001.000000.n"), "0000000000001.000000.n", 1.0).validate()
+    v1 = "0000000000001.000000.n"
+    ManifestEntry.tombstone(version_key(long_key, v1), v1, 1.0).validate()
 
 
 def test_archive_of_keeps_the_loser_only_when_marked() -> None:
