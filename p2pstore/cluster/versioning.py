@@ -24,7 +24,7 @@ from ..storage.store import LocalStore
 
 SETTINGS_PREFIX = ".p2pstore/versioning/"
 STATUSES = ("Enabled", "Suspended")
-NULL_MARK = ("p2p:null", "1")  # a delete marker written while versioning is suspended
+NULL_MARK = ("p2p:null", "1")  # written while versioning is suspended: the "null" version
 LIST_PAGE = 5000
 
 
@@ -59,7 +59,7 @@ def with_marks(
         meta[KEEP] = "1"
     else:
         meta.pop(VID, None)
-        if state == "Suspended" and tombstone:
+        if state == "Suspended":
             meta[NULL_MARK[0]] = NULL_MARK[1]
     if tombstone:
         meta = {k: v for k, v in meta.items() if k.startswith("p2p:")}

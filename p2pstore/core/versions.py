@@ -37,6 +37,7 @@ __all__ = [
 VERSIONS_PREFIX = ".p2pstore/versions/"
 KEEP = "p2p:keep"
 VID = "p2p:vid"
+NULL_MARK = "p2p:null"
 NULL = "null"
 MARK_PREFIX = "p2p:"
 """Meta names of the store's own marks (never shown as object metadata, never copied)."""
@@ -86,11 +87,20 @@ def archived(entry: ManifestEntry) -> ManifestEntry:
 
 def archive_of(stored: ManifestEntry | None, incoming: ManifestEntry) -> ManifestEntry | None:
     """What a replica must keep when ``incoming`` meets ``stored`` (same key): the loser of the
-    LWW merge if it carries the keep mark, is a different version, and is not itself reserved."""
+    LWW merge, if it is another version and not itself reserved, when it carries the keep mark
+    or the winner does (a write in an Enabled folder keeps what it replaces, the "null" version
+    written before versioning was enabled included; a plain tombstone is no version)."""
     if stored is None or incoming.key.startswith(".p2pstore/"):
         return None
     loser = stored if newer(stored, incoming) else incoming
     winner = incoming if loser is stored else stored
-    if loser.version == winner.version or not is_kept(loser):
+    if loser.version == winner.version:
         return None
-    return archived(loser)
+    if is_kept(loser) or (is_kept(winner) and (not loser.deleted or loser.meta)):
+        return archived(loser)
+    return None
+
+
+def is_null_write(entry: ManifestEntry) -> bool:
+    """Written while versioning was suspended: it replaces any kept "null" version."""
+    return (NULL_MARK, "1") in entry.meta

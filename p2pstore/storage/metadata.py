@@ -27,9 +27,9 @@ from typing import Any
 
 import msgpack
 
-from ..core.keys import RESERVED_PREFIX
+from ..core.keys import RESERVED_PREFIX, is_reserved
 from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, meta_pairs, newer
-from ..core.versions import archive_of
+from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -373,6 +373,8 @@ class MetadataDB:
             changed = self._apply_one(keep, keep_data)
         if not newer(old, entry):
             return changed
+        if is_null_write(entry) and not is_reserved(entry.key):
+            changed += self._replace_null(entry)
         if old and not old.deleted and not row[-1]:  # inline bytes hold no references
             self._adjust_refs(old.chunks, -1)
         if not entry.deleted and data is None:
@@ -396,6 +398,23 @@ class MetadataDB:
             ),
         )
         return [(old, entry), *changed]
+
+    def _replace_null(self, entry: ManifestEntry) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
+        """A write in a suspended folder replaces the kept "null" version of its key: a
+        tombstone at the write's own version, so every replica derives the same one."""
+        prefix = versions_prefix(entry.key)
+        rows = self._w.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM files WHERE key >= ? AND key < ?",
+            (prefix, prefix + MAX_TEXT),
+        ).fetchall()
+        changed = []
+        for kept in map(row_to_entry, rows):
+            if kept.deleted and not kept.meta:  # already removed
+                continue
+            if base_of(kept.key) == entry.key and version_id(kept) == NULL and kept.version < entry.version:
+                gone = ManifestEntry.tombstone(kept.key, entry.version, entry.modified)
+                changed += self._apply_one(gone, None)
+        return changed
 
     # ---- small chunks (stored in the database: one fsync with their manifest entry) ----
     def small_chunk(self, sha: str) -> bytes | None:

@@ -51,7 +51,11 @@ def test_archive_of_keeps_the_loser_only_when_marked() -> None:
     assert kept is not None and kept.key == version_key("b/k", a.version) and kept.sha256 == a.sha256
     assert archive_of(None, a) is None
     assert archive_of(a, a) is None
-    assert archive_of(write("b/k", 1, b"one", kept=False), b) is None  # a null version is replaced
+    null = write("b/k", 1, b"one", kept=False)  # written before versioning was enabled
+    assert archive_of(null, b).key == version_key("b/k", null.version)  # kept by a versioned write
+    assert version_id(archive_of(null, b)) == "null"
+    assert archive_of(null, write("b/k", 2, b"two", kept=False)) is None  # replaced: no versioning
+    assert archive_of(ManifestEntry.tombstone("b/k", null.version, 1.0), b) is None  # no version
     assert archive_of(write("b/k", 2, b"two"), marker("b/k", 3)).key == version_key("b/k", b.version)
     gone = ManifestEntry.tombstone(kept.key, "0000000000009.000000.n", 1.0)
     assert archive_of(kept, gone) is None  # reserved keys are never kept again
