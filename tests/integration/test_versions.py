@@ -225,3 +225,29 @@ def test_native_versions_and_kill_9(cluster: list[NodeProcess]) -> None:
     assert status == 404 and "no version" in body["error"]
     for node in cluster:
         assert "Traceback" not in node.log_text(), node.log_tail(60)
+
+
+def test_cli_versions_get_and_restore(cluster: list[NodeProcess], tmp_path: Path) -> None:
+    from tests.support.processes import run_cli
+
+    url = ["--url", cluster[0].url]
+    assert run_cli("versioning", "album", "--enable", *url).returncode == 0
+    wait_for(lambda: b"Enabled" in run_cli("versioning", "album", *url).stdout, 10)
+    for i in range(3):
+        (tmp_path / "f").write_bytes(b"take %d" % i)
+        assert run_cli("put", str(tmp_path / "f"), "album/f", *url).returncode == 0
+    listed = run_cli("versions", "album/f", "--json", *url)
+    assert listed.returncode == 0, listed.stderr
+    ids = [v["version"] for v in json.loads(listed.stdout)["versions"]]
+    assert len(ids) == 3
+    got = run_cli("get", "album/f", "--version", ids[2], "-o", str(tmp_path / "oldest"), *url)
+    assert got.returncode == 0 and (tmp_path / "oldest").read_bytes() == b"take 0"
+    done = run_cli("restore", "album/f", "--version", ids[2], *url)
+    assert done.returncode == 0 and ids[2] in done.stdout.decode()
+    assert run_cli("get", "album/f", *url).stdout == b"take 0"
+    text = run_cli("versions", "album/f", *url).stdout.decode()
+    assert text.splitlines()[0].startswith(f"* {ids[2]}")
+    bad = run_cli("get", "album/f", "--version", "nope", *url)
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr and bad.stderr.count(b"\n") == 1
+    bad = run_cli("restore", "album/f", "--version", "nope", *url)
+    assert bad.returncode != 0 and b"no version nope" in bad.stderr
