@@ -118,6 +118,10 @@ class VersionOps:
         self.store = store
         self.reads = reads
         self.writes = writes
+        # the leader's lifecycle runner (s3/lifecycle.py) counts its progress here: /status, /metrics
+        self.lifecycle = dict.fromkeys(
+            ("rounds", "keys_scanned", "objects_expired", "versions_removed", "uploads_aborted"), 0
+        )
 
     async def set_settings(self, folder: str, **values: str | None) -> dict[str, str]:
         """Change the folder's setting (``None`` removes a field); written like any entry."""

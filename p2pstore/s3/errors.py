@@ -55,6 +55,7 @@ STATUS: dict[str, int] = {
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
     "NoSuchVersion": 404,
+    "NoSuchLifecycleConfiguration": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,

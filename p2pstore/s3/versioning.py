@@ -14,7 +14,7 @@ from ..cluster import versioning as folders
 from ..core.manifest import ManifestEntry
 from ..core.versions import VERSIONS_PREFIX, base_of, version_id
 from ..errors import BadRequest, NotFound
-from . import objects
+from . import lifecycle, objects
 from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
@@ -37,6 +37,8 @@ def route(call: S3Call, method: str, params: set[str]) -> Handler | None:
     if not call.object_key:
         if params == {"versioning"}:
             return {"GET": get_versioning, "PUT": put_versioning}.get(method)
+        if params == {"lifecycle"}:
+            return lifecycle.HANDLERS.get(method)
         if method == "GET" and "versions" in params and params <= VERSIONS_PARAMS:
             return list_versions
         return None
