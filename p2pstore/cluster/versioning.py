@@ -18,7 +18,17 @@ from typing import Any
 
 from ..core.keys import is_reserved
 from ..core.manifest import ManifestEntry
-from ..core.versions import KEEP, NULL, VID, base_of, is_kept, version_id, version_key, versions_prefix
+from ..core.versions import (
+    KEEP,
+    NULL,
+    VERSIONS_PREFIX,
+    VID,
+    base_of,
+    is_kept,
+    version_id,
+    version_key,
+    versions_prefix,
+)
 from ..errors import BadRequest, NotFound
 from ..storage.store import LocalStore
 
@@ -89,6 +99,20 @@ def versions_of(store: LocalStore, key: str) -> list[ManifestEntry]:
     return found
 
 
+def has_versions(store: LocalStore, bucket: str) -> bool:
+    """Whether the bucket holds kept versions or delete markers (DeleteBucket needs none)."""
+    for prefix in (VERSIONS_PREFIX + bucket + "/", bucket + "/"):
+        after = ""
+        while True:
+            page = store.db.list(prefix, after, 1000, include_deleted=True)
+            if any(not e.deleted or is_marker(e) for e in page):
+                return True
+            if len(page) < 1000:
+                break
+            after = page[-1].key
+    return False
+
+
 def find(store: LocalStore, key: str, vid: str) -> tuple[ManifestEntry, list[ManifestEntry]]:
     """The version ``vid`` of ``key`` and all of them (newest first); NotFound when absent."""
     versions = versions_of(store, key)
@@ -133,6 +157,11 @@ class VersionOps:
                 meta[name] = value
         await self.writes.put(SETTINGS_PREFIX + folder, _empty(), "application/json", None, 0, meta=meta)
         return meta
+
+    async def forget(self, folder: str) -> None:
+        """Drop the folder's setting (its bucket was deleted)."""
+        if settings(self.store, folder):
+            await self.writes.write(SETTINGS_PREFIX + folder, None, "", None, None, None, tombstone=True)
 
     async def resolve(self, key: str, vid: str) -> Any:
         """The verified-readable version ``vid`` of ``key`` (a Resolved); NotFound when absent,

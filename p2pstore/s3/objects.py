@@ -177,10 +177,13 @@ async def delete_object(call: S3Call) -> web.Response:
     return web.Response(status=204)
 
 
-async def delete_objects(call: S3Call) -> web.Response:
-    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only."""
+async def delete_objects(call: S3Call, body: bytes | None = None) -> web.Response:
+    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only.
+    ``body``: already read (s3/versioning.py takes the requests that name versions)."""
     await call.bucket_for("write")
-    quiet, keys = s3xml.parse_delete(await read_all(call.request, call.verified, MAX_DELETE_BODY))
+    if body is None:
+        body = await read_all(call.request, call.verified, MAX_DELETE_BODY)
+    quiet, keys = s3xml.parse_delete(body)
     writes = call.node.cluster.writes
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 

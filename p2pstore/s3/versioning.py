@@ -5,6 +5,7 @@ cluster/versioning.py, shared with the native API."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
@@ -13,7 +14,7 @@ from aiohttp import web
 from ..cluster import versioning as folders
 from ..core.manifest import ManifestEntry
 from ..core.versions import VERSIONS_PREFIX, base_of, version_id
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, StoreError
 from . import lifecycle, objects
 from . import xml as s3xml
 from .context import S3Call
@@ -39,6 +40,8 @@ def route(call: S3Call, method: str, params: set[str]) -> Handler | None:
             return {"GET": get_versioning, "PUT": put_versioning}.get(method)
         if params == {"lifecycle"}:
             return lifecycle.HANDLERS.get(method)
+        if params == {"delete"} and method == "POST":
+            return delete_objects
         if method == "GET" and "versions" in params and params <= VERSIONS_PARAMS:
             return list_versions
         return None
@@ -98,6 +101,54 @@ async def delete_version(call: S3Call) -> web.Response:
     return web.Response(status=204, headers=headers)
 
 
+async def delete_objects(call: S3Call) -> web.Response:
+    """DeleteObjects naming versions (``<VersionId>``): each one removed for good, as
+    DeleteObject with ``versionId``; without any, the plain DeleteObjects (objects.py)."""
+    await call.bucket_for("write")
+    body = await read_all(call.request, call.verified, objects.MAX_DELETE_BODY)
+    if b"VersionId" not in body:
+        return await objects.delete_objects(call, body)
+    root = s3xml.parse(body)
+    quiet = (s3xml.child_text(root, "Quiet") or "").strip().lower() == "true"
+    items = [(s3xml.child_text(c, "Key"), s3xml.child_text(c, "VersionId"))
+             for c in root if s3xml.local(c.tag) == "Object"]  # fmt: skip
+    if s3xml.local(root.tag) != "Delete" or not 0 < len(items) <= 1000 or any(k is None for k, _ in items):
+        raise S3Error(
+            "MalformedXML", "The XML you provided did not validate: 1 to 1000 <Object> with a <Key>."
+        )
+    ops = call.node.cluster.versions
+    parts: list[str] = []
+    for key, vid in items:
+        assert key is not None
+        try:
+            native = objects.native_key(call, call.bucket, key)
+            fields = s3xml.el("Key", key)
+            if vid:
+                fields += s3xml.el("VersionId", vid)
+                with contextlib.suppress(NotFound):
+                    if (await ops.remove(native, vid)).deleted:
+                        fields += s3xml.el("DeleteMarker", "true") + s3xml.el("DeleteMarkerVersionId", vid)
+            else:
+                with contextlib.suppress(NotFound):
+                    made = (await call.node.cluster.writes.delete(native)).entry
+                    if folders.is_marker(made):
+                        fields += s3xml.el("DeleteMarker", "true")
+                        fields += s3xml.el("DeleteMarkerVersionId", version_id(made))
+        except S3Error as exc:
+            parts.append(_error(key, exc.code, exc.message))
+            continue
+        except StoreError as exc:
+            parts.append(_error(key, "InternalError", exc.message))
+            continue
+        if not quiet:
+            parts.append(f"<Deleted>{fields}</Deleted>")
+    return _xml(s3xml.document("DeleteResult", "".join(parts)))
+
+
+def _error(key: str, code: str, message: str) -> str:
+    return f"<Error>{s3xml.el('Key', key)}{s3xml.el('Code', code)}{s3xml.el('Message', message)}</Error>"
+
+
 def _max_keys(call: S3Call) -> int:
     raw = call.param("max-keys")
     if raw is None or raw == "":
@@ -121,7 +172,7 @@ def bucket_versions(call: S3Call, prefix: str) -> list[tuple[str, list[ManifestE
                 name = base_of(e.key) or e.key
                 if e.deleted and not folders.is_marker(e):
                     continue
-                grouped.setdefault(name[len(base):], []).append(e)
+                grouped.setdefault(name[len(base) :], []).append(e)
             if len(page) < 5000 or sum(map(len, grouped.values())) > LIST_CAP:
                 break
             after = page[-1].key
@@ -171,7 +222,7 @@ async def list_versions(call: S3Call) -> web.Response:
             if not vid_marker:
                 continue
             ids = [version_id(v) for v in versions]
-            todo = todo[ids.index(vid_marker) + 1:] if vid_marker in ids else []
+            todo = todo[ids.index(vid_marker) + 1 :] if vid_marker in ids else []
         for i, v in todo:
             if count == max_keys:
                 truncated = True

@@ -137,6 +137,24 @@ def test_boto3_versioned_bucket(cluster: list[NodeProcess]) -> None:
         s3.put_bucket_versioning(Bucket="docs", VersioningConfiguration={"Status": "Sometimes"})
     assert code_of(info.value) == "MalformedXML"
     assert s3.get_bucket_versioning(Bucket="docs")["Status"] == "Suspended"
+    # a bucket with versions is not empty; boto3 empties it with DeleteObjects naming versions
+    s3.delete_object(Bucket="docs", Key="a.txt")
+    s3.delete_object(Bucket="docs", Key="b.txt")
+    with pytest.raises(ClientError) as info:
+        s3.delete_bucket(Bucket="docs")
+    assert code_of(info.value) == "BucketNotEmpty"
+    resource = boto3.resource(
+        "s3", endpoint_url=cluster[2].s3_url, aws_access_key_id=ADMIN_ID, aws_secret_access_key=ADMIN_SECRET,
+        region_name="us-east-1", config=s3.meta.config,
+    )  # fmt: skip
+    listed = versions_of(s3, "docs")
+    answers = resource.Bucket("docs").object_versions.delete()
+    deleted = sorted((d["Key"], d["VersionId"]) for a in answers for d in a.get("Deleted", []))
+    assert deleted == sorted((k, v) for k, v, _, _ in listed) and not any(a.get("Errors") for a in answers)
+    assert versions_of(other, "docs") == []
+    s3.delete_bucket(Bucket="docs")
+    s3.create_bucket(Bucket="docs")  # a new bucket of that name starts unversioned
+    assert "Status" not in s3.get_bucket_versioning(Bucket="docs")
     for node in cluster:
         assert "Traceback" not in node.log_text(), node.log_tail(60)
 
