@@ -11,6 +11,7 @@ local SQLite read, no network round trip. Keys outside any folder are never vers
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +30,7 @@ from ..core.versions import (
     version_key,
     versions_prefix,
 )
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, StoreError
 from ..storage.store import LocalStore
 
 SETTINGS_PREFIX = ".p2pstore/versioning/"
@@ -163,23 +164,35 @@ class VersionOps:
         if settings(self.store, folder):
             await self.writes.write(SETTINGS_PREFIX + folder, None, "", None, None, None, tombstone=True)
 
+    async def find(self, key: str, vid: str) -> tuple[ManifestEntry, list[ManifestEntry]]:
+        """:func:`find`, after catching up when this node's manifest lacks the version (a
+        write through another node not announced here yet, or a version kept while this node
+        was away): a quorum read of the key, then of the version's own key, brings them here."""
+        for lookup in (key, version_key(key, vid)):
+            try:
+                return find(self.store, key, vid)
+            except NotFound:
+                with contextlib.suppress(StoreError, ValueError):
+                    await self.reads.resolve(lookup)
+        return find(self.store, key, vid)
+
     async def resolve(self, key: str, vid: str) -> Any:
         """The verified-readable version ``vid`` of ``key`` (a Resolved); NotFound when absent,
         BadRequest (MethodNotAllowed for S3) when it is a delete marker."""
-        entry, _ = find(self.store, key, vid)
+        entry, _ = await self.find(key, vid)
         if entry.deleted:
             msg = f"version {vid[:80]!r} of {key[:200]!r} is a delete marker"
             raise BadRequest(msg, {"delete_marker": True})
         resolved = await self.reads.resolve(entry.key)
         if version_id(resolved.entry) != vid:  # moved since: the current one became a kept one
-            entry, _ = find(self.store, key, vid)
+            entry, _ = await self.find(key, vid)
             resolved = await self.reads.resolve(entry.key)
         return resolved
 
     async def remove(self, key: str, vid: str) -> ManifestEntry:
         """Delete version ``vid`` for good. Removing the current one (a delete marker included)
         makes the next newest version current again, with its own version id."""
-        entry, versions = find(self.store, key, vid)
+        entry, versions = await self.find(key, vid)
         if entry.key != key:
             await self._tombstone(entry.key)
             return entry
@@ -194,7 +207,7 @@ class VersionOps:
 
     async def restore(self, key: str, vid: str) -> ManifestEntry:
         """Make version ``vid`` current again (same version id); the current one is kept."""
-        entry, _ = find(self.store, key, vid)
+        entry, _ = await self.find(key, vid)
         if entry.key == key:
             return entry  # already current
         await self._promote(key, entry)
