@@ -54,7 +54,11 @@ async def resolve(call: S3Call, key: str) -> Resolved:
     try:
         return await call.node.cluster.reads.resolve(key)
     except NotFound:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
+        err = S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key)
+        current = call.node.store.get(key)  # a delete marker says so (versioned buckets)
+        if current is not None and current.deleted:
+            err.headers = s3meta.version_headers(current)
+        raise err from None
 
 
 def _date(value: str | None) -> float | None:

@@ -78,6 +78,10 @@ def test_boto3_versioned_bucket(cluster: list[NodeProcess]) -> None:
     with pytest.raises(ClientError) as info:
         other.get_object(Bucket="docs", Key="a.txt")
     assert code_of(info.value) == "NoSuchKey"
+    with pytest.raises(ClientError) as info:
+        s3.head_object(Bucket="docs", Key="a.txt")
+    headers = info.value.response["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amz-delete-marker"] == "true" and headers["x-amz-version-id"] == marker
     listed = versions_of(other, "docs")
     assert listed == [
         ("a.txt", marker, True, True),
