@@ -245,6 +245,20 @@ def test_native_versions_and_kill_9(cluster: list[NodeProcess]) -> None:
     assert listing(a)[0] == (one, False) and len(listing(a)) == 5
     status, body = native(a, "GET", "/files/notes/todo.txt?version=0000000000001.000000.x")
     assert status == 404 and "no version" in body["error"]
+    # bad input: a clear JSON error, nothing changes
+    before = listing(a)
+    for method, path, data, code in [
+        ("PUT", "/versioning/notes", b"not json", 400),
+        ("PUT", "/versioning/.p2pstore", b'{"status": "Enabled"}', 400),
+        ("POST", "/restore/notes/todo.txt", None, 400),
+        ("POST", "/restore/notes/todo.txt?version=nope", None, 404),
+        ("DELETE", "/files/notes/todo.txt?version=nope", None, 404),
+        ("GET", "/files/notes/none.txt?versions=1", None, 404),
+        ("GET", "/files/.p2pstore/versions/notes/todo.txt?versions=1", None, 403),
+    ]:
+        status, body = native(a, method, path, data)
+        assert status == code and body["error"], (method, path, status, body)
+    assert listing(a) == before and native(a, "GET", "/versioning/notes")[1]["status"] == "Enabled"
     for node in cluster:
         assert "Traceback" not in node.log_text(), node.log_tail(60)
 
