@@ -59,6 +59,10 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
             ids.setdefault((bucket, key), []).append(vid)
     wait_for(lambda: all(len(chunk_files(n)) == 18 for n in nodes), 30)  # 9 versions x 2, everywhere
     before = {n.name: chunk_files(n) for n in nodes}
+    uploads = {}
+    for bucket in ("logs", "keep"):  # an upload left open in each: the rule aborts only its bucket's
+        uploads[bucket] = s3.create_multipart_upload(Bucket=bucket, Key="big")["UploadId"]
+        s3.upload_part(Bucket=bucket, Key="big", UploadId=uploads[bucket], PartNumber=1, Body=b"p" * 1000)
 
     with pytest.raises(ClientError) as info:
         s3.get_bucket_lifecycle_configuration(Bucket="logs")
@@ -69,10 +73,12 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
         {"ID": "not-yet", "Filter": {"Prefix": ""}, "Status": "Enabled", "Expiration": {"Days": 60}},
         {"ID": "elsewhere", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}},
         {"ID": "off", "Filter": {"Prefix": ""}, "Status": "Disabled", "Expiration": {"Days": 1}},
+        {"ID": "uploads", "Filter": {"Prefix": ""}, "Status": "Enabled",
+         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7}},
     ]  # fmt: skip
     s3.put_bucket_lifecycle_configuration(Bucket="logs", LifecycleConfiguration={"Rules": rules})
     got = s3.get_bucket_lifecycle_configuration(Bucket="logs")["Rules"]
-    assert [r["ID"] for r in got] == ["old-versions", "not-yet", "elsewhere", "off"]
+    assert [r["ID"] for r in got] == ["old-versions", "not-yet", "elsewhere", "off", "uploads"]
     assert got[0]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30, "NewerNoncurrentVersions": 1}
 
     # logs/a: the current and the newest noncurrent stay, the two oldest go; nothing else changes
@@ -95,9 +101,12 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
         with pytest.raises(ClientError) as info:
             client(nodes[2]).get_object(Bucket="logs", Key="a", VersionId=old)
         assert code_of(info.value) == "NoSuchVersion"
+    wait_for(lambda: "Uploads" not in s3.list_multipart_uploads(Bucket="logs"), 30)
+    assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="keep")["Uploads"]] == [uploads["keep"]]
     # progress on the leader: /status and /metrics
     leader = next(n for n in nodes if status(n)["is_leader"])
-    assert status(leader)["lifecycle"]["versions_removed"] == 2
+    progress = status(leader)["lifecycle"]
+    assert progress["versions_removed"] == 2 and progress["uploads_aborted"] == 1, progress
     with urllib.request.urlopen(f"{leader.url}/metrics", timeout=10) as resp:
         assert "p2pstore_lifecycle_versions_removed_total" in resp.read().decode()
     # bad input: a clear error, nothing changes
@@ -105,7 +114,7 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
     with pytest.raises(ClientError) as info:
         s3.put_bucket_lifecycle_configuration(Bucket="logs", LifecycleConfiguration={"Rules": [bad]})
     assert code_of(info.value) in ("InvalidArgument", "MalformedXML")
-    assert len(s3.get_bucket_lifecycle_configuration(Bucket="logs")["Rules"]) == 4
+    assert len(s3.get_bucket_lifecycle_configuration(Bucket="logs")["Rules"]) == 5
     s3.delete_bucket_lifecycle(Bucket="logs")
     with pytest.raises(ClientError) as info:
         s3.get_bucket_lifecycle_configuration(Bucket="logs")
