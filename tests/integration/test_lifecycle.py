@@ -101,12 +101,20 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
         with pytest.raises(ClientError) as info:
             client(nodes[2]).get_object(Bucket="logs", Key="a", VersionId=old)
         assert code_of(info.value) == "NoSuchVersion"
+    # an unversioned bucket: Expiration deletes its objects older than the rule's days (a plain delete)
+    s3.create_bucket(Bucket="tmp")
+    s3.put_object(Bucket="tmp", Key="old.txt", Body=b"forty days old, for the rules")
+    expire = {"ID": "expire", "Filter": {"Prefix": ""}, "Status": "Enabled", "Expiration": {"Days": 30}}
+    s3.put_bucket_lifecycle_configuration(Bucket="tmp", LifecycleConfiguration={"Rules": [expire]})
+    wait_for(lambda: "Contents" not in client(nodes[2]).list_objects_v2(Bucket="tmp"), 30)
+    assert "Versions" not in s3.list_object_versions(Bucket="tmp")
     wait_for(lambda: "Uploads" not in s3.list_multipart_uploads(Bucket="logs"), 30)
     assert [u["UploadId"] for u in s3.list_multipart_uploads(Bucket="keep")["Uploads"]] == [uploads["keep"]]
     # progress on the leader: /status and /metrics
     leader = next(n for n in nodes if status(n)["is_leader"])
     progress = status(leader)["lifecycle"]
     assert progress["versions_removed"] == 2 and progress["uploads_aborted"] == 1, progress
+    assert progress["objects_expired"] == 1, progress
     with urllib.request.urlopen(f"{leader.url}/metrics", timeout=10) as resp:
         assert "p2pstore_lifecycle_versions_removed_total" in resp.read().decode()
     # bad input: a clear error, nothing changes
