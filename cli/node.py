@@ -149,6 +149,10 @@ def start(
         float | None,
         typer.Option(help="Seconds an idle multipart upload is kept before the leader removes it."),
     ] = None,
+    lifecycle_clock_offset: Annotated[
+        float | None,
+        typer.Option(help="Seconds added to the time lifecycle rules see (tests; 0 in production)."),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -192,6 +196,7 @@ def start(
         "s3_port": s3_port,
         "s3_region": s3_region,
         "s3_upload_max_age": s3_upload_max_age,
+        "lifecycle_clock_offset": lifecycle_clock_offset,
         "log_level": log_level.value if log_level else None,
     }
     try:

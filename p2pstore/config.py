@@ -53,6 +53,7 @@ class NodeConfig:
     s3_port: int = 0  # the S3 API's port; 0 = off
     s3_region: str = "us-east-1"  # the region S3 clients sign for
     s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
+    lifecycle_clock_offset: float = 0.0  # seconds added to the time lifecycle rules see (tests)
     log_level: str = "INFO"
 
     @property

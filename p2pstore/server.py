@@ -22,6 +22,7 @@ from .config import NodeConfig
 from .node import Node
 from .s3.admin import add_admin_routes
 from .s3.app import build_s3_app
+from .s3.lifecycle import LifecycleRunner
 from .s3.registry import Registry
 from .s3.sweeper import UploadSweeper
 from .web.routes import add_web_routes
@@ -122,8 +123,10 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             raise SystemExit(f"error: cannot listen on {site.name}: {exc.strerror}") from exc
     node.start()
     sweeper = UploadSweeper(node)
+    lifecycle = LifecycleRunner(node)
     if cfg.s3_port:
         sweeper.start()
+        lifecycle.start()
     tasks = [
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
@@ -147,6 +150,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await sweeper.stop()
+        await lifecycle.stop()
         await node.stop()
         for r in runners:
             await r.cleanup()

@@ -68,6 +68,8 @@ def render_metrics(node: Node) -> str:
          node.store.committer.batches),
         ("p2pstore_gc_frozen_objects", "gauge", "Objects kept out of Python's cyclic GC (gc.freeze)",
          gc.get_freeze_count()),
+        *((f"p2pstore_lifecycle_{name}_total", "counter", f"Lifecycle (leader): {name.replace('_', ' ')}", n)
+          for name, n in cluster.versions.lifecycle.items()),
     ]  # fmt: skip
     lines: list[str] = []
     for name, kind, help_text, value in rows:

@@ -35,6 +35,7 @@ from .repair import Repairer, Scrubber
 from .replica import Replica
 from .tls import client_context
 from .transport import Transport
+from .versioning import VersionOps
 from .writes import WriteCoordinator
 
 STOP_WAIT = 10.0  # seconds shutdown waits for replica writes still running after their ack
@@ -75,6 +76,7 @@ class Cluster:
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,
             self.background,
         )  # fmt: skip
+        self.versions = VersionOps(store, self.reads, self.writes)
         self.housekeeper = Housekeeper(store, peers, self.replica.purge, busy, cfg)
         self.admin = Admin(store, peers, self.antientropy, self.repairer)
         store.on_corrupt = self.chunk_went_bad

@@ -92,6 +92,8 @@ MAX_CONTENT_TYPE = 255
 MAX_META_ITEMS = 64  # object metadata: S3 allows 2 KiB of user metadata; ours bounds the whole map
 MAX_META_BYTES = 8 * 1024
 MAX_NODE_ID = 255
+VERSIONS = ".p2pstore/versions/"  # core/versions.py: kept versions' keys
+VERSION_KEY_EXTRA = len(VERSIONS) + 1 + 20 + MAX_NODE_ID
 
 DONE: dict[str, Any] = {"type": "manifest-done"}
 
@@ -172,9 +174,12 @@ class ManifestEntry:
     meta: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def tombstone(cls, key: str, version: str, modified: float) -> ManifestEntry:
-        """A deletion marker: it must win over older writes, so it is an entry like any other."""
-        return cls(key, version, 0, "", (), "", True, float(modified))
+    def tombstone(
+        cls, key: str, version: str, modified: float, meta: tuple[tuple[str, str], ...] = ()
+    ) -> ManifestEntry:
+        """A deletion marker: it must win over older writes, so it is an entry like any other.
+        ``meta``: only the store's own marks (``p2p:*``, e.g. a versioned folder's delete marker)."""
+        return cls(key, version, 0, "", (), "", True, float(modified), meta)
 
     def to_wire(self) -> dict[str, Any]:
         """Msgpack/JSON-friendly dict (field names as here; chunks as a list)."""
@@ -229,7 +234,8 @@ class ManifestEntry:
         """Raise ValueError saying what is wrong; return self when the entry is well-formed."""
         if not isinstance(self.key, str):
             raise ValueError(f"key must be a string, got {type(self.key).__name__}")
-        validate_key(self.key, MAX_KEY_BYTES)
+        # a kept version's key is its base key plus a reserved prefix and a version
+        validate_key(self.key, MAX_KEY_BYTES + (VERSION_KEY_EXTRA if self.key.startswith(VERSIONS) else 0))
         _check_version(self.version)
         if not isinstance(self.deleted, bool):
             raise ValueError("deleted must be a boolean")
@@ -252,8 +258,8 @@ class ManifestEntry:
             raise ValueError("modified must be a finite number")
         check_meta(self.meta)
         if self.deleted:
-            if self.meta:
-                raise ValueError("a tombstone has no metadata")
+            if any(not name.startswith("p2p:") for name, _ in self.meta):
+                raise ValueError("a tombstone has no metadata but the store's own p2p:* marks")
             if self.size or self.sha256 or self.chunks:
                 raise ValueError("a tombstone has size 0, no sha256 and no chunks")
         else:

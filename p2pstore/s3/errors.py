@@ -54,6 +54,8 @@ STATUS: dict[str, int] = {
     "NoSuchBucket": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
+    "NoSuchLifecycleConfiguration": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -88,6 +90,7 @@ class S3Error(Exception):
         self.message = message
         self.resource = resource
         self.extra = extra  # further elements of the error document (e.g. BucketName)
+        self.headers: dict[str, str] = {}  # further response headers (e.g. x-amz-delete-marker)
 
     @property
     def status(self) -> int:

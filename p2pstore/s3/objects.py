@@ -87,11 +87,13 @@ def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix:
     return None
 
 
-async def get_object(call: S3Call) -> web.StreamResponse:
+async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.StreamResponse:
+    """GetObject/HeadObject of the current version, or of ``resolved`` (s3/versioning.py)."""
     await call.bucket_for("read")
     request = call.request
     reads = call.node.cluster.reads
-    resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
+    if resolved is None:
+        resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
     entry = resolved.entry
     headers = object_headers(entry, request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED")
     outcome = precondition(request.headers, entry)
@@ -160,7 +162,7 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does "
                           "not match what was computed.") from None  # fmt: skip
         raise
-    headers = {"ETag": etag(result.entry)}
+    headers = {"ETag": etag(result.entry), **s3meta.version_headers(result.entry)}
     if body.checksum is not None:
         headers[body.checksum[0]] = body.checksum[1]()
     return web.Response(status=200, headers=headers)
@@ -170,14 +172,18 @@ async def delete_object(call: S3Call) -> web.Response:
     await call.bucket_for("write")
     key = native_key(call, call.bucket, call.object_key)
     with contextlib.suppress(NotFound):  # S3 answers a delete of a missing key like any other
-        await call.node.cluster.writes.delete(key)
+        result = await call.node.cluster.writes.delete(key)
+        return web.Response(status=204, headers=s3meta.version_headers(result.entry))
     return web.Response(status=204)
 
 
-async def delete_objects(call: S3Call) -> web.Response:
-    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only."""
+async def delete_objects(call: S3Call, body: bytes | None = None) -> web.Response:
+    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only.
+    ``body``: already read (s3/versioning.py takes the requests that name versions)."""
     await call.bucket_for("write")
-    quiet, keys = s3xml.parse_delete(await read_all(call.request, call.verified, MAX_DELETE_BODY))
+    if body is None:
+        body = await read_all(call.request, call.verified, MAX_DELETE_BODY)
+    quiet, keys = s3xml.parse_delete(body)
     writes = call.node.cluster.writes
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -202,11 +208,20 @@ async def delete_objects(call: S3Call) -> web.Response:
     return web.Response(body=s3xml.delete_result(deleted, errors), content_type="application/xml")
 
 
-def copy_source(call: S3Call) -> tuple[str, str]:
-    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``."""
+def copy_version(call: S3Call) -> str | None:
+    """The ``?versionId=`` of x-amz-copy-source (CopyObject may copy any version)."""
+    query = call.request.headers["x-amz-copy-source"].partition("?")[2]
+    if query and not query.startswith("versionId="):
+        raise S3Error("InvalidArgument", "The copy source may only carry a versionId")
+    return unquote(query.removeprefix("versionId=")) or None if query else None
+
+
+def copy_source(call: S3Call, any_version: bool = False) -> tuple[str, str]:
+    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``
+    (``any_version``: any version id, see :func:`copy_version`)."""
     raw = call.request.headers["x-amz-copy-source"]
     raw, _, query = raw.partition("?")
-    if query and query not in ("versionId=null",):
+    if query and not any_version and query not in ("versionId=null",):
         raise S3Error("NotImplemented", "Copying a version other than the current one is not implemented")
     source = unquote(raw).removeprefix("/")
     bucket, _, key = source.partition("/")
@@ -219,7 +234,7 @@ def copy_source(call: S3Call) -> tuple[str, str]:
 
 async def copy_object(call: S3Call) -> web.Response:
     """CopyObject, the bytes streamed through this node (checked against the source's sha256)."""
-    src_bucket_name, src_key = copy_source(call)
+    src_bucket_name, src_key = copy_source(call, any_version=True)
     await call.bucket_for("write")
     src_bucket = await call.registry.get_bucket(src_bucket_name)
     if src_bucket is None:
@@ -229,10 +244,16 @@ async def copy_object(call: S3Call) -> web.Response:
     dest = native_key(call, call.bucket, call.object_key)
     source = native_key(call, src_bucket_name, src_key)
     reads = call.node.cluster.reads
+    vid = copy_version(call)
     try:
-        resolved = await reads.resolve(source)
+        if vid is None or vid == "null":
+            resolved = await reads.resolve(source)
+        else:
+            resolved = await call.node.cluster.versions.resolve(source, vid)
     except NotFound:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=src_key) from None
+    except BadRequest:
+        raise S3Error("InvalidRequest", "The source of a copy request may not be a delete marker") from None
     entry = resolved.entry
     if precondition(call.request.headers, entry, "x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
@@ -256,6 +277,10 @@ async def copy_object(call: S3Call) -> web.Response:
     result = await writes.put(
         dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
     )
+    headers = s3meta.version_headers(result.entry)
+    if vid is not None:
+        headers["x-amz-copy-source-version-id"] = vid
     return web.Response(
-        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml"
+        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml",
+        headers=headers,
     )

@@ -27,8 +27,9 @@ from typing import Any
 
 import msgpack
 
-from ..core.keys import RESERVED_PREFIX
+from ..core.keys import RESERVED_PREFIX, is_reserved
 from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, meta_pairs, newer
+from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -347,10 +348,10 @@ class MetadataDB:
                 won, inlined = [], set()
                 for e in entries:
                     data = small.get(e.sha256) if not e.deleted and e.chunks == (e.sha256,) else None
-                    if (w := self._apply_one(e, data)) is not None:
-                        won.append(w)
-                        if data is not None:
-                            inlined.add(e.sha256)
+                    applied = self._apply_one(e, data)
+                    won.extend(applied)
+                    if data is not None and applied:
+                        inlined.add(e.sha256)
                 loose = [(sha, data) for sha, data in small.items() if sha not in inlined]
                 if loose:  # not any winner's own bytes: kept by name (complete a same-version entry)
                     conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
@@ -359,15 +360,29 @@ class MetadataDB:
 
     def _apply_one(
         self, entry: ManifestEntry, data: bytes | None
-    ) -> tuple[ManifestEntry | None, ManifestEntry] | None:
-        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row."""
+    ) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
+        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row.
+        Returns the (old, new) pairs that changed: the entry's own, and the kept version
+        of a superseded entry of a versioned folder (core/versions.py), in the same transaction."""
         conn = self._w
         row = conn.execute(
             f"SELECT {ENTRY_COLUMNS}, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
         ).fetchone()
         old = row_to_entry(row[:-1]) if row else None
+        keep = archive_of(old, entry)
+        changed: list[tuple[ManifestEntry | None, ManifestEntry]] = []
+        if keep is not None:  # the loser's bytes go with it when they live in its row
+            if keep.version == entry.version:
+                keep_data = data
+            elif row[-1]:
+                keep_data = conn.execute("SELECT data FROM files WHERE key = ?", (entry.key,)).fetchone()[0]
+            else:
+                keep_data = None
+            changed = self._apply_one(keep, keep_data)
         if not newer(old, entry):
-            return None
+            return changed
+        if is_null_write(entry) and not is_reserved(entry.key):
+            changed += self._replace_null(entry)
         if old and not old.deleted and not row[-1]:  # inline bytes hold no references
             self._adjust_refs(old.chunks, -1)
         if not entry.deleted and data is None:
@@ -390,7 +405,24 @@ class MetadataDB:
                 data,
             ),
         )
-        return old, entry
+        return [(old, entry), *changed]
+
+    def _replace_null(self, entry: ManifestEntry) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
+        """A write in a suspended folder replaces the kept "null" version of its key: a
+        tombstone at the write's own version, so every replica derives the same one."""
+        prefix = versions_prefix(entry.key)
+        rows = self._w.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM files WHERE key >= ? AND key < ?",
+            (prefix, prefix + MAX_TEXT),
+        ).fetchall()
+        changed = []
+        for kept in map(row_to_entry, rows):
+            if kept.deleted and not kept.meta:  # already removed
+                continue
+            if base_of(kept.key) == entry.key and version_id(kept) == NULL and kept.version < entry.version:
+                gone = ManifestEntry.tombstone(kept.key, entry.version, entry.modified)
+                changed += self._apply_one(gone, None)
+        return changed
 
     # ---- small chunks (stored in the database: one fsync with their manifest entry) ----
     def small_chunk(self, sha: str) -> bytes | None:

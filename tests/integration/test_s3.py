@@ -362,7 +362,7 @@ def test_bad_input_gets_s3_errors_and_changes_nothing(cluster: list[NodeProcess]
     for method, path in [
         ("GET", "/inbox?acl"),
         ("PUT", "/inbox/k?tagging"),
-        ("GET", "/inbox?versioning"),
+        ("GET", "/inbox?policy"),
         ("GET", "/inbox/k?partNumber=1"),
         ("GET", "/?unknown=1"),
     ]:
