@@ -65,7 +65,8 @@ def enable_versioning(cluster: list[NodeProcess], folder: str) -> None:
     assert native(cluster[0], "PUT", f"/versioning/{folder}", body)[0] == 200
 
     def everywhere() -> bool:
-        return all(json.loads(native(n, "GET", f"/versioning/{folder}")[1])["status"] == "Enabled" for n in cluster)
+        states = [json.loads(native(n, "GET", f"/versioning/{folder}")[1])["status"] for n in cluster]
+        return states == ["Enabled"] * len(cluster)
 
     wait_for(everywhere, timeout=10, message=f"versioning of {folder} Enabled on every node")
 
@@ -117,7 +118,8 @@ def test_versions_download_and_restore(page: Any, cluster: list[NodeProcess]) ->
              timeout=15, message="the delete marker on node 2")  # fmt: skip
     page.goto(cluster[2].url + "/")
     expect(page.locator("#page-info")).to_have_text("page 1")  # the listing is in
-    expect(page.locator('#files tr.folder-row[data-prefix="notes/"]')).to_have_count(0)  # nothing current in it
+    # nothing current is left in notes/: the folder is not listed
+    expect(page.locator('#files tr.folder-row[data-prefix="notes/"]')).to_have_count(0)
     page.fill("#versions-input", key)
     page.locator("#versions-form button").click()
     marker = page.locator('#versions tr.version-row[data-delete-marker="1"]')
@@ -150,6 +152,15 @@ def test_versions_view_at_400_px(page: Any, cluster: list[NodeProcess]) -> None:
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 400, (part, box)
     id_box = rows.nth(0).locator(".version-cell").bounding_box()
     assert id_box is not None and id_box["width"] >= 300, f"version id squeezed to {id_box}"
+    # the file row's three buttons never cover its replica list
+    file_row = page.locator(f'#files tr.file-row[data-key="{key}"]')
+    btns = file_row.locator("td.btn-row").bounding_box()
+    assert btns is not None
+    for i in range(3):
+        rep = file_row.locator("td.replicas .replica").nth(i).bounding_box()
+        assert rep is not None
+        apart = btns["y"] >= rep["y"] + rep["height"] or btns["x"] >= rep["x"] + rep["width"]
+        assert apart, f"buttons {btns} overlap replica {rep}"
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"page is {overflow}px wider than 400 px"
     page.locator("#files-section").screenshot(path=str(ARTIFACTS / "versions-400px.png"))
