@@ -146,6 +146,9 @@ def test_versions_view_at_400_px(page: Any, cluster: list[NodeProcess]) -> None:
     page.set_viewport_size({"width": 400, "height": 860})
     rows = open_versions(page, cluster[0], "phone/", key)
     expect(rows).to_have_count(3)
+    put(cluster[2], key, b"a fourth, through another node")  # the open panel follows without a click
+    expect(rows).to_have_count(4)
+    expect(rows.nth(0).locator(".version-size")).to_have_attribute("title", "30 bytes")
     for i in range(3):
         for part in (".version-cell", ".version-time", ".version-size", ".version-download"):
             box = rows.nth(i).locator(part).bounding_box()

@@ -31,6 +31,7 @@
     filesSig: "",
     memberIds: "",
     versionsKey: null,
+    versionsSig: "",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -587,13 +588,18 @@
     $("versions").replaceChildren();
   }
 
-  async function loadVersions() {
+  /** (Re-)list the open file's versions; a poll with nothing new leaves the rows alone. */
+  async function loadVersions(force = true) {
     const key = state.versionsKey;
     if (!key) return;
     try {
       const data = await api("GET", `${fileUrl(key)}?versions=1`);
-      if (state.versionsKey === key) renderVersions(key, data);
+      const sig = JSON.stringify([key, data]);
+      if (state.versionsKey !== key || (!force && sig === state.versionsSig)) return;
+      state.versionsSig = sig;
+      renderVersions(key, data);
     } catch (e) {
+      state.versionsSig = "";
       $("versions").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "text-danger small versions-error",
         text: `Listing the versions of ${key} failed: ${describeError(e)}` })));
     }
@@ -647,7 +653,10 @@
   }
 
   async function pollFiles() {
-    if (!document.hidden) await loadFiles(false);
+    if (!document.hidden) {
+      await loadFiles(false);
+      await loadVersions(false);  // a version written elsewhere shows up while the panel is open
+    }
     setTimeout(pollFiles, FILES_INTERVAL_MS);
   }
 
