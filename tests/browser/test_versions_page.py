@@ -216,6 +216,12 @@ def test_one_bucket_seen_from_s3_native_cli_and_page(page: Any, cluster: list[No
     readme = page.locator('#files tr.file-row[data-key="shared-data/readme.txt"]')
     expect(readme.locator(".key-text")).to_have_text("readme.txt")
     expect(page.locator("#files tr.file-row")).to_have_count(2)  # readme.txt and native.txt
+    for chart in ("requests", "mbps", "repair"):  # the axis labels of small rates stay distinct
+        labels = page.locator(f"#chart-{chart} svg.chart-svg .chart-label")
+        expect(labels.first).to_be_visible()
+        texts = labels.all_text_contents()
+        assert len(texts) == len(set(texts)), f"{chart} axis labels repeat: {texts}"
+    shot(page, "bucket-everywhere.png")
     with page.expect_download() as dl_info:
         readme.locator(".download-link").click()
     with open(dl_info.value.path(), "rb") as fh:
@@ -225,4 +231,3 @@ def test_one_bucket_seen_from_s3_native_cli_and_page(page: Any, cluster: list[No
     expect(page.locator(f'#files tr.file-row[data-key="{log_key}"] td:nth-child(2)')).to_have_attribute(
         "title", f"{len(objects['logs/2026-12-03.log'])} bytes"
     )
-    shot(page, "bucket-everywhere.png")

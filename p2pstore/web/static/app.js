@@ -362,6 +362,7 @@
   function fmtNum(v) {
     if (v >= 100) return String(Math.round(v));
     if (v >= 10) return v.toFixed(1).replace(/\.0$/, "");
+    if (v > 0 && v < 1) return String(Number(v.toPrecision(2)));  // 0.005, not a second "0.01"
     return v.toFixed(2).replace(/\.?0+$/, "") || "0";
   }
 
