@@ -211,7 +211,8 @@ def test_one_bucket_seen_from_s3_native_cli_and_page(page: Any, cluster: list[No
     folder = page.locator('#files tr.folder-row[data-prefix="shared-data/"]')
     expect(folder.locator(".bucket-badge")).to_have_text("S3 bucket")
     folder.locator(".folder-link").click()
-    expect(page.locator("#crumbs li")).to_have_text(["all files", "shared-data"])
+    expect(page.locator("#crumbs li .crumb-text")).to_have_text(["all files", "shared-data"])
+    expect(page.locator('#crumbs li[data-folder="shared-data/"] .bucket-badge')).to_have_text("S3")
     expect(page.locator('#files tr.folder-row[data-prefix="shared-data/logs/"]')).to_have_count(1)
     readme = page.locator('#files tr.file-row[data-key="shared-data/readme.txt"]')
     expect(readme.locator(".key-text")).to_have_text("readme.txt")
@@ -227,6 +228,7 @@ def test_one_bucket_seen_from_s3_native_cli_and_page(page: Any, cluster: list[No
     with open(dl_info.value.path(), "rb") as fh:
         assert fh.read() == objects["readme.txt"]
     page.locator('#files tr.folder-row[data-prefix="shared-data/logs/"] .folder-link').click()
+    expect(page.locator("#crumbs .bucket-badge")).to_have_count(1)  # the bucket's crumb only
     log_key = "shared-data/logs/2026-12-03.log"
     expect(page.locator(f'#files tr.file-row[data-key="{log_key}"] td:nth-child(2)')).to_have_attribute(
         "title", f"{len(objects['logs/2026-12-03.log'])} bytes"

@@ -32,6 +32,7 @@
     memberIds: "",
     versionsKey: null,
     versionsSig: "",
+    buckets: new Set(),  // "name/" of the S3 buckets, from the root listing
   };
 
   const $ = (id) => document.getElementById(id);
@@ -455,6 +456,9 @@
         li.append(el("a", { href: "#", class: "crumb-link", onclick: (ev) => { ev.preventDefault(); openFolder(c.folder); } },
           keyText(c.name, "crumb-text")));
       }
+      if (i === 1 && state.buckets.has(c.folder)) {  // inside a bucket, say so
+        li.append(" ", el("span", { class: "badge text-bg-info bucket-badge", title: "an S3 bucket", text: "S3" }));
+      }
       return li;
     }));
     $("drop-folder").textContent = state.folder || "/";
@@ -507,6 +511,7 @@
     const prefixes = Array.isArray(data.prefixes) ? data.prefixes.slice() : [];
     const buckets = new Set(Array.isArray(data.buckets) ? data.buckets.map((b) => b + "/") : []);
     state.next = data.next || null;
+    if (Array.isArray(data.buckets)) state.buckets = buckets;
     if (buckets.size && !state.after) {  // empty buckets are folders too; they hold no key yet
       for (const b of buckets) if (!prefixes.includes(b) && (!state.next || b <= state.next)) prefixes.push(b);
       prefixes.sort();
