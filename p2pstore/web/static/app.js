@@ -564,8 +564,23 @@
     }
   }
 
+  /** The versioning of a key's top-level folder ("Off" for a key outside any folder or on error). */
+  async function versioningOf(key) {
+    if (!key.includes("/")) return "Off";
+    try {
+      const data = await api("GET", `/versioning/${encodeURIComponent(key.split("/")[0])}`);
+      return String((data && data.status) || "Off");
+    } catch {
+      return "Off";
+    }
+  }
+
   async function deleteFile(key) {
-    if (!window.confirm(`Delete ${key}? This removes it from every replica.`)) return;
+    const kept = (await versioningOf(key)) === "Enabled";
+    const question = kept
+      ? `Delete ${key}? Its folder keeps versions: a delete marker hides it, and Versions can restore it.`
+      : `Delete ${key}? This removes it from every replica.`;
+    if (!window.confirm(question)) return;
     try {
       await api("DELETE", fileUrl(key));
       showMessage("success", `Deleted ${key}`);
