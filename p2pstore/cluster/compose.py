@@ -209,11 +209,11 @@ class Composer:
             known.extend(n for n in r.holders if n not in known)
         msg = {"chunks": chunks, "lengths": lengths, "holders": holders, "md5": md5}
         hasher = wc.me if wc.me in targets else targets[0]
-        results = await asyncio.gather(
-            *(self._prepare(n, msg, n == hasher) for n in targets), return_exceptions=True
-        )
-        ok = {n: r for n, r in zip(targets, results, strict=True) if not isinstance(r, BaseException)}
-        errors = [r for r in results if isinstance(r, BaseException)]
+        prep = {n: wc.background.spawn(self._prepare(n, msg, n == hasher)) for n in targets}
+        await self._enough_prepared(prep, w, 2 * wc.config.stall_timeout)
+        ok = {n: t.result() for n, t in prep.items() if succeeded(t)}
+        errors = [t.exception() for t in prep.values() if t.done() and not t.cancelled() and not succeeded(t)]
+        late = {n: t for n, t in prep.items() if not t.done()}
         if len(ok) < w:
             refusal = next((e for e in errors if isinstance(e, Refused | BadRequest)), None)
             if refusal is not None and not ok:
@@ -234,6 +234,8 @@ class Composer:
         ).validate()  # fmt: skip
         fetched = sum(int(r.get("fetched", 0)) for r in ok.values())
         tasks = {n: wc.background.spawn(self._commit(n, entry)) for n in ok}
+        for node_id, task in late.items():  # still gathering: it commits when it is done
+            wc.background.spawn(self._commit_when_prepared(node_id, task, entry))
         if (own := tasks.get(wc.me)) is not None:
             wc.reads.note_own_commit(key, own)
         acks, errors = await first_n(list(tasks.values()), w)
@@ -247,15 +249,38 @@ class Composer:
         if wc.me not in ok:
             await wc.store.apply_entries([entry])
         wc.announcer.announce(entry, replicas)
-        log.info(
+        log.debug(
             "%s composed %s from %d chunks (%d bytes fetched node to node)",
             wc.me,
             key[:80],
             len(chunks),
             fetched,
         )
-        late = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
-        return WriteResult(entry, sorted(done + late))
+        finished = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
+        return WriteResult(entry, sorted(done + finished))
+
+    @staticmethod
+    async def _enough_prepared(prep: Mapping[str, asyncio.Task], w: int, grace: float) -> None:
+        """Until every replica prepared, or W did and the rest had ``grace`` seconds more: a
+        frozen replica is not waited for (the entry reaches it later, and repair fetches the
+        chunks from the W that hold them)."""
+        pending = set(prep.values())
+        while pending:
+            ok = sum(1 for t in prep.values() if succeeded(t))
+            if ok >= w:
+                await asyncio.wait(pending, timeout=grace)
+                return
+            if ok + len(pending) < w:
+                return
+            _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _commit_when_prepared(self, node_id: str, task: asyncio.Task, entry: ManifestEntry) -> None:
+        """A replica that finished gathering after the write was decided commits then."""
+        try:
+            await task
+            await self._commit(node_id, entry)
+        except Exception as exc:  # anti-entropy brings it the entry, repair the chunks
+            log.debug("late compose commit of %s on %s failed: %s", entry.key[:80], node_id, exc)
 
     async def _prepare(self, node_id: str, msg: dict[str, Any], want_hash: bool) -> dict[str, Any]:
         if node_id == self.writes.me:
@@ -283,3 +308,7 @@ class Composer:
             raise Unavailable(f"{node_id} did not commit: {exc}") from exc
         report = answer.get("leases") if isinstance(answer, dict) else None
         return node_id, report if isinstance(report, dict) else {}, time.monotonic()
+
+
+def succeeded(task: asyncio.Future) -> bool:
+    return task.done() and not task.cancelled() and task.exception() is None
