@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import quorum
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, CorruptData, Refused, Unavailable, full_disk_refused
+from ..errors import BadRequest, CorruptData, PayloadTooLarge, Refused, Unavailable, full_disk_refused
 from ..storage.store import LocalStore
 from .fanout import first_n
 from .leases import Ack, acked_ok
@@ -191,6 +191,9 @@ class Composer:
         wc = self.writes
         if not refs:
             raise BadRequest("nothing to compose")
+        limit = wc.config.max_upload_bytes
+        if limit and sum(r.length for r in refs) > limit:
+            raise PayloadTooLarge(f"object larger than the limit of {limit} bytes")
         wc.peers.check_joined()
         replicas = wc.peers.replicas_for(key)
         targets = wc.peers.reachable(replicas, for_write=True)
