@@ -76,7 +76,9 @@ class Cluster:
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,
             self.background,
         )  # fmt: skip
-        self.composer = Composer(self.writes, ComposeReplica(node_id, store, self.fetcher, cfg.chunk_size))
+        self.composer = Composer(
+            self.writes, ComposeReplica(node_id, store, self.fetcher, cfg.chunk_size, clock)
+        )
         self.housekeeper = Housekeeper(store, peers, self.replica.purge, busy, cfg)
         self.admin = Admin(store, peers, self.antientropy, self.repairer)
         store.on_corrupt = self.chunk_went_bad

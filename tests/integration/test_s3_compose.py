@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from p2pstore.cluster.compose import ComposeReplica
-from p2pstore.core.hlc import make_version
+from p2pstore.core.hlc import HybridLogicalClock, make_version
 from p2pstore.core.manifest import ManifestEntry
 from p2pstore.core.placement import replicas as place
 from p2pstore.storage.store import LocalStore
@@ -204,12 +204,14 @@ async def test_gc_keeps_chunks_a_composed_entry_shares_with_deleted_parts(tmp_pa
             entries.append(e)
         chunks = [c for e in entries for c in e.chunks]
         lengths = [MiB, 10, 300]
-        composer = ComposeReplica("n1", store, None, MiB)  # type: ignore[arg-type]  # nothing to fetch
+        clock = HybridLogicalClock("n1")
+        composer = ComposeReplica("n1", store, None, MiB, clock)  # type: ignore[arg-type]  # nothing to fetch
         answer = await composer.prepare(chunks, lengths, {}, want_hash=True)
         assert answer["fetched"] == 0 and answer["sha256"] == hashlib.sha256(b"".join(parts)).hexdigest()
         whole = ManifestEntry("obj", make_version(2000, 0, "n1"), sum(lengths), answer["sha256"],
                               tuple(chunks), "x", False, time.time(), lengths=tuple(lengths))  # fmt: skip
         assert await composer.commit(whole)
+        assert clock.now(0) > whole.version  # the replica's clock moved past the composed version
         await store.apply_entries([ManifestEntry.tombstone(e.key, make_version(3000, 0, "n1"), time.time())
                                    for e in entries])  # fmt: skip
         old = time.time() - 3600
