@@ -229,3 +229,34 @@ async def test_gc_keeps_chunks_a_composed_entry_shares_with_deleted_parts(tmp_pa
         assert not store.chunks.has(entries[0].chunks[0])
     finally:
         store.close()
+
+
+async def test_bad_compose_messages_are_refused_and_change_nothing(node_factory) -> None:
+    import aiohttp
+    import msgpack
+
+    from tests.support.http import peer_headers
+
+    secret = "compose-secret"
+    n = node_factory(1, fsync="never", cluster_secret=secret)[0]
+    missing = hashlib.sha256(b"a chunk nobody holds").hexdigest()
+    version = make_version(int(time.time() * 1000), 0, "x")
+    entry = ManifestEntry("nope/obj", version, 30, "a" * 64, (missing, missing), "x", False, time.time(),
+                          lengths=(10, 20)).to_wire()  # fmt: skip
+    cases = [
+        ("compose-prepare", [1, 2], 400),
+        ("compose-prepare", {"chunks": [missing], "lengths": [0], "holders": {}}, 400),
+        ("compose-prepare", {"chunks": [missing], "lengths": [5], "holders": {missing: "x"}}, 400),
+        ("compose-prepare", {"chunks": [missing], "lengths": [5], "holders": {missing: ["ghost"]}}, 503),
+        ("compose-commit", {"entry": {"key": ""}}, 400),
+        ("compose-commit", {"entry": entry}, 503),  # names chunks this node does not hold
+    ]
+    async with aiohttp.ClientSession() as s:
+        for method, msg, status in cases:
+            url, body = f"{n.url}/_internal/{method}", msgpack.packb(msg)
+            async with s.post(url, data=body, headers=peer_headers(secret, url, body=body)) as r:
+                assert r.status == status, (method, msg, await r.text())
+                assert "error" in await r.json()
+        async with s.get(f"{n.url}/files/nope/obj") as r:
+            assert r.status == 404  # nothing was committed
+    assert n.health() is not None
