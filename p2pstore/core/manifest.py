@@ -298,6 +298,10 @@ def _check_lengths(e: ManifestEntry) -> None:
         raise ValueError("chunk lengths must be positive integers")
     if sum(e.lengths) != e.size:
         raise ValueError("chunk lengths must add up to the size")
+    first: dict[str, int] = {}
+    for sha, n in zip(e.chunks, e.lengths, strict=True):
+        if first.setdefault(sha, n) != n:
+            raise ValueError("a chunk named twice must have the same length")
 
 
 def _order(e: ManifestEntry) -> tuple[Any, ...]:

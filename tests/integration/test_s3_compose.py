@@ -240,8 +240,9 @@ async def test_bad_compose_messages_are_refused_and_change_nothing(node_factory)
     secret = "compose-secret"
     n = node_factory(1, fsync="never", cluster_secret=secret)[0]
     missing = hashlib.sha256(b"a chunk nobody holds").hexdigest()
+    other = hashlib.sha256(b"another one").hexdigest()
     version = make_version(int(time.time() * 1000), 0, "x")
-    entry = ManifestEntry("nope/obj", version, 30, "a" * 64, (missing, missing), "x", False, time.time(),
+    entry = ManifestEntry("nope/obj", version, 30, "a" * 64, (missing, other), "x", False, time.time(),
                           lengths=(10, 20)).to_wire()  # fmt: skip
     cases = [
         ("compose-prepare", [1, 2], 400),

@@ -67,6 +67,14 @@ def test_lengths_that_do_not_describe_the_chunks_are_refused(lengths: object) ->
         ManifestEntry.from_wire(wire)
 
 
+def test_a_chunk_named_twice_has_one_length() -> None:
+    same = "c" * 64
+    ok = ManifestEntry("k", V, 10, "a" * 64, (same, same), "x", False, 1.0, lengths=(5, 5))
+    assert ok.validate() is ok
+    with pytest.raises(ValueError, match="same length"):
+        ManifestEntry("k", V, 10, "a" * 64, (same, same), "x", False, 1.0, lengths=(4, 6)).validate()
+
+
 def test_lengths_count_in_the_hash_and_the_merge_order() -> None:
     a, b = composed((5, 3, 7)), composed((5, 4, 6))
     assert entry_hash(a) != entry_hash(b)
