@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import random
 import sys
 import tempfile
 import time
@@ -38,10 +39,8 @@ def io_counters(pids: list[int]) -> tuple[int, int]:
 
 
 def part_body(i: int, size: int) -> bytes:
-    """Distinct, incompressible-looking bytes per part, made without holding more than a part."""
-    seed = hashlib.sha256(i.to_bytes(4, "big")).digest()
-    block = b"".join(hashlib.sha256(seed + j.to_bytes(4, "big")).digest() for j in range(32768))  # 1 MiB
-    return (block * (size // len(block) + 1))[:size]
+    """Distinct bytes per part and per chunk (no two chunks alike: nothing deduplicates)."""
+    return random.Random(i).randbytes(size)
 
 
 def main() -> int:
