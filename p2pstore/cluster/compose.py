@@ -183,6 +183,7 @@ class Composer:
     def __init__(self, writes: WriteCoordinator, local: ComposeReplica) -> None:
         self.writes = writes
         self.local = local
+        self.composed = 0  # objects this node composed (as their coordinator)
 
     async def compose(
         self, key: str, refs: Sequence[ChunkRef], content_type: str,
@@ -264,6 +265,7 @@ class Composer:
             len(chunks),
             fetched,
         )
+        self.composed += 1
         finished = [n for n, t in tasks.items() if n not in done and acked_ok(t)]
         return WriteResult(entry, sorted(done + finished))
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..cluster.compose import refs_of
 from ..cluster.reads import Resolved
 from ..core.manifest import ManifestEntry
 from ..errors import NotFound
@@ -191,7 +192,7 @@ async def _compose(
     total = sum(r.entry.size for r in parts)
     tag = multipart_etag([bare(etag(r.entry)) for r in parts])
     key = native_key(call, call.bucket, record.key)
-    refs = [by_reference(node, part, 0, part.entry.size) for part in parts]
+    refs = [refs_of(part, node.config.chunk_size, node.store) for part in parts]
     if total > 0 and all(r is not None for r in refs):
         chained = [ref for part_refs in refs for ref in part_refs or ()]
         result = await node.cluster.composer.compose(

@@ -111,6 +111,8 @@ def test_three_nodes_complete_copy_and_part_copy_move_no_chunk_bytes(node_factor
         == data[: 5 * MiB] + data[100 : 6 * MiB + 1]
     )
     assert fetched(nodes) == 0  # every node replicates every key: no chunk byte moved
+    # by reference: both Completes, the copy and the aligned part copy (the odd range streamed)
+    assert sum(metric(n, "p2pstore_composed_objects_total") for n in nodes) == 4
     no_tracebacks(nodes)
 
 
@@ -126,6 +128,7 @@ def test_five_nodes_fetch_node_to_node_and_heal_after_the_parts_are_gone(node_fa
     part_sets = [set(place(f".p2pstore/s3/uploads/fiv/{uid}/part-{i:05d}", ids, 3)) for i in (1, 2, 3)]
     final = place(f"fiv/{key}", ids, 3)
     s3.complete_multipart_upload(Bucket="fiv", Key=key, UploadId=uid, MultipartUpload={"Parts": done})
+    assert metric(nodes[0], "p2pstore_composed_objects_total") == 1
     if any(not set(final) <= ps for ps in part_sets):
         assert fetched(nodes) > 0  # some final replica lacked a part's chunks and fetched them
     for n in nodes:
@@ -178,6 +181,7 @@ def test_a_replica_killed_during_compose(node_factory) -> None:
     victim.kill()  # the compose is waiting for it
     t.join(120)
     assert "ok" in result, result.get("error")
+    assert metric(nodes[0], "p2pstore_composed_objects_total") == 1
     live = [n for n in nodes if n is not victim]
     for n in live:
         assert client(n).get_object(Bucket="kil", Key=key)["Body"].read() == data
