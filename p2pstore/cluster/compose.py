@@ -43,6 +43,7 @@ log = logging.getLogger("p2pstore.compose")
 
 PREPARE_TIMEOUT = 600.0  # a replica may fetch a whole object's chunks (or hash them) first
 COMMIT_TIMEOUT = 30.0
+FETCH_WORKERS = 4  # chunks a replica fetches at once while preparing (memory: 4 chunks)
 
 
 @dataclass(frozen=True)
@@ -100,20 +101,32 @@ class ComposeReplica:
         """Make every named chunk present here (fetched from its holders, verified, durable);
         with ``want_hash`` also return the whole object's sha256 (and with ``want_md5`` its
         MD5, S3's ETag), read from the local chunks."""
-        fetched = 0
-        seen: set[str] = set()
+        wanted: dict[str, int] = {}
         for sha, length in zip(chunks, lengths, strict=True):
-            if sha in seen or self.store.has_chunk(sha):
-                continue
-            seen.add(sha)
-            sources = [n for n in holders.get(sha, ()) if n != self.me]
-            data = await self.fetcher.fetch(sha, sources, set(), count_bad=False)
-            if len(data) != length:
-                raise BadRequest(f"chunk {sha[:12]} is {len(data)} bytes, not {length}")
-            with full_disk_refused():
-                await self.store.write_chunk(data, sha)
-            fetched += length
-        self.bytes_fetched += fetched
+            if sha not in wanted and not self.store.has_chunk(sha):
+                wanted[sha] = length
+        todo = iter(wanted.items())
+
+        async def worker() -> int:  # a few chunks in flight: one holder's latency is not the pace
+            got = 0
+            for sha, length in todo:
+                sources = [n for n in holders.get(sha, ()) if n != self.me]
+                data = await self.fetcher.fetch(sha, sources, set(), count_bad=False)
+                if len(data) != length:
+                    raise BadRequest(f"chunk {sha[:12]} is {len(data)} bytes, not {length}")
+                with full_disk_refused():
+                    await self.store.write_chunk(data, sha)
+                got += length
+                self.bytes_fetched += length
+            return got
+
+        workers = [asyncio.ensure_future(worker()) for _ in range(min(FETCH_WORKERS, len(wanted)))]
+        try:
+            fetched = sum(await asyncio.gather(*workers))
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            raise
         answer: dict[str, Any] = {"fetched": fetched}
         if want_hash:
             answer.update(await self.whole_hash(chunks, lengths, want_md5))
