@@ -100,7 +100,11 @@ def main() -> int:
             def timed(what: str, call) -> None:
                 w0, d0 = io_counters(pids)
                 t0 = time.monotonic()
-                call()
+                try:
+                    call()
+                except Exception as exc:  # e.g. a 503 when replicas fell behind: report it, go on
+                    print(f"{what}: FAILED after {time.monotonic() - t0:.2f} s: {exc}")
+                    raise SystemExit(1) from None
                 secs = time.monotonic() - t0
                 w1, d1 = io_counters(pids)
                 print(f"{what}: {secs:.2f} s; node processes wrote {(w1 - w0) / 1e6:,.1f} MB "
