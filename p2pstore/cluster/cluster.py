@@ -26,6 +26,7 @@ from .admin import Admin
 from .announce import EntryAnnouncer
 from .antientropy import AntiEntropy
 from .background import Background
+from .compose import Composer, ComposeReplica
 from .gossip import Gossip
 from .housekeeping import Housekeeper
 from .leases import Leases
@@ -77,6 +78,9 @@ class Cluster:
             self.background,
         )  # fmt: skip
         self.versions = VersionOps(store, self.reads, self.writes)
+        self.composer = Composer(
+            self.writes, ComposeReplica(node_id, store, self.fetcher, cfg.chunk_size, clock)
+        )
         self.housekeeper = Housekeeper(store, peers, self.replica.purge, busy, cfg)
         self.admin = Admin(store, peers, self.antientropy, self.repairer)
         store.on_corrupt = self.chunk_went_bad

@@ -172,6 +172,9 @@ class ManifestEntry:
     # Object metadata (S3's ETag as "md5", user metadata, Content-Disposition, ...): sorted
     # (name, value) pairs, so the entry stays hashable and compares equal however it was built.
     meta: tuple[tuple[str, str], ...] = ()
+    # Each chunk's length, when the chunks are not all the configured size but the last (an
+    # object composed from parts: each part ends with a short chunk). Empty: the usual sizes.
+    lengths: tuple[int, ...] = ()
 
     @classmethod
     def tombstone(
@@ -193,13 +196,15 @@ class ManifestEntry:
             "deleted": self.deleted,
             "modified": self.modified,
             **({"meta": dict(self.meta)} if self.meta else {}),
+            **({"lengths": list(self.lengths)} if self.lengths else {}),
         }
 
     @classmethod
     def from_wire(cls, obj: object) -> ManifestEntry:
         """Parse and validate a wire dict; raise ValueError (only) on anything malformed.
 
-        Unknown extra fields are ignored; ``meta`` is optional (absent: no metadata).
+        Unknown extra fields are ignored; ``meta`` and ``lengths`` are optional (absent: no
+        metadata; chunks of the usual size).
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"manifest entry must be a map, got {type(obj).__name__}")
@@ -226,6 +231,7 @@ class ManifestEntry:
             deleted=obj["deleted"],
             modified=modified,
             meta=meta_pairs(obj.get("meta")),
+            lengths=_lengths(obj.get("lengths")),
         )
         entry.validate()
         return entry
@@ -269,13 +275,45 @@ class ManifestEntry:
                 raise ValueError("an empty file has no chunks and a non-empty file has some")
             if len(self.chunks) > self.size:
                 raise ValueError("more chunks than bytes")
+        if self.lengths:
+            _check_lengths(self)
         return self
+
+
+def _lengths(raw: object) -> tuple[int, ...]:
+    """Chunk lengths from their wire form (a list, or nothing); ValueError when not a list."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"lengths must be a list, got {type(raw).__name__}")
+    if len(raw) > MAX_CHUNKS:
+        raise ValueError(f"lengths: more than {MAX_CHUNKS} entries")
+    return tuple(raw)
+
+
+def _check_lengths(e: ManifestEntry) -> None:
+    """Stored lengths must describe the chunks exactly: one positive length each, summing to
+    the size (reads cut the object by them, so a wrong list would serve wrong bytes)."""
+    if not isinstance(e.lengths, tuple):
+        raise ValueError("lengths must be a tuple")
+    if e.deleted:
+        raise ValueError("a tombstone has no chunk lengths")
+    if len(e.lengths) != len(e.chunks):
+        raise ValueError("lengths must give one length per chunk")
+    if not all(type(n) is int and n > 0 for n in e.lengths):
+        raise ValueError("chunk lengths must be positive integers")
+    if sum(e.lengths) != e.size:
+        raise ValueError("chunk lengths must add up to the size")
+    first: dict[str, int] = {}
+    for sha, n in zip(e.chunks, e.lengths, strict=True):
+        if first.setdefault(sha, n) != n:
+            raise ValueError("a chunk named twice must have the same length")
 
 
 def _order(e: ManifestEntry) -> tuple[Any, ...]:
     """Total order used by LWW: version first, then the whole entry so that ties are decided
     the same way on every replica (a tombstone beats a live entry of the same version)."""
-    return (e.version, e.deleted, e.sha256, e.size, e.chunks, e.content_type, e.modified)
+    return (e.version, e.deleted, e.sha256, e.size, e.chunks, e.content_type, e.modified, e.lengths)
 
 
 def newer(a: ManifestEntry | None, b: ManifestEntry) -> bool:
@@ -319,6 +357,8 @@ def entry_hash(e: ManifestEntry) -> bytes:
         for name, value in e.meta:
             h.update(_lp(name.encode("utf-8", "surrogatepass")))
             h.update(_lp(value.encode("utf-8", "surrogatepass")))
+    if e.lengths:  # likewise: entries without stored lengths keep their hash
+        h.update(b"\x03" + struct.pack(f">{len(e.lengths)}Q", *e.lengths))
     return h.digest()
 
 

@@ -13,10 +13,12 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..api.http import parse_range, send_range
+from ..cluster.compose import ChunkRef, refs_of
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError, Unavailable
+from ..node import Node
 from . import meta as s3meta
 from . import xml as s3xml
 from .context import S3Call
@@ -269,8 +271,28 @@ def copy_source(call: S3Call, any_version: bool = False) -> tuple[str, str]:
     return bucket, key
 
 
+COMPOSE_MIN = 1024 * 1024  # smaller copies stream (one round trip each): cheaper than two phases
+
+
+def by_reference(node: Node, resolved: Resolved, start: int, end: int) -> list[ChunkRef] | None:
+    """The source's chunks covering [start, end) when a copy can be a commit by reference
+    (the range is whole or chunk-aligned, the object not tiny); None: stream the bytes."""
+    if end - start < COMPOSE_MIN and (start, end) != (0, resolved.entry.size):
+        return None
+    if resolved.entry.size < COMPOSE_MIN and (start, end) == (0, resolved.entry.size):
+        return None
+    return refs_of(resolved, node.config.chunk_size, node.store, start, end)
+
+
+def plain_md5(entry: ManifestEntry) -> str | None:
+    """The body's MD5 when the entry keeps one (not a multipart ETag "…-N")."""
+    md5 = next((v for k, v in entry.meta if k == "md5"), None)
+    return md5 if md5 is not None and len(md5) == 32 and "-" not in md5 else None
+
+
 async def copy_object(call: S3Call) -> web.Response:
-    """CopyObject, the bytes streamed through this node (checked against the source's sha256)."""
+    """CopyObject: a commit by reference to the source's chunks (no byte re-sent through this
+    node), or for small sources the bytes streamed (checked against the source's sha256)."""
     src_bucket_name, src_key = copy_source(call, any_version=True)
     await call.bucket_for("write")
     src_bucket = await call.registry.get_bucket(src_bucket_name)
@@ -306,14 +328,21 @@ async def copy_object(call: S3Call) -> web.Response:
         content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         meta = s3meta.from_request(call.request.headers)
 
-    async def body() -> AsyncIterator[bytes]:
-        async for piece in reads.read_range(resolved, 0, entry.size):
-            yield piece
+    refs = by_reference(call.node, resolved, 0, entry.size)
+    if refs is not None:
+        md5 = plain_md5(entry)
+        meta = {**meta, "md5": md5} if md5 else meta
+        result = await call.node.cluster.composer.compose(dest, refs, content_type, meta, md5=not md5)
+    else:
 
-    writes = call.node.cluster.writes
-    result = await writes.put(
-        dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
-    )
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in reads.read_range(resolved, 0, entry.size):
+                yield piece
+
+        writes = call.node.cluster.writes
+        result = await writes.put(
+            dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
+        )
     headers = s3meta.version_headers(result.entry)
     if vid is not None:
         headers["x-amz-copy-source-version-id"] = vid

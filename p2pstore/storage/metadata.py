@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS files (
     bucket INTEGER NOT NULL,
     ehash BLOB NOT NULL,
     data BLOB,
-    meta BLOB
+    meta BLOB,
+    lengths BLOB
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
@@ -81,7 +83,7 @@ sha256 name to use it."""
 # makes every few hundredth group commit take 60-460 ms. The high limit is only a fallback.
 CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
-ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta"
+ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta, lengths"
 MAX_TEXT = "\U0010ffff"
 
 
@@ -93,8 +95,17 @@ def unpack_chunks(blob: bytes) -> tuple[str, ...]:
     return tuple(blob[i : i + 32].hex() for i in range(0, len(blob), 32))
 
 
+def pack_lengths(lengths: tuple[int, ...]) -> bytes | None:
+    """Stored chunk lengths (8 bytes each, big-endian); NULL for the usual chunk sizes."""
+    return struct.pack(f">{len(lengths)}Q", *lengths) if lengths else None
+
+
+def unpack_lengths(blob: bytes | None) -> tuple[int, ...]:
+    return struct.unpack(f">{len(blob) // 8}Q", blob) if blob else ()
+
+
 def row_to_entry(row: tuple) -> ManifestEntry:
-    key, version, size, sha, chunks, ctype, deleted, modified, meta = row
+    key, version, size, sha, chunks, ctype, deleted, modified, meta, lengths = row
     return ManifestEntry(
         key=key,
         version=version,
@@ -105,6 +116,7 @@ def row_to_entry(row: tuple) -> ManifestEntry:
         deleted=bool(deleted),
         modified=modified,
         meta=unpack_meta(meta),
+        lengths=unpack_lengths(lengths),
     )
 
 
@@ -195,6 +207,8 @@ class MetadataDB:
             self._w.execute("ALTER TABLE files ADD COLUMN data BLOB")
         if "meta" not in columns:  # object metadata (NULL: none)
             self._w.execute("ALTER TABLE files ADD COLUMN meta BLOB")
+        if "lengths" not in columns:  # chunk lengths of composed objects (NULL: usual sizes)
+            self._w.execute("ALTER TABLE files ADD COLUMN lengths BLOB")
         if "ehash" not in columns:  # added for fast digest rebuilds at start-up
             self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
             rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
@@ -389,7 +403,7 @@ class MetadataDB:
             self._adjust_refs(entry.chunks, +1)
         conn.execute(
             f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash, data)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,
                 entry.version,
@@ -400,6 +414,7 @@ class MetadataDB:
                 int(entry.deleted),
                 entry.modified,
                 pack_meta(entry.meta),
+                pack_lengths(entry.lengths),
                 bucket_of(entry.key),
                 entry_hash(entry),
                 data,
