@@ -18,6 +18,7 @@ from rich.progress import Progress, TaskID
 
 from .client import CHUNK, ApiError, Client, CliError, key_path
 from .common import TokenOption, UrlOption, client_for, human_size, out, progress, run
+from .versions import version_query
 
 
 def _not_found(exc: ApiError, key: str) -> CliError:
@@ -135,11 +136,14 @@ def _etag_sha(resp_etag: str | None) -> str | None:
     return tag.strip('"').lower() or None
 
 
-async def _download(client: Client, key: str, sink: IO[bytes]) -> tuple[int, str, str | None]:
-    """Stream ``key`` into ``sink``; returns (bytes, sha256 of what was written, ETag sha)."""
+async def _download(
+    client: Client, key: str, sink: IO[bytes], query: str = ""
+) -> tuple[int, str, str | None]:
+    """Stream ``key`` into ``sink``; returns (bytes, sha256 of what was written, ETag sha).
+    ``query``: e.g. one version of the file (cli/versions.py)."""
     async with client:
         try:
-            resp = await client.open("GET", key_path(key))
+            resp = await client.open("GET", key_path(key) + query)
         except ApiError as exc:
             raise _not_found(exc, key) from exc
         try:
@@ -169,14 +173,18 @@ def get(
         str | None,
         typer.Option("-o", "--output", help="Write here (a file or directory); '-' is stdout."),
     ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="An older version (see `p2pstore versions KEY`).")
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
     """Download a file; verified against its sha256 before it appears on disk."""
     client = client_for(ctx, url, token)
+    query = version_query(version)
     if output in (None, "-"):
         sink = sys.stdout.buffer
-        _, actual, expected = run(_download(client, key, sink))
+        _, actual, expected = run(_download(client, key, sink, query))
         sink.flush()
         if expected and actual != expected:
             raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
@@ -190,7 +198,7 @@ def get(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh:
-            size, actual, expected = run(_download(client, key, fh))
+            size, actual, expected = run(_download(client, key, fh, query))
             fh.flush()
             os.fsync(fh.fileno())
         if expected and actual != expected:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from . import admin, bench, chaos, cluster, files, keys, node, recover
+from . import admin, bench, chaos, cluster, files, keys, node, recover, versions
 from .client import DEFAULT_URL, CliError
 from .common import Connection
 
@@ -45,7 +45,7 @@ def root(
     ctx.obj = Connection(url=url, token=token)
 
 
-_MODULES = (files, admin, node, cluster, recover, chaos, bench, keys)
+_MODULES = (files, admin, node, cluster, recover, chaos, bench, keys, versions)
 for _module in _MODULES:
     _module.register(app)
 

@@ -166,6 +166,10 @@ def start(
         typer.Option(help="Serve <bucket>.DOMAIN as virtual-host-style S3 URLs; repeat or comma-separate.",
                      metavar="DOMAIN", show_default=False),
     ] = None,
+    lifecycle_clock_offset: Annotated[
+        float | None,
+        typer.Option(help="Seconds added to the time lifecycle rules see (tests; 0 in production)."),
+    ] = None,
     log_level: Annotated[
         LogLevel | None,
         typer.Option(case_sensitive=False, help="Logging verbosity.", show_default=False),
@@ -214,6 +218,7 @@ def start(
         "s3_region": s3_region,
         "s3_upload_max_age": s3_upload_max_age,
         "s3_domain": s3_domain or None,
+        "lifecycle_clock_offset": lifecycle_clock_offset,
         "log_level": log_level.value if log_level else None,
     }
     try:

@@ -58,6 +58,7 @@ class NodeConfig:
     s3_region: str = "us-east-1"  # the region S3 clients sign for
     s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
     s3_domain: list[str] = field(default_factory=list)  # <bucket>.<domain> hosts: virtual-host style
+    lifecycle_clock_offset: float = 0.0  # seconds added to the time lifecycle rules see (tests)
     log_level: str = "INFO"
 
     @property

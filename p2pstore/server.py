@@ -27,6 +27,7 @@ from .s3.admin import add_admin_routes
 from .s3.app import build_s3_app
 from .s3.app import error_response as s3_error_response
 from .s3.errors import S3Error
+from .s3.lifecycle import LifecycleRunner
 from .s3.registry import Registry
 from .s3.sweeper import UploadSweeper
 from .web.routes import add_web_routes
@@ -143,8 +144,10 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             raise SystemExit(f"error: cannot listen on {site.name}: {exc.strerror}") from exc
     node.start()
     sweeper = UploadSweeper(node)
+    lifecycle = LifecycleRunner(node)
     if cfg.s3_port:
         sweeper.start()
+        lifecycle.start()
     tasks = [
         asyncio.create_task(guard.run(), name="slow-client-guard"),
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
@@ -169,6 +172,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await sweeper.stop()
+        await lifecycle.stop()
         await node.stop()
         for r in runners:
             await r.cleanup()

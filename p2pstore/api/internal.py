@@ -234,6 +234,37 @@ async def write_small(node: Node, msg: Any, peer: str) -> Any:
     return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
+async def compose_prepare(node: Node, msg: Any, peer: str) -> Any:
+    """Gather the chunks of an object composed by reference (cluster/compose.py)."""
+    try:
+        if not isinstance(msg, dict):
+            raise ValueError("compose-prepare must be a map")
+        chunks, lengths, holders = msg.get("chunks"), msg.get("lengths"), msg.get("holders")
+        probe = ManifestEntry(
+            "probe", "0000000000000.000000.p", sum(lengths) if isinstance(lengths, list) else -1,
+            "0" * 64, tuple(chunks) if isinstance(chunks, list) else (), "", False, 0.0,
+            lengths=tuple(lengths) if isinstance(lengths, list) else (),
+        ).validate()  # fmt: skip
+        if not probe.lengths or not isinstance(holders, dict) or not all(
+            isinstance(h, list) and all(isinstance(n, str) for n in h) for h in holders.values()
+        ):
+            raise ValueError("compose-prepare needs chunks, their lengths and holders")
+    except (ValueError, TypeError) as exc:
+        raise malformed(peer, "compose-prepare", str(exc)) from exc
+    composer = node.cluster.composer.local
+    return await composer.prepare(
+        probe.chunks, probe.lengths, holders, msg.get("hash") is True, msg.get("md5") is True
+    )
+
+
+async def compose_commit(node: Node, msg: Any, peer: str) -> Any:
+    if not isinstance(msg, dict):
+        raise malformed(peer, "compose-commit", "compose-commit must be a map")
+    entry = entry_of(peer, "compose-commit", msg)
+    applied = await node.cluster.composer.local.commit(entry)
+    return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
+
+
 async def abort(node: Node, msg: Any, peer: str) -> Any:
     if not isinstance(msg, dict) or not isinstance(msg.get("upload"), str):
         raise malformed(peer, "abort", "abort needs an upload id")
@@ -322,6 +353,8 @@ HANDLERS: dict[str, MessageHandler] = {
     "manifest-sync": manifest_sync,
     "commit": commit,
     "abort": abort,
+    "compose-prepare": compose_prepare,
+    "compose-commit": compose_commit,
     "write": write_small,
     "entries": entries,
     "read-repair": read_repair,

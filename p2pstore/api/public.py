@@ -15,6 +15,7 @@ from ..core.keys import RESERVED_PREFIX, InvalidKey, is_reserved, validate_key
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, Unauthorized
 from ..node import Node
+from . import versions
 from .http import etag_matches, etag_of, http_date, parse_range, send_range
 from .metrics import CLIENT_BYTES, render_metrics
 from .status import status_json
@@ -207,6 +208,8 @@ async def read_form(request: web.Request) -> web.Response:
 async def get_file(request: web.Request) -> web.StreamResponse:
     key = key_from_path(request)
     node = get_node(request)
+    if "version" in request.query or "versions" in request.query:
+        return await versions.get_versions(request, node, key)
     local = request.query.get("local") in ("1", "true", "yes")
     r = int_param(request, "r", 0, 1, node.config.replicas) or None  # read quorum override
     reads = node.cluster.reads
@@ -229,6 +232,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     key = key_from_path(request)
     node = get_node(request)
+    if "version" in request.query:
+        return await versions.delete_version(request, node, key)
     w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
     result = await node.cluster.writes.delete(key, w)
     return web.json_response(
@@ -339,3 +344,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/recover/{node}", recover)
     app.router.add_get("/metrics", metrics)
     app.router.add_delete("/members/{node}", remove_member)
+    versions.add_routes(app, get_node, key_from_path)

@@ -64,6 +64,7 @@ def status_json(node: Node) -> dict[str, Any]:
         },
         "repair": {**asdict(cluster.repairer.stats), **cluster.housekeeper.stats()},
         "scrub": {**asdict(cluster.scrubber.stats), "rate": node.config.scrub_rate},
+        "lifecycle": dict(cluster.versions.lifecycle),
         "read_leases": cluster.leases.stats(),
         "storage": {
             "corrupt_chunks_found": node.store.stats.corrupt_chunks_found,

@@ -131,6 +131,11 @@ class BenchOptions:
     tls: bool = field(
         default=False, metadata=flag("--local nodes talk over mutual TLS (else signed plain HTTP).")
     )
+    versioned: bool = field(
+        default=False,
+        metadata=flag("Turn versioning on for the bench/ folder first (docs/versions.md): a put phase "
+                      "repeated for a size overwrites, and every overwritten version is kept."),
+    )  # fmt: skip
     mem_1g: bool = field(
         default=False, metadata=flag("1 GiB up+down through one node; check its peak RSS < 150 MiB.")
     )

@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
@@ -432,12 +433,33 @@ def make_session(concurrency: int) -> Client:
     return Client(limit=concurrency)
 
 
+def enable_versioning(urls: list[str], token: str | None, timeout: float = 30.0) -> None:
+    """Versioning on for the ``bench`` folder, seen by every node measured (not timed)."""
+    body = json.dumps({"status": "Enabled"}).encode()
+    headers = auth_headers(token)
+    req = urllib.request.Request(f"{urls[0]}/versioning/bench", data=body, method="PUT", headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout):
+        pass
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            get = urllib.request.Request(f"{url}/versioning/bench", headers=auth_headers(token))
+            with urllib.request.urlopen(get, timeout=timeout) as resp:
+                if json.loads(resp.read())["status"] == "Enabled":
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{url} did not see versioning turned on within {timeout:.0f} s")
+            time.sleep(0.05)  # polling a condition with a deadline, not timing
+
+
 async def run_phases(
     opts: BenchOptions, urls: list[str], pids: dict[str, int], s3: S3Api | None = None
 ) -> int:
     """All requested phases; returns the total error count."""
     bench = Bench(opts, urls, pids, s3)
     total_errors = 0
+    if opts.versioned:
+        await asyncio.to_thread(enable_versioning, urls, opts.token)
     async with make_session(opts.concurrency) as session:
         if s3 is not None:
             await s3.create_bucket(session, urls[0])

@@ -17,7 +17,7 @@ ENTRY_HEADER = "X-P2PStore-Entry"  # a raw one-phase write's manifest entry: bas
 # Every internal request names the protocol version it speaks; a node answers another version
 # with WRONG_PROTOCOL (HTTP 426 Upgrade Required) and one log line per peer, on both sides.
 PROTOCOL_HEADER = "X-P2PStore-Protocol"
-PROTOCOL_VERSION = 3  # 3: signed requests (no bearer secret), mutual TLS on an internal port
+PROTOCOL_VERSION = 4  # 3: signed requests, mutual TLS; 4: entries with chunk lengths, compose, kept versions
 WRONG_PROTOCOL = 426
 MSGPACK = "application/msgpack"
 # A message a peer sends us unasked (a call, an internal POST body): the largest legitimate one

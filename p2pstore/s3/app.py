@@ -15,7 +15,7 @@ from aiohttp import web
 from ..api.metrics import REQUESTS
 from ..errors import StoreError
 from ..node import Node
-from . import buckets, cors, multipart, objects
+from . import buckets, cors, multipart, objects, versioning
 from . import xml as s3xml
 from .auth import authenticate, sig_request
 from .context import S3Call
@@ -58,6 +58,9 @@ def route(call: S3Call) -> Handler:
         if method == "GET" and params <= SERVICE_PARAMS:
             return buckets.list_buckets
         raise not_implemented(method, params, "the service")
+    versioned = versioning.route(call, method, params)
+    if versioned is not None:
+        return versioned
     if not call.object_key:
         table: dict[tuple[str, frozenset[str]], Handler] = {
             ("PUT", frozenset()): buckets.create_bucket,
@@ -114,7 +117,7 @@ def not_implemented(method: str, params: set[str], target: str) -> S3Error:
 
 
 def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:
-    headers = {"x-amz-request-id": request_id}
+    headers = {"x-amz-request-id": request_id, **err.headers}
     if request.method == "HEAD":
         return web.Response(status=err.status, headers=headers)
     body = s3xml.error(err.code, err.message, err.resource or request.path, request_id, err.extra)

@@ -7,6 +7,7 @@ import dataclasses
 
 from aiohttp import web
 
+from ..cluster.versioning import has_versions
 from . import cors
 from . import xml as s3xml
 from .context import S3Call
@@ -55,9 +56,10 @@ async def delete_bucket(call: S3Call) -> web.Response:
     bucket = await call.bucket_for("write")
     if not (call.key.admin or bucket.owner == call.key.key_id):
         raise S3Error("AccessDenied", "Access Denied: only the bucket's owner or an admin key deletes it")
-    if call.node.store.db.list(bucket.name + "/", "", 1):
+    if call.node.store.db.list(bucket.name + "/", "", 1) or has_versions(call.node.store, bucket.name):
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", BucketName=bucket.name)
     await call.registry.delete_bucket(bucket.name)
+    await call.node.cluster.versions.forget(bucket.name)  # a new bucket of that name starts unversioned
     return web.Response(status=204)
 
 

@@ -58,6 +58,8 @@ STATUS: dict[str, int] = {
     "NoSuchCORSConfiguration": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
+    "NoSuchLifecycleConfiguration": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -92,6 +94,7 @@ class S3Error(Exception):
         self.message = message
         self.resource = resource
         self.extra = extra  # further elements of the error document (e.g. BucketName)
+        self.headers: dict[str, str] = {}  # further response headers (e.g. x-amz-delete-marker)
 
     @property
     def status(self) -> int:

@@ -13,10 +13,12 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..api.http import parse_range, send_range
+from ..cluster.compose import ChunkRef, refs_of
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError, Unavailable
+from ..node import Node
 from . import meta as s3meta
 from . import xml as s3xml
 from .context import S3Call
@@ -67,7 +69,11 @@ async def resolve(call: S3Call, key: str) -> Resolved:
         except Unavailable:
             return await reads.resolve(key, r=1)
     except NotFound:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
+        err = S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key)
+        current = call.node.store.get(key)  # a delete marker says so (versioned buckets)
+        if current is not None and current.deleted:
+            err.headers = s3meta.version_headers(current)
+        raise err from None
 
 
 def _date(value: str | None) -> float | None:
@@ -100,11 +106,13 @@ def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix:
     return None
 
 
-async def get_object(call: S3Call) -> web.StreamResponse:
+async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.StreamResponse:
+    """GetObject/HeadObject of the current version, or of ``resolved`` (s3/versioning.py)."""
     await call.bucket_for("read")
     request = call.request
     reads = call.node.cluster.reads
-    resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
+    if resolved is None:
+        resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
     entry = resolved.entry
     headers = object_headers(entry, request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED")
     outcome = precondition(request.headers, entry)
@@ -193,7 +201,7 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does "
                           "not match what was computed.") from None  # fmt: skip
         raise
-    headers = {"ETag": etag(result.entry)}
+    headers = {"ETag": etag(result.entry), **s3meta.version_headers(result.entry)}
     if body.checksum is not None:
         headers[body.checksum[0]] = body.checksum[1]()
     return web.Response(status=200, headers=headers)
@@ -203,14 +211,18 @@ async def delete_object(call: S3Call) -> web.Response:
     await call.bucket_for("write")
     key = native_key(call, call.bucket, call.object_key)
     with contextlib.suppress(NotFound):  # S3 answers a delete of a missing key like any other
-        await call.node.cluster.writes.delete(key)
+        result = await call.node.cluster.writes.delete(key)
+        return web.Response(status=204, headers=s3meta.version_headers(result.entry))
     return web.Response(status=204)
 
 
-async def delete_objects(call: S3Call) -> web.Response:
-    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only."""
+async def delete_objects(call: S3Call, body: bytes | None = None) -> web.Response:
+    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only.
+    ``body``: already read (s3/versioning.py takes the requests that name versions)."""
     await call.bucket_for("write")
-    quiet, keys = s3xml.parse_delete(await read_all(call.request, call.verified, MAX_DELETE_BODY))
+    if body is None:
+        body = await read_all(call.request, call.verified, MAX_DELETE_BODY)
+    quiet, keys = s3xml.parse_delete(body)
     writes = call.node.cluster.writes
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -235,11 +247,20 @@ async def delete_objects(call: S3Call) -> web.Response:
     return web.Response(body=s3xml.delete_result(deleted, errors), content_type="application/xml")
 
 
-def copy_source(call: S3Call) -> tuple[str, str]:
-    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``."""
+def copy_version(call: S3Call) -> str | None:
+    """The ``?versionId=`` of x-amz-copy-source (CopyObject may copy any version)."""
+    query = call.request.headers["x-amz-copy-source"].partition("?")[2]
+    if query and not query.startswith("versionId="):
+        raise S3Error("InvalidArgument", "The copy source may only carry a versionId")
+    return unquote(query.removeprefix("versionId=")) or None if query else None
+
+
+def copy_source(call: S3Call, any_version: bool = False) -> tuple[str, str]:
+    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``
+    (``any_version``: any version id, see :func:`copy_version`)."""
     raw = call.request.headers["x-amz-copy-source"]
     raw, _, query = raw.partition("?")
-    if query and query not in ("versionId=null",):
+    if query and not any_version and query not in ("versionId=null",):
         raise S3Error("NotImplemented", "Copying a version other than the current one is not implemented")
     source = unquote(raw).removeprefix("/")
     bucket, _, key = source.partition("/")
@@ -250,9 +271,29 @@ def copy_source(call: S3Call) -> tuple[str, str]:
     return bucket, key
 
 
+COMPOSE_MIN = 1024 * 1024  # smaller copies stream (one round trip each): cheaper than two phases
+
+
+def by_reference(node: Node, resolved: Resolved, start: int, end: int) -> list[ChunkRef] | None:
+    """The source's chunks covering [start, end) when a copy can be a commit by reference
+    (the range is whole or chunk-aligned, the object not tiny); None: stream the bytes."""
+    if end - start < COMPOSE_MIN and (start, end) != (0, resolved.entry.size):
+        return None
+    if resolved.entry.size < COMPOSE_MIN and (start, end) == (0, resolved.entry.size):
+        return None
+    return refs_of(resolved, node.config.chunk_size, node.store, start, end)
+
+
+def plain_md5(entry: ManifestEntry) -> str | None:
+    """The body's MD5 when the entry keeps one (not a multipart ETag "…-N")."""
+    md5 = next((v for k, v in entry.meta if k == "md5"), None)
+    return md5 if md5 is not None and len(md5) == 32 and "-" not in md5 else None
+
+
 async def copy_object(call: S3Call) -> web.Response:
-    """CopyObject, the bytes streamed through this node (checked against the source's sha256)."""
-    src_bucket_name, src_key = copy_source(call)
+    """CopyObject: a commit by reference to the source's chunks (no byte re-sent through this
+    node), or for small sources the bytes streamed (checked against the source's sha256)."""
+    src_bucket_name, src_key = copy_source(call, any_version=True)
     await call.bucket_for("write")
     src_bucket = await call.registry.get_bucket(src_bucket_name)
     if src_bucket is None:
@@ -262,10 +303,16 @@ async def copy_object(call: S3Call) -> web.Response:
     dest = native_key(call, call.bucket, call.object_key)
     source = native_key(call, src_bucket_name, src_key)
     reads = call.node.cluster.reads
+    vid = copy_version(call)
     try:
-        resolved = await reads.resolve(source)
+        if vid is None or vid == "null":
+            resolved = await reads.resolve(source)
+        else:
+            resolved = await call.node.cluster.versions.resolve(source, vid)
     except NotFound:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=src_key) from None
+    except BadRequest:
+        raise S3Error("InvalidRequest", "The source of a copy request may not be a delete marker") from None
     entry = resolved.entry
     if precondition(call.request.headers, entry, "x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
@@ -281,14 +328,25 @@ async def copy_object(call: S3Call) -> web.Response:
         content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         meta = s3meta.from_request(call.request.headers)
 
-    async def body() -> AsyncIterator[bytes]:
-        async for piece in reads.read_range(resolved, 0, entry.size):
-            yield piece
+    refs = by_reference(call.node, resolved, 0, entry.size)
+    if refs is not None:
+        md5 = plain_md5(entry)
+        meta = {**meta, "md5": md5} if md5 else meta
+        result = await call.node.cluster.composer.compose(dest, refs, content_type, meta, md5=not md5)
+    else:
 
-    writes = call.node.cluster.writes
-    result = await writes.put(
-        dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
-    )
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in reads.read_range(resolved, 0, entry.size):
+                yield piece
+
+        writes = call.node.cluster.writes
+        result = await writes.put(
+            dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
+        )
+    headers = s3meta.version_headers(result.entry)
+    if vid is not None:
+        headers["x-amz-copy-source-version-id"] = vid
     return web.Response(
-        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml"
+        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml",
+        headers=headers,
     )

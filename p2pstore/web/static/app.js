@@ -30,6 +30,9 @@
     next: null,
     filesSig: "",
     memberIds: "",
+    versionsKey: null,
+    versionsSig: "",
+    buckets: new Set(),  // "name/" of the S3 buckets, from the root listing
   };
 
   const $ = (id) => document.getElementById(id);
@@ -360,6 +363,7 @@
   function fmtNum(v) {
     if (v >= 100) return String(Math.round(v));
     if (v >= 10) return v.toFixed(1).replace(/\.0$/, "");
+    if (v > 0 && v < 1) return String(Number(v.toPrecision(2)));  // 0.005, not a second "0.01"
     return v.toFixed(2).replace(/\.?0+$/, "") || "0";
   }
 
@@ -452,6 +456,9 @@
         li.append(el("a", { href: "#", class: "crumb-link", onclick: (ev) => { ev.preventDefault(); openFolder(c.folder); } },
           keyText(c.name, "crumb-text")));
       }
+      if (i === 1 && state.buckets.has(c.folder)) {  // inside a bucket, say so
+        li.append(" ", el("span", { class: "badge text-bg-info bucket-badge", title: "an S3 bucket", text: "S3" }));
+      }
       return li;
     }));
     $("drop-folder").textContent = state.folder || "/";
@@ -504,6 +511,7 @@
     const prefixes = Array.isArray(data.prefixes) ? data.prefixes.slice() : [];
     const buckets = new Set(Array.isArray(data.buckets) ? data.buckets.map((b) => b + "/") : []);
     state.next = data.next || null;
+    if (Array.isArray(data.buckets)) state.buckets = buckets;
     if (buckets.size && !state.after) {  // empty buckets are folders too; they hold no key yet
       for (const b of buckets) if (!prefixes.includes(b) && (!state.next || b <= state.next)) prefixes.push(b);
       prefixes.sort();
@@ -519,6 +527,9 @@
       download.addEventListener("click", (ev) => downloadWithToken(ev, f.key, name));
       const del = el("button", { type: "button", class: "btn btn-sm btn-outline-danger delete-btn", text: "Delete" });
       del.addEventListener("click", () => deleteFile(f.key));
+      const vers = el("button", { type: "button", class: "btn btn-sm btn-outline-secondary versions-btn", text: "Versions",
+        title: "this file's versions: download or restore an older one" });
+      vers.addEventListener("click", () => openVersions(f.key));
       const sha = String(f.sha256 || "");
       const shown = f.key.startsWith(state.folder) ? f.key.slice(state.folder.length) : f.key;
       return el("tr", { class: "file-row", "data-key": f.key },
@@ -527,7 +538,7 @@
         el("td", { class: "d-none d-md-table-cell text-nowrap", text: fmtDate(f.modified) }),
         el("td", { class: "d-none d-lg-table-cell sha", title: sha, text: sha.slice(0, 12) }),
         replicaCell(f),
-        el("td", { class: "text-end text-nowrap btn-row" }, download, " ", del));
+        el("td", { class: "text-end text-nowrap btn-row" }, download, " ", vers, " ", del));
     }));
     $("prev-page").disabled = state.afterStack.length === 0;
     $("next-page").disabled = !state.next;
@@ -536,25 +547,40 @@
   }
 
   /** Links cannot carry an Authorization header: with a token, fetch the file and save the blob. */
-  async function downloadWithToken(ev, key, name) {
+  async function downloadWithToken(ev, key, name, url) {
     if (!token()) return;
     ev.preventDefault();
     try {
-      const resp = await fetch(fileUrl(key), { headers: authHeaders() });
+      const resp = await fetch(url || fileUrl(key), { headers: authHeaders() });
       if (!resp.ok) throw errorFrom(resp.status, parseBody(await resp.text()));
-      const url = URL.createObjectURL(await resp.blob());
-      const a = el("a", { href: url, download: name });
+      const blobUrl = URL.createObjectURL(await resp.blob());
+      const a = el("a", { href: blobUrl, download: name });
       document.body.append(a);
       a.click();
       a.remove();
-      setTimeout(() => URL.revokeObjectURL(url), 10000);
+      setTimeout(() => URL.revokeObjectURL(blobUrl), 10000);
     } catch (e) {
       showMessage("danger", `Download of ${key} failed: ${describeError(e)}`);
     }
   }
 
+  /** The versioning of a key's top-level folder ("Off" for a key outside any folder or on error). */
+  async function versioningOf(key) {
+    if (!key.includes("/")) return "Off";
+    try {
+      const data = await api("GET", `/versioning/${encodeURIComponent(key.split("/")[0])}`);
+      return String((data && data.status) || "Off");
+    } catch {
+      return "Off";
+    }
+  }
+
   async function deleteFile(key) {
-    if (!window.confirm(`Delete ${key}? This removes it from every replica.`)) return;
+    const kept = (await versioningOf(key)) === "Enabled";
+    const question = kept
+      ? `Delete ${key}? Its folder keeps versions: a delete marker hides it, and Versions can restore it.`
+      : `Delete ${key}? This removes it from every replica.`;
+    if (!window.confirm(question)) return;
     try {
       await api("DELETE", fileUrl(key));
       showMessage("success", `Deleted ${key}`);
@@ -564,8 +590,94 @@
     await loadFiles(true);
   }
 
+  // ---------------------------------------------------------------- versions
+
+  const versionUrl = (key, vid) => `${fileUrl(key)}?version=${encodeURIComponent(vid)}`;
+
+  /** Show a file's versions (``GET /files/{key}?versions=1``) under the file list. */
+  async function openVersions(key) {
+    state.versionsKey = key;
+    $("versions-key").replaceChildren(keyText(key));
+    $("versions-panel").classList.remove("d-none");
+    await loadVersions();
+    $("versions-panel").scrollIntoView({ block: "nearest" });
+  }
+
+  function closeVersions() {
+    state.versionsKey = null;
+    $("versions-panel").classList.add("d-none");
+    $("versions").replaceChildren();
+  }
+
+  /** (Re-)list the open file's versions; a poll with nothing new leaves the rows alone. */
+  async function loadVersions(force = true) {
+    const key = state.versionsKey;
+    if (!key) return;
+    try {
+      const data = await api("GET", `${fileUrl(key)}?versions=1`);
+      const sig = JSON.stringify([key, data]);
+      if (state.versionsKey !== key || (!force && sig === state.versionsSig)) return;
+      state.versionsSig = sig;
+      renderVersions(key, data);
+    } catch (e) {
+      state.versionsSig = "";
+      $("versions").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "text-danger small versions-error",
+        text: `Listing the versions of ${key} failed: ${describeError(e)}` })));
+    }
+  }
+
+  function renderVersions(key, data) {
+    const versions = Array.isArray(data.versions) ? data.versions : [];
+    const status = String(data.versioning || "Off");
+    $("versions-status").textContent = `versioning ${status}`;
+    const name = key.split("/").pop();
+    $("versions").replaceChildren(...versions.map((v, i) => {
+      const vid = String(v.version);
+      const idCell = el("td", { class: "version-cell", title: vid }, el("code", {}, keyText(vid, "version-id")));
+      if (v.latest) idCell.append(" ", el("span", { class: "badge text-bg-success version-current", text: "current" }));
+      if (v.delete_marker) idCell.append(" ", el("span", { class: "badge text-bg-secondary version-marker", text: "delete marker" }));
+      const actions = el("td", { class: "text-end text-nowrap btn-row" });
+      if (!v.delete_marker) {
+        const url = versionUrl(key, vid);
+        const dl = el("a", { class: "btn btn-sm btn-outline-primary version-download", href: url, download: name,
+          title: `download this version of ${name}`, text: "Download" });
+        dl.addEventListener("click", (ev) => downloadWithToken(ev, key, name, url));
+        actions.append(dl);
+        if (!v.latest) {
+          const rb = el("button", { type: "button", class: "btn btn-sm btn-outline-warning version-restore", text: "Restore",
+            title: "make this version the current one again" });
+          rb.addEventListener("click", () => restoreVersion(key, vid));
+          actions.append(" ", rb);
+        }
+      }
+      const sha = String(v.sha256 || "");
+      return el("tr", { class: "version-row", "data-version": vid, "data-index": String(i),
+        "data-delete-marker": v.delete_marker ? "1" : "0" },
+        idCell,
+        el("td", { class: "text-nowrap version-time", title: String(v.modified), text: fmtDate(v.modified) }),
+        el("td", { class: "text-end text-nowrap version-size", title: `${v.size} bytes`, text: v.delete_marker ? "—" : humanSize(v.size) }),
+        el("td", { class: "d-none d-lg-table-cell sha", title: sha, text: sha.slice(0, 12) }),
+        actions);
+    }));
+  }
+
+  /** ``POST /restore/{key}?version=V``: the version becomes current again (its bytes, a new version). */
+  async function restoreVersion(key, vid) {
+    try {
+      await api("POST", `/restore/${key.split("/").map(encodeURIComponent).join("/")}?version=${encodeURIComponent(vid)}`);
+      showMessage("success", `Restored ${key} to version ${vid}`);
+    } catch (e) {
+      showMessage("danger", `Restore of ${key} to ${vid} failed: ${describeError(e)}`);
+    }
+    await loadVersions();
+    await loadFiles(true);
+  }
+
   async function pollFiles() {
-    if (!document.hidden) await loadFiles(false);
+    if (!document.hidden) {
+      await loadFiles(false);
+      await loadVersions(false);  // a version written elsewhere shows up while the panel is open
+    }
     setTimeout(pollFiles, FILES_INTERVAL_MS);
   }
 
@@ -737,6 +849,12 @@
     $("recover-form").addEventListener("submit", onRecover);
     wireDrop($("dropzone"));
     wireDrop($("files-card"));
+    $("versions-close").addEventListener("click", closeVersions);
+    $("versions-form").addEventListener("submit", (ev) => {  // a deleted file is not in the listing
+      ev.preventDefault();
+      const key = $("versions-input").value.trim();
+      if (key) openVersions(key);
+    });
     renderCrumbs();
     $("search-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
