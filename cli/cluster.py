@@ -136,6 +136,8 @@ def up(
         if s3:
             typer.echo(f"S3 keys: P2PSTORE_URL={procs[0].url} p2pstore key create NAME --admin")
             typer.echo(f"then e.g.: aws --endpoint-url {procs[0].s3_url} s3 ls (docs/s3.md)")
+            if "s3_domain" in flags:
+                typer.echo(f"virtual-host style: http://<bucket>.localhost:{procs[0].s3_port}/<key>")
         typer.echo("press Ctrl-C to stop all nodes")
         reported: set[int] = set()
         while not stopping:
