@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from p2pstore.config import from_env
 from p2pstore.s3.vhost import bucket_from_host, host_name, split_target
+from tests.support.processes import run_cli
 
 DOMAINS = ("localhost", "s3.example.com", "example.com")
 
@@ -57,3 +60,12 @@ def test_s3_domain_from_env_and_flags() -> None:
 def test_bad_s3_domain_is_a_clear_error(bad: str) -> None:
     with pytest.raises(ValueError, match="s3_domain"):
         from_env({"s3_domain": [bad]}, env={})
+
+
+def test_node_start_refuses_a_bad_domain_in_one_line(tmp_path: Path) -> None:
+    """The flag is repeatable: the second value is checked too; a clear line, no traceback."""
+    proc = run_cli("node", "start", "--data-dir", str(tmp_path / "d"), "--s3-domain", "a.test",
+                   "--s3-domain", "b c")  # fmt: skip
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "s3_domain 'b c' is not a host name" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # nothing started, nothing created
