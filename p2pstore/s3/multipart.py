@@ -43,6 +43,7 @@ from .parts import (
     part_number,
 )
 from .payload import read_all, upload
+from .vhost import bucket_from_host
 
 log = logging.getLogger("p2pstore.s3")
 XML = "application/xml"
@@ -150,7 +151,9 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
     upload_id = call.param("uploadId") or ""
     record = await uploads.get(call.node, call.bucket, upload_id, call.object_key, completed=True)
     requested = parse_complete(await read_all(call.request, call.verified, MAX_COMPLETE_BODY))
-    location = f"{call.request.scheme}://{call.request.host}/{call.bucket}/{record.key}"
+    virtual = bucket_from_host(call.request.host, call.node.config.s3_domain) is not None
+    path = record.key if virtual else f"{call.bucket}/{record.key}"  # no bucket twice in the URL
+    location = f"{call.request.scheme}://{call.request.host}/{path}"
     if record.completed:  # a retry whose first answer was lost: the same answer
         return _xml(s3xml.complete_result(location, call.bucket, record.key, record.completed))
     resolved = await _resolve_parts(call, upload_id, [n for n, _ in requested])

@@ -63,6 +63,14 @@ def main(endpoint: str, key_id: str, secret: str, work: Path) -> None:
     back = work / "back.bin"
     s3.download_file("photos", "big.bin", str(back), Config=transfer)
     assert back.read_bytes() == big.read_bytes()
+    # a low-level Complete answers the object's URL without the bucket twice
+    mp = s3.create_multipart_upload(Bucket="photos", Key="one-part.bin")
+    part = s3.upload_part(Bucket="photos", Key="one-part.bin", UploadId=mp["UploadId"], PartNumber=1, Body=b"x")
+    done = s3.complete_multipart_upload(
+        Bucket="photos", Key="one-part.bin", UploadId=mp["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+    )
+    assert urllib.parse.urlsplit(done["Location"]).path == "/one-part.bin", done["Location"]
 
     url = s3.generate_presigned_url("get_object", Params={"Bucket": "photos", "Key": "dir/a.txt"})
     assert urllib.parse.urlsplit(url).hostname == "photos.localhost", url
