@@ -33,9 +33,11 @@ from .objects import DEFAULT_CONTENT_TYPE, by_reference, copy_source, native_key
 from .parts import (
     MAX_PART,
     MAX_PARTS,
+    PARTS_META,
     StoredPart,
     bare,
     check_parts,
+    encode_sizes,
     multipart_etag,
     parse_complete,
     parse_copy_range,
@@ -192,12 +194,14 @@ async def _compose(
     total = sum(r.entry.size for r in parts)
     tag = multipart_etag([bare(etag(r.entry)) for r in parts])
     key = native_key(call, call.bucket, record.key)
+    meta = {**record.meta, "md5": tag}
+    sizes = encode_sizes([r.entry.size for r in parts])
+    if sizes is not None:  # GetObject/HeadObject ?partNumber= read the parts' boundaries here
+        meta[PARTS_META] = sizes
     refs = [refs_of(part, node.config.chunk_size, node.store) for part in parts]
     if total > 0 and all(r is not None for r in refs):
         chained = [ref for part_refs in refs for ref in part_refs or ()]
-        result = await node.cluster.composer.compose(
-            key, chained, record.content_type, {**record.meta, "md5": tag}
-        )
+        result = await node.cluster.composer.compose(key, chained, record.content_type, meta)
         return await _completed(call, upload_id, record, location, result.entry)
 
     async def body() -> AsyncIterator[bytes]:
@@ -205,9 +209,7 @@ async def _compose(
             async for piece in reads.read_range(part, 0, part.entry.size):
                 yield piece
 
-    result = await node.cluster.writes.put(
-        key, body(), record.content_type, None, total, meta={**record.meta, "md5": tag}
-    )
+    result = await node.cluster.writes.put(key, body(), record.content_type, None, total, meta=meta)
     return await _completed(call, upload_id, record, location, result.entry)
 
 
