@@ -161,7 +161,8 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
     task = call.node.cluster.background.spawn(_compose(call, upload_id, record, parts, location))
     done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_AFTER)
     if done:
-        return _xml(task.result())
+        body, headers = task.result()
+        return web.Response(body=body, content_type=XML, headers=headers)
     # Long compose: answer 200 now and keep the connection alive; the outcome (result or error)
     # goes in the body, as S3 does (clients check a 200 of Complete for an <Error>).
     resp = web.StreamResponse(status=200, headers={"Content-Type": XML})
@@ -172,7 +173,7 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
         if not done:
             await resp.write(b" ")
     try:
-        body = task.result()
+        body = task.result()[0]  # the x-amz-version-id header is gone: ListObjectVersions has it
     except Exception as exc:
         err = s3_error(exc)
         if err.code == "InternalError":
@@ -185,10 +186,10 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
 
 async def _compose(
     call: S3Call, upload_id: str, record: uploads.UploadRecord, parts: list[Resolved], location: str
-) -> bytes:
+) -> tuple[bytes, dict[str, str]]:
     """Compose the final object from the parts' chunks (by reference; streamed, each chunk
     verified, when a part's chunk lengths are unknown here), mark the upload completed and
-    remove its parts; the answer document."""
+    remove its parts; the answer document and its headers."""
     node = call.node
     reads = node.cluster.reads
     total = sum(r.entry.size for r in parts)
@@ -215,12 +216,13 @@ async def _compose(
 
 async def _completed(
     call: S3Call, upload_id: str, record: uploads.UploadRecord, location: str, entry: ManifestEntry
-) -> bytes:
+) -> tuple[bytes, dict[str, str]]:
     """Mark the upload completed (a retried Complete gets the same answer), drop its parts."""
     record.completed = etag(entry)
     await uploads.save(call.node, call.bucket, upload_id, record)  # the sweeper removes it later
     await uploads.remove_upload(call.node, call.bucket, upload_id, keep_record=True)
-    return s3xml.complete_result(location, call.bucket, record.key, etag(entry))
+    body = s3xml.complete_result(location, call.bucket, record.key, etag(entry))
+    return body, s3meta.version_headers(entry)  # x-amz-version-id in a versioned bucket
 
 
 async def abort_upload(call: S3Call) -> web.Response:

@@ -335,7 +335,7 @@ async def copy_object(call: S3Call) -> web.Response:
     directive = call.request.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
-    if dest == source and directive == "COPY":
+    if dest == source and directive == "COPY" and vid is None:  # a version onto its key: a restore
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
                       "to itself without changing the object's metadata.")  # fmt: skip
     content_type = entry.content_type
