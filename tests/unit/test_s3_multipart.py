@@ -119,3 +119,12 @@ def test_part_sizes_round_trip_compactly() -> None:
     assert len(encode_sizes([5 * 1024**2 + i % 400 for i in range(400)]) or "") <= PARTS_META_MAX
     for bad in ("", "x", "5*", "5*0", "-1", "5**2", "5*10001", "1,,2"):
         assert decode_sizes(bad) is None, bad
+
+
+def test_part_sizes_are_left_out_when_the_metadata_is_near_its_limit() -> None:
+    from p2pstore.s3.multipart import fits
+
+    sizes = ",".join(str(5 * 1024**2 + i) for i in range(400))  # ~3.6 KB of runs
+    assert fits({"md5": "0" * 34, "s3-parts": sizes})
+    near = {f"x-amz-meta-{i}": "v" * 100 for i in range(48)}  # ~5.4 KB of metadata
+    assert fits(near) and not fits({**near, "s3-parts": sizes})
