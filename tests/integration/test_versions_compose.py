@@ -7,6 +7,7 @@ the object it replaces as a version."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -116,4 +117,32 @@ def test_complete_and_copy_into_a_versioned_bucket_keep_the_previous_object(node
     for vid, want in ((v3, source), (v2, b"".join(parts)), (v1, first)):
         assert client(nodes[2]).get_object(Bucket="keep", Key="obj", VersionId=vid)["Body"].read() == want
     assert fetched(nodes) == 0
+    no_tracebacks(nodes)
+
+
+def test_cli_restore_of_a_large_version_is_by_reference(node_factory, tmp_path) -> None:
+    """``p2pstore restore`` (the native endpoint) of a 2 MiB version put with the CLI."""
+    from tests.support.processes import run_cli
+
+    nodes = start(node_factory, 3)
+    url = ["--url", nodes[1].url]
+    assert run_cli("versioning", "album", "--enable", *url).returncode == 0
+    wait_for(
+        lambda: all(native(n, "GET", "/versioning/album")[1].get("status") == "Enabled" for n in nodes), 10
+    )
+    takes = [os.urandom(2 * MiB + 1), b"a small take"]
+    for take in takes:
+        (tmp_path / "f").write_bytes(take)
+        assert run_cli("put", str(tmp_path / "f"), "album/f", *url).returncode == 0
+    listed = run_cli("versions", "album/f", "--json", *url)
+    assert listed.returncode == 0, listed.stderr
+    ids = [v["version"] for v in json.loads(listed.stdout)["versions"]]
+    assert len(ids) == 2
+    before = composed(nodes)
+    done = run_cli("restore", "album/f", "--version", ids[1], *url)
+    assert done.returncode == 0 and ids[1] in done.stdout.decode()
+    assert composed(nodes) == before + 1 and fetched(nodes) == 0
+    on_every_node(nodes, "album/f", takes[0])
+    relisted = json.loads(run_cli("versions", "album/f", "--json", *url).stdout)["versions"]
+    assert [(v["version"], v["latest"]) for v in relisted] == [(ids[1], True), (ids[0], False)]
     no_tracebacks(nodes)
