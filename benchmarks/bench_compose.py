@@ -1,6 +1,7 @@
-"""S3 Complete and CopyObject of a large object: time and bytes moved.
+"""S3 Complete and CopyObject of a large object (and a restore of it as a version): time and
+bytes moved.
 
-    python benchmarks/bench_compose.py --mib 1024 --part-mib 64 [--nodes 3] [--repo /path/to/checkout]
+    python benchmarks/bench_compose.py --mib 1024 --part-mib 64 [--nodes 3] [--restore] [--repo DIR]
 
 Starts ``--nodes`` real node processes with the S3 API (fsync=always by default) in a temp dir,
 uploads a ``--mib`` MiB object in ``--part-mib`` MiB parts with boto3 (not timed), then times
@@ -8,8 +9,10 @@ CompleteMultipartUpload and a CopyObject of the result. For each it prints the s
 bytes the node processes wrote (``wchar`` of /proc/<pid>/io, summed over the nodes: sockets and
 files) and wrote to disk (``write_bytes``). Both objects are then read back through another
 node and checked against the uploaded bytes' MD5. ``--repo`` runs the nodes from another
-checkout (e.g. one from before commit by reference) for a before/after comparison. A script
-that prints figures, not a test.
+checkout (e.g. one from before commit by reference) for a before/after comparison. With
+``--restore`` the bucket is versioned first; after the copy a small PutObject overwrites the
+object and ``POST /restore/bench/big?version=V`` (the native restore) is timed too, and the
+object read back is the restored one. A script that prints figures, not a test.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ def main() -> int:
     ap.add_argument("--part-mib", type=int, default=64, help="part size in MiB (at least 5)")
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--fsync", default="always", choices=["always", "batch", "never"])
+    ap.add_argument("--restore", action="store_true", help="versioned bucket; time a restore too")
     ap.add_argument("--repo", type=Path, default=REPO_ROOT, help="checkout whose p2pstore the nodes run")
     args = ap.parse_args()
     sys.path.insert(0, str(args.repo.resolve()))
@@ -81,6 +85,10 @@ def main() -> int:
 
             s3 = client(0)
             s3.create_bucket(Bucket="bench")
+            if args.restore:
+                s3.put_bucket_versioning(Bucket="bench", VersioningConfiguration={"Status": "Enabled"})
+                path = "/versioning/bench"
+                wait_for(lambda: all(n.get_json(path).get("status") == "Enabled" for n in nodes), 30)
             size, part = args.mib * MiB, args.part_mib * MiB
             uid = s3.create_multipart_upload(Bucket="bench", Key="big")["UploadId"]
             whole = hashlib.md5(usedforsecurity=False)
@@ -125,6 +133,12 @@ def main() -> int:
                 Bucket="bench", Key="big", UploadId=uid, MultipartUpload={"Parts": done}))  # fmt: skip
             timed("CopyObject", lambda: s3.copy_object(
                 Bucket="bench", Key="copy", CopySource={"Bucket": "bench", "Key": "big"}))  # fmt: skip
+            if args.restore:
+                old = s3.head_object(Bucket="bench", Key="big")["VersionId"]
+                s3.put_object(Bucket="bench", Key="big", Body=b"a small newer version")
+                url = f"{nodes[1 % args.nodes].url}/restore/bench/big?version={old}"
+                timed("restore of the version", lambda: urllib.request.urlopen(
+                    urllib.request.Request(url, method="POST"), timeout=900).read())  # fmt: skip
             reader = client(1 % args.nodes)
             for name in ("big", "copy"):
                 md5 = hashlib.md5(usedforsecurity=False)

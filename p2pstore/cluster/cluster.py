@@ -77,10 +77,10 @@ class Cluster:
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,
             self.background,
         )  # fmt: skip
-        self.versions = VersionOps(store, self.reads, self.writes)
         self.composer = Composer(
             self.writes, ComposeReplica(node_id, store, self.fetcher, cfg.chunk_size, clock)
         )
+        self.versions = VersionOps(store, self.reads, self.writes, self.composer)
         self.housekeeper = Housekeeper(store, peers, self.replica.purge, busy, cfg)
         self.admin = Admin(store, peers, self.antientropy, self.repairer)
         store.on_corrupt = self.chunk_went_bad

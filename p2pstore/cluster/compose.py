@@ -199,6 +199,10 @@ class Composer:
         self.local = local
         self.composed = 0  # objects this node composed (as their coordinator)
 
+    def refs(self, resolved: Resolved) -> list[ChunkRef] | None:
+        """Every chunk of ``resolved`` with its holders (None: lengths unknown here)."""
+        return refs_of(resolved, self.writes.config.chunk_size, self.writes.store)
+
     async def compose(
         self, key: str, refs: Sequence[ChunkRef], content_type: str,
         meta: Mapping[str, str] | None = None, w: int | None = None, md5: bool = False,

@@ -31,7 +31,7 @@ from ..core.versions import (
     versions_prefix,
 )
 from ..errors import BadRequest, NotFound, StoreError
-from ..storage.store import LocalStore
+from ..storage.store import SMALL_CHUNK, LocalStore
 
 SETTINGS_PREFIX = ".p2pstore/versioning/"
 STATUSES = ("Enabled", "Suspended")
@@ -139,10 +139,11 @@ def describe(entry: ManifestEntry, latest: bool) -> dict[str, Any]:
 class VersionOps:
     """Reading, removing and restoring versions through the coordinator (any node)."""
 
-    def __init__(self, store: LocalStore, reads: Any, writes: Any) -> None:
+    def __init__(self, store: LocalStore, reads: Any, writes: Any, composer: Any = None) -> None:
         self.store = store
         self.reads = reads
         self.writes = writes
+        self.composer = composer  # cluster/compose.Composer: restores by reference
         # the leader's lifecycle runner (s3/lifecycle.py) counts its progress here: /status, /metrics
         self.lifecycle = dict.fromkeys(
             ("rounds", "keys_scanned", "objects_expired", "versions_removed", "uploads_aborted"), 0
@@ -222,12 +223,16 @@ class VersionOps:
             await self.writes.write(key, None, "", None, None, None, tombstone=True, meta=meta)
         else:
             resolved = await self.reads.resolve(entry.key)
-            body = self.reads.read_range(resolved, 0, entry.size)
-            meta.pop("md5", None)
-            md5 = dict(entry.meta).get("md5")
-            await self.writes.put(
-                key, body, entry.content_type, entry.sha256, entry.size, meta=meta, md5=md5 is not None
-            )
+            refs = self.composer.refs(resolved) if self.composer and entry.size > SMALL_CHUNK else None
+            if refs:  # a commit by reference to the version's own chunks: no byte moves
+                await self.composer.compose(key, refs, entry.content_type, meta)
+            else:  # a small file's bytes are inline in its row (or its chunk lengths unknown here)
+                body = self.reads.read_range(resolved, 0, entry.size)
+                meta.pop("md5", None)
+                md5 = dict(entry.meta).get("md5")
+                await self.writes.put(
+                    key, body, entry.content_type, entry.sha256, entry.size, meta=meta, md5=md5 is not None
+                )
         if entry.key != key:
             await self._tombstone(entry.key)
 

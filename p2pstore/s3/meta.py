@@ -10,6 +10,7 @@ from ..api.http import http_date
 from ..core.manifest import ManifestEntry
 from ..core.versions import MARK_PREFIX, version_id
 from .errors import S3Error
+from .parts import PARTS_META
 
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
 USER_PREFIX = "x-amz-meta-"
@@ -42,8 +43,9 @@ def from_request(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def kept(entry: ManifestEntry) -> dict[str, str]:
-    """The metadata a CopyObject with COPY carries over (the MD5 is the write path's own)."""
-    return {k: v for k, v in entry.meta if k != "md5" and not k.startswith(MARK_PREFIX)}
+    """The metadata a CopyObject with COPY carries over (the MD5 is the write path's own; a
+    copy is one part, so a multipart source's part sizes stay behind)."""
+    return {k: v for k, v in entry.meta if k not in ("md5", PARTS_META) and not k.startswith(MARK_PREFIX)}
 
 
 def object_headers(entry: ManifestEntry, checksum_mode: bool = False) -> dict[str, str]:

@@ -25,6 +25,7 @@ from .context import S3Call
 from .errors import S3Error
 from .meta import etag, object_headers
 from .names import FOLDER_MARKER, bucket_name_problem, is_marker_name, stored_key
+from .parts import PARTS_META, decode_sizes, part_span
 from .payload import read_all, upload
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
@@ -129,6 +130,8 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
     try:
         part = call.param("partNumber")
         rng = part_range(part, entry, request.headers) if part is not None else None
+        if part is not None and (runs := part_runs(entry)) is not None:
+            headers["x-amz-mp-parts-count"] = str(sum(count for _, count in runs))
         if part is None:
             rng = parse_range(request.headers.get("Range"), entry.size)
     except RangeNotSatisfiable:
@@ -142,18 +145,31 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
 
 
+def part_runs(entry: ManifestEntry) -> list[tuple[int, int]] | None:
+    """The part sizes Complete recorded for a multipart object (None: not one, or not recorded)."""
+    raw = next((v for k, v in entry.meta if k == PARTS_META), None)
+    return decode_sizes(raw) if raw is not None and "-" in etag(entry) else None
+
+
 def part_range(raw: str, entry: ManifestEntry, headers: object) -> tuple[int, int] | None:
     """GetObject/HeadObject ``partNumber``: the byte range of that part. An object written in one
-    piece is its own part 1. The boundaries of a multipart object's parts are not kept (Complete
-    writes one stream), so there ``partNumber`` is 501: clients read by ranges instead."""
+    piece is its own part 1; a multipart object's parts are the sizes its Complete recorded
+    (meta ``s3-parts``). One completed without them (more distinct part sizes than the record
+    holds) answers 501: clients read by ranges instead."""
     if "Range" in headers:  # type: ignore[operator]
         raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
         raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
                       ArgumentName="partNumber", ArgumentValue=raw[:20])  # fmt: skip
+    runs = part_runs(entry)
+    if runs is not None:
+        span = part_span(runs, int(raw))
+        if span is None:
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+        return span if span[1] > span[0] and span[1] <= entry.size else None
     if "-" in etag(entry):
-        raise S3Error("NotImplemented", "partNumber on an object uploaded in parts is not implemented "
-                      "(the parts' boundaries are not kept); read it by Range")  # fmt: skip
+        raise S3Error("NotImplemented", "partNumber on this object is not implemented (its parts' "
+                      "boundaries were not recorded); read it by Range")  # fmt: skip
     if int(raw) != 1:
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
     return (0, entry.size) if entry.size else None
@@ -319,7 +335,7 @@ async def copy_object(call: S3Call) -> web.Response:
     directive = call.request.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.")
-    if dest == source and directive == "COPY":
+    if dest == source and directive == "COPY" and vid is None:  # a version onto its key: a restore
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object "
                       "to itself without changing the object's metadata.")  # fmt: skip
     content_type = entry.content_type

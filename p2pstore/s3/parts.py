@@ -145,3 +145,43 @@ def parse_copy_range(raw: str | None, size: int) -> tuple[int, int]:
         raise S3Error("InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(size))
     return start, end
 
+
+
+PARTS_META = "s3-parts"  # a completed object's meta: its parts' sizes (GetObject ?partNumber=)
+PARTS_META_MAX = 4096  # bytes of that value at most (the entry's whole meta is bounded at 8 KiB)
+
+
+def encode_sizes(sizes: list[int]) -> str | None:
+    """The parts' sizes as runs ``size*count`` (``*count`` left out when 1), comma-separated:
+    clients cut files into equal parts, so 10,000 of them are usually ``5242880*9999,17``.
+    None when the runs would not fit in :data:`PARTS_META_MAX` (then partNumber is refused)."""
+    runs = []
+    for size, group in itertools.groupby(sizes):
+        count = sum(1 for _ in group)
+        runs.append(f"{size}*{count}" if count > 1 else str(size))
+    text = ",".join(runs)
+    return text if sizes and len(text) <= PARTS_META_MAX else None
+
+
+def decode_sizes(text: str) -> list[tuple[int, int]] | None:
+    """:func:`encode_sizes`'s runs back as (size, count); None when ``text`` is not such runs."""
+    runs: list[tuple[int, int]] = []
+    for run in text.split(","):
+        size, star, count = run.partition("*")
+        if not size.isdigit() or (star and not count.isdigit()):
+            return None
+        runs.append((int(size), int(count) if star else 1))
+    total = sum(c for _, c in runs)
+    return runs if 0 < total <= MAX_PARTS and all(c > 0 for _, c in runs) else None
+
+
+def part_span(runs: list[tuple[int, int]], number: int) -> tuple[int, int] | None:
+    """[start, end) of part ``number`` (1-based) of an object of ``runs``; None past the last."""
+    offset, first = 0, 1
+    for size, count in runs:
+        if number < first + count:
+            start = offset + (number - first) * size
+            return start, start + size
+        offset += size * count
+        first += count
+    return None

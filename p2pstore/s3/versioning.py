@@ -27,7 +27,7 @@ MAX_BODY = 64 * 1024
 LIST_CAP = 200_000  # versions one listing reads at most (a bucket's versions are read whole)
 VERSIONS_PARAMS = {"versions", "prefix", "delimiter", "key-marker", "version-id-marker", "max-keys",
                    "encoding-type"}  # fmt: skip
-OBJECT_VERSION_PARAMS = {"versionId", *objects.RESPONSE_OVERRIDES}
+OBJECT_VERSION_PARAMS = {"versionId", "partNumber", *objects.RESPONSE_OVERRIDES}
 
 
 Handler = Callable[[S3Call], Awaitable[web.StreamResponse]]

@@ -1,6 +1,7 @@
 """GetObject/HeadObject with ``partNumber`` through boto3 on a real cluster: an object written in
-one piece is its own part 1; other part numbers, a Range beside it and multipart objects (whose
-part boundaries are not kept) are clear S3 errors."""
+one piece is its own part 1; a multipart object's parts are the sizes its Complete recorded (206,
+Content-Range, x-amz-mp-parts-count, the whole object's ETag); part numbers past the count and a
+Range beside it are clear S3 errors."""
 
 from __future__ import annotations
 
@@ -39,10 +40,40 @@ def test_part_number(node_factory, tmp_path: Path) -> None:
         other.get_object(Bucket="parts", Key="one.bin", PartNumber=1, Range="bytes=0-9")
     assert code_of(info.value) == "InvalidRequest"
     big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(11 * MiB))
+    data = os.urandom(11 * MiB)
+    big.write_bytes(data)
     in_parts = TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB)
-    s3.upload_file(str(big), "parts", "big.bin", Config=in_parts)
-    with pytest.raises(ClientError) as info:
-        other.get_object(Bucket="parts", Key="big.bin", PartNumber=1)
-    assert code_of(info.value) == "NotImplemented"
+    s3.upload_file(str(big), "parts", "big.bin", Config=in_parts)  # parts of 5, 5 and 1 MiB
+    whole = other.head_object(Bucket="parts", Key="big.bin")["ETag"]
+    assert whole.endswith('-3"')
+    spans = [(0, 5 * MiB), (5 * MiB, 10 * MiB), (10 * MiB, 11 * MiB)]
+    for number, (start, end) in enumerate(spans, 1):
+        got = other.get_object(Bucket="parts", Key="big.bin", PartNumber=number)
+        assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
+        assert got["Body"].read() == data[start:end]
+        assert got["ContentRange"] == f"bytes {start}-{end - 1}/{len(data)}"
+        assert got["PartsCount"] == 3 and got["ETag"] == whole
+        head = client(nodes[2]).head_object(Bucket="parts", Key="big.bin", PartNumber=number)
+        assert head["ContentLength"] == end - start and head["PartsCount"] == 3 and head["ETag"] == whole
+    for number in (4, 10_000):
+        with pytest.raises(ClientError) as info:
+            other.get_object(Bucket="parts", Key="big.bin", PartNumber=number)
+        assert code_of(info.value) == "InvalidPartNumber"
+    # a copy is one part (S3's ETag of a copy is its MD5): part 1 is all of it
+    s3.copy_object(Bucket="parts", Key="copy.bin", CopySource={"Bucket": "parts", "Key": "big.bin"})
+    got = other.get_object(Bucket="parts", Key="copy.bin", PartNumber=1)
+    assert got["Body"].read() == data and "PartsCount" not in got
+    # uneven parts (each but the last at least 5 MiB) through the low-level calls
+    sizes = [5 * MiB + 7, 6 * MiB, 5 * MiB + 7, 100]
+    pieces = [os.urandom(n) for n in sizes]
+    uid = s3.create_multipart_upload(Bucket="parts", Key="odd.bin")["UploadId"]
+    done = [
+        {"PartNumber": i, "ETag": s3.upload_part(Bucket="parts", Key="odd.bin", UploadId=uid, PartNumber=i,
+                                                 Body=p)["ETag"]}
+        for i, p in enumerate(pieces, 1)
+    ]  # fmt: skip
+    s3.complete_multipart_upload(Bucket="parts", Key="odd.bin", UploadId=uid, MultipartUpload={"Parts": done})
+    for number, piece in enumerate(pieces, 1):
+        got = other.get_object(Bucket="parts", Key="odd.bin", PartNumber=number)
+        assert got["Body"].read() == piece and got["PartsCount"] == 4
     no_tracebacks(nodes)

@@ -96,3 +96,35 @@ def test_copy_source_ranges() -> None:
         assert code(parse_copy_range, bad, 100) == "InvalidArgument"
     assert code(parse_copy_range, "bytes=90-100", 100) == "InvalidRange"
     assert code(parse_copy_range, "bytes=9-5", 100) == "InvalidRange"
+
+
+def test_part_sizes_round_trip_compactly() -> None:
+    from p2pstore.s3.parts import PARTS_META_MAX, decode_sizes, encode_sizes, part_span
+
+    sizes = [5 * 1024**2] * 9_999 + [17]
+    text = encode_sizes(sizes)
+    assert text == "5242880*9999,17"
+    runs = decode_sizes(text)
+    assert runs is not None
+    assert part_span(runs, 1) == (0, 5 * 1024**2)
+    assert part_span(runs, 10_000) == (9_999 * 5 * 1024**2, 9_999 * 5 * 1024**2 + 17)
+    assert part_span(runs, 10_001) is None
+    uneven = [7, 7, 3, 9, 9, 9, 0]
+    back = decode_sizes(encode_sizes(uneven) or "")
+    assert back is not None
+    spans = [part_span(back, n) for n in range(1, 8)]
+    offsets = [sum(uneven[:i]) for i in range(7)]
+    assert spans == [(o, o + n) for o, n in zip(offsets, uneven, strict=True)]
+    assert encode_sizes([5 * 1024**2 + i for i in range(10_000)]) is None  # too many distinct sizes
+    assert len(encode_sizes([5 * 1024**2 + i % 400 for i in range(400)]) or "") <= PARTS_META_MAX
+    for bad in ("", "x", "5*", "5*0", "-1", "5**2", "5*10001", "1,,2"):
+        assert decode_sizes(bad) is None, bad
+
+
+def test_part_sizes_are_left_out_when_the_metadata_is_near_its_limit() -> None:
+    from p2pstore.s3.multipart import fits
+
+    sizes = ",".join(str(5 * 1024**2 + i) for i in range(400))  # ~3.6 KB of runs
+    assert fits({"md5": "0" * 34, "s3-parts": sizes})
+    near = {f"x-amz-meta-{i}": "v" * 100 for i in range(48)}  # ~5.4 KB of metadata
+    assert fits(near) and not fits({**near, "s3-parts": sizes})
