@@ -14,14 +14,20 @@ import pytest
 from tests.integration.test_s3 import (
     ADMIN_ID,
     ADMIN_SECRET,
-    REGION,
     MiB,
     aws,
     client,
     import_key,
     no_tracebacks,
 )
-from tests.integration.test_s3_tools import clean_env, make_tree, need, rclone_env, run, same_trees
+from tests.integration.test_s3_tools import (
+    make_tree,
+    need,
+    rclone_env,
+    restic_env,
+    run,
+    same_trees,
+)
 from tests.support.processes import NodeProcess, wait_for
 
 BWLIMIT = "3M"  # bytes per second: slow enough that the kill lands while the client is still sending
@@ -109,15 +115,7 @@ def test_restic_with_a_node_killed_then_two_down(cluster: list[NodeProcess], tmp
     restic = need("restic")
     tree = tmp_path / "tree"
     big_tree(tree)
-    env = {
-        **clean_env(),
-        "RESTIC_REPOSITORY": f"s3:{cluster[0].s3_url}/restic-repo",
-        "RESTIC_PASSWORD": "correct horse battery staple",
-        "AWS_ACCESS_KEY_ID": ADMIN_ID,
-        "AWS_SECRET_ACCESS_KEY": ADMIN_SECRET,
-        "AWS_DEFAULT_REGION": REGION,
-        "RESTIC_CACHE_DIR": str(tmp_path / "cache"),
-    }
+    env = restic_env(cluster[0], tmp_path)
     opts = ["-o", "s3.bucket-lookup=path"]
     run([restic, *opts, "init"], env, tmp_path)
     before = object_count(cluster[0], "restic-repo")  # config and keys

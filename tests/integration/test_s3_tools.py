@@ -63,6 +63,19 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_", "RESTIC_"))}
 
 
+def restic_env(node: NodeProcess, tmp: Path) -> dict[str, str]:
+    """restic's environment for a repository in bucket ``restic-repo`` through ``node``."""
+    return {
+        **clean_env(),
+        "RESTIC_REPOSITORY": f"s3:{node.s3_url}/restic-repo",
+        "RESTIC_PASSWORD": "correct horse battery staple",
+        "AWS_ACCESS_KEY_ID": ADMIN_ID,
+        "AWS_SECRET_ACCESS_KEY": ADMIN_SECRET,
+        "AWS_DEFAULT_REGION": REGION,
+        "RESTIC_CACHE_DIR": str(tmp / "cache"),
+    }
+
+
 def rclone_env(node: NodeProcess, tmp: Path) -> dict[str, str]:
     return {
         **clean_env(),
@@ -108,15 +121,7 @@ def test_restic_backup_check_restore(cluster: list[NodeProcess], tmp_path: Path)
     restic = need("restic")
     tree = tmp_path / "tree"
     make_tree(tree)
-    env = {
-        **clean_env(),
-        "RESTIC_REPOSITORY": f"s3:{cluster[0].s3_url}/restic-repo",
-        "RESTIC_PASSWORD": "correct horse battery staple",
-        "AWS_ACCESS_KEY_ID": ADMIN_ID,
-        "AWS_SECRET_ACCESS_KEY": ADMIN_SECRET,
-        "AWS_DEFAULT_REGION": REGION,
-        "RESTIC_CACHE_DIR": str(tmp_path / "cache"),
-    }
+    env = restic_env(cluster[0], tmp_path)
     opts = ["-o", "s3.bucket-lookup=path"]
     run([restic, *opts, "init"], env, tmp_path)
     run([restic, *opts, "backup", "tree"], env, tmp_path)
