@@ -6,7 +6,6 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from .client import CliError
 from .common import TokenOption, UrlOption, human_size, out, request_json
@@ -53,6 +52,8 @@ def status(
         out.print(f"leader:   {leader} (term {st.get('term', '-')})", markup=False)
     members = st.get("members")
     if members:
+        from rich.table import Table
+
         table = Table(title="members", title_justify="left")
         for col in ("id", "address", "state", "incarnation", "last seen"):
             table.add_column(col)

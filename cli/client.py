@@ -6,13 +6,16 @@ node cannot be reached or answers 503; every other answer (including 4xx) is fin
 
 from __future__ import annotations
 
-import errno
 import json
-import os
+import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
+
+from .failures import ApiError, BadInput, CliError, UnreachableError, os_reason, unreachable
+
+__all__ = ["ApiError", "BadInput", "CliError", "UnreachableError"]
 
 if TYPE_CHECKING:  # aiohttp is imported lazily: it is a third of the CLI's start-up time
     import aiohttp
@@ -23,28 +26,6 @@ CONNECT_TIMEOUT = 5.0
 READ_IDLE_TIMEOUT = 300.0
 
 BodyFactory = Callable[[], AsyncIterator[bytes]]
-
-
-class CliError(Exception):
-    """A failure to report to the user as one line; exit code 1."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-class ApiError(CliError):
-    """The node answered with an error status (JSON ``{"error", "detail"}``)."""
-
-    def __init__(self, status: int, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
-
-class UnreachableError(CliError):
-    """No node in the URL list could be reached (or all were unavailable)."""
 
 
 def parse_urls(raw: str | None) -> list[str]:
@@ -58,14 +39,14 @@ def parse_urls(raw: str | None) -> list[str]:
             part = "http://" + part
         urls.append(part)
     if not urls:
-        raise CliError("no node URL given (use --url or P2PSTORE_URL)")
+        raise BadInput("no node URL given (use --url or P2PSTORE_URL)")
     return urls
 
 
 def key_path(key: str) -> str:
     """``/files/<key>`` with every segment quoted but the slashes kept."""
     if not key:
-        raise CliError("key must not be empty")
+        raise BadInput("key must not be empty")
     return "/files/" + "/".join(quote(seg, safe="") for seg in key.split("/"))
 
 
@@ -80,17 +61,17 @@ def _reason(exc: BaseException) -> str:
         why = getattr(cert_error, "verify_message", None) or getattr(cert_error, "reason", None) or cert_error
         return f"its TLS certificate is not trusted ({why}); name its CA with SSL_CERT_FILE=ca.pem"
     os_error = getattr(exc, "os_error", None)
+    if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(os_error, socket.gaierror):
+        return os_reason(os_error if isinstance(os_error, socket.gaierror) else socket.gaierror(str(exc)))
     if isinstance(os_error, OSError) and os_error.errno:
-        if os_error.errno == errno.ECONNREFUSED:
-            return "connection refused"
-        return os.strerror(os_error.errno).lower()
+        return os_reason(os_error)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
 
 
-async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
+async def error_from(resp: aiohttp.ClientResponse, node: str = "") -> ApiError:
     """Turn an error response into an ApiError, tolerating non-JSON bodies."""
     import aiohttp
 
@@ -109,7 +90,7 @@ async def error_from(resp: aiohttp.ClientResponse) -> ApiError:
             pass
     if not message:
         message = resp.reason or f"HTTP {resp.status}"
-    return ApiError(resp.status, message, detail)
+    return ApiError(resp.status, message, detail, node)
 
 
 @dataclass
@@ -184,7 +165,7 @@ class Client:
             if resp.status < 400:
                 return resp
             try:
-                err = await error_from(resp)
+                err = await error_from(resp, base.split("://", 1)[-1])
             finally:
                 resp.release()
             if resp.status == 503:
@@ -192,12 +173,9 @@ class Client:
                 failures.append(f"{base}: {err.message}")
                 continue
             raise err
-        if last_503 is not None and len(failures) == 1:
-            raise last_503
-        names = ", ".join(self.urls)
-        distinct = {f.split(": ", 1)[1] for f in failures}
-        reasons = distinct.pop() if len(distinct) == 1 else "; ".join(failures)
-        raise UnreachableError(f"cannot reach any node ({names}): {reasons}")
+        if last_503 is not None:
+            raise last_503  # a node answered: its reason, not "cannot reach"
+        raise unreachable(self.urls, failures)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and decode its JSON answer."""

@@ -21,7 +21,7 @@ from p2pstore.launcher import CLUSTER_SECRET_ENV, LocalNode, NodeNotReady, stop_
 
 from .client import CliError
 
-app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True)
+app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True, rich_markup_mode=None)
 S3_OFFSET = 100  # node i serves S3 on base port + 100 + i
 INTERNAL_OFFSET = 200  # node i takes node-to-node TLS traffic on base port + 200 + i
 

@@ -2,30 +2,42 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sys
 from collections.abc import Coroutine
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
+from .blocking import BlockingClient
 from .client import Client, parse_urls
+
+if TYPE_CHECKING:  # rich and asyncio are imported when used: start-up time is a feature
+    from rich.console import Console
+    from rich.progress import Progress
 
 T = TypeVar("T")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use, so commands that print plain lines never import rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(stderr=False)
+err: Any = _LazyConsole(stderr=True)
 
 
 @dataclass
@@ -55,19 +67,35 @@ def client_for(ctx: typer.Context, url: str | None, token: str | None) -> Client
     return Client(parse_urls(url or conn.url), token or conn.token or None)
 
 
-def request_json(ctx: typer.Context, url: str | None, token: str | None, method: str, path: str) -> Any:
+def blocking_for(ctx: typer.Context, url: str | None, token: str | None) -> BlockingClient:
+    """The standard-library failover client (quick commands, parallel transfers)."""
+    conn = ctx.find_object(Connection) or Connection()
+    return BlockingClient(parse_urls(url or conn.url), token or conn.token or None)
+
+
+def request_json(
+    ctx: typer.Context, url: str | None, token: str | None, method: str, path: str, body: Any = None
+) -> Any:
     """One JSON request through the failover client: the body of most admin commands."""
-    client = client_for(ctx, url, token)
+    client = blocking_for(ctx, url, token)
+    try:
+        if body is None:
+            return client.json(method, path)
+        payload = json.dumps(body).encode()
+        return client.json(method, path, headers={"Content-Type": "application/json"}, body=lambda: payload)
+    finally:
+        client.close()
 
-    async def go() -> Any:
-        async with client:
-            return await client.json(method, path)
 
-    return run(go())
+def print_json(data: Any) -> None:
+    """JSON for scripts: indented, keys sorted, plain (no colours)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one command's coroutine; each CLI invocation gets a fresh event loop."""
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -77,6 +105,15 @@ def progress(enabled: bool | None = None) -> AbstractContextManager[Progress | N
         enabled = sys.stderr.isatty()
     if not enabled:
         return nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

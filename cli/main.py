@@ -12,14 +12,16 @@ from typing import Annotated
 import typer
 
 from . import admin, bench, chaos, cluster, files, keys, node, recover
-from .client import DEFAULT_URL, CliError
+from .client import DEFAULT_URL
 from .common import Connection
+from .failures import EXIT_INTERRUPTED, ApiError, CliError
 
 app = typer.Typer(
     name="p2pstore",
     help="p2pstore: a peer-to-peer, self-healing, triple-replicated file store.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: rich's help renderer doubles the start-up time
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -82,10 +84,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command = typer.main.get_command(app)
         rv = command.main(args=argv, prog_name="p2pstore", standalone_mode=False)
+    except ApiError as exc:
+        _fail(exc.explained, exc.exit_code)
     except CliError as exc:
         _fail(exc.message, exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", EXIT_INTERRUPTED)
     except BrokenPipeError:
         # `p2pstore get big | head`: the reader left; not our error.
         sys.stderr.close()

@@ -28,7 +28,7 @@ def recover(
         raise CliError(f"recovery of {node} left {report['files_failed']} files incomplete")
 
 
-members = typer.Typer(help="Manage cluster membership.", no_args_is_help=True)
+members = typer.Typer(help="Manage cluster membership.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @members.command("remove")
