@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from p2pstore_cli.cluster_state import alive
 
 from p2pstore.launcher import child_env, free_port, http_json
-from p2pstore_cli.cluster_state import alive
 from tests.support.processes import wait_for
 
 
