@@ -60,6 +60,20 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _no_such_option(exc: Exception, ctx: typer.Context) -> str:
+    """"no such option" with a suggestion only when one is really close (click's compares the
+    dashes too, so it offers --long for --bogus)."""
+    import difflib
+
+    given = str(getattr(exc, "option_name", ""))
+    wanted = given.lstrip("-")
+    options = [o for param in ctx.command.params for o in getattr(param, "opts", []) if o.startswith("--")]
+    by_bare = {o.lstrip("-"): o for o in options}
+    close = difflib.get_close_matches(wanted, list(by_bare), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(by_bare[c] for c in close)}?" if close else ""
+    return f"no such option: {given}{hint}"
+
+
 def _fail_click_or_other(exc: Exception) -> None:
     """Report a click/typer exception (typer vendors its own click, so match by shape)."""
     name = type(exc).__name__
@@ -69,6 +83,8 @@ def _fail_click_or_other(exc: Exception) -> None:
         sys.exit(2)
     if isinstance(exc, typer.Abort) or name == "Abort":
         _fail("aborted", 130)
+    if name == "NoSuchOption" and ctx is not None:
+        _fail(f"{_no_such_option(exc, ctx)} (see '{ctx.command_path} --help')", 2)
     format_message = getattr(exc, "format_message", None)
     exit_code = getattr(exc, "exit_code", None)
     if callable(format_message) and isinstance(exit_code, int):

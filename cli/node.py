@@ -247,8 +247,12 @@ def restore(
     ] = None,
 ) -> None:
     """Replace a stopped node's metadata with a checkpoint (newest by default)."""
+    import logging
+
     from p2pstore.errors import StoreError
     from p2pstore.storage.checkpoint import restore_checkpoint
+
+    logging.getLogger("p2pstore").addHandler(logging.NullHandler())  # one line: ours, below
     from p2pstore.storage.lock import DataDirInUse, DataDirLock
 
     if not data_dir.is_dir():

@@ -237,8 +237,12 @@ def test_checkpoint_then_restore(node: NodeProcess) -> None:
     res = cli("--url", node.url, "checkpoint")
     assert res.returncode == 0, res.stderr.decode()
     node.terminate()
+    made = res.stdout.decode().split()[-1]  # "<node id>: ok <checkpoint name>"
     res = cli("node", "restore", "--data-dir", str(node.data_dir))
     assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout.decode().startswith("restored checkpoint ")
+    assert res.stdout.decode() == f"restored checkpoint {made} into {node.data_dir}\n"
+    assert res.stderr == b""  # one line in all
+    leftovers = [p.name for p in node.data_dir.rglob("*") if p.name.endswith(("-wal", "-shm"))]
+    assert leftovers == []
     node.start()
     node.wait_ready()
