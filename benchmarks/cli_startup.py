@@ -1,0 +1,74 @@
+"""CLI start-up time: wall-clock seconds of `p2pstore --help` and `p2pstore stat KEY`.
+
+    python benchmarks/cli_startup.py                      # this checkout's CLI
+    python benchmarks/cli_startup.py --checkout /work/main --runs 20   # another checkout's CLI
+
+Starts one real node (fsync=never) from this checkout, stores one small key, then runs each
+command ``--runs`` times as a fresh process (``python -m p2pstore`` with the checkout on
+PYTHONPATH and as the working directory, so a checkout that is not installed is measured as is)
+and prints min / median / max. ``--script PATH`` times an installed console script instead.
+What an import costs: ``python -X importtime -m p2pstore --help 2>&1 | sort -t'|' -k2 -n``.
+A script that prints figures, not a test; recorded results are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from p2pstore.launcher import LocalNode  # noqa: E402
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=False)
+    elapsed = time.perf_counter() - start
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.decode().strip()}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkout", type=Path, default=REPO_ROOT, help="the checkout whose CLI is timed")
+    ap.add_argument("--script", help="time this installed command instead of python -m p2pstore")
+    ap.add_argument("--runs", type=int, default=15)
+    args = ap.parse_args()
+    checkout = args.checkout.resolve()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSTORE_")}
+    env["PYTHONPATH"] = str(checkout)
+    base = [args.script] if args.script else [sys.executable, "-m", "p2pstore"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        node = LocalNode(Path(tmp) / "node0", args=["--fsync", "never"]).start()
+        try:
+            node.wait_ready(60)
+            req = urllib.request.Request(node.url + "/files/bench/startup.txt", data=b"x" * 100, method="PUT")
+            urllib.request.urlopen(req, timeout=10).read()
+            commands = {
+                "p2pstore --help": [*base, "--help"],
+                "p2pstore stat KEY": [*base, "--url", node.url, "stat", "bench/startup.txt"],
+                "p2pstore ls PREFIX": [*base, "--url", node.url, "ls", "bench/"],
+            }
+            print(f"CLI of {checkout} ({' '.join(base)}), {args.runs} runs each, seconds:")
+            for name, cmd in commands.items():
+                timed(cmd, checkout, env)  # warm the page cache
+                times = [timed(cmd, checkout, env) for _ in range(args.runs)]
+                print(f"  {name:<20} min {min(times):.3f}  median {statistics.median(times):.3f}  "
+                      f"max {max(times):.3f}")  # fmt: skip
+        finally:
+            node.terminate()
+
+
+if __name__ == "__main__":
+    main()
