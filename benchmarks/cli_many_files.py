@@ -63,7 +63,8 @@ def main() -> None:
         start_all(nodes, 60)
         try:
             urls = ",".join(n.url for n in nodes)
-            print(f"{args.files} files of {args.size} B, {args.nodes} nodes, fsync={args.fsync}, -j {args.jobs}")
+            print(f"{args.files} files of {args.size} B, {args.nodes} nodes, "
+                  f"fsync={args.fsync}, -j {args.jobs}")  # fmt: skip
             put_s = cli(REPO_ROOT, "--url", urls, "put", str(src), "many/", "-j", str(args.jobs))
             print(f"  put DIR PREFIX/ (one command)   {put_s:7.2f} s  {args.files / put_s:7.1f} files/s")
             dst = tmp / "dst"
@@ -73,12 +74,14 @@ def main() -> None:
                 if (dst / path.relative_to(src)).read_bytes() != path.read_bytes():
                     raise SystemExit(f"MISMATCH: {path.relative_to(src)}")
             files = sorted(src.rglob("*.bin"))[: args.separate]
-            sep_s = sum(cli(args.separate_checkout, "--url", urls, "put", str(p), f"s/{p.name}") for p in files)
+            old = args.separate_checkout
+            sep_s = sum(cli(old, "--url", urls, "put", str(p), f"s/{p.name}") for p in files)
             per_call = sep_s / len(files)
             scaled = per_call * args.files
             print(f"  {len(files)} separate put calls ({args.separate_checkout}): {sep_s:7.2f} s, "
                   f"{per_call * 1000:.0f} ms each -> {scaled:.1f} s for {args.files}")  # fmt: skip
-            print(f"  one command is {scaled / put_s:.1f}x faster (put), {scaled / get_s:.1f}x (get vs calls)")
+            print(f"  one command is {scaled / put_s:.1f}x faster (put), "
+                  f"{scaled / get_s:.1f}x (get vs single puts)")  # fmt: skip
         finally:
             stop_all(nodes)
 

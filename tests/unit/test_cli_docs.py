@@ -90,7 +90,8 @@ def test_every_option_is_documented_in_its_section() -> None:
     missing = []
     for path, cmd in commands().items():
         text = documented.get(path, "")
-        missing += [f"{path} {o}" for o in sorted(options(cmd)) if not re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", text)]
+        named = set(re.findall(r"(?<![\w-])(--?[a-z0-9][a-z0-9-]*)", text))
+        missing += [f"{path} {o}" for o in sorted(options(cmd) - named)]
     assert not missing, f"options missing from docs/cli.md: {missing}"
 
 
