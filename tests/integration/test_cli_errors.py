@@ -53,6 +53,11 @@ def test_bad_input_is_exit_2(node: NodeProcess, tmp_path: Path) -> None:
 def test_write_with_two_nodes_down_is_refused_with_the_reason(node_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     nodes = node_factory(3, fsync="never")
     (tmp_path / "f").write_bytes(b"payload")
+    done = run_cli("--url", nodes[0].url, "put", str(tmp_path / "f"), "all-three")
+    assert done.returncode == 0, done.stderr
+    replicas = next(line for line in done.stdout.decode().splitlines() if line.startswith("replicas:"))
+    ids = {n.health()["node_id"] for n in nodes}
+    assert {r.split()[0] for r in replicas.split(":", 1)[1].split(",")} == ids, replicas  # all 3 listed
     nodes[1].kill()
     nodes[2].kill()
     urls = ",".join(n.url for n in nodes)
