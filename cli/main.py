@@ -16,6 +16,53 @@ from .client import DEFAULT_URL
 from .common import Connection
 from .failures import EXIT_INTERRUPTED, ApiError, CliError
 
+
+def _coerce_plain_values_without_pydantic() -> None:
+    """typer coerces every parameter through a pydantic TypeAdapter, and importing pydantic costs
+    more than a whole `p2pstore stat` may take. A str needs no validation and a bool flag is one
+    already: those are coerced here; anything else (ranges, paths, choices, parsers) still goes
+    to typer's own coercion. Guarded so that a typer without these internals is left as it is."""
+    try:
+        from dataclasses import dataclass
+        from typing import Any
+
+        from typer import _coercion, core
+    except ImportError:
+        return
+    build = getattr(core, "build_runtime_param", None)
+    base = getattr(_coercion, "RuntimeParam", None)
+    if build is None or base is None:
+        return
+
+    @dataclass(frozen=True)
+    class Plain(base):  # type: ignore[misc, valid-type]
+        descriptor: Any = None
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            if self.annotation is str and isinstance(value, str):
+                return value
+            if self.annotation is bool and isinstance(value, bool):
+                return value
+            return build(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
+
+    def plain_or_typer(descriptor: Any) -> Any:
+        info = descriptor.parameter_info
+        simple = (
+            descriptor.annotation in (str, bool)
+            and descriptor.file_annotation is None
+            and getattr(info, "parser", None) is None
+            and getattr(info, "click_type", None) is None
+            and not descriptor.is_choice
+        )
+        if simple:
+            return Plain(parameter_info=info, annotation=descriptor.annotation, descriptor=descriptor)
+        return build(descriptor)
+
+    core.build_runtime_param = plain_or_typer
+
+
+_coerce_plain_values_without_pydantic()
+
 app = typer.Typer(
     name="p2pstore",
     help="p2pstore: a peer-to-peer, self-healing, triple-replicated file store.",
