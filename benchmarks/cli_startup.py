@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,13 +30,18 @@ sys.path.insert(0, str(REPO_ROOT))
 from p2pstore.launcher import LocalNode  # noqa: E402
 
 
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user+sys) of one run; CPU time is what a busy machine distorts
+    least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, check=False)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.decode().strip()}")
-    return elapsed
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
 
 
 def main() -> None:
@@ -60,12 +66,14 @@ def main() -> None:
                 "p2pstore stat KEY": [*base, "--url", node.url, "stat", "bench/startup.txt"],
                 "p2pstore ls PREFIX": [*base, "--url", node.url, "ls", "bench/"],
             }
-            print(f"CLI of {checkout} ({' '.join(base)}), {args.runs} runs each, seconds:")
+            print(f"CLI of {checkout} ({' '.join(base)}), {args.runs} runs each, seconds "
+                  f"(load average {os.getloadavg()[0]:.1f}):")  # fmt: skip
             for name, cmd in commands.items():
                 timed(cmd, checkout, env)  # warm the page cache
-                times = [timed(cmd, checkout, env) for _ in range(args.runs)]
-                print(f"  {name:<20} min {min(times):.3f}  median {statistics.median(times):.3f}  "
-                      f"max {max(times):.3f}")  # fmt: skip
+                runs = [timed(cmd, checkout, env) for _ in range(args.runs)]
+                wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+                print(f"  {name:<20} wall min {min(wall):.3f}  median {statistics.median(wall):.3f}  "
+                      f"max {max(wall):.3f}   CPU median {statistics.median(cpu):.3f}")  # fmt: skip
         finally:
             node.terminate()
 

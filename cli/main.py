@@ -19,8 +19,9 @@ from .failures import EXIT_INTERRUPTED, ApiError, CliError
 
 def _coerce_plain_values_without_pydantic() -> None:
     """typer coerces every parameter through a pydantic TypeAdapter, and importing pydantic costs
-    more than a whole `p2pstore stat` may take. A str needs no validation and a bool flag is one
-    already: those are coerced here; anything else (ranges, paths, choices, parsers) still goes
+    more than a whole `p2pstore stat` may take. A str needs no validation, a bool flag is one
+    already, and a number that parses and is within its range is that number: those are coerced
+    here; anything else (a bad value and its error message, paths, choices, parsers) still goes
     to typer's own coercion. Guarded so that a typer without these internals is left as it is."""
     try:
         from dataclasses import dataclass
@@ -43,16 +44,25 @@ def _coerce_plain_values_without_pydantic() -> None:
                 return value
             if self.annotation is bool and isinstance(value, bool):
                 return value
+            if self.annotation in (int, float) and isinstance(value, str):
+                try:
+                    number = self.annotation(value)
+                except ValueError:
+                    number = None
+                low, high = self.parameter_info.min, self.parameter_info.max
+                if number is not None and (low is None or number >= low) and (high is None or number <= high):
+                    return number
             return build(self.descriptor)._coerce_value(value, param=param, ctx=ctx)
 
     def plain_or_typer(descriptor: Any) -> Any:
         info = descriptor.parameter_info
         simple = (
-            descriptor.annotation in (str, bool)
+            descriptor.annotation in (str, bool, int, float)
             and descriptor.file_annotation is None
             and getattr(info, "parser", None) is None
             and getattr(info, "click_type", None) is None
             and not descriptor.is_choice
+            and not getattr(info, "clamp", False)
         )
         if simple:
             return Plain(parameter_info=info, annotation=descriptor.annotation, descriptor=descriptor)
