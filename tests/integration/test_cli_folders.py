@@ -138,7 +138,8 @@ def test_sync_interrupted_then_resumed(node: NodeProcess, tmp_path: Path) -> Non
     assert 20 <= part < 300, part  # really interrupted part-way
     out = ok(run_cli("--url", node.url, "sync", str(src), "p2p:r/"))
     copied = int(out.split(": ", 1)[1].split(" copied")[0])
-    assert copied == 300 - part, out
+    # -j 1: at most one upload was in flight when the sync was killed; the node may finish it
+    assert copied in (300 - part, 300 - part - 1), out
     assert len(keys(node, "r/")) == 300
 
     dst = tmp_path / "dst"
