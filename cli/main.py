@@ -44,11 +44,13 @@ def _coerce_plain_values_without_pydantic() -> None:
                 return value
             if self.annotation is bool and isinstance(value, bool):
                 return value
-            if self.annotation in (int, float) and isinstance(value, str):
+            if self.annotation in (int, float) and isinstance(value, str | int | float) and not isinstance(value, bool):
                 try:
-                    number = self.annotation(value)
+                    number = self.annotation(value)  # "8" from the command line, 1000 as a default
                 except ValueError:
                     number = None
+                if isinstance(value, float) and self.annotation is int:
+                    number = None  # 2.5 for an int: typer's error
                 low, high = self.parameter_info.min, self.parameter_info.max
                 if number is not None and (low is None or number >= low) and (high is None or number <= high):
                     return number
