@@ -44,7 +44,8 @@ def _coerce_plain_values_without_pydantic() -> None:
                 return value
             if self.annotation is bool and isinstance(value, bool):
                 return value
-            if self.annotation in (int, float) and isinstance(value, str | int | float) and not isinstance(value, bool):
+            number_like = isinstance(value, str | int | float) and not isinstance(value, bool)
+            if self.annotation in (int, float) and number_like:
                 try:
                     number = self.annotation(value)  # "8" from the command line, 1000 as a default
                 except ValueError:
