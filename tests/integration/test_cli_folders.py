@@ -60,6 +60,10 @@ def test_put_folder_and_get_prefix_round_trip(node: NodeProcess, tmp_path: Path)
     assert "downloaded 40 of 40 files" in out
     assert tree(dst) == files
 
+    one = sorted(files)[0]
+    ok(run_cli("--url", node.url, "get", f"backup/{one}", str(tmp_path / "one.bin")))  # DEST as argument
+    assert (tmp_path / "one.bin").read_bytes() == files[one]
+
 
 def test_put_folder_defaults_prefix_to_folder_name(node: NodeProcess, tmp_path: Path) -> None:
     src = tmp_path / "photos"
