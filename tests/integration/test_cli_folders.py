@@ -29,6 +29,11 @@ def tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def whole(root: Path) -> dict[str, bytes]:
+    """The files under ``root`` without the temporaries of downloads in progress."""
+    return {rel: d for rel, d in tree(root).items() if not rel.rsplit("/", 1)[-1].startswith(".p2pstore-")}
+
+
 def keys(node: NodeProcess, prefix: str) -> dict[str, str]:
     """key -> sha256 of every key under ``prefix``."""
     out: dict[str, str] = {}
@@ -150,11 +155,11 @@ def test_sync_interrupted_then_resumed(node: NodeProcess, tmp_path: Path) -> Non
     proc = subprocess.Popen([*cmd, "p2p:r/", str(dst)], env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        wait_for(lambda: dst.is_dir() and len(tree(dst)) >= 20, 60, interval=0.02, message="files down")
+        wait_for(lambda: dst.is_dir() and len(whole(dst)) >= 20, 60, interval=0.02, message="files down")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-    done = {rel: d for rel, d in tree(dst).items() if not rel.rsplit("/", 1)[-1].startswith(".p2pstore-")}
+    done = whole(dst)
     assert 20 <= len(done) < 300
     assert all(files[rel] == data for rel, data in done.items())  # whole files or none
     out = ok(run_cli("--url", node.url, "sync", "p2p:r/", str(dst)))
