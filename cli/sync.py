@@ -10,7 +10,6 @@ verified, fsynced and renamed in), so an interrupted sync is resumed by running 
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -52,6 +51,8 @@ def _same(local: Path, size: int, sha: str, local_size: int) -> tuple[bool, str 
 
 def plan_upload(client: BlockingClient, folder: Path, prefix: str, delete: bool, jobs: int) -> Plan:
     """Local folder -> cluster prefix."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from .transfer import list_remote, walk
 
     remote = {r.key: r for r in list_remote(client, prefix)}
@@ -79,6 +80,8 @@ def plan_upload(client: BlockingClient, folder: Path, prefix: str, delete: bool,
 
 def plan_download(client: BlockingClient, prefix: str, folder: Path, delete: bool, jobs: int) -> Plan:
     """Cluster prefix -> local folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from .transfer import list_remote, local_target, walk
 
     remote = list_remote(client, prefix)

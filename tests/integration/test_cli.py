@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -246,3 +247,24 @@ def test_checkpoint_then_restore(node: NodeProcess) -> None:
     assert leftovers == []
     node.start()
     node.wait_ready()
+
+
+def test_json_output_for_scripts(node: NodeProcess, tmp_path: Path) -> None:
+    """`--json` on ls, stat, status and members list: valid JSON with the fields scripts need."""
+    import json
+
+    src = tmp_path / "j.txt"
+    src.write_bytes(b"json please")
+    assert cli("--url", node.url, "put", str(src), "j/one.txt").returncode == 0
+    res = cli("--url", node.url, "ls", "j/", "--json")
+    assert res.returncode == 0, res.stderr.decode()
+    (entry,) = [json.loads(line) for line in res.stdout.decode().splitlines()]
+    assert entry["key"] == "j/one.txt" and entry["size"] == 11
+    res = cli("--url", node.url, "stat", "j/one.txt", "--json")
+    assert json.loads(res.stdout)["sha256"] == entry["sha256"]
+    status = json.loads(cli("--url", node.url, "status", "--json").stdout)
+    members = json.loads(cli("--url", node.url, "members", "list", "--json").stdout)
+    assert [m["id"] for m in members] == [m["id"] for m in status["members"]]
+    assert status["node_id"] in {m["id"] for m in members}
+    long = cli("--url", node.url, "ls", "-l", "j/").stdout.decode()
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", long), long  # a human time, not an epoch float
