@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Coroutine
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .blocking import BlockingClient
-from .client import Client, parse_urls
+from .client import parse_urls
 
 if TYPE_CHECKING:  # rich and asyncio are imported when used: start-up time is a feature
     from rich.console import Console
     from rich.progress import Progress
 
-T = TypeVar("T")
 
 
 class _LazyConsole:
@@ -61,10 +59,6 @@ UrlOption = Annotated[
 TokenOption = Annotated[str | None, typer.Option("--token", help="API token (Bearer).", show_default=False)]
 
 
-def client_for(ctx: typer.Context, url: str | None, token: str | None) -> Client:
-    """Build a failover client from per-command options, falling back to the root ones."""
-    conn = ctx.find_object(Connection) or Connection()
-    return Client(parse_urls(url or conn.url), token or conn.token or None)
 
 
 def blocking_for(ctx: typer.Context, url: str | None, token: str | None) -> BlockingClient:
@@ -90,13 +84,6 @@ def request_json(
 def print_json(data: Any) -> None:
     """JSON for scripts: indented, keys sorted, plain (no colours)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine; each CLI invocation gets a fresh event loop."""
-    import asyncio
-
-    return asyncio.run(coro)
 
 
 def progress(enabled: bool | None = None) -> AbstractContextManager[Progress | None]:

@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import mimetypes
-import os
 import sys
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .client import CHUNK, ApiError, Client, CliError, key_path
+from .client import ApiError, CliError, key_path
 from .common import (
     TokenOption,
     UrlOption,
     blocking_for,
-    client_for,
     human_size,
     out,
     print_json,
     progress,
-    run,
 )
 from .failures import EXIT_FAILED, EXIT_NOT_FOUND, BadInput
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    pass
 
 JobsOption = Annotated[
     int, typer.Option("-j", "--jobs", min=1, max=64, help="Files in flight at once (folders, prefixes).")
@@ -42,38 +35,8 @@ def _not_found(exc: ApiError, key: str) -> CliError:
     return CliError(f"key not found: {key}", EXIT_NOT_FOUND) if exc.status == 404 else exc
 
 
-def _sha256_file(path: Path, bar: Progress | None) -> str:
-    """First streaming pass: hash the file so the node can verify what it stored."""
-    digest = hashlib.sha256()
-    task = bar.add_task("hashing", total=path.stat().st_size) if bar else None
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-            if bar is not None and task is not None:
-                bar.advance(task, len(block))
-    if bar is not None and task is not None:
-        bar.remove_task(task)
-    return digest.hexdigest()
 
 
-def _file_body(path: Path, bar: Progress | None, label: str) -> AsyncIterator[bytes]:
-    """Second streaming pass: the upload body, 1 MiB at a time (restartable per node)."""
-
-    async def gen() -> AsyncIterator[bytes]:
-        task: TaskID | None = None
-        if bar is not None:
-            task = bar.add_task(label, total=path.stat().st_size)
-        try:
-            with path.open("rb") as fh:
-                while block := fh.read(CHUNK):
-                    yield block
-                    if bar is not None and task is not None:
-                        bar.advance(task, len(block))
-        finally:
-            if bar is not None and task is not None:
-                bar.remove_task(task)
-
-    return gen()
 
 
 def _print_record(rec: dict[str, Any]) -> None:
@@ -117,29 +80,20 @@ def put(
         key += file.name
     size = file.stat().st_size
     ctype = content_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    client = client_for(ctx, url, token)
+    from .transfer import upload
 
-    async def go() -> dict[str, Any]:
-        with progress() as bar:
-            sha = _sha256_file(file, bar)
-            headers = {
-                "X-Content-SHA256": sha,
-                "Content-Type": ctype,
-                "Content-Length": str(size),
-            }
-            async with client:
-                try:
-                    return await client.json(
-                        "PUT",
-                        key_path(key),
-                        params={"w": w},
-                        headers=headers,
-                        body=lambda: _file_body(file, bar, f"uploading {key}"),
-                    )
-                except ApiError as exc:
-                    raise CliError(f"upload of {key} failed: {exc.explained}", exc.exit_code) from exc
+    client = blocking_for(ctx, url, token)
+    with progress() as bar:
+        task = bar.add_task(f"uploading {key}", total=size) if bar else None
 
-    rec = run(go())
+        def advance(n: int) -> None:
+            if bar is not None and task is not None:
+                bar.advance(task, n)
+
+        try:
+            rec = upload(client, file, key, advance, content_type=ctype, w=w)
+        except ApiError as exc:
+            raise CliError(f"upload of {key} failed: {exc.explained}", exc.exit_code) from exc
     if as_json:
         print_json(rec)
         return
@@ -204,31 +158,6 @@ def _etag_sha(resp_etag: str | None) -> str | None:
     return tag.strip('"').lower() or None
 
 
-async def _download(client: Client, key: str, sink: IO[bytes]) -> tuple[int, str, str | None]:
-    """Stream ``key`` into ``sink``; returns (bytes, sha256 of what was written, ETag sha)."""
-    async with client:
-        try:
-            resp = await client.open("GET", key_path(key))
-        except ApiError as exc:
-            raise _not_found(exc, key) from exc
-        try:
-            expected = _etag_sha(resp.headers.get("ETag"))
-            total = resp.content_length
-            digest = hashlib.sha256()
-            written = 0
-            with progress() as bar:
-                task = bar.add_task(f"downloading {key}", total=total) if bar else None
-                async for block in resp.content.iter_chunked(CHUNK):
-                    sink.write(block)
-                    digest.update(block)
-                    written += len(block)
-                    if bar is not None and task is not None:
-                        bar.advance(task, len(block))
-        finally:
-            resp.release()
-    if total is not None and written != total:
-        raise CliError(f"download of {key} truncated: got {written} of {total} bytes")
-    return written, digest.hexdigest(), expected
 
 
 def get(
@@ -252,34 +181,27 @@ def get(
     if key.endswith("/") or key == "":
         _get_prefix(ctx, key, Path(output or "."), jobs, url, token)
         return
-    client = client_for(ctx, url, token)
-    if output in (None, "-"):
-        sink = sys.stdout.buffer
-        _, actual, expected = run(_download(client, key, sink))
-        sink.flush()
-        if expected and actual != expected:
-            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
-        return
+    from .transfer import download, stream_to
 
-    target = Path(output)
-    if target.is_dir():
-        target = target / key.rsplit("/", 1)[-1]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    client = blocking_for(ctx, url, token)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            size, actual, expected = run(_download(client, key, fh))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if expected and actual != expected:
-            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {actual})", err=True)
+        if output in (None, "-"):
+            stream_to(client, key, sys.stdout.buffer)
+            return
+        target = Path(output)
+        if target.is_dir():
+            target = target / key.rsplit("/", 1)[-1]
+        with progress() as bar:
+            task = bar.add_task(f"downloading {key}", total=None) if bar else None
+
+            def advance(n: int) -> None:
+                if bar is not None and task is not None:
+                    bar.advance(task, n)
+
+            size, sha = download(client, key, target, advance)
+    except ApiError as exc:
+        raise _not_found(exc, key) from exc
+    typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {sha})", err=True)
 
 
 def _get_prefix(

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .blocking import CHUNK, BlockingClient
 from .client import key_path
@@ -100,7 +100,15 @@ class _CountingReader:
         self._fh.close()
 
 
-def upload(client: BlockingClient, path: Path, key: str, advance: Advance, sha: str | None = None) -> Any:
+def upload(
+    client: BlockingClient,
+    path: Path,
+    key: str,
+    advance: Advance,
+    sha: str | None = None,
+    content_type: str | None = None,
+    w: int | None = None,
+) -> Any:
     """PUT one file: hashed first (the node checks it), then streamed."""
     import mimetypes
 
@@ -109,7 +117,7 @@ def upload(client: BlockingClient, path: Path, key: str, advance: Advance, sha: 
     headers = {
         "X-Content-SHA256": sha,
         "Content-Length": str(size),
-        "Content-Type": mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+        "Content-Type": content_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream",
     }
     readers: list[_CountingReader] = []
 
@@ -120,20 +128,38 @@ def upload(client: BlockingClient, path: Path, key: str, advance: Advance, sha: 
         return readers[-1]
 
     try:
-        return client.json("PUT", key_path(key), headers=headers, body=body)
+        return client.json("PUT", key_path(key), params={"w": w}, headers=headers, body=body)
     finally:
         for reader in readers:
             reader.close()
 
 
-def download(client: BlockingClient, key: str, target: Path, advance: Advance) -> int:
-    """GET one key into ``target``: written beside it, verified, fsynced, then renamed in."""
+def _etag_sha(resp: http.client.HTTPResponse) -> str:
+    return (resp.headers.get("ETag") or "").removeprefix("W/").strip('"').lower()
+
+
+def stream_to(client: BlockingClient, key: str, sink: IO[bytes]) -> None:
+    """GET one key to a stream (stdout); its sha256 is checked once all is written."""
+    digest = hashlib.sha256()
+    with client.open("GET", key_path(key)) as resp:
+        expected = _etag_sha(resp)
+        while block := resp.read(CHUNK):
+            sink.write(block)
+            digest.update(block)
+    sink.flush()
+    if expected and digest.hexdigest() != expected:
+        raise CliError(f"checksum mismatch for {key}: expected {expected}, got {digest.hexdigest()}")
+
+
+def download(client: BlockingClient, key: str, target: Path, advance: Advance) -> tuple[int, str]:
+    """GET one key into ``target``: written beside it, verified, fsynced, then renamed in.
+    Returns (bytes, sha256)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{PART_PREFIX}{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh, client.open("GET", key_path(key)) as resp:
-            expected = (resp.headers.get("ETag") or "").removeprefix("W/").strip('"').lower()
+            expected = _etag_sha(resp)
             digest = hashlib.sha256()
             written = 0
             while block := resp.read(CHUNK):
@@ -146,7 +172,7 @@ def download(client: BlockingClient, key: str, target: Path, advance: Advance) -
         if expected and digest.hexdigest() != expected:
             raise CliError(f"checksum mismatch for {key}: expected {expected}, got {digest.hexdigest()}")
         os.replace(tmp, target)
-        return written
+        return written, digest.hexdigest()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
