@@ -198,7 +198,11 @@ def get(
                 if bar is not None and task is not None:
                     bar.advance(task, n)
 
-            size, sha = download(client, key, target, advance)
+            def sized(total: int) -> None:
+                if bar is not None and task is not None:
+                    bar.update(task, total=total)
+
+            size, sha = download(client, key, target, advance, sized)
     except ApiError as exc:
         raise _not_found(exc, key) from exc
     typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {sha})", err=True)

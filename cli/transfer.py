@@ -151,15 +151,20 @@ def stream_to(client: BlockingClient, key: str, sink: IO[bytes]) -> None:
         raise CliError(f"checksum mismatch for {key}: expected {expected}, got {digest.hexdigest()}")
 
 
-def download(client: BlockingClient, key: str, target: Path, advance: Advance) -> tuple[int, str]:
+def download(
+    client: BlockingClient, key: str, target: Path, advance: Advance, sized: Advance | None = None
+) -> tuple[int, str]:
     """GET one key into ``target``: written beside it, verified, fsynced, then renamed in.
-    Returns (bytes, sha256)."""
+    ``sized`` learns the length once the node answers (a single file's progress bar). Returns
+    (bytes, sha256)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f"{PART_PREFIX}{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as fh, client.open("GET", key_path(key)) as resp:
             expected = _etag_sha(resp)
+            if sized is not None and resp.length is not None:
+                sized(resp.length)
             digest = hashlib.sha256()
             written = 0
             while block := resp.read(CHUNK):
