@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from p2pstore.launcher import child_env
@@ -165,3 +166,37 @@ def test_sync_interrupted_then_resumed(node: NodeProcess, tmp_path: Path) -> Non
     out = ok(run_cli("--url", node.url, "sync", "p2p:r/", str(dst)))
     assert f"{300 - len(done)} copied" in out, out
     assert tree(dst) == files  # and no temporary files left
+
+
+def test_progress_bar_on_a_terminal(node: NodeProcess, tmp_path: Path) -> None:
+    """On a terminal (a pty as stderr) the folder commands draw one overall progress bar."""
+    import pty
+
+    src = tmp_path / "src"
+    make_tree(src, 6, size=50_000)
+    master, slave = pty.openpty()
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # read while it runs, so a full pty buffer never blocks the command
+        while True:
+            try:
+                block = os.read(master, 65536)
+            except OSError:  # EIO: the writer side is closed and drained
+                return
+            if not block:
+                return
+            chunks.append(block)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        cmd = [sys.executable, "-m", "p2pstore", "--url", node.url, "put", str(src), "tty/"]
+        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, env=child_env(), timeout=60)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    shown = b"".join(chunks)
+    assert res.returncode == 0, shown.decode(errors="replace")
+    assert b"uploaded 6 of 6 files" in res.stdout
+    assert b"uploading" in shown and b"Traceback" not in shown and b"Error" not in shown
