@@ -26,6 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks.cli_startup import checkout_cli  # noqa: E402
 from p2pstore.launcher import LocalNode, start_all, stop_all  # noqa: E402
 
 
@@ -33,7 +34,7 @@ def cli(checkout: Path, *args: str) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSTORE_")}
     env["PYTHONPATH"] = str(checkout)
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "p2pstore", *args], cwd=checkout, env=env,
+    res = subprocess.run([*checkout_cli(checkout), *args], cwd=checkout, env=env,
                          capture_output=True, check=False)  # fmt: skip
     elapsed = time.perf_counter() - start
     if res.returncode != 0:

@@ -4,9 +4,9 @@
     python benchmarks/cli_startup.py --checkout /work/main --runs 20   # another checkout's CLI
 
 Starts one real node (fsync=never) from this checkout, stores one small key, then runs each
-command ``--runs`` times as a fresh process (``python -m p2pstore`` with the checkout on
-PYTHONPATH and as the working directory, so a checkout that is not installed is measured as is)
-and prints min / median / max. ``--script PATH`` times an installed console script instead.
+command ``--runs`` times as a fresh process (the checkout's CLI, with the checkout first on
+PYTHONPATH and as the working directory; its ``cli/`` is loaded even where another p2pstore_cli
+is installed) and prints min / median / max and the CPU time. ``--script PATH`` times an installed console script instead.
 What an import costs: ``python -X importtime -m p2pstore --help 2>&1 | sort -t'|' -k2 -n``.
 A script that prints figures, not a test; recorded results are in docs/benchmarks.md.
 """
@@ -28,6 +28,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from p2pstore.launcher import LocalNode  # noqa: E402
+
+# Runs the CLI of one checkout whatever is installed: its ``cli/`` is loaded as ``p2pstore_cli``
+# and its root goes first on sys.path (an installed p2pstore_cli would otherwise win).
+BOOT = """import importlib.util, sys
+root = sys.argv.pop(1)
+sys.path.insert(0, root)
+spec = importlib.util.spec_from_file_location("p2pstore_cli", root + "/cli/__init__.py",
+                                              submodule_search_locations=[root + "/cli"])
+package = importlib.util.module_from_spec(spec)
+sys.modules["p2pstore_cli"] = package
+spec.loader.exec_module(package)
+from p2pstore_cli.main import main
+main(sys.argv[1:])
+"""
+
+
+def checkout_cli(checkout: Path) -> list[str]:
+    """The command line that runs ``checkout``'s CLI (append the CLI's arguments)."""
+    return [sys.executable, "-c", BOOT, str(checkout)]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -53,7 +72,7 @@ def main() -> None:
     checkout = args.checkout.resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSTORE_")}
     env["PYTHONPATH"] = str(checkout)
-    base = [args.script] if args.script else [sys.executable, "-m", "p2pstore"]
+    base = [args.script] if args.script else checkout_cli(checkout)
 
     with tempfile.TemporaryDirectory() as tmp:
         node = LocalNode(Path(tmp) / "node0", args=["--fsync", "never"]).start()
@@ -66,7 +85,7 @@ def main() -> None:
                 "p2pstore stat KEY": [*base, "--url", node.url, "stat", "bench/startup.txt"],
                 "p2pstore ls PREFIX": [*base, "--url", node.url, "ls", "bench/"],
             }
-            print(f"CLI of {checkout} ({' '.join(base)}), {args.runs} runs each, seconds "
+            print(f"CLI of {args.script or checkout}, {args.runs} runs each, seconds "
                   f"(load average {os.getloadavg()[0]:.1f}):")  # fmt: skip
             for name, cmd in commands.items():
                 timed(cmd, checkout, env)  # warm the page cache
