@@ -6,7 +6,8 @@
 Starts one real node (fsync=never) from this checkout, stores one small key, then runs each
 command ``--runs`` times as a fresh process (the checkout's CLI, with the checkout first on
 PYTHONPATH and as the working directory; its ``cli/`` is loaded even where another p2pstore_cli
-is installed) and prints min / median / max and the CPU time. ``--script PATH`` times an installed console script instead.
+is installed) and prints min / median / max and the CPU time. ``--script PATH`` times an
+installed console script instead.
 What an import costs: ``python -X importtime -m p2pstore --help 2>&1 | sort -t'|' -k2 -n``.
 A script that prints figures, not a test; recorded results are in docs/benchmarks.md.
 """
