@@ -144,7 +144,9 @@ def up(
     # The secret goes through the environment, not the command line every local user can read;
     # the nodes also see the caller's other P2PSTORE_* settings.
     tls = None if insecure_plain else local_certs(root, nodes)
-    flags = {"fsync": fsync, "insecure_plain": insecure_plain}
+    flags: dict[str, object] = {"fsync": fsync, "insecure_plain": insecure_plain}
+    if s3 and "P2PSTORE_S3_DOMAIN" not in os.environ:  # http://<bucket>.localhost:PORT/ works too
+        flags["s3_domain"] = ["localhost"]
     secret = cluster_secret(root) if insecure_plain else None
     env = {CLUSTER_SECRET_ENV: secret} if secret else {}
     procs = LocalNode.cluster(
@@ -183,6 +185,8 @@ def up(
         if s3:
             typer.echo(f"S3 keys: P2PSTORE_URL={procs[0].url} p2pstore key create NAME --admin")
             typer.echo(f"then e.g.: aws --endpoint-url {procs[0].s3_url} s3 ls (docs/s3.md)")
+            if "s3_domain" in flags:
+                typer.echo(f"virtual-host style: http://<bucket>.localhost:{procs[0].s3_port}/<key>")
         typer.echo(f"a stopped node is not restarted by itself; bring it back: {_restart_hint(root, 'NODE')}")
         typer.echo("press Ctrl-C (or run 'p2pstore cluster stop') to stop all nodes")
         _watch(root, procs, lambda: stopping)

@@ -6,7 +6,7 @@ import json
 import mimetypes
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -21,9 +21,7 @@ from .common import (
     progress,
 )
 from .failures import EXIT_FAILED, EXIT_NOT_FOUND, BadInput
-
-if TYPE_CHECKING:
-    pass
+from .versions import version_query
 
 JobsOption = Annotated[
     int, typer.Option("-j", "--jobs", min=1, max=64, help="Files in flight at once (folders, prefixes).")
@@ -170,6 +168,9 @@ def get(
         str | None,
         typer.Option("-o", "--output", help="Write here (a file or directory); '-' is stdout."),
     ] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="An older version (see `p2pstore versions KEY`).")
+    ] = None,
     jobs: JobsOption = 8,
     url: UrlOption = None,
     token: TokenOption = None,
@@ -178,7 +179,10 @@ def get(
     if dest is not None and output is not None:
         raise BadInput("give the destination once: as an argument or with -o")
     output = output if output is not None else dest
+    query = version_query(version)
     if key.endswith("/") or key == "":
+        if version is not None:
+            raise BadInput("--version names one version of one file, not of a prefix")
         _get_prefix(ctx, key, Path(output or "."), jobs, url, token)
         return
     from .transfer import download, stream_to
@@ -186,7 +190,7 @@ def get(
     client = blocking_for(ctx, url, token)
     try:
         if output in (None, "-"):
-            stream_to(client, key, sys.stdout.buffer)
+            stream_to(client, key, sys.stdout.buffer, query)
             return
         target = Path(output)
         if target.is_dir():
@@ -202,7 +206,7 @@ def get(
                 if bar is not None and task is not None:
                     bar.update(task, total=total)
 
-            size, sha = download(client, key, target, advance, sized)
+            size, sha = download(client, key, target, advance, sized, query)
     except ApiError as exc:
         raise _not_found(exc, key) from exc
     typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {sha})", err=True)

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from . import admin, bench, chaos, cluster, files, keys, node, recover, sync
+from . import admin, bench, chaos, cluster, files, keys, node, recover, sync, versions
 from .client import DEFAULT_URL
 from .common import Connection
 from .failures import EXIT_INTERRUPTED, ApiError, CliError
@@ -107,7 +107,7 @@ def root(
     ctx.obj = Connection(url=url, token=token)
 
 
-_MODULES = (files, sync, admin, node, cluster, recover, chaos, bench, keys)
+_MODULES = (files, sync, admin, node, cluster, recover, chaos, bench, keys, versions)
 for _module in _MODULES:
     _module.register(app)
 

@@ -138,6 +138,18 @@ def start(
         float | None,
         typer.Option(help="Seconds a replica may stall a write or a chunk transfer before it is dropped."),
     ] = None,
+    header_timeout: Annotated[
+        float | None, typer.Option(help="Seconds a client may take to send a request head.")
+    ] = None,
+    body_timeout: Annotated[
+        float | None, typer.Option(help="Window (s) over which a request body must keep --min-body-rate.")
+    ] = None,
+    min_body_rate: Annotated[
+        float | None, typer.Option(help="Bytes/s a request body must average per --body-timeout window.")
+    ] = None,
+    max_uploads_per_client: Annotated[
+        int | None, typer.Option(help="Uploads in progress per client address (0 = no cap).")
+    ] = None,
     s3_port: Annotated[
         int | None, typer.Option(help="Serve the S3 API on this port (0 or unset: off).")
     ] = None,
@@ -147,6 +159,15 @@ def start(
     s3_upload_max_age: Annotated[
         float | None,
         typer.Option(help="Seconds an idle multipart upload is kept before the leader removes it."),
+    ] = None,
+    s3_domain: Annotated[
+        list[str] | None,
+        typer.Option(help="Serve <bucket>.DOMAIN as virtual-host-style S3 URLs; repeat or comma-separate.",
+                     metavar="DOMAIN", show_default=False),
+    ] = None,
+    lifecycle_clock_offset: Annotated[
+        float | None,
+        typer.Option(help="Seconds added to the time lifecycle rules see (tests; 0 in production)."),
     ] = None,
     log_level: Annotated[
         LogLevel | None,
@@ -188,9 +209,15 @@ def start(
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,
         "stall_timeout": stall_timeout,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "min_body_rate": min_body_rate,
+        "max_uploads_per_client": max_uploads_per_client,
         "s3_port": s3_port,
         "s3_region": s3_region,
         "s3_upload_max_age": s3_upload_max_age,
+        "s3_domain": s3_domain or None,
+        "lifecycle_clock_offset": lifecycle_clock_offset,
         "log_level": log_level.value if log_level else None,
     }
     try:

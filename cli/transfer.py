@@ -138,10 +138,11 @@ def _etag_sha(resp: http.client.HTTPResponse) -> str:
     return (resp.headers.get("ETag") or "").removeprefix("W/").strip('"').lower()
 
 
-def stream_to(client: BlockingClient, key: str, sink: IO[bytes]) -> None:
-    """GET one key to a stream (stdout); its sha256 is checked once all is written."""
+def stream_to(client: BlockingClient, key: str, sink: IO[bytes], query: str = "") -> None:
+    """GET one key to a stream (stdout); its sha256 is checked once all is written. ``query``:
+    e.g. one version of the file (cli/versions.py)."""
     digest = hashlib.sha256()
-    with client.open("GET", key_path(key)) as resp:
+    with client.open("GET", key_path(key) + query) as resp:
         expected = _etag_sha(resp)
         while block := resp.read(CHUNK):
             sink.write(block)
@@ -152,7 +153,12 @@ def stream_to(client: BlockingClient, key: str, sink: IO[bytes]) -> None:
 
 
 def download(
-    client: BlockingClient, key: str, target: Path, advance: Advance, sized: Advance | None = None
+    client: BlockingClient,
+    key: str,
+    target: Path,
+    advance: Advance,
+    sized: Advance | None = None,
+    query: str = "",
 ) -> tuple[int, str]:
     """GET one key into ``target``: written beside it, verified, fsynced, then renamed in.
     ``sized`` learns the length once the node answers (a single file's progress bar). Returns
@@ -161,7 +167,7 @@ def download(
     fd, tmp_name = tempfile.mkstemp(prefix=f"{PART_PREFIX}{target.name}.", suffix=".part", dir=target.parent)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh, client.open("GET", key_path(key)) as resp:
+        with os.fdopen(fd, "wb") as fh, client.open("GET", key_path(key) + query) as resp:
             expected = _etag_sha(resp)
             if sized is not None and resp.length is not None:
                 sized(resp.length)

@@ -50,9 +50,15 @@ class NodeConfig:
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
     stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
+    header_timeout: float = 20.0  # seconds a client may take to send a request head
+    body_timeout: float = 30.0  # window over which a request body must keep min_body_rate
+    min_body_rate: float = 1024.0  # bytes/s a client's request body must average per window
+    max_uploads_per_client: int = 64  # requests with a body in progress per client address; 0 = no cap
     s3_port: int = 0  # the S3 API's port; 0 = off
     s3_region: str = "us-east-1"  # the region S3 clients sign for
     s3_upload_max_age: float = 7 * 86400.0  # seconds an idle multipart upload is kept
+    s3_domain: list[str] = field(default_factory=list)  # <bucket>.<domain> hosts: virtual-host style
+    lifecycle_clock_offset: float = 0.0  # seconds added to the time lifecycle rules see (tests)
     log_level: str = "INFO"
 
     @property
@@ -100,6 +106,10 @@ class NodeConfig:
             raise ValueError("cache_written must be gateway or all")
         if not 0.1 <= self.stall_timeout <= 600:
             raise ValueError("stall_timeout must be 0.1..600 seconds")
+        if not 1 <= self.header_timeout <= 3600 or not 1 <= self.body_timeout <= 3600:
+            raise ValueError("header_timeout and body_timeout must be 1..3600 seconds")
+        if self.min_body_rate < 0 or self.max_uploads_per_client < 0:
+            raise ValueError("min_body_rate and max_uploads_per_client must be 0 or more")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
         if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):
@@ -109,6 +119,7 @@ class NodeConfig:
             raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
         if self.s3_upload_max_age < 1:
             raise ValueError("s3_upload_max_age must be at least 1 second")
+        self.s3_domain = s3_domains(self.s3_domain)
 
     def validate_security(self) -> None:
         """TLS files come in complete sets; a clustered node without TLS says so explicitly."""
@@ -128,6 +139,23 @@ class NodeConfig:
             port = self.internal_listen_port
             if not 0 < port < 65536 or port in (self.port, self.s3_port):
                 raise ValueError("internal_port must be 1..65535 and differ from port and s3_port")
+
+
+def s3_domains(raw: list[str] | str) -> list[str]:
+    """S3 domains as configured (several values, or comma-separated) in the form Host headers are
+    compared in: lower-case, no trailing dot; ValueError for one that is not a host name."""
+    out: list[str] = []
+    for item in [raw] if isinstance(raw, str) else raw:
+        for part in str(item).split(","):
+            domain = part.strip().lower().rstrip(".")
+            if not domain:
+                continue
+            labels = domain.split(".")
+            if any(not label or not all(c.isalnum() or c == "-" for c in label) for label in labels):
+                raise ValueError(f"s3_domain {part.strip()!r} is not a host name (e.g. s3.example.com)")
+            if domain not in out:
+                out.append(domain)
+    return out
 
 
 def _coerce(kind: Any, raw: str) -> Any:

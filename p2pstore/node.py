@@ -16,6 +16,7 @@ from .cluster.background import ClientActivity
 from .cluster.cluster import Cluster
 from .config import NodeConfig
 from .core.hlc import HybridLogicalClock
+from .core.series import Series
 from .storage.store import LocalStore
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Node:
         self.activity = ClientActivity()  # background work yields while clients are served
         self.store = LocalStore(config.data_dir, config.chunk_size, config.fsync, config.min_free_bytes)
         self.started = time.time()
+        self.series = Series()  # per-second activity for the status page's charts (api/overview.py)
         self.cluster = Cluster(
             config, self.node_id, self.store, self.clock, self.activity.busy, self.new_version
         )

@@ -9,11 +9,15 @@ import logging
 import resource
 import signal
 import sys
+import uuid
 
 from aiohttp import web
 
+from .api.errors import error_response
 from .api.gate import gate
+from .api.guard import Guard, GuardedRunner, Limits
 from .api.internal import add_internal_routes
+from .api.overview import add_overview_routes, sample_activity
 from .api.public import NODE_KEY, add_routes
 from .api.tls_listener import MutualTLSSite
 from .cluster.tls import public_context, server_context
@@ -21,6 +25,9 @@ from .config import NodeConfig
 from .node import Node
 from .s3.admin import add_admin_routes
 from .s3.app import build_s3_app
+from .s3.app import error_response as s3_error_response
+from .s3.errors import S3Error
+from .s3.lifecycle import LifecycleRunner
 from .s3.registry import Registry
 from .s3.sweeper import UploadSweeper
 from .web.routes import add_web_routes
@@ -30,6 +37,7 @@ log = logging.getLogger("p2pstore")
 READ_BUFSIZE = 1 << 20
 CLIENT_MAX_SIZE = 1024**2  # only for bodies read whole (forms, internal messages); files stream
 REFREEZE_INTERVAL = 600.0  # seconds between full collections that refresh the frozen set
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle keep-alive connection is kept (aiohttp's default: an hour)
 
 
 def build_app(node: Node, registry: Registry | None = None) -> web.Application:
@@ -39,10 +47,23 @@ def build_app(node: Node, registry: Registry | None = None) -> web.Application:
     )
     app[NODE_KEY] = node
     add_routes(app)
+    add_overview_routes(app)
     add_web_routes(app)
     add_internal_routes(app)
     add_admin_routes(app, registry or Registry(node))
     return app
+
+
+def limits_of(cfg: NodeConfig) -> Limits:
+    return Limits(cfg.header_timeout, cfg.body_timeout, cfg.min_body_rate, cfg.max_uploads_per_client)
+
+
+def refuse_json(request: web.BaseRequest, why: str) -> web.StreamResponse:
+    return error_response(503, why)
+
+
+def refuse_s3(request: web.BaseRequest, why: str) -> web.StreamResponse:
+    return s3_error_response(request, S3Error("ServiceUnavailable", why), uuid.uuid4().hex[:16].upper())  # type: ignore[arg-type]
 
 
 def setup_logging(level: str, node_id: str = "-") -> None:
@@ -93,7 +114,9 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     app = build_app(node, registry)
     # Request bodies are buffered up to READ_BUFSIZE before the socket is paused: aiohttp's 64 KiB
     # default paused and resumed it 16 times per MiB uploaded.
-    runner = web.AppRunner(app, access_log=None, handler_cancellation=False, read_bufsize=READ_BUFSIZE)
+    guard = Guard(limits_of(cfg))
+    runner = GuardedRunner(app, guard, refuse_json, access_log=None, handler_cancellation=False,
+                           read_bufsize=READ_BUFSIZE, keepalive_timeout=KEEPALIVE_TIMEOUT)  # fmt: skip
     await runner.setup()
     runners = [runner]
     public_tls = public_context(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else None
@@ -103,8 +126,9 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         port = cfg.internal_listen_port
         sites.append(MutualTLSSite(runner, cfg.host, port, internal_tls))
     if cfg.s3_port:
-        s3_runner = web.AppRunner(build_s3_app(node, registry), access_log=None, handler_cancellation=False,
-                                  read_bufsize=READ_BUFSIZE)  # fmt: skip
+        s3_runner = GuardedRunner(build_s3_app(node, registry), guard, refuse_s3, access_log=None,
+                                  handler_cancellation=False, read_bufsize=READ_BUFSIZE,
+                                  keepalive_timeout=KEEPALIVE_TIMEOUT)  # fmt: skip
         await s3_runner.setup()
         runners.append(s3_runner)
         sites.append(
@@ -120,11 +144,15 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             raise SystemExit(f"error: cannot listen on {site.name}: {exc.strerror}") from exc
     node.start()
     sweeper = UploadSweeper(node)
+    lifecycle = LifecycleRunner(node)
     if cfg.s3_port:
         sweeper.start()
+        lifecycle.start()
     tasks = [
+        asyncio.create_task(guard.run(), name="slow-client-guard"),
         asyncio.create_task(checkpoint_timer(node), name="checkpoint-timer"),
         asyncio.create_task(freeze_long_lived(), name="gc-freeze"),
+        asyncio.create_task(sample_activity(node), name="activity-sampler"),
     ]
     log.info("node %s ready at %s (data dir %s)", node.node_id, cfg.url, cfg.data_dir)
     if cfg.internal_tls:
@@ -144,6 +172,7 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await sweeper.stop()
+        await lifecycle.stop()
         await node.stop()
         for r in runners:
             await r.cleanup()

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .errors import json_error
 from .internal import check_peer
-from .metrics import BYTES_IN, REQUESTS
+from .metrics import BYTES_IN, CLIENT_REQUESTS, REQUESTS
 from .public import check_api_token, get_node
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -41,3 +41,5 @@ async def gate(request: web.Request, handler: Handler) -> web.StreamResponse:
         return response
     finally:
         REQUESTS[(api, request.method, status)] += 1
+        if not internal and request.path.startswith("/files"):
+            CLIENT_REQUESTS[api] += 1  # the status page's requests/s

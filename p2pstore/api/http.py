@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from ..errors import RangeNotSatisfiable, StoreError
+from .metrics import CLIENT_BYTES
 
 RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -90,6 +91,7 @@ async def send_range(
     first = await anext(body, None)
     if first is not None and len(first) == length:
         await body.aclose()
+        CLIENT_BYTES["out"] += length
         return web.Response(status=status, headers=headers, body=first)
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
@@ -97,8 +99,10 @@ async def send_range(
     try:
         if first is not None:
             await resp.write(first)
+            CLIENT_BYTES["out"] += len(first)
             async for piece in body:
                 await resp.write(piece)
+                CLIENT_BYTES["out"] += len(piece)
     except StoreError:
         if request.transport is not None:
             request.transport.abort()

@@ -40,11 +40,12 @@ from ..cluster.rpc_server import RpcErrors, StreamSession
 from ..cluster.signing import ENTRY, UNSIGNED, SignatureError, Verifier
 from ..cluster.writes import ONE_PHASE_MAX
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, StoreError, Unauthorized, WrongProtocol, disk_full
+from ..errors import BadRequest, NotFound, PayloadTooLarge, StoreError, Unauthorized, WrongProtocol, disk_full
 from ..node import Node
 from ..storage.chunks import is_sha256_hex
 from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
+from .overview import node_summary
 from .public import NODE_KEY, READ_SIZE, get_node
 
 log = logging.getLogger("p2pstore.internal")
@@ -124,32 +125,36 @@ def reply(obj: object) -> web.Response:
 
 
 async def read_message(request: web.Request, peer: str, method: str) -> object:
-    if request.content_length is not None and request.content_length > MAX_MESSAGE_BYTES:
-        raise BadRequest("message too large")
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     try:
-        return unpack(raw)
+        return unpack(raw, MAX_MESSAGE_BYTES)
     except Exception as exc:
-        raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}") from exc
+        raise malformed(peer, method, f"undecodable msgpack: {type(exc).__name__}: {str(exc)[:100]}") from exc
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The whole request body, at most ``limit`` bytes; one copy when its length is announced."""
     if request.content_length is not None:
-        if request.content_length > limit:
-            raise BadRequest("message too large")
+        if request.content_length > limit:  # refused unread
+            raise too_large(request.content_length, limit)
         try:
             body = await request.content.readexactly(request.content_length)
         except asyncio.IncompleteReadError as exc:
             raise BadRequest("body shorter than its Content-Length") from exc
     else:
-        buf = bytearray()
+        pieces, size = [], 0
         async for piece in request.content.iter_any():  # read(n) may return less than n: loop
-            buf += piece
-            if len(buf) > limit:
-                raise BadRequest("message too large")
-        body = bytes(buf)
+            pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                raise too_large(size, limit)
+        body = b"".join(pieces)
     return checked_body(request, body)
+
+
+def too_large(size: int, limit: int) -> PayloadTooLarge:
+    """413 for a body over its limit; the connection is closed rather than the rest read."""
+    return PayloadTooLarge(f"message of {size}+ bytes exceeds the limit of {limit} bytes")
 
 
 def sha256_hex(body: bytes) -> str:
@@ -170,7 +175,8 @@ async def write_raw(request: web.Request) -> web.Response:
     the 1 MiB body is not copied into and out of a msgpack message on both ends."""
     peer = request.remote or "?"
     try:
-        wire = unpack(base64.b64decode(request.headers.get(ENTRY_HEADER, ""), validate=True))
+        header = base64.b64decode(request.headers.get(ENTRY_HEADER, ""), validate=True)
+        wire = unpack(header, MAX_MESSAGE_BYTES)
     except Exception as exc:
         raise malformed(peer, "write", f"bad {ENTRY_HEADER} header: {type(exc).__name__}") from exc
     data = await read_body(request, ONE_PHASE_MAX)
@@ -225,6 +231,37 @@ async def write_small(node: Node, msg: Any, peer: str) -> Any:
         raise malformed(peer, "write", "write needs the data as bytes (a small file)")
     entry = entry_of(peer, "write", msg)
     applied = await node.cluster.replica.commit_small(entry, data)
+    return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
+
+
+async def compose_prepare(node: Node, msg: Any, peer: str) -> Any:
+    """Gather the chunks of an object composed by reference (cluster/compose.py)."""
+    try:
+        if not isinstance(msg, dict):
+            raise ValueError("compose-prepare must be a map")
+        chunks, lengths, holders = msg.get("chunks"), msg.get("lengths"), msg.get("holders")
+        probe = ManifestEntry(
+            "probe", "0000000000000.000000.p", sum(lengths) if isinstance(lengths, list) else -1,
+            "0" * 64, tuple(chunks) if isinstance(chunks, list) else (), "", False, 0.0,
+            lengths=tuple(lengths) if isinstance(lengths, list) else (),
+        ).validate()  # fmt: skip
+        if not probe.lengths or not isinstance(holders, dict) or not all(
+            isinstance(h, list) and all(isinstance(n, str) for n in h) for h in holders.values()
+        ):
+            raise ValueError("compose-prepare needs chunks, their lengths and holders")
+    except (ValueError, TypeError) as exc:
+        raise malformed(peer, "compose-prepare", str(exc)) from exc
+    composer = node.cluster.composer.local
+    return await composer.prepare(
+        probe.chunks, probe.lengths, holders, msg.get("hash") is True, msg.get("md5") is True
+    )
+
+
+async def compose_commit(node: Node, msg: Any, peer: str) -> Any:
+    if not isinstance(msg, dict):
+        raise malformed(peer, "compose-commit", "compose-commit must be a map")
+    entry = entry_of(peer, "compose-commit", msg)
+    applied = await node.cluster.composer.local.commit(entry)
     return {"applied": applied, "leases": node.cluster.leases.report(entry.key)}
 
 
@@ -292,6 +329,11 @@ async def recover(node: Node, msg: Any, peer: str) -> Any:
     return await node.cluster.admin.recover_here()
 
 
+def summary(node: Node, msg: Any, peer: str) -> Any:
+    """Disk, re-sync and recent activity, for the status page served by another node."""
+    return node_summary(node)
+
+
 async def purge(node: Node, msg: Any, peer: str) -> Any:
     tombstones = msg.get("tombstones") if isinstance(msg, dict) else None
     if not isinstance(tombstones, list) or len(tombstones) > MAX_KEYS_PER_LOOKUP:
@@ -311,6 +353,8 @@ HANDLERS: dict[str, MessageHandler] = {
     "manifest-sync": manifest_sync,
     "commit": commit,
     "abort": abort,
+    "compose-prepare": compose_prepare,
+    "compose-commit": compose_commit,
     "write": write_small,
     "entries": entries,
     "read-repair": read_repair,
@@ -320,6 +364,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "checkpoint": checkpoint,
     "recover": recover,
     "purge": purge,
+    "summary": summary,
 }
 INLINE = frozenset(name for name, handler in HANDLERS.items() if not inspect.iscoroutinefunction(handler))
 

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
 REQUESTS: Counter[tuple[str, str, str]] = Counter()  # (api, method, status class) -> count
 BYTES_IN: Counter[str] = Counter()  # api -> request body bytes announced by Content-Length
+CLIENT_REQUESTS: Counter[str] = Counter()  # api -> file requests of clients (not status polls)
+CLIENT_BYTES: Counter[str] = Counter()  # "in"/"out" -> file bytes received from / sent to clients
 RPC_READ_PAUSES: Counter[str] = Counter()  # why a peer's RPC stream stopped being read -> times
 
 
@@ -42,6 +44,12 @@ def render_metrics(node: Node) -> str:
          node.store.stats.corrupt_chunks_found),
         ("p2pstore_bad_copies_reported_total", "counter", "Replica copies that failed a read",
          cluster.fetcher.bad_copies_reported),
+        ("p2pstore_composed_objects_total", "counter",
+         "Objects this node committed by reference to chunks the cluster held (S3 Complete, Copy)",
+         cluster.composer.composed),
+        ("p2pstore_compose_fetched_bytes_total", "counter",
+         "Chunk bytes this node fetched from other nodes to commit composed objects (S3 Complete, Copy)",
+         cluster.composer.local.bytes_fetched),
         ("p2pstore_read_repairs_total", "counter", "Newest entries sent to replicas a read found behind",
          cluster.reads.read_repairs_pushed),
         ("p2pstore_manifest_syncs_total", "counter", "Manifest exchanges this node started and completed",
@@ -66,6 +74,8 @@ def render_metrics(node: Node) -> str:
          node.store.committer.batches),
         ("p2pstore_gc_frozen_objects", "gauge", "Objects kept out of Python's cyclic GC (gc.freeze)",
          gc.get_freeze_count()),
+        *((f"p2pstore_lifecycle_{name}_total", "counter", f"Lifecycle (leader): {name.replace('_', ' ')}", n)
+          for name, n in cluster.versions.lifecycle.items()),
     ]  # fmt: skip
     lines: list[str] = []
     for name, kind, help_text, value in rows:

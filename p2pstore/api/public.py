@@ -15,8 +15,9 @@ from ..core.keys import RESERVED_PREFIX, InvalidKey, is_reserved, validate_key
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, Unauthorized
 from ..node import Node
+from . import versions
 from .http import etag_matches, etag_of, http_date, parse_range, send_range
-from .metrics import render_metrics
+from .metrics import CLIENT_BYTES, render_metrics
 from .status import status_json
 
 log = logging.getLogger("p2pstore.api")
@@ -54,6 +55,52 @@ def visible_entries(node: Node, prefix: str, after: str, limit: int) -> list[Man
         if is_reserved(after):
             after = max(after, RESERVED_PREFIX + "\U0010ffff")
     return out
+
+
+MAX_CHAR = "\U0010ffff"  # sorts after every character a key may hold
+FOLDER_BATCH = 128  # rows read per query of a folder listing (a sub-folder ends a batch early)
+MAX_DELIMITER = 16
+BUCKET_RECORDS = RESERVED_PREFIX + "s3/buckets/"  # the S3 registry's bucket records (s3/registry.py)
+
+
+def folder_entries(
+    node: Node, prefix: str, delimiter: str, after: str, limit: int
+) -> tuple[list[ManifestEntry], list[str], str | None]:
+    """One page of a folder: the files directly under ``prefix`` and its sub-folders (the
+    prefixes up to the next ``delimiter``), in key order, ``limit`` items at most, and where the
+    next page starts. A sub-folder is skipped over in the index (the next query starts after
+    its last possible key), so a folder of 100,000 files costs one row, not 100,000."""
+    files: list[ManifestEntry] = []
+    folders: list[str] = []
+    if after.startswith(prefix) and after.endswith(delimiter) and len(after) > len(prefix):
+        after += MAX_CHAR  # the previous page ended on a sub-folder: resume past all of it
+    last = ""
+    while len(files) + len(folders) < limit:
+        want = min(FOLDER_BATCH, limit - len(files) - len(folders))
+        batch = node.store.db.list(prefix, after, want)
+        for e in batch:
+            cut = e.key.find(delimiter, len(prefix))
+            if cut >= 0:
+                folder = e.key[: cut + len(delimiter)]
+                after = folder + MAX_CHAR
+                if not is_reserved(folder):
+                    folders.append(folder)
+                    last = folder
+                break
+            after = e.key
+            if not is_reserved(e.key):
+                files.append(e)
+                last = e.key
+        else:
+            if len(batch) < want:
+                return files, folders, None
+    return files, folders, last if len(files) + len(folders) >= limit else None
+
+
+def bucket_names(node: Node) -> list[str]:
+    """The S3 buckets this node knows of (its local copy of the registry's records): each is
+    the top-level folder of the same name, shown as a bucket even while empty."""
+    return [e.key[len(BUCKET_RECORDS) :] for e in node.store.db.list(BUCKET_RECORDS, "", MAX_LIST)]
 
 
 def key_from_path(request: web.Request) -> str:
@@ -98,6 +145,7 @@ def check_api_token(request: web.Request) -> None:
 
 async def body_stream(request: web.Request) -> AsyncIterator[bytes]:
     async for piece in request.content.iter_chunked(READ_SIZE):
+        CLIENT_BYTES["in"] += len(piece)
         yield piece
 
 
@@ -144,6 +192,7 @@ async def read_form(request: web.Request) -> web.Response:
 
             async def pieces(p: BodyPartReader = part) -> AsyncIterator[bytes]:
                 while data := await p.read_chunk(READ_SIZE):
+                    CLIENT_BYTES["in"] += len(data)
                     yield data
                 if request.content.at_eof():  # the body ended inside the part: truncated
                     raise BadRequest("multipart body ends inside the file part; nothing stored")
@@ -159,6 +208,8 @@ async def read_form(request: web.Request) -> web.Response:
 async def get_file(request: web.Request) -> web.StreamResponse:
     key = key_from_path(request)
     node = get_node(request)
+    if "version" in request.query or "versions" in request.query:
+        return await versions.get_versions(request, node, key)
     local = request.query.get("local") in ("1", "true", "yes")
     r = int_param(request, "r", 0, 1, node.config.replicas) or None  # read quorum override
     reads = node.cluster.reads
@@ -181,6 +232,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 async def delete_file(request: web.Request) -> web.Response:
     key = key_from_path(request)
     node = get_node(request)
+    if "version" in request.query:
+        return await versions.delete_version(request, node, key)
     w = int_param(request, "w", node.config.write_quorum, 1, node.config.replicas)
     result = await node.cluster.writes.delete(key, w)
     return web.json_response(
@@ -207,14 +260,24 @@ async def list_files(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 1000, 1, MAX_LIST)
     prefix = request.query.get("prefix", "")
     after = request.query.get("after", "")
-    entries = visible_entries(node, prefix, after, limit)
-    nxt = entries[-1].key if len(entries) == limit else None
+    delimiter = request.query.get("delimiter", "")
+    body: dict = {}
+    if delimiter:
+        if len(delimiter) > MAX_DELIMITER:
+            raise BadRequest(f"delimiter must be at most {MAX_DELIMITER} characters")
+        entries, folders, nxt = folder_entries(node, prefix, delimiter, after, limit)
+        body["prefixes"] = folders
+        if prefix == "" and delimiter == "/":
+            body["buckets"] = bucket_names(node)
+    else:
+        entries = visible_entries(node, prefix, after, limit)
+        nxt = entries[-1].key if len(entries) == limit else None
     files = [entry_json(e) for e in entries]
     if request.query.get("long") in ("1", "true", "yes") and files:
         report = await node.cluster.admin.replica_report([f["key"] for f in files])
         for f in files:
             f["replicas"] = report[f["key"]]
-    return web.json_response({"files": files, "next": nxt})
+    return web.json_response({"files": files, **body, "next": nxt})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -281,3 +344,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/recover/{node}", recover)
     app.router.add_get("/metrics", metrics)
     app.router.add_delete("/members/{node}", remove_member)
+    versions.add_routes(app, get_node, key_from_path)

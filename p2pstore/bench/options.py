@@ -131,9 +131,26 @@ class BenchOptions:
     tls: bool = field(
         default=False, metadata=flag("--local nodes talk over mutual TLS (else signed plain HTTP).")
     )
+    versioned: bool = field(
+        default=False,
+        metadata=flag("Turn versioning on for the bench/ folder first (docs/versions.md): a put phase "
+                      "repeated for a size overwrites, and every overwritten version is kept."),
+    )  # fmt: skip
     mem_1g: bool = field(
         default=False, metadata=flag("1 GiB up+down through one node; check its peak RSS < 150 MiB.")
     )
+    api: str = field(
+        default="native",
+        metadata=flag("native (/files) or s3 (SigV4-signed PutObject/GetObject on the S3 port)."),
+    )
+    access_key: str | None = field(
+        default=None, metadata=flag("--api s3 with --url: access key id (default: $AWS_ACCESS_KEY_ID).")
+    )
+    secret_key: str | None = field(
+        default=None, metadata=flag("--api s3 with --url: secret (default: $AWS_SECRET_ACCESS_KEY).")
+    )
+    bucket: str = field(default="bench", metadata=flag("--api s3: the bucket (created when missing)."))
+    region: str = field(default="us-east-1", metadata=flag("--api s3: the region requests are signed for."))
 
     def count(self, size_name: str) -> int:
         return int(getattr(self, f"count_{size_name}"))
@@ -175,6 +192,10 @@ def check_options(opts: BenchOptions) -> BenchOptions:
         raise BenchError("--cache-written must be gateway or all")
     if opts.read_quorum is not None and opts.read_quorum < 1:
         raise BenchError("--read-quorum must be at least 1")
+    if opts.api not in ("native", "s3"):
+        raise BenchError(f"--api must be native or s3, not {opts.api!r}")
+    if opts.api == "s3" and opts.mem_1g:
+        raise BenchError("--mem-1g measures the native API: leave out --api s3")
     parse_phases(",".join(opts.phases))
     return opts
 

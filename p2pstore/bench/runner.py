@@ -24,6 +24,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict, dataclass, field
@@ -32,9 +33,10 @@ from typing import Any
 
 import xxhash
 
-from ..launcher import LocalNode, NodeNotReady, start_all, stop_all
+from ..launcher import LocalNode, NodeNotReady, free_ports, http_json, start_all, stop_all
 from .client import Client, ClientError
 from .options import SIZES, BenchError, BenchOptions, check_options
+from .s3sign import Signer
 
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 MB = 1_000_000
@@ -50,6 +52,7 @@ REQUEST_ERRORS = (ClientError, OSError, EOFError, asyncio.LimitOverrunError, Val
 class Expected:
     sha256: str
     xxh3: bytes
+    md5: str = ""  # the S3 ETag of a single-part object
 
 
 # ---- content: deterministic, pseudo-random, unique per object and per piece ----
@@ -80,11 +83,12 @@ class Content:
 
     def digests(self, index: int) -> Expected:
         """Object ``index``'s sha256 (sent with its PUT) and xxh3-128 (what GETs check)."""
-        sha, xxh = hashlib.sha256(), xxhash.xxh3_128()
+        sha, xxh, md5 = hashlib.sha256(), xxhash.xxh3_128(), hashlib.md5()
         for piece in self.pieces(index):
             sha.update(piece)
             xxh.update(piece)
-        return Expected(sha.hexdigest(), xxh.digest())
+            md5.update(piece)
+        return Expected(sha.hexdigest(), xxh.digest(), md5.hexdigest())
 
     async def body(self, index: int) -> AsyncIterator[bytes]:
         for piece in self.pieces(index):
@@ -227,25 +231,79 @@ async def get_one(
 ) -> str | None:
     """Download one object and check every byte against what was sent; None on success."""
     async with session.get(f"{url}/files/{key}{query}", headers=auth_headers(token)) as resp:
-        if resp.status != 200:
-            return f"GET {key}: HTTP {resp.status}: {(await resp.text())[:200]}"
-        digest, got = xxhash.xxh3_128(), 0
-        async for piece in resp.iter_views(PIECE):  # hashed where it was received: no copy
-            digest.update(piece)
-            got += len(piece)
-        if got != size or digest.digest() != expected.xxh3:
-            return f"GET {key}: {got} bytes, not the {size} bytes sent"
-        if resp.headers.get("ETag") != f'"{expected.sha256}"':
-            return f'GET {key}: ETag {resp.headers.get("ETag")!r}, expected "{expected.sha256}"'
+        return await check_body(resp, key, size, expected, expected.sha256)
+
+
+async def check_body(resp: Any, key: str, size: int, expected: Expected, etag: str) -> str | None:
+    """Read a GET's answer; None when it is every byte sent, with ETag ``etag``."""
+    if resp.status != 200:
+        return f"GET {key}: HTTP {resp.status}: {(await resp.text())[:200]}"
+    digest, got = xxhash.xxh3_128(), 0
+    async for piece in resp.iter_views(PIECE):  # hashed where it was received: no copy
+        digest.update(piece)
+        got += len(piece)
+    if got != size or digest.digest() != expected.xxh3:
+        return f"GET {key}: {got} bytes, not the {size} bytes sent"
+    if resp.headers.get("ETag") != f'"{etag}"':
+        return f'GET {key}: ETag {resp.headers.get("ETag")!r}, expected "{etag}"'
     return None
+
+
+# ---- the same requests through the S3 API ----
+@dataclass
+class S3Api:
+    """``--api s3``: objects are ``/<bucket>/<key>`` on the S3 ports, every request SigV4-signed
+    with the body's sha256 (the node checks it as the body streams, like X-Content-SHA256)."""
+
+    signer: Signer
+    bucket: str
+
+    def path(self, key: str) -> str:
+        return f"/{self.bucket}/{key}"
+
+    async def put_one(self, session: Client, url: str, key: str, content: Content, index: int,
+                      expected: Expected) -> str | None:  # fmt: skip
+        path = self.path(key)
+        headers = {"Content-Length": str(content.size), "Content-Type": "application/octet-stream",
+                   **self.signer.headers("PUT", netloc(url), path, expected.sha256)}  # fmt: skip
+        data: Any = next(content.pieces(index)) if content.size <= PIECE else content.body(index)
+        async with session.put(url + path, data=data, headers=headers) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                return f"PUT {key}: HTTP {resp.status}: {raw[:300].decode(errors='replace')}"
+            if resp.headers.get("ETag") != f'"{expected.md5}"':
+                return f"PUT {key}: ETag {resp.headers.get('ETag')!r}, expected the MD5 {expected.md5}"
+        return None
+
+    async def get_one(self, session: Client, url: str, key: str, size: int, expected: Expected) -> str | None:
+        path = self.path(key)
+        async with session.get(url + path, headers=self.signer.headers("GET", netloc(url), path)) as resp:
+            return await check_body(resp, key, size, expected, expected.md5)
+
+    async def create_bucket(self, session: Client, url: str) -> None:
+        """Create the bucket (or find it ours already); BenchError when the node refuses."""
+        path = f"/{self.bucket}"
+        async with session.put(
+            url + path, data=b"", headers=self.signer.headers("PUT", netloc(url), path)
+        ) as resp:
+            raw = (await resp.read()).decode(errors="replace")
+        if resp.status != 200 and "BucketAlreadyOwnedByYou" not in raw:
+            raise BenchError(f"cannot create bucket {self.bucket} on {url}: HTTP {resp.status}: {raw[:300]}")
+
+
+def netloc(url: str) -> str:
+    """``host:port`` of a URL, as the client's Host header sends it."""
+    return url.split("://", 1)[-1].split("/", 1)[0]
 
 
 # ---- phases ----
 class Bench:
     """Runs phases against a list of gateway URLs; remembers what was uploaded for the GETs."""
 
-    def __init__(self, opts: BenchOptions, urls: list[str], pids: dict[str, int]) -> None:
+    def __init__(self, opts: BenchOptions, urls: list[str], pids: dict[str, int],
+                 s3: S3Api | None = None) -> None:  # fmt: skip
         self.opts = opts
+        self.s3 = s3
         self.urls = urls
         self.pids = pids
         self.run_id = uuid.uuid4().hex[:8]
@@ -287,6 +345,7 @@ class Bench:
         n_urls = len(self.urls)
         token = self.opts.token
         query = f"?r={self.opts.read_quorum}" if self.opts.read_quorum else ""
+        s3 = self.s3
 
         async def worker() -> None:
             nonlocal moved
@@ -294,7 +353,12 @@ class Bench:
                 key = self.key(size_name, i)
                 t0 = time.perf_counter()
                 try:
-                    if op == "put":
+                    if s3 is not None and op == "put":
+                        msg = await s3.put_one(session, self.urls[i % n_urls], key, content, i, expected[i])
+                    elif s3 is not None:
+                        url = self.urls[(i + 1) % n_urls]
+                        msg = await s3.get_one(session, url, key, content.size, expected[i])
+                    elif op == "put":
                         sha = expected[i].sha256
                         msg = await put_one(session, self.urls[i % n_urls], key, content, i, sha, token)
                     else:
@@ -369,11 +433,36 @@ def make_session(concurrency: int) -> Client:
     return Client(limit=concurrency)
 
 
-async def run_phases(opts: BenchOptions, urls: list[str], pids: dict[str, int]) -> int:
+def enable_versioning(urls: list[str], token: str | None, timeout: float = 30.0) -> None:
+    """Versioning on for the ``bench`` folder, seen by every node measured (not timed)."""
+    body = json.dumps({"status": "Enabled"}).encode()
+    headers = auth_headers(token)
+    req = urllib.request.Request(f"{urls[0]}/versioning/bench", data=body, method="PUT", headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout):
+        pass
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            get = urllib.request.Request(f"{url}/versioning/bench", headers=auth_headers(token))
+            with urllib.request.urlopen(get, timeout=timeout) as resp:
+                if json.loads(resp.read())["status"] == "Enabled":
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{url} did not see versioning turned on within {timeout:.0f} s")
+            time.sleep(0.05)  # polling a condition with a deadline, not timing
+
+
+async def run_phases(
+    opts: BenchOptions, urls: list[str], pids: dict[str, int], s3: S3Api | None = None
+) -> int:
     """All requested phases; returns the total error count."""
-    bench = Bench(opts, urls, pids)
+    bench = Bench(opts, urls, pids, s3)
     total_errors = 0
+    if opts.versioned:
+        await asyncio.to_thread(enable_versioning, urls, opts.token)
     async with make_session(opts.concurrency) as session:
+        if s3 is not None:
+            await s3.create_bucket(session, urls[0])
         print_header()
         for name in opts.phases:
             result = await bench.phase(session, name)
@@ -437,6 +526,23 @@ def make_local_certs(folder: Path, n: int) -> Path:
     return folder
 
 
+def s3_api(opts: BenchOptions, nodes: list[LocalNode]) -> S3Api:
+    """The S3 credentials: for local nodes a fresh admin key made through the native API, else
+    --access-key/--secret-key or the AWS_* variables."""
+    if nodes:
+        status, body = http_json(nodes[0].url + "/s3/keys", "POST", {"name": f"bench-{uuid.uuid4().hex[:8]}",
+                                 "admin": True}, token=opts.token, timeout=30)  # fmt: skip
+        if status != 201 or not isinstance(body, dict):
+            raise BenchError(f"cannot create an S3 key on {nodes[0].url}: HTTP {status}: {body}")
+        key_id, secret = body["key_id"], body["secret"]
+    else:
+        key_id = opts.access_key or os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = opts.secret_key or os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key_id or not secret:
+            raise BenchError("--api s3 with --url needs --access-key and --secret-key (or AWS_* variables)")
+    return S3Api(Signer(key_id, secret, opts.region), opts.bucket)
+
+
 def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     """Start ``opts.local`` nodes under ``parent``; node 0 is the seed the others join through."""
     n = opts.local or 1
@@ -455,7 +561,10 @@ def start_local(opts: BenchOptions, parent: Path) -> list[LocalNode]:
     security = "mutual TLS" if tls else "plain+HMAC"
     print(f"starting {n} node(s): R={replicas} W={write_quorum} fsync={opts.fsync}{leases} {security} "
           f"in {parent}", flush=True)  # fmt: skip
-    nodes = LocalNode.cluster(parent, n, flags, tls=tls)
+    s3_ports = free_ports(n) if opts.api == "s3" else None
+    if s3_ports is not None:
+        flags["s3_region"] = opts.region
+    nodes = LocalNode.cluster(parent, n, flags, tls=tls, s3_ports=s3_ports)
     try:
         start_all(nodes, timeout=60.0, converged=True)
     except NodeNotReady as exc:
@@ -492,17 +601,18 @@ def run_bench(opts: BenchOptions) -> int:
             else:
                 tmp = parent = Path(tempfile.mkdtemp(prefix="p2pstore-bench-"))
             nodes = start_local(opts, parent)
-            urls = [n.url for n in nodes]
-            pids = {n.url: n.pid for n in nodes if n.pid is not None}
+            urls = [n.s3_url if opts.api == "s3" else n.url for n in nodes]
+            pids = {url: n.pid for url, n in zip(urls, nodes, strict=True) if n.pid is not None}
         else:
             urls = list(opts.urls)
             pids = dict(zip(urls, opts.pids, strict=False))
+        s3 = s3_api(opts, nodes) if opts.api == "s3" else None
         reads = f"r={opts.read_quorum}" if opts.read_quorum else "default reads (read leases where held)"
         reads = "quorum reads" if opts.read_lease == 0 and not opts.read_quorum else reads
-        print(f"gateways: {', '.join(urls)}; concurrency {opts.concurrency}; {reads}", flush=True)
+        print(f"{opts.api} API at {', '.join(urls)}; concurrency {opts.concurrency}; {reads}", flush=True)
         if opts.mem_1g:
             return int(run_loop(run_mem_1g(opts, urls[0], pids.get(urls[0]))))
-        return int(run_loop(run_phases(opts, urls, pids)))
+        return int(run_loop(run_phases(opts, urls, pids, s3)))
     finally:
         with contextlib.suppress(Exception):
             stop_all(nodes, timeout=10)

@@ -27,11 +27,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..cluster.tls import make_node_cert
 from ..launcher import LocalNode
 from .flags import node_args
 from .nemesis import Nemesis, Unsupported
 
 PORT = 7000
+TLS_PORT = PORT + 1000  # the internal mutual-TLS port, when on
 RULE_PREF = 1000
 _counter = itertools.count(1)
 _networks: list[NetnsNetwork] = []
@@ -252,8 +254,12 @@ class NetnsNemesis(Nemesis):
 
 
 @contextlib.contextmanager
-def netns_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) -> Iterator[NetnsNemesis]:
-    """``n`` nodes, each in its own namespace; everything is torn down on exit, even on error."""
+def netns_cluster(
+    workdir: Path, n: int, flags: dict[str, str] | None = None, tls: bool = False
+) -> Iterator[NetnsNemesis]:
+    """``n`` nodes, each in its own namespace; everything is torn down on exit, even on error.
+    ``tls``: node-to-node traffic is mutual TLS (a CA in ``workdir/certs`` and one certificate
+    per node, valid for its namespace's address) on port ``PORT + 1000``."""
     reason = netns_unavailable_reason()
     if reason:
         raise Unsupported(reason)
@@ -265,13 +271,20 @@ def netns_cluster(workdir: Path, n: int, flags: dict[str, str] | None = None) ->
         secret = f"chaos-{os.getpid()}-{time.monotonic_ns()}"
         nodes = []
         for i in range(n):
-            args = node_args(flags or {}, secret)
+            node_flags = dict(flags or {})
+            if tls:
+                files = make_node_cert(workdir / "certs", f"n{i}", [network.node_ip(i)])
+                node_flags |= {"cluster-ca": str(workdir / "certs" / "ca.pem"), "node-cert": str(files.cert),
+                               "node-key": str(files.key), "internal-port": str(TLS_PORT)}  # fmt: skip
+            args = node_args(node_flags, secret)
             if i:
-                args += ["--seeds", f"{network.node_ip(0)}:{PORT}"]
+                args += ["--seeds", f"{network.node_ip(0)}:{TLS_PORT if tls else PORT}"]
             prefix = ["ip", "netns", "exec", network.node_ns(i)]
             nodes.append(
                 LocalNode(workdir / f"n{i}", PORT, network.node_ip(i), args, prefix=prefix, listen="0.0.0.0")
             )
+            if tls:
+                nodes[-1].internal_port = TLS_PORT
         nemesis = NetnsNemesis(nodes, network)
         for node in nodes:
             node.start()

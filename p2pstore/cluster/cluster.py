@@ -26,6 +26,7 @@ from .admin import Admin
 from .announce import EntryAnnouncer
 from .antientropy import AntiEntropy
 from .background import Background
+from .compose import Composer, ComposeReplica
 from .gossip import Gossip
 from .housekeeping import Housekeeper
 from .leases import Leases
@@ -35,6 +36,7 @@ from .repair import Repairer, Scrubber
 from .replica import Replica
 from .tls import client_context
 from .transport import Transport
+from .versioning import VersionOps
 from .writes import WriteCoordinator
 
 STOP_WAIT = 10.0  # seconds shutdown waits for replica writes still running after their ack
@@ -75,6 +77,10 @@ class Cluster:
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,
             self.background,
         )  # fmt: skip
+        self.versions = VersionOps(store, self.reads, self.writes)
+        self.composer = Composer(
+            self.writes, ComposeReplica(node_id, store, self.fetcher, cfg.chunk_size, clock)
+        )
         self.housekeeper = Housekeeper(store, peers, self.replica.purge, busy, cfg)
         self.admin = Admin(store, peers, self.antientropy, self.repairer)
         store.on_corrupt = self.chunk_went_bad

@@ -303,11 +303,19 @@ class ReadCoordinator:
 def chunk_spans(
     entry: ManifestEntry, chunk_size: int, store: LocalStore
 ) -> list[tuple[str, int, int]] | None:
-    """(sha, offset, length) for each chunk: from the usual chunk size, else from local files;
-    None when neither tells (a file written with another chunk size, held elsewhere)."""
+    """(sha, offset, length) for each chunk: from the entry's stored lengths (a composed object,
+    whose parts each end with a short chunk), else from the usual chunk size, else from local
+    files; None when nothing tells (a file written with another chunk size, held elsewhere).
+    Stored lengths always win: uneven chunks can fit the count-and-size test by chance."""
     n = len(entry.chunks)
     if n == 0:
         return []
+    if entry.lengths:
+        spans, offset = [], 0
+        for sha, length in zip(entry.chunks, entry.lengths, strict=True):
+            spans.append((sha, offset, length))
+            offset += length
+        return spans
     if n == 1:
         return [(entry.chunks[0], 0, entry.size)]
     if (n - 1) * chunk_size < entry.size <= n * chunk_size:

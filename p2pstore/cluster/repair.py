@@ -44,6 +44,7 @@ SCRUB_BATCH_CHUNKS, SCRUB_BATCH_BYTES = 64, 1 << 20  # per trip to the I/O threa
 class RepairStats:
     queue: int = 0
     bytes_to_copy: int = 0
+    pass_copied: int = 0  # bytes copied by the pass running now (of bytes_to_copy)
     bytes_copied: int = 0
     chunks_copied: int = 0
     files_repaired: int = 0
@@ -181,6 +182,7 @@ class Repairer(BackgroundLoop):
         self.stats.queue = len(tasks)
         chunk_size = self.chunk_size
         self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
+        self.stats.pass_copied = 0
         copied_files = copied_bytes = failed = 0
         sem = asyncio.Semaphore(CONCURRENCY)
 
@@ -197,6 +199,7 @@ class Repairer(BackgroundLoop):
                         await store.write_chunk(data, sha)
                         copied_bytes += len(data)
                         self.stats.bytes_copied += len(data)
+                        self.stats.pass_copied += len(data)
                         self.stats.chunks_copied += 1
                     copied_files += 1
                     self.stats.files_repaired += 1
@@ -216,6 +219,7 @@ class Repairer(BackgroundLoop):
         self.stats.last_pass_seconds = round(elapsed, 3)
         self.stats.last_pass_copied = copied_bytes
         self.stats.bytes_to_copy = 0
+        self.stats.pass_copied = 0
         if tasks:
             log.info(
                 "repair pass: %d files needed data, %d repaired, %d failed, %d bytes in %.1fs",

@@ -30,9 +30,19 @@ from typing import Any
 import msgpack
 from yarl import URL
 
-from .codec import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, WRONG_PROTOCOL, pack
+from .codec import (
+    MAX_ANSWER_BYTES,
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    WRONG_PROTOCOL,
+    ItemBudget,
+    bounded_unpacker,
+    pack,
+)
 
-MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + 1024 * 1024  # a message plus its envelope
+ENVELOPE_BYTES = 64 * 1024  # a frame's id, method or status and error text around its body
+MAX_FRAME_BYTES = MAX_MESSAGE_BYTES + ENVELOPE_BYTES  # a call a peer sends us
+MAX_ANSWER_FRAME_BYTES = MAX_ANSWER_BYTES + ENVELOPE_BYTES  # an answer to our call
 CONNECT_TIMEOUT = 3.0  # a connection attempt (a live peer answers in milliseconds)
 REFUSAL_MEMORY = 5.0  # seconds a failed connection attempt keeps a peer out of new writes
 STREAM_PROTOCOL = "p2pstore-rpc/1"
@@ -55,18 +65,26 @@ class RpcError(Exception):
 class FrameReader:
     """Bytes of a stream in, whole messages out: each a list of three (a call or an answer).
 
-    Raises ValueError on anything else (the connection is then closed: no resynchronising
-    inside a stream of untrusted bytes)."""
+    Raises ValueError on anything else, and as soon as a frame outgrows ``max_bytes`` or the
+    item limits (codec.py): the connection is then closed, no resynchronising inside a stream
+    of untrusted bytes, and no more than ``max_bytes`` of it was ever held."""
 
-    def __init__(self) -> None:
-        self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME_BYTES)
+    def __init__(self, max_bytes: int = MAX_FRAME_BYTES) -> None:
+        self._budget = ItemBudget()
+        self._unpacker = bounded_unpacker(max_bytes, self._budget)
 
     def feed(self, data: bytes) -> list[list[Any]]:
+        frames = []
         try:
             self._unpacker.feed(data)
-            frames = list(self._unpacker)
+            while True:
+                try:
+                    frames.append(self._unpacker.unpack())
+                except msgpack.OutOfData:
+                    break
+                self._budget.reset()  # the decoder keeps a partial frame's state between feeds
         except Exception as exc:
-            raise ValueError(f"undecodable frame: {type(exc).__name__}") from exc
+            raise ValueError(f"undecodable frame: {type(exc).__name__}: {str(exc)[:100]}") from exc
         for frame in frames:
             if not isinstance(frame, list) or len(frame) != 3 or not isinstance(frame[0], int):
                 raise ValueError("a frame is [id, method or status, body]")
@@ -149,7 +167,7 @@ class Connection(asyncio.Protocol):
         self.upgraded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.writer = Writer()
         self._head = b""
-        self._frames = FrameReader()
+        self._frames = FrameReader(MAX_ANSWER_FRAME_BYTES)
         self._lost = False
 
     # ---- asyncio.Protocol ----

@@ -70,6 +70,7 @@ class Transport:
         self.tls = tls
         self.scheme = "https" if tls is not None else "http"
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
         self._rpc: RpcClient | None = None
         self.headers = {PROTOCOL_HEADER: str(PROTOCOL_VERSION)}
 
@@ -94,6 +95,24 @@ class Transport:
         return self._session
 
     @property
+    def stream_session(self) -> aiohttp.ClientSession:
+        """The session that streams upload bodies to replicas, apart from the pooled one.
+
+        A streamed body takes as long as the client that sends it, and a pool of 64 connections
+        per peer shared with every other request was exhausted by 70 clients trickling uploads
+        through one gateway: every other write through it waited for a connection until its
+        client gave up. So upload streams have a connector of their own with no count limit:
+        how many there are is bounded where they come from (``max_uploads_per_client`` and the
+        slow-body cut, api/guard.py), and the bounded pool keeps serving everything else."""
+        if self._streams is None or self._streams.closed:
+            self._streams = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, ssl=self.tls or True),
+                headers=self.headers,
+                auto_decompress=False,
+            )
+        return self._streams
+
+    @property
     def rpc(self) -> RpcClient:
         if self._rpc is None:
             self._rpc = RpcClient(self.stream_headers, self.tls)
@@ -110,8 +129,9 @@ class Transport:
     async def close(self) -> None:
         if self._rpc is not None:
             await self._rpc.close()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._streams):
+            if session is not None:
+                await session.close()
 
     def url(self, address: str, path: str) -> str:
         return f"{self.scheme}://{address}{INTERNAL_PREFIX}{path}"
@@ -164,7 +184,7 @@ class Transport:
     ) -> Any:
         """Stream a body to a peer (no total timeout: big files take time; idle reads time out)."""
         try:
-            async with self.session.put(
+            async with self.stream_session.put(
                 self.url(address, path),
                 data=body,
                 headers={**headers, **self.auth("PUT", address, INTERNAL_PREFIX + path, UNSIGNED)},

@@ -40,6 +40,7 @@ from .peers import Peers
 from .reads import ReadCoordinator
 from .replica import Replica
 from .transport import PeerError
+from .versioning import with_marks
 
 ONE_PHASE_MAX = 1024 * 1024  # bodies up to this size travel whole, in one round trip
 RPC_BULK_LIMIT = 128 * 1024  # larger one-phase bodies travel as raw HTTP bodies, not RPC frames
@@ -116,14 +117,14 @@ class WriteCoordinator:
                 f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
                 {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
             )
-        pairs = checked_meta(meta)
+        pairs = with_marks(self.store, key, checked_meta(meta), tombstone)  # versioned folders
         body_md5 = hashlib.md5(usedforsecurity=False) if md5 and body is not None else None
         version = self.new_version()
         modified = time.time()
         small: bytes | None = None
         staged: dict[str, str | None]
         if tombstone:
-            entry = ManifestEntry.tombstone(key, version, modified)
+            entry = ManifestEntry.tombstone(key, version, modified, pairs)
             staged = dict.fromkeys(targets)
         elif body is not None and expected_size is not None and expected_size <= self._one_phase_max():
             small = await read_small(body, expected_size)  # whole (bounded): one round trip each

@@ -92,6 +92,8 @@ MAX_CONTENT_TYPE = 255
 MAX_META_ITEMS = 64  # object metadata: S3 allows 2 KiB of user metadata; ours bounds the whole map
 MAX_META_BYTES = 8 * 1024
 MAX_NODE_ID = 255
+VERSIONS = ".p2pstore/versions/"  # core/versions.py: kept versions' keys
+VERSION_KEY_EXTRA = len(VERSIONS) + 1 + 20 + MAX_NODE_ID
 
 DONE: dict[str, Any] = {"type": "manifest-done"}
 
@@ -170,11 +172,17 @@ class ManifestEntry:
     # Object metadata (S3's ETag as "md5", user metadata, Content-Disposition, ...): sorted
     # (name, value) pairs, so the entry stays hashable and compares equal however it was built.
     meta: tuple[tuple[str, str], ...] = ()
+    # Each chunk's length, when the chunks are not all the configured size but the last (an
+    # object composed from parts: each part ends with a short chunk). Empty: the usual sizes.
+    lengths: tuple[int, ...] = ()
 
     @classmethod
-    def tombstone(cls, key: str, version: str, modified: float) -> ManifestEntry:
-        """A deletion marker: it must win over older writes, so it is an entry like any other."""
-        return cls(key, version, 0, "", (), "", True, float(modified))
+    def tombstone(
+        cls, key: str, version: str, modified: float, meta: tuple[tuple[str, str], ...] = ()
+    ) -> ManifestEntry:
+        """A deletion marker: it must win over older writes, so it is an entry like any other.
+        ``meta``: only the store's own marks (``p2p:*``, e.g. a versioned folder's delete marker)."""
+        return cls(key, version, 0, "", (), "", True, float(modified), meta)
 
     def to_wire(self) -> dict[str, Any]:
         """Msgpack/JSON-friendly dict (field names as here; chunks as a list)."""
@@ -188,13 +196,15 @@ class ManifestEntry:
             "deleted": self.deleted,
             "modified": self.modified,
             **({"meta": dict(self.meta)} if self.meta else {}),
+            **({"lengths": list(self.lengths)} if self.lengths else {}),
         }
 
     @classmethod
     def from_wire(cls, obj: object) -> ManifestEntry:
         """Parse and validate a wire dict; raise ValueError (only) on anything malformed.
 
-        Unknown extra fields are ignored; ``meta`` is optional (absent: no metadata).
+        Unknown extra fields are ignored; ``meta`` and ``lengths`` are optional (absent: no
+        metadata; chunks of the usual size).
         """
         if not isinstance(obj, Mapping):
             raise ValueError(f"manifest entry must be a map, got {type(obj).__name__}")
@@ -221,6 +231,7 @@ class ManifestEntry:
             deleted=obj["deleted"],
             modified=modified,
             meta=meta_pairs(obj.get("meta")),
+            lengths=_lengths(obj.get("lengths")),
         )
         entry.validate()
         return entry
@@ -229,7 +240,8 @@ class ManifestEntry:
         """Raise ValueError saying what is wrong; return self when the entry is well-formed."""
         if not isinstance(self.key, str):
             raise ValueError(f"key must be a string, got {type(self.key).__name__}")
-        validate_key(self.key, MAX_KEY_BYTES)
+        # a kept version's key is its base key plus a reserved prefix and a version
+        validate_key(self.key, MAX_KEY_BYTES + (VERSION_KEY_EXTRA if self.key.startswith(VERSIONS) else 0))
         _check_version(self.version)
         if not isinstance(self.deleted, bool):
             raise ValueError("deleted must be a boolean")
@@ -252,8 +264,8 @@ class ManifestEntry:
             raise ValueError("modified must be a finite number")
         check_meta(self.meta)
         if self.deleted:
-            if self.meta:
-                raise ValueError("a tombstone has no metadata")
+            if any(not name.startswith("p2p:") for name, _ in self.meta):
+                raise ValueError("a tombstone has no metadata but the store's own p2p:* marks")
             if self.size or self.sha256 or self.chunks:
                 raise ValueError("a tombstone has size 0, no sha256 and no chunks")
         else:
@@ -263,13 +275,45 @@ class ManifestEntry:
                 raise ValueError("an empty file has no chunks and a non-empty file has some")
             if len(self.chunks) > self.size:
                 raise ValueError("more chunks than bytes")
+        if self.lengths:
+            _check_lengths(self)
         return self
+
+
+def _lengths(raw: object) -> tuple[int, ...]:
+    """Chunk lengths from their wire form (a list, or nothing); ValueError when not a list."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        raise ValueError(f"lengths must be a list, got {type(raw).__name__}")
+    if len(raw) > MAX_CHUNKS:
+        raise ValueError(f"lengths: more than {MAX_CHUNKS} entries")
+    return tuple(raw)
+
+
+def _check_lengths(e: ManifestEntry) -> None:
+    """Stored lengths must describe the chunks exactly: one positive length each, summing to
+    the size (reads cut the object by them, so a wrong list would serve wrong bytes)."""
+    if not isinstance(e.lengths, tuple):
+        raise ValueError("lengths must be a tuple")
+    if e.deleted:
+        raise ValueError("a tombstone has no chunk lengths")
+    if len(e.lengths) != len(e.chunks):
+        raise ValueError("lengths must give one length per chunk")
+    if not all(type(n) is int and n > 0 for n in e.lengths):
+        raise ValueError("chunk lengths must be positive integers")
+    if sum(e.lengths) != e.size:
+        raise ValueError("chunk lengths must add up to the size")
+    first: dict[str, int] = {}
+    for sha, n in zip(e.chunks, e.lengths, strict=True):
+        if first.setdefault(sha, n) != n:
+            raise ValueError("a chunk named twice must have the same length")
 
 
 def _order(e: ManifestEntry) -> tuple[Any, ...]:
     """Total order used by LWW: version first, then the whole entry so that ties are decided
     the same way on every replica (a tombstone beats a live entry of the same version)."""
-    return (e.version, e.deleted, e.sha256, e.size, e.chunks, e.content_type, e.modified)
+    return (e.version, e.deleted, e.sha256, e.size, e.chunks, e.content_type, e.modified, e.lengths)
 
 
 def newer(a: ManifestEntry | None, b: ManifestEntry) -> bool:
@@ -313,6 +357,8 @@ def entry_hash(e: ManifestEntry) -> bytes:
         for name, value in e.meta:
             h.update(_lp(name.encode("utf-8", "surrogatepass")))
             h.update(_lp(value.encode("utf-8", "surrogatepass")))
+    if e.lengths:  # likewise: entries without stored lengths keep their hash
+        h.update(b"\x03" + struct.pack(f">{len(e.lengths)}Q", *e.lengths))
     return h.digest()
 
 

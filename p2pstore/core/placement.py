@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from .versions import placement_key
+
 __all__ = ["DEFAULT_REPLICAS", "rank", "replicas", "score"]
 
 DEFAULT_REPLICAS = 3
@@ -32,7 +34,9 @@ def score(key: str, node_id: str) -> int:
 
 
 def rank(key: str, node_ids: Iterable[str]) -> list[str]:
-    """All distinct nodes by descending score; ties (astronomically rare) broken by id."""
+    """All distinct nodes by descending score; ties (astronomically rare) broken by id. A kept
+    version ranks like its base key (core/versions.py): it lives on the same nodes, by its chunks."""
+    key = placement_key(key)
     return sorted(set(node_ids), key=lambda n: (-score(key, n), n))
 
 

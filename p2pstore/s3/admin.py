@@ -8,6 +8,7 @@ API token when one is set). A secret is shown once, in the answer that creates t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -92,6 +93,7 @@ async def allow(request: web.Request) -> web.Response:
         raise BadRequest(f"invalid bucket name {bucket}")
     body = await json_body(request)
     granted = [p for p in PERMISSIONS if body.get(p)]
+    key = dataclasses.replace(key, buckets=dict(key.buckets))  # records read are shared: change a copy
     if granted:
         key.buckets[bucket] = granted
     else:
@@ -102,6 +104,7 @@ async def allow(request: web.Request) -> web.Response:
 
 async def deny(request: web.Request) -> web.Response:
     key = await key_named(request)
+    key = dataclasses.replace(key, buckets=dict(key.buckets))  # records read are shared: change a copy
     key.buckets.pop(request.match_info["bucket"], None)
     await registry_of(request).put_key(key)
     return web.json_response(key.public())

@@ -4,27 +4,36 @@ does not implement answers 501 NotImplemented in XML."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from ..api.metrics import REQUESTS
+from ..errors import StoreError
 from ..node import Node
-from . import buckets, multipart, objects
+from . import buckets, cors, multipart, objects, versioning
 from . import xml as s3xml
 from .auth import authenticate, sig_request
 from .context import S3Call
 from .errors import S3Error, s3_error
 from .registry import Registry
+from .vhost import split_target
 
 log = logging.getLogger("p2pstore.s3")
 CALL = web.RequestKey("s3_call", S3Call)
+CORS_HEADERS = web.RequestKey("s3_cors_headers", dict)
 NODE = web.AppKey("s3_node", Node)
 REGISTRY = web.AppKey("s3_registry", Registry)
 REGION = web.AppKey("s3_region", str)
-CLIENT_MAX_SIZE = 1024**2  # bodies read whole are XML documents; objects stream
+DOMAINS = web.AppKey("s3_domains", tuple)
+CLIENT_MAX_SIZE = 1024**2
+# Request ids: unique per process start and request, without a urandom call per request.
+_ID_PREFIX = uuid.uuid4().hex[:8].upper()
+_ids = itertools.count()  # bodies read whole are XML documents; objects stream
 
 Handler = Callable[[S3Call], Awaitable[web.StreamResponse]]
 
@@ -49,6 +58,9 @@ def route(call: S3Call) -> Handler:
         if method == "GET" and params <= SERVICE_PARAMS:
             return buckets.list_buckets
         raise not_implemented(method, params, "the service")
+    versioned = versioning.route(call, method, params)
+    if versioned is not None:
+        return versioned
     if not call.object_key:
         table: dict[tuple[str, frozenset[str]], Handler] = {
             ("PUT", frozenset()): buckets.create_bucket,
@@ -56,6 +68,9 @@ def route(call: S3Call) -> Handler:
             ("HEAD", frozenset()): buckets.head_bucket,
             ("GET", frozenset({"location"})): buckets.get_location,
             ("POST", frozenset({"delete"})): objects.delete_objects,
+            ("PUT", frozenset({"cors"})): buckets.put_cors,
+            ("GET", frozenset({"cors"})): buckets.get_cors,
+            ("DELETE", frozenset({"cors"})): buckets.delete_cors,
         }
         handler = table.get((method, frozenset(params)))
         if handler is not None:
@@ -68,7 +83,7 @@ def route(call: S3Call) -> Handler:
     multipart_op = _multipart(call, method, params)
     if multipart_op is not None:
         return multipart_op
-    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS:
+    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS | {"partNumber"}:
         return objects.get_object
     if method == "PUT" and not params:
         return objects.copy_object if "x-amz-copy-source" in call.request.headers else objects.put_object
@@ -102,7 +117,7 @@ def not_implemented(method: str, params: set[str], target: str) -> S3Error:
 
 
 def error_response(request: web.Request, err: S3Error, request_id: str) -> web.Response:
-    headers = {"x-amz-request-id": request_id}
+    headers = {"x-amz-request-id": request_id, **err.headers}
     if request.method == "HEAD":
         return web.Response(status=err.status, headers=headers)
     body = s3xml.error(err.code, err.message, err.resource or request.path, request_id, err.extra)
@@ -113,15 +128,22 @@ def error_response(request: web.Request, err: S3Error, request_id: str) -> web.R
 async def s3_gate(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    request_id = uuid.uuid4().hex[:16].upper()
+    request_id = f"{_ID_PREFIX}{next(_ids):08X}"
     status = "5xx"
     try:
         try:
             node = request.app[NODE]
             node.activity.mark()
+            if request.method == "OPTIONS":
+                response = await preflight(request)
+                status = f"{response.status // 100}xx"
+                return response
             sig = sig_request(request)
+            origin = request.headers.get("Origin")
+            if origin is not None:  # a browser's request: the bucket's CORS rules say what it may see
+                await stamp_cors(request, sig.path, origin)
             key, verified = await authenticate(sig, request.app[REGISTRY], request.app[REGION])
-            bucket, _, object_key = sig.path.removeprefix("/").partition("/")
+            bucket, object_key = target(request, sig.path)
             request[CALL] = S3Call(request, node, request.app[REGISTRY], request.app[REGION], sig, key,
                                    verified, bucket, object_key)  # fmt: skip
             response = await handler(request)
@@ -142,15 +164,72 @@ async def s3_gate(
         REQUESTS[("s3", request.method, status)] += 1
 
 
+def target(request: web.Request, path: str) -> tuple[str, str]:
+    """(bucket, key) this request addresses: virtual-host style when its Host is
+    <bucket>.<an --s3-domain>, else path style."""
+    return split_target(path, request.headers.get("Host"), request.app[DOMAINS])
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     call = request[CALL]
     return await route(call)(call)
 
 
+async def _bucket_rules(request: web.Request, path: str) -> tuple[str, str, tuple[cors.Rule, ...]]:
+    """(bucket, key, the bucket's CORS rules) of a request path; no rules when it has none."""
+    bucket_name, key = target(request, path)
+    if not bucket_name:
+        return bucket_name, key, ()
+    try:
+        bucket = await request.app[REGISTRY].get_bucket(bucket_name)
+    except StoreError:
+        return bucket_name, key, ()
+    return bucket_name, key, cors.rules_from_record(bucket.cors) if bucket is not None else ()
+
+
+async def stamp_cors(request: web.Request, path: str, origin: str) -> None:
+    """Remember the CORS headers of this request's answer (added as it is prepared, errors too)."""
+    _, _, rules = await _bucket_rules(request, path)
+    rule = cors.find(rules, origin, request.method)
+    if rule is not None:
+        request[CORS_HEADERS] = cors.response_headers(rule, origin)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    """A browser's OPTIONS before a cross-origin request: unauthenticated, as on S3; 200 with the
+    matching rule's headers, else 403 AccessForbidden."""
+    origin = request.headers.get("Origin")
+    method = request.headers.get("Access-Control-Request-Method")
+    if origin is None or method is None:
+        what = "Origin" if origin is None else "Access-Control-Request-Method"
+        raise S3Error("BadRequest", f"Insufficient information. {what} request header needed.")
+    wanted = request.headers.get("Access-Control-Request-Headers", "").split(",")
+    path = unquote(request.raw_path.partition("?")[0])
+    bucket, _, rules = await _bucket_rules(request, path)
+    if not rules:
+        raise S3Error("AccessForbidden", "CORSResponse: CORS is not enabled for this bucket.", Method=method,
+                      ResourceType="BUCKET" if bucket else "SERVICE")  # fmt: skip
+    rule = cors.find(rules, origin, method, wanted)
+    if rule is None:
+        raise S3Error("AccessForbidden", "CORSResponse: This CORS request is not allowed. This is usually "
+                      "because the evaluation of Origin, request method / Access-Control-Request-Method or "
+                      "Access-Control-Request-Headers are not whitelisted by the resource's CORS spec.",
+                      Method=method, ResourceType="OBJECT")  # fmt: skip
+    return web.Response(status=200, headers=cors.response_headers(rule, origin, wanted))
+
+
+async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    headers = request.get(CORS_HEADERS)
+    if headers:
+        response.headers.update(headers)
+
+
 def build_s3_app(node: Node, registry: Registry) -> web.Application:
     app = web.Application(middlewares=[s3_gate], client_max_size=CLIENT_MAX_SIZE)
+    app.on_response_prepare.append(_add_cors_headers)
     app[NODE] = node
     app[REGISTRY] = registry
     app[REGION] = node.config.s3_region
+    app[DOMAINS] = tuple(node.config.s3_domain)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

@@ -3,8 +3,12 @@ ListObjects (v1) and ListObjectsV2."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
+from ..cluster.versioning import has_versions
+from . import cors
 from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
@@ -12,6 +16,7 @@ from .listing import decode_token, encode_token, list_page
 from .meta import etag
 from .names import check_bucket_name
 from .payload import read_all
+from .registry import Bucket
 
 XML = "application/xml"
 MAX_CONFIG_BODY = 64 * 1024
@@ -51,9 +56,10 @@ async def delete_bucket(call: S3Call) -> web.Response:
     bucket = await call.bucket_for("write")
     if not (call.key.admin or bucket.owner == call.key.key_id):
         raise S3Error("AccessDenied", "Access Denied: only the bucket's owner or an admin key deletes it")
-    if call.node.store.db.list(bucket.name + "/", "", 1):
+    if call.node.store.db.list(bucket.name + "/", "", 1) or has_versions(call.node.store, bucket.name):
         raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", BucketName=bucket.name)
     await call.registry.delete_bucket(bucket.name)
+    await call.node.cluster.versions.forget(bucket.name)  # a new bucket of that name starts unversioned
     return web.Response(status=204)
 
 
@@ -115,3 +121,36 @@ async def list_objects(call: S3Call) -> web.Response:
     owner = s3xml.owner(call.key.key_id, call.key.name) if show_owner else None
     items = [s3xml.ObjectItem(key, e.modified, etag(e), e.size) for key, e in page.items]
     return xml_response(s3xml.list_objects(fields, items, page.prefixes, owner, encoding == "url", v2))
+
+
+# ---- CORS ----
+async def put_cors(call: S3Call) -> web.Response:
+    """PutBucketCors: the owner (or an admin) replaces the bucket's rules, cluster-wide."""
+    bucket = await _owned(call)
+    rules = cors.parse(await read_all(call.request, call.verified, MAX_CONFIG_BODY))
+    await call.registry.put_bucket(dataclasses.replace(bucket, cors=[r.record() for r in rules]))
+    return web.Response(status=200)
+
+
+async def get_cors(call: S3Call) -> web.Response:
+    bucket = await call.bucket_for("read")
+    if not bucket.cors:
+        raise S3Error(
+            "NoSuchCORSConfiguration", "The CORS configuration does not exist", BucketName=call.bucket
+        )
+    return xml_response(cors.document(cors.rules_from_record(bucket.cors)))
+
+
+async def delete_cors(call: S3Call) -> web.Response:
+    bucket = await _owned(call)
+    if bucket.cors:
+        await call.registry.put_bucket(dataclasses.replace(bucket, cors=[]))
+    return web.Response(status=204)
+
+
+async def _owned(call: S3Call) -> Bucket:
+    bucket = await call.bucket_for("write")
+    if not (call.key.admin or bucket.owner == call.key.key_id):
+        raise S3Error("AccessDenied", f"Access Denied: only the owner of {call.bucket} or an admin key may "
+                      "change its CORS configuration")  # fmt: skip
+    return bucket

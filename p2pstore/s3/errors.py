@@ -24,9 +24,11 @@ from ..errors import (
 
 STATUS: dict[str, int] = {
     "AccessDenied": 403,
+    "AccessForbidden": 403,
     "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400,
     "BadDigest": 400,
+    "BadRequest": 400,
     "BucketAlreadyExists": 409,
     "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409,
@@ -41,6 +43,7 @@ STATUS: dict[str, int] = {
     "InvalidDigest": 400,
     "InvalidLocationConstraint": 400,
     "InvalidPart": 400,
+    "InvalidPartNumber": 416,
     "InvalidPartOrder": 400,
     "InvalidRange": 416,
     "InvalidRequest": 400,
@@ -52,8 +55,11 @@ STATUS: dict[str, int] = {
     "MissingContentLength": 411,
     "MissingSecurityHeader": 400,
     "NoSuchBucket": 404,
+    "NoSuchCORSConfiguration": 404,
     "NoSuchKey": 404,
     "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
+    "NoSuchLifecycleConfiguration": 404,
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
@@ -88,6 +94,7 @@ class S3Error(Exception):
         self.message = message
         self.resource = resource
         self.extra = extra  # further elements of the error document (e.g. BucketName)
+        self.headers: dict[str, str] = {}  # further response headers (e.g. x-amz-delete-marker)
 
     @property
     def status(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..core.manifest import ManifestEntry
 from .errors import S3Error
+from .names import shown_key, stored_key
 
 MAX_TEXT = "\U0010ffff"  # sorts after every character: prefix + MAX_TEXT is past prefix's keys
 BATCH = 1000
@@ -36,7 +37,7 @@ def list_page(
     page = Page()
     if max_keys <= 0:
         return page
-    after = base + start_after if start_after else ""
+    after = base + stored_key(start_after) if start_after else ""
     if delimiter and start_after.startswith(prefix):
         i = start_after.find(delimiter, len(prefix))
         if i >= 0:  # the page before ended in (or inside) this common prefix: skip all of it
@@ -63,8 +64,9 @@ def list_page(
                 page.last = common
                 skip_to = base + common + MAX_TEXT
                 break
-            page.items.append((key, entry))
-            page.last = key
+            shown = shown_key(key)  # a folder marker's stored key back to 'dir/'
+            page.items.append((shown, entry))
+            page.last = shown
         if skip_to is not None:
             after = skip_to
             continue

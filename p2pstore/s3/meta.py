@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from ..api.http import http_date
 from ..core.manifest import ManifestEntry
+from ..core.versions import MARK_PREFIX, version_id
 from .errors import S3Error
 
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding", "content-language", "expires")
@@ -42,7 +43,7 @@ def from_request(headers: Mapping[str, str]) -> dict[str, str]:
 
 def kept(entry: ManifestEntry) -> dict[str, str]:
     """The metadata a CopyObject with COPY carries over (the MD5 is the write path's own)."""
-    return {k: v for k, v in entry.meta if k != "md5"}
+    return {k: v for k, v in entry.meta if k != "md5" and not k.startswith(MARK_PREFIX)}
 
 
 def object_headers(entry: ManifestEntry, checksum_mode: bool = False) -> dict[str, str]:
@@ -59,4 +60,16 @@ def object_headers(entry: ManifestEntry, checksum_mode: bool = False) -> dict[st
             or (name.startswith(CHECKSUM_PREFIX) and checksum_mode)
         ):
             headers[name] = value
+    headers.update(version_headers(entry))
+    return headers
+
+
+def version_headers(entry: ManifestEntry) -> dict[str, str]:
+    """``x-amz-version-id`` (and ``x-amz-delete-marker``) of an entry of a versioned bucket
+    (one that carries the store's version marks; docs/versions.md)."""
+    if not any(name.startswith(MARK_PREFIX) for name, _ in entry.meta):
+        return {}
+    headers = {"x-amz-version-id": version_id(entry)}
+    if entry.deleted:
+        headers["x-amz-delete-marker"] = "true"
     return headers

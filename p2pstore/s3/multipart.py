@@ -2,9 +2,10 @@
 AbortMultipartUpload, ListParts, ListMultipartUploads.
 
 Each part is written through the coordinator like any object (streamed to its replicas, MD5
-kept), so any node takes any part. Complete streams the parts, each chunk verified, through the
-coordinator into the final key: a metadata-only compose would leave the final key's replicas
-without the parts' chunks (repair fetches only from a key's own replicas), see docs/s3.md.
+kept), so any node takes any part. Complete composes the object from the parts' chunks by
+reference (cluster/compose.py: each final replica fetches what it lacks node to node, then
+commits), so no byte passes through the gateway; see docs/s3.md. A chunk-aligned or whole
+UploadPartCopy does the same.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from ..cluster.compose import refs_of
 from ..cluster.reads import Resolved
+from ..core.manifest import ManifestEntry
 from ..errors import NotFound
 from . import meta as s3meta
 from . import uploads
@@ -26,7 +29,7 @@ from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error, s3_error
 from .meta import etag
-from .objects import DEFAULT_CONTENT_TYPE, copy_source, native_key, precondition
+from .objects import DEFAULT_CONTENT_TYPE, by_reference, copy_source, native_key, plain_md5, precondition
 from .parts import (
     MAX_PART,
     MAX_PARTS,
@@ -40,6 +43,7 @@ from .parts import (
     part_number,
 )
 from .payload import read_all, upload
+from .vhost import bucket_from_host
 
 log = logging.getLogger("p2pstore.s3")
 XML = "application/xml"
@@ -105,9 +109,19 @@ async def upload_part_copy(call: S3Call) -> web.Response:
     if end - start > MAX_PART:
         raise S3Error("InvalidRequest", "The specified copy source is larger than the maximum allowable size "
                       "for a copy source: 5368709120")  # fmt: skip
+    dest = part_key(call.bucket, upload_id, number)
+    node = call.node
+    refs = by_reference(node, resolved, start, end)
+    if refs is not None:  # chunk-aligned: a commit by reference, the part's MD5 read by a replica
+        md5 = plain_md5(resolved.entry) if (start, end) == (0, resolved.entry.size) else None
+        meta = {"md5": md5} if md5 else None
+        result = await node.cluster.composer.compose(
+            dest, refs, "application/octet-stream", meta, md5=not md5
+        )
+        return _xml(s3xml.copy_part_result(etag(result.entry), result.entry.modified))
     sha = resolved.entry.sha256 if (start, end) == (0, resolved.entry.size) else None
     result = await call.node.cluster.writes.put(
-        part_key(call.bucket, upload_id, number), reads.read_range(resolved, start, end),
+        dest, reads.read_range(resolved, start, end),
         "application/octet-stream", sha or None, end - start, md5=True,
     )  # fmt: skip
     return _xml(s3xml.copy_part_result(etag(result.entry), result.entry.modified))
@@ -137,7 +151,9 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
     upload_id = call.param("uploadId") or ""
     record = await uploads.get(call.node, call.bucket, upload_id, call.object_key, completed=True)
     requested = parse_complete(await read_all(call.request, call.verified, MAX_COMPLETE_BODY))
-    location = f"{call.request.scheme}://{call.request.host}/{call.bucket}/{record.key}"
+    virtual = bucket_from_host(call.request.host, call.node.config.s3_domain) is not None
+    path = record.key if virtual else f"{call.bucket}/{record.key}"  # no bucket twice in the URL
+    location = f"{call.request.scheme}://{call.request.host}/{path}"
     if record.completed:  # a retry whose first answer was lost: the same answer
         return _xml(s3xml.complete_result(location, call.bucket, record.key, record.completed))
     resolved = await _resolve_parts(call, upload_id, [n for n, _ in requested])
@@ -171,26 +187,41 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
 async def _compose(
     call: S3Call, upload_id: str, record: uploads.UploadRecord, parts: list[Resolved], location: str
 ) -> bytes:
-    """Write the final object from the parts' bytes (each chunk verified as it is read), mark
-    the upload completed and remove its parts; the answer document."""
+    """Compose the final object from the parts' chunks (by reference; streamed, each chunk
+    verified, when a part's chunk lengths are unknown here), mark the upload completed and
+    remove its parts; the answer document."""
     node = call.node
     reads = node.cluster.reads
     total = sum(r.entry.size for r in parts)
     tag = multipart_etag([bare(etag(r.entry)) for r in parts])
+    key = native_key(call, call.bucket, record.key)
+    refs = [refs_of(part, node.config.chunk_size, node.store) for part in parts]
+    if total > 0 and all(r is not None for r in refs):
+        chained = [ref for part_refs in refs for ref in part_refs or ()]
+        result = await node.cluster.composer.compose(
+            key, chained, record.content_type, {**record.meta, "md5": tag}
+        )
+        return await _completed(call, upload_id, record, location, result.entry)
 
     async def body() -> AsyncIterator[bytes]:
         for part in parts:
             async for piece in reads.read_range(part, 0, part.entry.size):
                 yield piece
 
-    key = native_key(call, call.bucket, record.key)
     result = await node.cluster.writes.put(
         key, body(), record.content_type, None, total, meta={**record.meta, "md5": tag}
     )
-    record.completed = etag(result.entry)
-    await uploads.save(node, call.bucket, upload_id, record)  # the sweeper removes it later
-    await uploads.remove_upload(node, call.bucket, upload_id, keep_record=True)
-    return s3xml.complete_result(location, call.bucket, record.key, etag(result.entry))
+    return await _completed(call, upload_id, record, location, result.entry)
+
+
+async def _completed(
+    call: S3Call, upload_id: str, record: uploads.UploadRecord, location: str, entry: ManifestEntry
+) -> bytes:
+    """Mark the upload completed (a retried Complete gets the same answer), drop its parts."""
+    record.completed = etag(entry)
+    await uploads.save(call.node, call.bucket, upload_id, record)  # the sweeper removes it later
+    await uploads.remove_upload(call.node, call.bucket, upload_id, keep_record=True)
+    return s3xml.complete_result(location, call.bucket, record.key, etag(entry))
 
 
 async def abort_upload(call: S3Call) -> web.Response:

@@ -40,3 +40,28 @@ def check_bucket_name(name: str) -> str:
     if problem is not None:
         raise S3Error("InvalidBucketName", f"The specified bucket is not valid: {problem}", BucketName=name)
     return name
+
+
+# ---- folder markers ----
+FOLDER_MARKER = ".s3-folder"
+"""A native key has no empty segment, so an S3 key ending in '/' (a folder marker, as the AWS
+console, s3fs and rclone's --s3-directory-markers make) is stored as that key + this segment, and
+listed back without it. S3 keys whose last segment is this name are refused, so the mapping is
+one-to-one."""
+
+
+def stored_key(key: str) -> str:
+    """The key in the bucket's native folder for S3 key ``key``."""
+    return key + FOLDER_MARKER if key.endswith("/") else key
+
+
+def shown_key(key: str) -> str:
+    """The S3 key of a key in the bucket's native folder (inverse of :func:`stored_key`)."""
+    if key.endswith("/" + FOLDER_MARKER) or key == FOLDER_MARKER:
+        return key[: -len(FOLDER_MARKER)]
+    return key
+
+
+def is_marker_name(key: str) -> bool:
+    """Whether an S3 key names the marker segment itself (refused: it would alias a folder)."""
+    return key.rsplit("/", 1)[-1] == FOLDER_MARKER

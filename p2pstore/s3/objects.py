@@ -13,19 +13,22 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from ..api.http import parse_range, send_range
+from ..cluster.compose import ChunkRef, refs_of
 from ..cluster.reads import Resolved
 from ..core.keys import InvalidKey, validate_key
 from ..core.manifest import ManifestEntry
-from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError
+from ..errors import BadRequest, NotFound, RangeNotSatisfiable, StoreError, Unavailable
+from ..node import Node
 from . import meta as s3meta
 from . import xml as s3xml
 from .context import S3Call
 from .errors import S3Error
 from .meta import etag, object_headers
-from .names import bucket_name_problem
+from .names import FOLDER_MARKER, bucket_name_problem, is_marker_name, stored_key
 from .payload import read_all, upload
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+MAX_PART_NUMBER = 10_000
 MAX_DELETE_BODY = 2 * 1024 * 1024
 DELETE_CONCURRENCY = 16
 RESPONSE_OVERRIDES = {
@@ -40,8 +43,11 @@ RESPONSE_OVERRIDES = {
 
 def native_key(call: S3Call, bucket: str, key: str) -> str:
     """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    if is_marker_name(key):
+        raise S3Error("InvalidArgument", f"This store cannot hold the key {key[:200]!r}: its last segment "
+                      f"{FOLDER_MARKER!r} is how folder markers ('dir/') are stored")  # fmt: skip
     try:
-        return validate_key(f"{bucket}/{key}", call.node.config.max_key_bytes)
+        return validate_key(f"{bucket}/{stored_key(key)}", call.node.config.max_key_bytes)
     except InvalidKey as exc:
         if "longer than" in exc.message:
             raise S3Error("KeyTooLongError", "Your key is too long") from None
@@ -51,10 +57,23 @@ def native_key(call: S3Call, bucket: str, key: str) -> str:
 
 
 async def resolve(call: S3Call, key: str) -> Resolved:
+    """The key's newest entry; NoSuchKey when no reachable replica holds it, even when fewer than
+    a read quorum answer. S3 clients probe keys that do not exist (rclone HEADs the path it is
+    given) and retry a 503 for minutes, so with two of three replicas down a missing key is
+    answered as missing (the native API's ``?r=1``): at worst a key written only to the two
+    unreachable replicas reads as missing until one is back; no wrong byte is ever served."""
+    reads = call.node.cluster.reads
     try:
-        return await call.node.cluster.reads.resolve(key)
+        try:
+            return await reads.resolve(key)
+        except Unavailable:
+            return await reads.resolve(key, r=1)
     except NotFound:
-        raise S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key) from None
+        err = S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key)
+        current = call.node.store.get(key)  # a delete marker says so (versioned buckets)
+        if current is not None and current.deleted:
+            err.headers = s3meta.version_headers(current)
+        raise err from None
 
 
 def _date(value: str | None) -> float | None:
@@ -87,11 +106,13 @@ def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix:
     return None
 
 
-async def get_object(call: S3Call) -> web.StreamResponse:
+async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.StreamResponse:
+    """GetObject/HeadObject of the current version, or of ``resolved`` (s3/versioning.py)."""
     await call.bucket_for("read")
     request = call.request
     reads = call.node.cluster.reads
-    resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
+    if resolved is None:
+        resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
     entry = resolved.entry
     headers = object_headers(entry, request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED")
     outcome = precondition(request.headers, entry)
@@ -106,7 +127,10 @@ async def get_object(call: S3Call) -> web.StreamResponse:
         if value is not None:
             headers[header] = value
     try:
-        rng = parse_range(request.headers.get("Range"), entry.size)
+        part = call.param("partNumber")
+        rng = part_range(part, entry, request.headers) if part is not None else None
+        if part is None:
+            rng = parse_range(request.headers.get("Range"), entry.size)
     except RangeNotSatisfiable:
         raise S3Error(
             "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)
@@ -116,6 +140,23 @@ async def get_object(call: S3Call) -> web.StreamResponse:
             del headers[name]  # the stored checksum is of the whole object, not of this range
     # errors before the first byte become an XML error
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
+
+
+def part_range(raw: str, entry: ManifestEntry, headers: object) -> tuple[int, int] | None:
+    """GetObject/HeadObject ``partNumber``: the byte range of that part. An object written in one
+    piece is its own part 1. The boundaries of a multipart object's parts are not kept (Complete
+    writes one stream), so there ``partNumber`` is 501: clients read by ranges instead."""
+    if "Range" in headers:  # type: ignore[operator]
+        raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber query parameter")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PART_NUMBER:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      ArgumentName="partNumber", ArgumentValue=raw[:20])  # fmt: skip
+    if "-" in etag(entry):
+        raise S3Error("NotImplemented", "partNumber on an object uploaded in parts is not implemented "
+                      "(the parts' boundaries are not kept); read it by Range")  # fmt: skip
+    if int(raw) != 1:
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable")
+    return (0, entry.size) if entry.size else None
 
 
 async def _current(call: S3Call, key: str) -> ManifestEntry | None:
@@ -160,7 +201,7 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error("XAmzContentSHA256Mismatch", "The provided 'x-amz-content-sha256' header does "
                           "not match what was computed.") from None  # fmt: skip
         raise
-    headers = {"ETag": etag(result.entry)}
+    headers = {"ETag": etag(result.entry), **s3meta.version_headers(result.entry)}
     if body.checksum is not None:
         headers[body.checksum[0]] = body.checksum[1]()
     return web.Response(status=200, headers=headers)
@@ -170,14 +211,18 @@ async def delete_object(call: S3Call) -> web.Response:
     await call.bucket_for("write")
     key = native_key(call, call.bucket, call.object_key)
     with contextlib.suppress(NotFound):  # S3 answers a delete of a missing key like any other
-        await call.node.cluster.writes.delete(key)
+        result = await call.node.cluster.writes.delete(key)
+        return web.Response(status=204, headers=s3meta.version_headers(result.entry))
     return web.Response(status=204)
 
 
-async def delete_objects(call: S3Call) -> web.Response:
-    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only."""
+async def delete_objects(call: S3Call, body: bytes | None = None) -> web.Response:
+    """DeleteObjects: up to 1,000 keys; per-key errors in the answer; quiet mode lists errors only.
+    ``body``: already read (s3/versioning.py takes the requests that name versions)."""
     await call.bucket_for("write")
-    quiet, keys = s3xml.parse_delete(await read_all(call.request, call.verified, MAX_DELETE_BODY))
+    if body is None:
+        body = await read_all(call.request, call.verified, MAX_DELETE_BODY)
+    quiet, keys = s3xml.parse_delete(body)
     writes = call.node.cluster.writes
     gate = asyncio.Semaphore(DELETE_CONCURRENCY)
 
@@ -202,11 +247,20 @@ async def delete_objects(call: S3Call) -> web.Response:
     return web.Response(body=s3xml.delete_result(deleted, errors), content_type="application/xml")
 
 
-def copy_source(call: S3Call) -> tuple[str, str]:
-    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``."""
+def copy_version(call: S3Call) -> str | None:
+    """The ``?versionId=`` of x-amz-copy-source (CopyObject may copy any version)."""
+    query = call.request.headers["x-amz-copy-source"].partition("?")[2]
+    if query and not query.startswith("versionId="):
+        raise S3Error("InvalidArgument", "The copy source may only carry a versionId")
+    return unquote(query.removeprefix("versionId=")) or None if query else None
+
+
+def copy_source(call: S3Call, any_version: bool = False) -> tuple[str, str]:
+    """x-amz-copy-source: ``[/]bucket/key`` URL-encoded, optionally ``?versionId=null``
+    (``any_version``: any version id, see :func:`copy_version`)."""
     raw = call.request.headers["x-amz-copy-source"]
     raw, _, query = raw.partition("?")
-    if query and query not in ("versionId=null",):
+    if query and not any_version and query not in ("versionId=null",):
         raise S3Error("NotImplemented", "Copying a version other than the current one is not implemented")
     source = unquote(raw).removeprefix("/")
     bucket, _, key = source.partition("/")
@@ -217,9 +271,29 @@ def copy_source(call: S3Call) -> tuple[str, str]:
     return bucket, key
 
 
+COMPOSE_MIN = 1024 * 1024  # smaller copies stream (one round trip each): cheaper than two phases
+
+
+def by_reference(node: Node, resolved: Resolved, start: int, end: int) -> list[ChunkRef] | None:
+    """The source's chunks covering [start, end) when a copy can be a commit by reference
+    (the range is whole or chunk-aligned, the object not tiny); None: stream the bytes."""
+    if end - start < COMPOSE_MIN and (start, end) != (0, resolved.entry.size):
+        return None
+    if resolved.entry.size < COMPOSE_MIN and (start, end) == (0, resolved.entry.size):
+        return None
+    return refs_of(resolved, node.config.chunk_size, node.store, start, end)
+
+
+def plain_md5(entry: ManifestEntry) -> str | None:
+    """The body's MD5 when the entry keeps one (not a multipart ETag "…-N")."""
+    md5 = next((v for k, v in entry.meta if k == "md5"), None)
+    return md5 if md5 is not None and len(md5) == 32 and "-" not in md5 else None
+
+
 async def copy_object(call: S3Call) -> web.Response:
-    """CopyObject, the bytes streamed through this node (checked against the source's sha256)."""
-    src_bucket_name, src_key = copy_source(call)
+    """CopyObject: a commit by reference to the source's chunks (no byte re-sent through this
+    node), or for small sources the bytes streamed (checked against the source's sha256)."""
+    src_bucket_name, src_key = copy_source(call, any_version=True)
     await call.bucket_for("write")
     src_bucket = await call.registry.get_bucket(src_bucket_name)
     if src_bucket is None:
@@ -229,10 +303,16 @@ async def copy_object(call: S3Call) -> web.Response:
     dest = native_key(call, call.bucket, call.object_key)
     source = native_key(call, src_bucket_name, src_key)
     reads = call.node.cluster.reads
+    vid = copy_version(call)
     try:
-        resolved = await reads.resolve(source)
+        if vid is None or vid == "null":
+            resolved = await reads.resolve(source)
+        else:
+            resolved = await call.node.cluster.versions.resolve(source, vid)
     except NotFound:
         raise S3Error("NoSuchKey", "The specified key does not exist.", Key=src_key) from None
+    except BadRequest:
+        raise S3Error("InvalidRequest", "The source of a copy request may not be a delete marker") from None
     entry = resolved.entry
     if precondition(call.request.headers, entry, "x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
@@ -248,14 +328,25 @@ async def copy_object(call: S3Call) -> web.Response:
         content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         meta = s3meta.from_request(call.request.headers)
 
-    async def body() -> AsyncIterator[bytes]:
-        async for piece in reads.read_range(resolved, 0, entry.size):
-            yield piece
+    refs = by_reference(call.node, resolved, 0, entry.size)
+    if refs is not None:
+        md5 = plain_md5(entry)
+        meta = {**meta, "md5": md5} if md5 else meta
+        result = await call.node.cluster.composer.compose(dest, refs, content_type, meta, md5=not md5)
+    else:
 
-    writes = call.node.cluster.writes
-    result = await writes.put(
-        dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
-    )
+        async def body() -> AsyncIterator[bytes]:
+            async for piece in reads.read_range(resolved, 0, entry.size):
+                yield piece
+
+        writes = call.node.cluster.writes
+        result = await writes.put(
+            dest, body(), content_type, entry.sha256 or None, entry.size, meta=meta, md5=True
+        )
+    headers = s3meta.version_headers(result.entry)
+    if vid is not None:
+        headers["x-amz-copy-source-version-id"] = vid
     return web.Response(
-        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml"
+        body=s3xml.copy_result(etag(result.entry), result.entry.modified), content_type="application/xml",
+        headers=headers,
     )

@@ -12,7 +12,7 @@ import json
 import secrets
 import string
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -54,6 +54,13 @@ class Bucket:
     name: str
     owner: str  # access key id of its creator
     created: float
+    cors: list[dict[str, Any]] = field(default_factory=list)  # PutBucketCors rules (s3/cors.py)
+
+    def record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"owner": self.owner, "created": self.created}
+        if self.cors:
+            record["cors"] = self.cors
+        return record
 
 
 def new_key_id() -> str:
@@ -70,6 +77,18 @@ class Registry:
     def __init__(self, node: Node) -> None:
         self.node = node
         self._cache: dict[str, tuple[float, bytes]] = {}
+        # the record each cached text was parsed into: every S3 request reads its key and bucket,
+        # and parsing them again each time cost more than the lookup. Shared: never mutate one
+        # (copy with dataclasses.replace, change the copy, write it).
+        self._parsed: dict[str, tuple[bytes, Any]] = {}
+
+    def _memo(self, key: str, data: bytes, parse: Callable[[bytes], Any]) -> Any:
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] is data:
+            return hit[1]
+        value = parse(data)
+        self._parsed[key] = (data, value)
+        return value
 
     # ---- records ----
     async def _read(self, key: str) -> bytes | None:
@@ -117,11 +136,14 @@ class Registry:
         data = await self._read(KEYS + key_id)
         if data is None:
             return None
-        try:
-            obj = json.loads(data)
-            return AccessKey(**{**obj, "key_id": key_id})
-        except (ValueError, TypeError):
-            return None
+
+        def parse(data: bytes) -> AccessKey | None:
+            try:
+                return AccessKey(**{**json.loads(data), "key_id": key_id})
+            except (ValueError, TypeError):
+                return None
+
+        return self._memo(KEYS + key_id, data, parse)
 
     async def put_key(self, key: AccessKey) -> None:
         record = asdict(key)
@@ -147,16 +169,27 @@ class Registry:
         data = await self._read(BUCKETS + name)
         if data is None:
             return None
-        try:
-            obj = json.loads(data)
-            return Bucket(name=name, owner=str(obj["owner"]), created=float(obj["created"]))
-        except (ValueError, TypeError, KeyError):
-            return None
+
+        def parse(data: bytes) -> Bucket | None:
+            try:
+                obj = json.loads(data)
+                cors = obj.get("cors") or []
+                if not isinstance(cors, list):
+                    cors = []
+                return Bucket(name=name, owner=str(obj["owner"]), created=float(obj["created"]), cors=cors)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                return None
+
+        return self._memo(BUCKETS + name, data, parse)
 
     async def create_bucket(self, name: str, owner: str) -> Bucket:
         bucket = Bucket(name, owner, time.time())
-        await self._write(BUCKETS + name, {"owner": owner, "created": bucket.created})
+        await self._write(BUCKETS + name, bucket.record())
         return bucket
+
+    async def put_bucket(self, bucket: Bucket) -> None:
+        """Rewrite a bucket's record (its CORS rules changed)."""
+        await self._write(BUCKETS + bucket.name, bucket.record())
 
     async def delete_bucket(self, name: str) -> bool:
         return await self._delete(BUCKETS + name)

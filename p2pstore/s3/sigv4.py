@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import functools
 import hashlib
 import hmac
 import re
@@ -37,6 +38,7 @@ TERMINATOR = "aws4_request"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 _SPACES = re.compile(r"\s+")
+_RUN = re.compile(r"\s\s|[^\S ]")  # whitespace that trimming changes: a run, or not a plain space
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,14 @@ def canonical_query(query: Sequence[tuple[str, str]], presigned: bool = False) -
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
+def _trimmed(value: str) -> str:
+    """A header value as signed: stripped, inner runs of whitespace as one space."""
+    value = value.strip()
+    return _SPACES.sub(" ", value) if _RUN.search(value) else value
+
+
 def canonical_headers(headers: Mapping[str, str], names: Sequence[str]) -> str:
-    return "".join(f"{n}:{_SPACES.sub(' ', headers.get(n, '').strip())}\n" for n in names)
+    return "".join([f"{n}:{_trimmed(headers.get(n, ''))}\n" for n in names])
 
 
 def canonical_request(req: Request, signed_headers: Sequence[str], payload: str, presigned: bool) -> str:
@@ -121,7 +129,9 @@ def string_to_sign(amz_date: str, scope: Scope, canonical: str) -> str:
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
+@functools.lru_cache(maxsize=256)
 def signing_key(secret: str, scope: Scope) -> bytes:
+    """The day's key for ``scope`` (kept: four HMACs saved on every request of the day)."""
     key = _hmac(("AWS4" + secret).encode(), scope.date)
     for part in (scope.region, scope.service, TERMINATOR):
         key = _hmac(key, part)
@@ -243,6 +253,7 @@ def check_payload_mode(value: str) -> str:
                   "mode or a valid sha256 value.")  # fmt: skip
 
 
+@functools.lru_cache(maxsize=256)  # one key's credential is the same all day: parsed once
 def _credential(raw: str, region: str, err: str) -> tuple[str, Scope]:
     parts = raw.split("/")
     if len(parts) < 5 or not parts[0]:
@@ -262,6 +273,7 @@ def _credential(raw: str, region: str, err: str) -> tuple[str, Scope]:
     return access_key, Scope(date, got_region, service)
 
 
+@functools.lru_cache(maxsize=256)
 def _signed_headers(raw: str, err: str) -> tuple[str, ...]:
     names = tuple(raw.split(";")) if raw else ()
     if "host" not in names:
@@ -290,6 +302,7 @@ def _request_date(req: Request) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(email.utils.mktime_tz(parsed)))
 
 
+@functools.lru_cache(maxsize=64)  # requests in the same second share it
 def _epoch(amz_date: str) -> float:
     m = _AMZ_DATE.fullmatch(amz_date)
     assert m is not None

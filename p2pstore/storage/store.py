@@ -459,7 +459,7 @@ class LocalStore:
                 if not (entry.deleted and disk_full(exc) and self.reserve.release()):
                     raise
                 won = await self.apply_entries([entry])
-        return bool(won)
+        return any(new.key == entry.key for _, new in won)  # not only a kept version of it
 
     async def collect_garbage(self, min_age: float, full: bool = False) -> int:
         """Delete chunks no entry references that nobody touched for ``min_age`` seconds.

@@ -21,11 +21,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 _REASON = netns_unavailable_reason()
 
 
-@pytest.fixture
-def netns_nemesis(tmp_path: Path) -> Iterator[NetnsNemesis]:
+@pytest.fixture(params=["plain", "tls"])
+def netns_nemesis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[NetnsNemesis]:
+    """A 3-node cluster in namespaces: signed plain HTTP, or mutual TLS between nodes (the
+    same faults must give the same verdicts)."""
     if _REASON:
         pytest.skip(_REASON)
-    with netns_cluster(tmp_path, 3) as nemesis:
+    with netns_cluster(tmp_path, 3, tls=request.param == "tls") as nemesis:
+        if request.param == "tls":
+            assert "mutual TLS" in nemesis.nodes[0].log_text()
         yield nemesis
 
 

@@ -73,9 +73,9 @@ def test_compose_has_no_obsolete_version_key() -> None:
 def test_compose_defines_three_peer_nodes() -> None:
     data = load_compose()
     services = data["services"]
-    assert sorted(services) == list(NODES)
-    images = {services[n]["image"] for n in NODES}
-    assert len(images) == 1, "all nodes must run the one image"
+    assert sorted(services) == ["certs", *NODES]
+    images = {services[n]["image"] for n in (*NODES, "certs")}
+    assert len(images) == 1, "all nodes (and the certs service) run the one image"
     ports_seen = set()
     for i, name in enumerate(NODES, start=1):
         svc = services[name]
@@ -83,13 +83,18 @@ def test_compose_defines_three_peer_nodes() -> None:
         assert "BASE_IMAGE" in svc["build"]["args"]
         assert svc["restart"] == "unless-stopped"
         env = svc["environment"]
-        assert env["P2PSTORE_ADVERTISE"] == f"{name}:7000"
+        assert env["P2PSTORE_ADVERTISE"] == f"{name}:8000", "peers call the internal TLS port"
+        assert env["P2PSTORE_INTERNAL_PORT"] == "8000"
         assert env["P2PSTORE_HOST"] == "0.0.0.0"
         assert env["P2PSTORE_DATA_DIR"] == "/data"
-        assert env["P2PSTORE_CLUSTER_SECRET"] == "${P2PSTORE_CLUSTER_SECRET:-change-me}"
+        assert "P2PSTORE_INSECURE_PLAIN" not in env, "mutual TLS by default"
+        assert env["P2PSTORE_CLUSTER_CA"] == "/certs/ca.pem"
+        assert env["P2PSTORE_NODE_CERT"] == f"/certs/{name}.pem"
+        assert env["P2PSTORE_NODE_KEY"] == f"/certs/{name}-key.pem"
         seeds = set(env["P2PSTORE_SEEDS"].split(","))
-        assert seeds == {f"{n}:7000" for n in NODES}
-        assert svc["volumes"] == [f"{name}-data:/data"]
+        assert seeds == {f"{n}:8000" for n in NODES}
+        assert svc["volumes"] == [f"{name}-data:/data", "node-certs:/certs:ro"]
+        assert svc["depends_on"]["certs"]["condition"] == "service_completed_successfully"
         assert f"{name}-data" in data["volumes"]
         (port,) = svc["ports"]
         assert port.endswith(":7000")
@@ -98,6 +103,12 @@ def test_compose_defines_three_peer_nodes() -> None:
         check = svc["healthcheck"]
         assert "/health" in " ".join(check["test"])
     assert len(ports_seen) == 3
+    certs = services["certs"]
+    script = " ".join(certs["command"])
+    assert "p2pstore cluster certs --out /ca" in script and all(f"--host {n}" in script for n in NODES)
+    assert "ca-key.pem" not in script, "the CA key stays in the cluster-ca volume, off the nodes"
+    assert "cluster-ca:/ca" in certs["volumes"] and "node-certs:/certs" in certs["volumes"]
+    assert all("cluster-ca:/ca" not in services[n]["volumes"] for n in NODES)
 
 
 def compose_cli() -> list[str] | None:
@@ -215,15 +226,25 @@ def test_k8s_statefulset_wiring() -> None:
     env = env_map(container)
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    svc_dns = f"{spec['serviceName']}.$(NAMESPACE).svc.cluster.local:7000"
+    svc_dns = f"{spec['serviceName']}.$(NAMESPACE).svc.cluster.local:8000"  # the internal TLS port
     assert env["P2PSTORE_ADVERTISE"]["value"] == f"$(POD_NAME).{svc_dns}"
     seeds = [s.strip() for s in env["P2PSTORE_SEEDS"]["value"].split(",")]
     assert seeds == [f"{sts['metadata']['name']}-{i}.{svc_dns}" for i in range(3)]
     assert env["P2PSTORE_HOST"]["value"] == "0.0.0.0"
     assert env["P2PSTORE_DATA_DIR"]["value"] == "/data"
-    ref = env["P2PSTORE_CLUSTER_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert env["P2PSTORE_INTERNAL_PORT"]["value"] == "8000"
+    assert "P2PSTORE_INSECURE_PLAIN" not in env, "mutual TLS by default"
+    assert env["P2PSTORE_CLUSTER_CA"]["value"] == "/certs/ca.pem"
+    assert env["P2PSTORE_NODE_CERT"]["value"] == "/certs/$(POD_NAME).pem"
+    assert env["P2PSTORE_NODE_KEY"]["value"] == "/certs/$(POD_NAME)-key.pem"
+    assert mounts["certs"] == "/certs"
+    (certs,) = [v for v in spec["template"]["spec"]["volumes"] if v["name"] == "certs"]
+    assert certs["secret"]["secretName"] == "p2pstore-tls"
+    ref = env["P2PSTORE_API_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == secret["metadata"]["name"]
     assert ref["key"] in secret["stringData"]
+    client_ports = {p["port"] for s in clients for p in s["spec"]["ports"]}
+    assert 8000 not in client_ports, "the internal port is not offered to clients"
 
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/health"
@@ -238,3 +259,26 @@ def test_k8s_pod_disruption_budget() -> None:
     assert pdb["spec"]["maxUnavailable"] == 1
     labels = sts["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_k8s_make_certs_makes_a_certificate_per_pod_name(tmp_path: Path) -> None:
+    """deploy/k8s/make-certs: the CA and each pod's files, valid for the name peers call it by
+    (kubectl is not run here: KUBECTL=true; its Secret is what the StatefulSet mounts)."""
+    import ssl
+    import sys
+
+    from cryptography import x509
+
+    out = tmp_path / "ca"
+    env = {**os.environ, "P2PSTORE": f"{sys.executable} -m p2pstore", "KUBECTL": "true"}
+    proc = subprocess.run([str(K8S_DIR / "make-certs"), "--namespace", "prod", "--replicas", "2",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for i in range(2):
+        host = f"p2pstore-{i}.p2pstore-headless.prod.svc.cluster.local"
+        cert = x509.load_pem_x509_certificate((out / f"{host}.pem").read_bytes())
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert host in names.get_values_for_type(x509.DNSName)
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(out / "ca.pem"))
+        ctx.load_cert_chain(out / f"{host}.pem", out / f"{host}-key.pem")

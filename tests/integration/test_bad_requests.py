@@ -24,6 +24,16 @@ async def test_malformed_multipart_bodies_are_a_400(tmp_path: Path) -> None:
                 b'--abc\r\nContent-Disposition: form-data; name="' + b"n" * 100_000
                 + b'"\r\n\r\nx\r\n--abc--\r\n',
             ),
+            "unterminated quoted boundary": ('multipart/form-data; boundary="abc', b"--abc\r\n\r\n"),
+            "boundary of 200 bytes": ("multipart/form-data; boundary=" + "b" * 200,
+                                      b"--" + b"b" * 200 + b"\r\n\r\nx\r\n--" + b"b" * 200 + b"--\r\n"),
+            "part header of 100 KB": ("multipart/form-data; boundary=abc",
+                                      b"--abc\r\nX-Pad: " + b"p" * 100_000 + b"\r\n\r\nx\r\n--abc--\r\n"),
+            "no content-disposition": ("multipart/form-data; boundary=abc", b"--abc\r\n\r\nx\r\n--abc--\r\n"),
+            "binary field name": ("multipart/form-data; boundary=abc",
+                                  b'--abc\r\nContent-Disposition: form-data; name="\xff\xfe"\r\n\r\n'
+                                  b"x\r\n--abc--\r\n"),
+            "empty body": ("multipart/form-data; boundary=abc", b""),
             "truncated": ("multipart/form-data; boundary=abc",
                           b'--abc\r\nContent-Disposition: form-data; name="file"; filename="f"\r\n\r\nxx'),
         }  # fmt: skip

@@ -55,6 +55,7 @@ def test_cluster_up_runs_the_nodes_until_sigterm(tmp_path: Path) -> None:
             log = (root / f"node{i}.log").read_text()
             assert f"--port {base + i}" in log and f"--internal-port {base + 200 + i}" in log
             assert "--cluster-ca" in log and "--insecure-plain" not in log and key not in log
+            assert "--s3-domain localhost" in log  # http://<bucket>.localhost:PORT/ is virtual-host style
         assert f"--seeds 127.0.0.1:{base + 200}" in (root / "node1.log").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)

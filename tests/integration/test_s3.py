@@ -362,8 +362,8 @@ def test_bad_input_gets_s3_errors_and_changes_nothing(cluster: list[NodeProcess]
     for method, path in [
         ("GET", "/inbox?acl"),
         ("PUT", "/inbox/k?tagging"),
-        ("GET", "/inbox?versioning"),
-        ("GET", "/inbox/k?partNumber=1"),
+        ("GET", "/inbox?policy"),
+        ("GET", "/inbox/k?attributes"),
         ("GET", "/?unknown=1"),
     ]:
         status, answer = raw(node, method, path, b"")
