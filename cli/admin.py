@@ -6,10 +6,9 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from .client import CliError
-from .common import TokenOption, UrlOption, human_size, out, request_json
+from .common import TokenOption, UrlOption, human_size, out, print_json, request_json
 
 
 def _ago(ts: Any) -> str:
@@ -33,7 +32,7 @@ def status(
     """Show the node's state and its view of cluster membership."""
     st = request_json(ctx, url, token, "GET", "/status")
     if as_json:
-        out.print_json(data=st)
+        print_json(st)
         return
     disk = st.get("disk") or {}
     out.print(f"node:     {st.get('node_id', '-')} ({st.get('address', '-')})", markup=False)
@@ -53,6 +52,8 @@ def status(
         out.print(f"leader:   {leader} (term {st.get('term', '-')})", markup=False)
     members = st.get("members")
     if members:
+        from rich.table import Table
+
         table = Table(title="members", title_justify="left")
         for col in ("id", "address", "state", "incarnation", "last seen"):
             table.add_column(col)
@@ -62,7 +63,7 @@ def status(
                 str(m.get("address", "-")),
                 str(m.get("state", "-")),
                 str(m.get("incarnation", "-")),
-                _ago(m.get("last_seen")),
+                "this node (answering)" if m.get("id") == st.get("node_id") else _ago(m.get("last_seen")),
             )
         out.print(table)
 

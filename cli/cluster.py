@@ -9,20 +9,25 @@ gracefully. `p2pstore cluster certs` makes a CA and certificates for nodes elsew
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from p2pstore.launcher import CLUSTER_SECRET_ENV, LocalNode, NodeNotReady, stop_all
+from .cluster_state import alive, default_root, find_node, launch, load, save, set_pid, stop_pid
+from .common import print_json
+from .failures import EXIT_REFUSED, CliError
 
-from .client import CliError
+if TYPE_CHECKING:
+    from p2pstore.launcher import LocalNode
 
-app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True)
+app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True, rich_markup_mode=None)
 S3_OFFSET = 100  # node i serves S3 on base port + 100 + i
 INTERNAL_OFFSET = 200  # node i takes node-to-node TLS traffic on base port + 200 + i
 
@@ -77,13 +82,48 @@ def local_certs(root: Path, nodes: int) -> Path:
     return folder
 
 
+DataRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-root", envvar="P2PSTORE_CLUSTER_ROOT", show_default=False,
+        help="Folder of the cluster's state, data dirs and logs "
+        "[default: $XDG_STATE_HOME/p2pstore/cluster or ~/.local/state/p2pstore/cluster].",
+    ),
+]  # fmt: skip
+
+
+def _root(data_root: Path | None) -> Path:
+    return (data_root or default_root()).absolute()
+
+
+def _restart_hint(root: Path, name: str) -> str:
+    where = "" if root == default_root().absolute() else f" --data-root {root}"
+    return f"p2pstore cluster restart {name}{where}"
+
+
+def _node_state(proc: LocalNode) -> dict[str, Any]:
+    return {
+        "name": proc.name, "url": proc.url, "port": proc.port, "s3_port": proc.s3_port or None,
+        "internal_port": proc.internal_port, "data_dir": str(proc.data_dir), "log": str(proc.log_path),
+        "command": proc.command(), "pid": proc.pid,
+    }  # fmt: skip
+
+
+def _running(root: Path) -> bool:
+    """Whether a `cluster up` or any node of the cluster in ``root`` still runs."""
+    try:
+        old = load(root)
+    except CliError:
+        return False
+    nodes_alive = any(alive(n.get("pid"), n["data_dir"]) for n in old["nodes"])
+    return nodes_alive or alive(old.get("up_pid"), "cluster")
+
+
 @app.command("up")
 def up(
     nodes: Annotated[int, typer.Option("--nodes", "-n", min=1, max=50, help="How many nodes.")] = 3,
     base_port: Annotated[int, typer.Option(help="Port of node 0; node i uses base+i.")] = 7000,
-    data_root: Annotated[Path, typer.Option(help="Folder holding one data dir per node.")] = Path(
-        "p2pstore-cluster"
-    ),
+    data_root: DataRootOption = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     fsync: Annotated[str, typer.Option(help="always | batch | never")] = "always",
     s3: Annotated[
@@ -94,17 +134,23 @@ def up(
                            "of mutual TLS on port base+200+i.")
     ] = False,
 ) -> None:
-    """Start NODES local node processes and keep them running until Ctrl-C."""
-    data_root.mkdir(parents=True, exist_ok=True)
+    """Start NODES local node processes and keep them running until Ctrl-C or `cluster stop`."""
+    from p2pstore.launcher import CLUSTER_SECRET_ENV, LocalNode, NodeNotReady, stop_all
+
+    root = _root(data_root)
+    root.mkdir(parents=True, exist_ok=True)
+    if _running(root):
+        raise CliError(f"a cluster is already running in {root}: see 'p2pstore cluster status'", EXIT_REFUSED)
     # The secret goes through the environment, not the command line every local user can read;
     # the nodes also see the caller's other P2PSTORE_* settings.
-    tls = None if insecure_plain else local_certs(data_root, nodes)
+    tls = None if insecure_plain else local_certs(root, nodes)
     flags: dict[str, object] = {"fsync": fsync, "insecure_plain": insecure_plain}
     if s3 and "P2PSTORE_S3_DOMAIN" not in os.environ:  # http://<bucket>.localhost:PORT/ works too
         flags["s3_domain"] = ["localhost"]
-    env = {CLUSTER_SECRET_ENV: cluster_secret(data_root)} if insecure_plain else {}
+    secret = cluster_secret(root) if insecure_plain else None
+    env = {CLUSTER_SECRET_ENV: secret} if secret else {}
     procs = LocalNode.cluster(
-        data_root, nodes, flags, ports=range(base_port, base_port + nodes), host=host,
+        root, nodes, flags, ports=range(base_port, base_port + nodes), host=host,
         env=env, keep_settings=True, tls=tls,
         internal_ports=range(base_port + INTERNAL_OFFSET, base_port + INTERNAL_OFFSET + nodes),
         s3_ports=range(base_port + S3_OFFSET, base_port + S3_OFFSET + nodes) if s3 else None,
@@ -116,15 +162,18 @@ def up(
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    state: dict[str, Any] = {"up_pid": os.getpid(), "cluster_secret": secret, "tls": tls and str(tls)}
     try:
         for proc in procs:
             proc.start()
+        state["nodes"] = [_node_state(p) for p in procs]
+        save(root, state)
         for proc in procs:
             try:
                 proc.wait_ready(30.0)  # the others: once they found the first
             except NodeNotReady as exc:
                 raise CliError(exc.summary) from exc
-        typer.echo(f"p2pstore cluster of {nodes} nodes is up (data in {data_root}/, logs node*.log):")
+        typer.echo(f"p2pstore cluster of {nodes} nodes is up (data in {root}/, logs node*.log):")
         if tls is not None:
             typer.echo(f"node-to-node traffic: mutual TLS, certificates in {tls}/")
         else:
@@ -138,20 +187,137 @@ def up(
             typer.echo(f"then e.g.: aws --endpoint-url {procs[0].s3_url} s3 ls (docs/s3.md)")
             if "s3_domain" in flags:
                 typer.echo(f"virtual-host style: http://<bucket>.localhost:{procs[0].s3_port}/<key>")
-        typer.echo("press Ctrl-C to stop all nodes")
-        reported: set[int] = set()
-        while not stopping:
-            for i, proc in enumerate(procs):
-                if proc.returncode is not None and i not in reported:
-                    reported.add(i)
-                    typer.echo(f"{proc.name} ({proc.url}) exited with code {proc.returncode}", err=True)
-            time.sleep(0.2)
+        typer.echo(f"a stopped node is not restarted by itself; bring it back: {_restart_hint(root, 'NODE')}")
+        typer.echo("press Ctrl-C (or run 'p2pstore cluster stop') to stop all nodes")
+        _watch(root, procs, lambda: stopping)
     except KeyboardInterrupt:
         pass
     finally:
         typer.echo("stopping nodes...")
         stop_all(procs, timeout=15.0)
+        with contextlib.suppress(CliError, OSError):
+            final = load(root)
+            for node in final["nodes"]:  # nodes `cluster restart` started are not our children
+                stop_pid(node.get("pid") or 0, node["data_dir"])
+                node["pid"] = None
+            final["up_pid"] = None
+            save(root, final)
         typer.echo("all nodes stopped")
+
+
+def _watch(root: Path, procs: list[LocalNode], stopping: Callable[[], bool]) -> None:
+    """Report each node that stops (once per process) with the command that brings it back."""
+    reported: set[int] = set()
+    while not stopping():
+        with contextlib.suppress(CliError, OSError):
+            by_name = {n["name"]: n for n in load(root)["nodes"]}
+        for proc in procs:
+            node = by_name.get(proc.name, {})
+            pid = node.get("pid") or proc.pid
+            if pid in reported:
+                continue
+            if pid == proc.pid:
+                if proc.returncode is None:
+                    continue
+                why = f"exited with code {proc.returncode}"
+            elif alive(pid, node.get("data_dir", "")):
+                continue
+            else:
+                why = f"(pid {pid}) stopped"
+            reported.add(pid)
+            typer.echo(f"{proc.name} ({proc.url}) {why}; restart it with: {_restart_hint(root, proc.name)}",
+                       err=True)  # fmt: skip
+        time.sleep(0.2)
+
+
+@app.command("status")
+def status(
+    data_root: DataRootOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show each node of the local cluster: URL, pid, running or not, joined."""
+    from p2pstore.launcher import http_json
+
+    root = _root(data_root)
+    state = load(root)
+    rows = []
+    for node in state["nodes"]:
+        running = alive(node.get("pid"), node["data_dir"])
+        health: Any = None
+        if running:
+            with contextlib.suppress(OSError, ValueError):
+                health = http_json(node["url"] + "/health", timeout=2.0)[1]
+        rows.append({
+            "name": node["name"], "url": node["url"], "s3_port": node.get("s3_port"), "pid": node.get("pid"),
+            "running": running, "node_id": health.get("node_id") if isinstance(health, dict) else None,
+            "joined": bool(isinstance(health, dict) and health.get("joined")), "data_dir": node["data_dir"],
+        })  # fmt: skip
+    if as_json:
+        print_json({"data_root": str(root), "nodes": rows})
+        return
+    typer.echo(f"cluster in {root}")
+    for r in rows:
+        if not r["running"]:
+            typer.echo(f"  {r['name']:<8} {r['url']:<24} stopped   ({_restart_hint(root, r['name'])})")
+        else:
+            joined = "joined" if r["joined"] else "not answering" if r["node_id"] is None else "joining"
+            node_id = r["node_id"] or "-"
+            typer.echo(f"  {r['name']:<8} {r['url']:<24} running   pid {r['pid']}  {node_id}  {joined}")
+    down = sum(not r["running"] for r in rows)
+    if down:
+        raise CliError(f"{down} of {len(rows)} nodes are not running", 1)
+
+
+@app.command("restart")
+def restart(
+    node: Annotated[str, typer.Argument(help="The node: its name (node2), index or port.")],
+    data_root: DataRootOption = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait until it is ready.")] = 60.0,
+) -> None:
+    """Start NODE again (stopping it first if it still runs), with its data dir, ports and secret."""
+    from p2pstore.launcher import http_json
+
+    root = _root(data_root)
+    state = load(root)
+    entry = find_node(state, node)
+    stop_pid(entry.get("pid") or 0, entry["data_dir"])
+    pid = launch(entry, state.get("cluster_secret"))
+    set_pid(root, entry["name"], pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        if not alive(pid, entry["data_dir"]):
+            raise CliError(f"{entry['name']} exited before it was ready; see {entry['log']}")
+        with contextlib.suppress(OSError, ValueError):
+            code, body = http_json(entry["url"] + "/health", timeout=1.0)
+            if code == 200 and isinstance(body, dict) and body.get("joined"):
+                break
+        if time.monotonic() > deadline:
+            raise CliError(f"{entry['name']} was not ready within {timeout:.0f}s; see {entry['log']}")
+        time.sleep(0.05)
+    typer.echo(f"{entry['name']} restarted: {entry['url']} (pid {pid}, node {body.get('node_id')})")
+
+
+@app.command("stop")
+def stop_cmd(data_root: DataRootOption = None) -> None:
+    """Stop every node of the local cluster (and the `cluster up` that watches them)."""
+    root = _root(data_root)
+    state = load(root)
+    up_pid = state.get("up_pid")
+    if alive(up_pid, "cluster"):
+        os.kill(up_pid, signal.SIGTERM)  # it stops its nodes and clears the pids
+        deadline = time.monotonic() + 60
+        while alive(up_pid, "cluster") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state = load(root)
+    stopped = 0
+    for node in state["nodes"]:
+        if alive(node.get("pid"), node["data_dir"]):
+            stop_pid(node["pid"], node["data_dir"])
+            stopped += 1
+        node["pid"] = None
+    state["up_pid"] = None
+    save(root, state)
+    typer.echo(f"cluster in {root} stopped")
 
 
 def register(root: typer.Typer) -> None:

@@ -2,30 +2,44 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import sys
-from collections.abc import Coroutine
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from .client import Client, parse_urls
+from .blocking import BlockingClient
+from .client import parse_urls
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # rich and asyncio are imported when used: start-up time is a feature
+    from rich.console import Console
+    from rich.progress import Progress
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use, so commands that print plain lines never import rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        """The Console itself (for rich objects that take one, such as a Progress)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+out: Any = _LazyConsole(stderr=False)
+err: Any = _LazyConsole(stderr=True)
 
 
 @dataclass
@@ -49,26 +63,31 @@ UrlOption = Annotated[
 TokenOption = Annotated[str | None, typer.Option("--token", help="API token (Bearer).", show_default=False)]
 
 
-def client_for(ctx: typer.Context, url: str | None, token: str | None) -> Client:
-    """Build a failover client from per-command options, falling back to the root ones."""
+
+
+def blocking_for(ctx: typer.Context, url: str | None, token: str | None) -> BlockingClient:
+    """The standard-library failover client (quick commands, parallel transfers)."""
     conn = ctx.find_object(Connection) or Connection()
-    return Client(parse_urls(url or conn.url), token or conn.token or None)
+    return BlockingClient(parse_urls(url or conn.url), token or conn.token or None)
 
 
-def request_json(ctx: typer.Context, url: str | None, token: str | None, method: str, path: str) -> Any:
+def request_json(
+    ctx: typer.Context, url: str | None, token: str | None, method: str, path: str, body: Any = None
+) -> Any:
     """One JSON request through the failover client: the body of most admin commands."""
-    client = client_for(ctx, url, token)
+    client = blocking_for(ctx, url, token)
+    try:
+        if body is None:
+            return client.json(method, path)
+        payload = json.dumps(body).encode()
+        return client.json(method, path, headers={"Content-Type": "application/json"}, body=lambda: payload)
+    finally:
+        client.close()
 
-    async def go() -> Any:
-        async with client:
-            return await client.json(method, path)
 
-    return run(go())
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine; each CLI invocation gets a fresh event loop."""
-    return asyncio.run(coro)
+def print_json(data: Any) -> None:
+    """JSON for scripts: indented, keys sorted, plain (no colours)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def progress(enabled: bool | None = None) -> AbstractContextManager[Progress | None]:
@@ -77,13 +96,22 @@ def progress(enabled: bool | None = None) -> AbstractContextManager[Progress | N
         enabled = sys.stderr.isatty()
     if not enabled:
         return nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=err.real(),
         transient=True,
     )
 

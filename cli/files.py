@@ -1,63 +1,40 @@
-"""File commands: put, get, ls, rm, stat."""
+"""File commands: put, get, ls, rm, stat (a folder or a prefix goes through cli/transfer.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import mimetypes
-import os
 import sys
-import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, TaskID
 
-from .client import CHUNK, ApiError, Client, CliError, key_path
-from .common import TokenOption, UrlOption, client_for, human_size, out, progress, run
+from .client import ApiError, CliError, key_path
+from .common import (
+    TokenOption,
+    UrlOption,
+    blocking_for,
+    human_size,
+    out,
+    print_json,
+    progress,
+)
+from .failures import EXIT_FAILED, EXIT_NOT_FOUND, BadInput
 from .versions import version_query
+
+JobsOption = Annotated[
+    int, typer.Option("-j", "--jobs", min=1, max=64, help="Files in flight at once (folders, prefixes).")
+]
 
 
 def _not_found(exc: ApiError, key: str) -> CliError:
     """404 on a file path always means the key is absent; say so in the user's terms."""
-    return CliError(f"key not found: {key}") if exc.status == 404 else exc
+    return CliError(f"key not found: {key}", EXIT_NOT_FOUND) if exc.status == 404 else exc
 
 
-def _sha256_file(path: Path, bar: Progress | None) -> str:
-    """First streaming pass: hash the file so the node can verify what it stored."""
-    digest = hashlib.sha256()
-    task = bar.add_task("hashing", total=path.stat().st_size) if bar else None
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-            if bar is not None and task is not None:
-                bar.advance(task, len(block))
-    if bar is not None and task is not None:
-        bar.remove_task(task)
-    return digest.hexdigest()
 
 
-def _file_body(path: Path, bar: Progress | None, label: str) -> AsyncIterator[bytes]:
-    """Second streaming pass: the upload body, 1 MiB at a time (restartable per node)."""
-
-    async def gen() -> AsyncIterator[bytes]:
-        task: TaskID | None = None
-        if bar is not None:
-            task = bar.add_task(label, total=path.stat().st_size)
-        try:
-            with path.open("rb") as fh:
-                while block := fh.read(CHUNK):
-                    yield block
-                    if bar is not None and task is not None:
-                        bar.advance(task, len(block))
-        finally:
-            if bar is not None and task is not None:
-                bar.remove_task(task)
-
-    return gen()
 
 
 def _print_record(rec: dict[str, Any]) -> None:
@@ -73,8 +50,13 @@ def _print_record(rec: dict[str, Any]) -> None:
 
 def put(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="File to upload.")],
-    key: Annotated[str | None, typer.Argument(help="Key to store it under (default: the file name).")] = None,
+    file: Annotated[
+        Path, typer.Argument(exists=True, readable=True, help="File to upload, or a folder (all its files).")
+    ],
+    key: Annotated[
+        str | None,
+        typer.Argument(help="Key to store it under (default: the file name); for a folder, the key prefix."),
+    ] = None,
     content_type: Annotated[
         str | None, typer.Option("--content-type", help="MIME type (default: guessed).")
     ] = None,
@@ -83,38 +65,35 @@ def put(
         typer.Option("-w", "--w", min=1, help="Write quorum: replicas to confirm before success."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the node's JSON answer.")] = False,
+    jobs: JobsOption = 8,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Upload a file (streamed, sha256-verified by the node)."""
+    """Upload a file, or a folder to KEY/ (streamed, sha256-verified by the node)."""
+    if file.is_dir():
+        _put_folder(ctx, file, key, jobs, url, token)
+        return
     key = key or file.name
+    if key.endswith("/"):
+        key += file.name
     size = file.stat().st_size
     ctype = content_type or mimetypes.guess_type(file.name)[0] or "application/octet-stream"
-    client = client_for(ctx, url, token)
+    from .transfer import upload
 
-    async def go() -> dict[str, Any]:
-        with progress() as bar:
-            sha = _sha256_file(file, bar)
-            headers = {
-                "X-Content-SHA256": sha,
-                "Content-Type": ctype,
-                "Content-Length": str(size),
-            }
-            async with client:
-                try:
-                    return await client.json(
-                        "PUT",
-                        key_path(key),
-                        params={"w": w},
-                        headers=headers,
-                        body=lambda: _file_body(file, bar, f"uploading {key}"),
-                    )
-                except ApiError as exc:
-                    raise CliError(f"upload of {key} failed: {exc.message}") from exc
+    client = blocking_for(ctx, url, token)
+    with progress() as bar:
+        task = bar.add_task(f"uploading {key}", total=size) if bar else None
 
-    rec = run(go())
+        def advance(n: int) -> None:
+            if bar is not None and task is not None:
+                bar.advance(task, n)
+
+        try:
+            rec = upload(client, file, key, advance, content_type=ctype, w=w)
+        except ApiError as exc:
+            raise CliError(f"upload of {key} failed: {exc.explained}", exc.exit_code) from exc
     if as_json:
-        out.print_json(data=rec)
+        print_json(rec)
         return
     _print_record(
         {
@@ -122,9 +101,50 @@ def put(
             "size": rec.get("size", size),
             "sha256": rec.get("sha256"),
             "version": rec.get("version"),
-            "replicas": rec.get("replicas", []),
+            "replicas": _all_replicas(ctx, url, token, key, rec.get("replicas") or []),
         }
     )
+
+
+def _all_replicas(ctx: typer.Context, url: str | None, token: str | None, key: str, acked: list[str]) -> str:
+    """Every replica of ``key``: those that acknowledged, and the others (still copying)."""
+    try:
+        params = {"prefix": key, "limit": 1, "long": 1}
+        page = blocking_for(ctx, url, token).json("GET", "/files", params=params)
+        entry = next((f for f in page.get("files", []) if f.get("key") == key), {})
+        placed = [r.get("node") for r in entry.get("replicas") or [] if isinstance(r, dict)]
+    except CliError:
+        placed = []
+    rest = [n for n in placed if n not in acked]
+    return ", ".join([*acked, *(f"{n} (copying)" for n in rest)]) or "-"
+
+
+def _put_folder(
+    ctx: typer.Context, folder: Path, prefix: str | None, jobs: int, url: str | None, token: str | None
+) -> None:
+    """Upload every file under ``folder`` as ``prefix + relative path``, ``jobs`` at a time."""
+    from .transfer import run_parallel, upload, walk
+
+    prefix = prefix if prefix is not None else folder.resolve().name + "/"
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    files = walk(folder)
+    client = blocking_for(ctx, url, token)
+    tasks = [
+        (f.rel, f.size, lambda adv, f=f: upload(client, f.path, prefix + f.rel, adv)) for f in files
+    ]
+    outcome = run_parallel(jobs, tasks, label="uploading")
+    _report_batch("uploaded", outcome, len(files), f"{folder} -> {prefix or '(root)'}")
+
+
+def _report_batch(verb: str, outcome: Any, total: int, where: str) -> None:
+    """One summary line; each failed file on its own line, then a non-zero exit."""
+    failed = outcome.failed or []
+    for name, why in failed:
+        typer.echo(f"failed: {name}: {why}", err=True)
+    typer.echo(f"{verb} {outcome.done} of {total} files ({human_size(outcome.nbytes)}), {where}")
+    if failed:
+        raise CliError(f"{len(failed)} of {total} files failed", EXIT_FAILED)
 
 
 def _etag_sha(resp_etag: str | None) -> str | None:
@@ -136,39 +156,14 @@ def _etag_sha(resp_etag: str | None) -> str | None:
     return tag.strip('"').lower() or None
 
 
-async def _download(
-    client: Client, key: str, sink: IO[bytes], query: str = ""
-) -> tuple[int, str, str | None]:
-    """Stream ``key`` into ``sink``; returns (bytes, sha256 of what was written, ETag sha).
-    ``query``: e.g. one version of the file (cli/versions.py)."""
-    async with client:
-        try:
-            resp = await client.open("GET", key_path(key) + query)
-        except ApiError as exc:
-            raise _not_found(exc, key) from exc
-        try:
-            expected = _etag_sha(resp.headers.get("ETag"))
-            total = resp.content_length
-            digest = hashlib.sha256()
-            written = 0
-            with progress() as bar:
-                task = bar.add_task(f"downloading {key}", total=total) if bar else None
-                async for block in resp.content.iter_chunked(CHUNK):
-                    sink.write(block)
-                    digest.update(block)
-                    written += len(block)
-                    if bar is not None and task is not None:
-                        bar.advance(task, len(block))
-        finally:
-            resp.release()
-    if total is not None and written != total:
-        raise CliError(f"download of {key} truncated: got {written} of {total} bytes")
-    return written, digest.hexdigest(), expected
 
 
 def get(
     ctx: typer.Context,
-    key: Annotated[str, typer.Argument(help="Key to download.")],
+    key: Annotated[str, typer.Argument(help="Key to download; a prefix ending in '/': all keys under it.")],
+    dest: Annotated[
+        str | None, typer.Argument(help="Where to write (like -o); for a prefix, a folder.")
+    ] = None,
     output: Annotated[
         str | None,
         typer.Option("-o", "--output", help="Write here (a file or directory); '-' is stdout."),
@@ -176,39 +171,63 @@ def get(
     version: Annotated[
         str | None, typer.Option("--version", help="An older version (see `p2pstore versions KEY`).")
     ] = None,
+    jobs: JobsOption = 8,
     url: UrlOption = None,
     token: TokenOption = None,
 ) -> None:
-    """Download a file; verified against its sha256 before it appears on disk."""
-    client = client_for(ctx, url, token)
+    """Download a file (or every key under PREFIX/); verified against its sha256 before it appears."""
+    if dest is not None and output is not None:
+        raise BadInput("give the destination once: as an argument or with -o")
+    output = output if output is not None else dest
     query = version_query(version)
-    if output in (None, "-"):
-        sink = sys.stdout.buffer
-        _, actual, expected = run(_download(client, key, sink, query))
-        sink.flush()
-        if expected and actual != expected:
-            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
+    if key.endswith("/") or key == "":
+        if version is not None:
+            raise BadInput("--version names one version of one file, not of a prefix")
+        _get_prefix(ctx, key, Path(output or "."), jobs, url, token)
         return
+    from .transfer import download, stream_to
 
-    target = Path(output)
-    if target.is_dir():
-        target = target / key.rsplit("/", 1)[-1]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
+    client = blocking_for(ctx, url, token)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            size, actual, expected = run(_download(client, key, fh, query))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if expected and actual != expected:
-            raise CliError(f"checksum mismatch for {key}: expected {expected}, got {actual}")
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {actual})", err=True)
+        if output in (None, "-"):
+            stream_to(client, key, sys.stdout.buffer, query)
+            return
+        target = Path(output)
+        if target.is_dir():
+            target = target / key.rsplit("/", 1)[-1]
+        with progress() as bar:
+            task = bar.add_task(f"downloading {key}", total=None) if bar else None
+
+            def advance(n: int) -> None:
+                if bar is not None and task is not None:
+                    bar.advance(task, n)
+
+            def sized(total: int) -> None:
+                if bar is not None and task is not None:
+                    bar.update(task, total=total)
+
+            size, sha = download(client, key, target, advance, sized, query)
+    except ApiError as exc:
+        raise _not_found(exc, key) from exc
+    typer.echo(f"{key} -> {target} ({human_size(size)}, sha256 {sha})", err=True)
+
+
+def _get_prefix(
+    ctx: typer.Context, prefix: str, folder: Path, jobs: int, url: str | None, token: str | None
+) -> None:
+    """Download every key under ``prefix`` into ``folder`` (key minus prefix = relative path)."""
+    from .transfer import download, list_remote, local_target, run_parallel
+
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"{folder} is not a folder")
+    client = blocking_for(ctx, url, token)
+    remote = list_remote(client, prefix)
+    tasks = []
+    for r in remote:
+        target = local_target(folder, prefix, r.key)
+        tasks.append((r.key, r.size, lambda adv, r=r, t=target: download(client, r.key, t, adv)))
+    outcome = run_parallel(jobs, tasks, label="downloading")
+    _report_batch("downloaded", outcome, len(remote), f"{prefix or '(all keys)'} -> {folder}")
 
 
 def ls(
@@ -226,27 +245,31 @@ def ls(
     token: TokenOption = None,
 ) -> None:
     """List keys, paging through the whole listing."""
-    client = client_for(ctx, url, token)
+    client = blocking_for(ctx, url, token)
+    count = 0
+    after: str | None = None
+    while True:
+        params: dict[str, Any] = {"prefix": prefix, "limit": limit, "after": after}
+        if long:
+            params["long"] = 1
+        page = client.json("GET", "/files", params=params)
+        for entry in page.get("files", []):
+            _print_entry(entry, long, as_json)
+            count += 1
+            if max_keys is not None and count >= max_keys:
+                return
+        after = page.get("next")
+        if not after or not page.get("files"):
+            return
 
-    async def go() -> int:
-        count = 0
-        after: str | None = None
-        async with client:
-            while True:
-                params: dict[str, Any] = {"prefix": prefix, "limit": limit, "after": after}
-                if long:
-                    params["long"] = 1
-                page = await client.json("GET", "/files", params=params)
-                for entry in page.get("files", []):
-                    _print_entry(entry, long, as_json)
-                    count += 1
-                    if max_keys is not None and count >= max_keys:
-                        return count
-                after = page.get("next")
-                if not after or not page.get("files"):
-                    return count
 
-    run(go())
+def _iso_time(value: Any) -> str:
+    """Epoch seconds as UTC ISO time (2024-04-02T10:11:12Z); other values as they are."""
+    if isinstance(value, int | float):
+        import time
+
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    return str(value) if value else "-"
 
 
 def _print_entry(entry: dict[str, Any], long: bool, as_json: bool) -> None:
@@ -265,7 +288,7 @@ def _print_entry(entry: dict[str, Any], long: bool, as_json: bool) -> None:
             rep = "  [" + ",".join(marks) + "]"
         sha = str(entry.get("sha256") or "")[:12]
         typer.echo(
-            f"{entry.get('size', 0):>12}  {entry.get('modified') or '-':<25}  "
+            f"{entry.get('size', 0):>12}  {_iso_time(entry.get('modified')):<20}  "
             f"{entry.get('version') or '-':<20}  {sha:<12}  {entry.get('key', '')}{rep}"
         )
 
@@ -277,16 +300,10 @@ def rm(
     token: TokenOption = None,
 ) -> None:
     """Delete a file (a versioned tombstone, replicated like a write)."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> dict[str, Any]:
-        async with client:
-            try:
-                return await client.json("DELETE", key_path(key))
-            except ApiError as exc:
-                raise _not_found(exc, key) from exc
-
-    rec = run(go())
+    try:
+        rec = blocking_for(ctx, url, token).json("DELETE", key_path(key))
+    except ApiError as exc:
+        raise _not_found(exc, key) from exc
     typer.echo(f"deleted {rec.get('key', key)} (version {rec.get('version', '-')})")
 
 
@@ -298,29 +315,22 @@ def stat(
     token: TokenOption = None,
 ) -> None:
     """Show a file's size, sha256, version and type without downloading it."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> dict[str, Any]:
-        async with client:
-            try:
-                resp = await client.open("HEAD", key_path(key))
-            except ApiError as exc:
-                raise _not_found(exc, key) from exc
-            resp.release()
+    try:
+        with blocking_for(ctx, url, token).open("HEAD", key_path(key)) as resp:
             h = resp.headers
-            length = h.get("Content-Length")
-            return {
-                "key": key,
-                "size": int(length) if length and length.isdigit() else length,
-                "sha256": _etag_sha(h.get("ETag")),
-                "version": h.get("X-P2PStore-Version"),
-                "content_type": h.get("Content-Type"),
-                "modified": h.get("Last-Modified"),
-            }
-
-    rec = run(go())
+    except ApiError as exc:
+        raise _not_found(exc, key) from exc
+    length = h.get("Content-Length")
+    rec = {
+        "key": key,
+        "size": int(length) if length and length.isdigit() else length,
+        "sha256": _etag_sha(h.get("ETag")),
+        "version": h.get("X-P2PStore-Version"),
+        "content_type": h.get("Content-Type"),
+        "modified": h.get("Last-Modified"),
+    }
     if as_json:
-        out.print_json(data=rec)
+        print_json(rec)
     else:
         _print_record(rec)
 

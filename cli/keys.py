@@ -6,25 +6,20 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
-from rich.table import Table
 
-from .common import TokenOption, UrlOption, client_for, out, run
+from .common import TokenOption, UrlOption, out, request_json
 
 AdminOption = Annotated[bool, typer.Option("--admin", help="May create buckets and reach every bucket.")]
-app = typer.Typer(help="S3 access keys: create, import, list, allow, delete.", no_args_is_help=True)
+app = typer.Typer(
+    help="S3 access keys: create, import, list, allow, delete.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def call(
     ctx: typer.Context, url: str | None, token: str | None, method: str, path: str, body: Any = None
 ) -> Any:
     """One JSON request with a JSON body through the failover client."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> Any:
-        async with client:
-            return await client.json(method, path, json_body=body)
-
-    return run(go())
+    return request_json(ctx, url, token, method, path, body)
 
 
 def show_created(key: dict[str, Any]) -> None:
@@ -74,6 +69,8 @@ def list_(
     if as_json:
         out.print_json(data=keys)
         return
+    from rich.table import Table
+
     table = Table(title="S3 access keys", title_justify="left")
     for col in ("name", "access key id", "admin", "buckets"):
         table.add_column(col)

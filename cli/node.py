@@ -4,8 +4,7 @@ Every NodeConfig field has a flag here; all flags default to None so that a flag
 does not hide the matching ``P2PSTORE_*`` environment variable.
 """
 
-from __future__ import annotations
-
+import inspect
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -13,9 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .client import CliError
+from .failures import EXIT_BAD_INPUT, CliError
 
-app = typer.Typer(help="Run and maintain a storage node.", no_args_is_help=True)
+app = typer.Typer(help="Run and maintain a storage node.", no_args_is_help=True, rich_markup_mode=None)
 
 
 class Fsync(StrEnum):
@@ -224,7 +223,7 @@ def start(
     try:
         cfg = from_env(overrides)
     except (ValueError, TypeError) as exc:
-        raise CliError(f"invalid configuration: {exc}") from exc
+        raise CliError(f"invalid configuration: {exc}", EXIT_BAD_INPUT) from exc
     try:
         from p2pstore.server import run_node
     except ImportError as exc:
@@ -235,6 +234,29 @@ def start(
         run_node(cfg)
     except DataDirInUse as exc:
         raise CliError(f"{exc.message}; stop that node first, or use another --data-dir") from exc
+
+
+def _show_config_defaults() -> None:
+    """Put NodeConfig's defaults in `node start --help`: the flags default to None (so an unset
+    flag leaves the environment variable in charge), which click would show as no default."""
+    import dataclasses
+    import typing
+
+    from p2pstore.config import NodeConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(NodeConfig)}
+    # Annotations are objects here (no `from __future__ import annotations` in this module), so
+    # the OptionInfo changed is the one typer reads.
+    for name, param in inspect.signature(start).parameters.items():
+        value = defaults.get(name, dataclasses.MISSING)
+        if value in (dataclasses.MISSING, None, "") or isinstance(value, bool):
+            continue
+        for meta in typing.get_args(param.annotation)[1:]:
+            if isinstance(meta, typer.models.OptionInfo):
+                meta.show_default = str(value)
+
+
+_show_config_defaults()
 
 
 @app.command("restore")
@@ -252,8 +274,12 @@ def restore(
     ] = None,
 ) -> None:
     """Replace a stopped node's metadata with a checkpoint (newest by default)."""
+    import logging
+
     from p2pstore.errors import StoreError
     from p2pstore.storage.checkpoint import restore_checkpoint
+
+    logging.getLogger("p2pstore").addHandler(logging.NullHandler())  # one line: ours, below
     from p2pstore.storage.lock import DataDirInUse, DataDirLock
 
     if not data_dir.is_dir():

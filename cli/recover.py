@@ -8,7 +8,7 @@ from urllib.parse import quote
 import typer
 
 from .client import CliError
-from .common import TokenOption, UrlOption, request_json
+from .common import TokenOption, UrlOption, print_json, request_json
 
 
 def recover(
@@ -28,7 +28,26 @@ def recover(
         raise CliError(f"recovery of {node} left {report['files_failed']} files incomplete")
 
 
-members = typer.Typer(help="Manage cluster membership.", no_args_is_help=True)
+members = typer.Typer(help="Manage cluster membership.", no_args_is_help=True, rich_markup_mode=None)
+
+
+@members.command("list")
+def list_members(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON (a list of members).")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """List the members as the answering node sees them: id, address, state, leader."""
+    st = request_json(ctx, url, token, "GET", "/status")
+    rows = st.get("members") or []
+    if as_json:
+        print_json(rows)
+        return
+    for m in rows:
+        mark = "  (leader)" if m.get("id") == st.get("leader") else ""
+        mark += "  (answering)" if m.get("id") == st.get("node_id") else ""
+        typer.echo(f"{m.get('id', '-')}  {m.get('address', '-')}  {m.get('state', '-')}{mark}")
 
 
 @members.command("remove")

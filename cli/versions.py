@@ -4,7 +4,6 @@ folder's versioning. ``get KEY --version V`` (cli/files.py) downloads one."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -12,7 +11,7 @@ from urllib.parse import quote
 import typer
 
 from .client import ApiError, CliError, key_path
-from .common import TokenOption, UrlOption, client_for, human_size, out, request_json, run
+from .common import TokenOption, UrlOption, human_size, print_json, request_json
 
 
 def version_query(version: str | None) -> str:
@@ -33,7 +32,7 @@ def versions(
     except ApiError as exc:
         raise CliError(f"no versions of {key}") if exc.status == 404 else exc from exc
     if as_json:
-        out.print_json(data=rec)
+        print_json(rec)
         return
     for v in rec["versions"]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v["modified"]))
@@ -49,15 +48,9 @@ def restore(
     token: TokenOption = None,
 ) -> None:
     """Make an old version of a file current again (it keeps its version id)."""
-    client = client_for(ctx, url, token)
-
-    async def go() -> Any:
-        async with client:
-            path = "/restore/" + key_path(key).removeprefix("/files/") + version_query(version)
-            return await client.json("POST", path)
-
+    path = "/restore/" + key_path(key).removeprefix("/files/") + version_query(version)
     try:
-        rec = run(go())
+        rec = request_json(ctx, url, token, "POST", path)
     except ApiError as exc:
         raise CliError(f"no version {version} of {key}") if exc.status == 404 else exc from exc
     typer.echo(f"restored {rec['key']} to version {rec['version']}")
@@ -80,14 +73,7 @@ def versioning(
     if not (enable or suspend):
         rec = request_json(ctx, url, token, "GET", path)
     else:
-        client = client_for(ctx, url, token)
-        body = json.dumps({"status": "Enabled" if enable else "Suspended"}).encode()
-
-        async def go() -> Any:
-            async with client:
-                return await client.json("PUT", path, data=body)
-
-        rec = run(go())
+        rec = request_json(ctx, url, token, "PUT", path, {"status": "Enabled" if enable else "Suspended"})
     typer.echo(f"{rec['folder']}: versioning {rec['status']}")
 
 

@@ -73,7 +73,7 @@ def restore_checkpoint(data_dir: Path, name: str | None = None) -> str:
     else:
         raise FileNotFoundError(f"no checkpoints in {checkpoint_dir(data_dir)}")
     try:
-        check_integrity(chosen)
+        check_integrity(chosen, immutable=True)
     except DatabaseCorrupt as exc:
         raise ValueError(f"checkpoint {chosen.name} is damaged: {exc}") from exc
     target = data_dir / DB_NAME

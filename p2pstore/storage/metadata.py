@@ -155,10 +155,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def check_integrity(path: Path) -> None:
-    """Raise DatabaseCorrupt unless ``path`` is a readable SQLite file with our tables intact."""
+def check_integrity(path: Path, immutable: bool = False) -> None:
+    """Raise DatabaseCorrupt unless ``path`` is a readable SQLite file with our tables intact.
+
+    ``immutable``: a file nothing writes any more (a checkpoint), opened without the -wal/-shm
+    files SQLite would otherwise leave beside it."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{path}?mode=ro{'&immutable=1' if immutable else ''}", uri=True)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()
             if not result or result[0] != "ok":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_every_config_field_has_a_node_start_flag() -> None:
 def test_unreachable_url_is_one_clear_line() -> None:
     port = free_port()
     res = cli("--url", f"http://127.0.0.1:{port}", "ls")
-    line = assert_one_line_error(res)
+    line = assert_one_line_error(res, code=3)
     assert "cannot reach any node" in line
     assert f"127.0.0.1:{port}" in line
     assert "connection refused" in line
@@ -87,7 +88,7 @@ def test_unreachable_url_is_one_clear_line() -> None:
 def test_url_from_environment() -> None:
     port = free_port()
     res = cli("status", env={"P2PSTORE_URL": f"http://127.0.0.1:{port}"})
-    assert f"127.0.0.1:{port}" in assert_one_line_error(res)
+    assert f"127.0.0.1:{port}" in assert_one_line_error(res, code=3)
 
 
 def test_bad_flag_value_is_one_clear_line() -> None:
@@ -98,10 +99,10 @@ def test_bad_flag_value_is_one_clear_line() -> None:
 
 def test_invalid_config_is_one_clear_line(tmp_path: Path) -> None:
     res = cli("node", "start", "--data-dir", str(tmp_path), "--replicas", "2", "--write-quorum", "3")
-    line = assert_one_line_error(res)
+    line = assert_one_line_error(res, code=2)
     assert "write_quorum" in line
     res = cli("node", "start", "--data-dir", str(tmp_path), "--read-lease", "0.1")
-    assert "read_lease must be 0 (off) or 0.5..60 seconds" in assert_one_line_error(res)
+    assert "read_lease must be 0 (off) or 0.5..60 seconds" in assert_one_line_error(res, code=2)
 
 
 def test_unknown_command_is_usage_error() -> None:
@@ -182,15 +183,15 @@ def test_stat_and_rm(node: NodeProcess, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr.decode()
     assert "deleted doc.txt" in res.stdout.decode()
 
-    line = assert_one_line_error(cli("--url", node.url, "get", "doc.txt"))
+    line = assert_one_line_error(cli("--url", node.url, "get", "doc.txt"), code=4)
     assert line == "error: key not found: doc.txt"
-    assert_one_line_error(cli("--url", node.url, "stat", "doc.txt"))
-    assert_one_line_error(cli("--url", node.url, "rm", "doc.txt"))
+    assert_one_line_error(cli("--url", node.url, "stat", "doc.txt"), code=4)
+    assert_one_line_error(cli("--url", node.url, "rm", "doc.txt"), code=4)
 
 
 def test_get_missing_key_leaves_no_file(node: NodeProcess, tmp_path: Path) -> None:
     dst = tmp_path / "never.bin"
-    assert_one_line_error(cli("--url", node.url, "get", "nope", "-o", str(dst)))
+    assert_one_line_error(cli("--url", node.url, "get", "nope", "-o", str(dst)), code=4)
     assert list(tmp_path.glob("*never.bin*")) == []
 
 
@@ -226,7 +227,7 @@ def test_token_required_and_accepted(node_factory, tmp_path: Path) -> None:  # t
     (n,) = node_factory(1, api_token="s3cret", fsync="never")
     src = tmp_path / "t"
     src.write_bytes(b"t")
-    assert_one_line_error(cli("--url", n.url, "put", str(src), "t"))
+    assert_one_line_error(cli("--url", n.url, "put", str(src), "t"), code=5)
     res = cli("--url", n.url, "put", str(src), "t", env={"P2PSTORE_API_TOKEN": "s3cret"})
     assert res.returncode == 0, res.stderr.decode()
     res = cli("--url", n.url, "--token", "s3cret", "get", "t")
@@ -237,8 +238,33 @@ def test_checkpoint_then_restore(node: NodeProcess) -> None:
     res = cli("--url", node.url, "checkpoint")
     assert res.returncode == 0, res.stderr.decode()
     node.terminate()
+    made = res.stdout.decode().split()[-1]  # "<node id>: ok <checkpoint name>"
     res = cli("node", "restore", "--data-dir", str(node.data_dir))
     assert res.returncode == 0, res.stderr.decode()
-    assert res.stdout.decode().startswith("restored checkpoint ")
+    assert res.stdout.decode() == f"restored checkpoint {made} into {node.data_dir}\n"
+    assert res.stderr == b""  # one line in all
+    leftovers = [p.name for p in node.data_dir.rglob("*") if p.name.endswith(("-wal", "-shm"))]
+    assert leftovers == []
     node.start()
     node.wait_ready()
+
+
+def test_json_output_for_scripts(node: NodeProcess, tmp_path: Path) -> None:
+    """`--json` on ls, stat, status and members list: valid JSON with the fields scripts need."""
+    import json
+
+    src = tmp_path / "j.txt"
+    src.write_bytes(b"json please")
+    assert cli("--url", node.url, "put", str(src), "j/one.txt").returncode == 0
+    res = cli("--url", node.url, "ls", "j/", "--json")
+    assert res.returncode == 0, res.stderr.decode()
+    (entry,) = [json.loads(line) for line in res.stdout.decode().splitlines()]
+    assert entry["key"] == "j/one.txt" and entry["size"] == 11
+    res = cli("--url", node.url, "stat", "j/one.txt", "--json")
+    assert json.loads(res.stdout)["sha256"] == entry["sha256"]
+    status = json.loads(cli("--url", node.url, "status", "--json").stdout)
+    members = json.loads(cli("--url", node.url, "members", "list", "--json").stdout)
+    assert [m["id"] for m in members] == [m["id"] for m in status["members"]]
+    assert status["node_id"] in {m["id"] for m in members}
+    long = cli("--url", node.url, "ls", "-l", "j/").stdout.decode()
+    assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", long), long  # a human time, not an epoch float

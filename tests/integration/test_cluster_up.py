@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -9,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from p2pstore_cli.cluster_state import alive
 
 from p2pstore.launcher import child_env, free_port, http_json
 from tests.support.processes import wait_for
@@ -63,3 +66,69 @@ def test_cluster_up_runs_the_nodes_until_sigterm(tmp_path: Path) -> None:
     for port in (base, base + 1):
         with pytest.raises(OSError):
             http_json(f"http://127.0.0.1:{port}/health", timeout=1.0)
+
+
+def test_cluster_status_restart_and_stop_from_another_shell(tmp_path: Path) -> None:
+    """The state file lets other commands find the cluster: a killed node is reported with the
+    command that brings it back, `cluster restart` does (secret and all), `cluster stop` ends it."""
+    from tests.support.processes import run_cli
+
+    base = consecutive_free_ports(2)
+    root = tmp_path / "cluster"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2pstore", "cluster", "up", "-n", "2", "--base-port", str(base),
+         "--data-root", str(root), "--fsync", "never", "--no-s3", "--insecure-plain"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
+    )  # fmt: skip
+    try:
+        wait_for(lambda: joined(base) and joined(base + 1), 60, message="both nodes up and joined")
+        state_file = root / "cluster.json"
+        assert state_file.stat().st_mode & 0o777 == 0o600
+        state = json.loads(state_file.read_text())
+        assert [n["port"] for n in state["nodes"]] == [base, base + 1] and state["cluster_secret"]
+        status = run_cli("cluster", "status", "--data-root", str(root))
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.decode().count("joined") == 2
+
+        os.kill(state["nodes"][1]["pid"], signal.SIGKILL)
+        wait_for(lambda: run_cli("cluster", "status", "--data-root", str(root)).returncode == 1, 30,
+                 message="status reports the killed node")  # fmt: skip
+        down = run_cli("cluster", "status", "--data-root", str(root), "--json")
+        rows = json.loads(down.stdout)["nodes"]
+        assert [r["running"] for r in rows] == [True, False]
+
+        again = run_cli("cluster", "restart", "node1", "--data-root", str(root))
+        assert again.returncode == 0, again.stderr
+        assert "node1 restarted" in again.stdout.decode()
+        assert joined(base + 1)  # it found the cluster again: same secret, same seed
+        new_pid = json.loads(state_file.read_text())["nodes"][1]["pid"]
+        assert new_pid != state["nodes"][1]["pid"]
+
+        bad = run_cli("cluster", "restart", "node7", "--data-root", str(root))
+        assert bad.returncode == 2 and b"no node 'node7'" in bad.stderr
+
+        stopped = run_cli("cluster", "stop", "--data-root", str(root))
+        assert stopped.returncode == 0, stopped.stderr
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"node1 (http://127.0.0.1:{base + 1}) exited with code -9; restart it with: " \
+           f"p2pstore cluster restart node1 --data-root {root}" in err
+    assert "cluster restart NODE" in out
+    for port in (base, base + 1):
+        with pytest.raises(OSError):
+            http_json(f"http://127.0.0.1:{port}/health", timeout=1.0)
+    wait_for(lambda: not alive(new_pid, state["nodes"][1]["data_dir"]), 10, message="the restarted node gone")
+
+
+def test_default_data_root_is_outside_the_current_folder(tmp_path: Path) -> None:
+    from tests.support.processes import run_cli
+
+    res = run_cli("cluster", "status", env={"XDG_STATE_HOME": str(tmp_path / "state")}, cwd=tmp_path)
+    assert res.returncode == 4
+    assert res.stderr.decode() == f"error: no cluster in {tmp_path}/state/p2pstore/cluster " \
+                                  "(start one: p2pstore cluster up)\n"
+    assert list(tmp_path.iterdir()) == []

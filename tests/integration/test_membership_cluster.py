@@ -99,7 +99,7 @@ def test_operator_removes_a_dead_member(node_factory) -> None:
     gone = nodes[2].health()["node_id"]
     alive_id = nodes[1].health()["node_id"]
     refused = run_cli("--url", nodes[0].url, "members", "remove", alive_id)
-    assert refused.returncode == 1 and b"only dead or left members" in refused.stderr
+    assert refused.returncode == 5 and b"only dead or left members" in refused.stderr
     nodes[2].kill()
     wait_for(lambda: all_see(nodes[:2], gone, "dead"), DEAD_BOUND, message="dead everywhere")
     done = run_cli("--url", nodes[0].url, "members", "remove", gone)

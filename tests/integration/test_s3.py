@@ -431,7 +431,7 @@ def test_key_commands_of_the_cli(node_factory) -> None:
     reader = client(node, "AKIDP2PSTOREREADER01", "reader-secret-0123456789")
     assert reader.list_objects_v2(Bucket="ops-bucket")["KeyCount"] == 0
     duplicate = run_cli("key", "create", "ops", env=env)
-    assert duplicate.returncode == 1 and b"exists already" in duplicate.stderr
+    assert duplicate.returncode == 5 and b"exists already" in duplicate.stderr
     deleted = run_cli("key", "delete", "reader", env=env)
     assert deleted.returncode == 0, deleted.stderr
     with pytest.raises(ClientError) as info:

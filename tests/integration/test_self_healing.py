@@ -131,7 +131,7 @@ async def test_recover_command_reports(node_factory) -> None:
     assert done.returncode == 0, done.stderr
     assert f"{target}:" in done.stdout.decode() and "repaired" in done.stdout.decode()
     bad = run_cli("--url", nodes[0].url, "recover", "no-such-node")
-    assert bad.returncode == 1 and b"no member named" in bad.stderr and b"Traceback" not in bad.stderr
+    assert bad.returncode == 4 and b"no member named" in bad.stderr and b"Traceback" not in bad.stderr
 
 
 async def test_resync_keeps_to_the_repair_rate(node_factory) -> None:
