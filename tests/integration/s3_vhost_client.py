@@ -65,7 +65,9 @@ def main(endpoint: str, key_id: str, secret: str, work: Path) -> None:
     assert back.read_bytes() == big.read_bytes()
     # a low-level Complete answers the object's URL without the bucket twice
     mp = s3.create_multipart_upload(Bucket="photos", Key="one-part.bin")
-    part = s3.upload_part(Bucket="photos", Key="one-part.bin", UploadId=mp["UploadId"], PartNumber=1, Body=b"x")
+    part = s3.upload_part(
+        Bucket="photos", Key="one-part.bin", UploadId=mp["UploadId"], PartNumber=1, Body=b"x"
+    )
     done = s3.complete_multipart_upload(
         Bucket="photos", Key="one-part.bin", UploadId=mp["UploadId"],
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
