@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from ..core.manifest import ManifestEntry
 from ..errors import RangeNotSatisfiable, StoreError
 from .metrics import CLIENT_BYTES
 
@@ -54,6 +55,17 @@ def http_date(ts: float) -> str:
 
 def etag_of(sha256: str) -> str:
     return f'"{sha256}"'
+
+
+def file_headers(entry: ManifestEntry, version: str) -> dict[str, str]:
+    """The headers every native GET/HEAD of a file (or of one of its versions) answers."""
+    return {
+        "ETag": etag_of(entry.sha256),
+        "Last-Modified": http_date(entry.modified),
+        "Content-Type": entry.content_type,
+        "Accept-Ranges": "bytes",
+        "X-P2PStore-Version": version,
+    }
 
 
 def etag_matches(header: str | None, sha256: str) -> bool:

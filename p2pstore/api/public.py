@@ -16,7 +16,7 @@ from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, Conflict, Forbidden, LengthRequired, NotFound, Unauthorized
 from ..node import Node
 from . import versions
-from .http import etag_matches, etag_of, http_date, parse_range, send_range
+from .http import etag_matches, file_headers, parse_range, send_range
 from .metrics import CLIENT_BYTES, render_metrics
 from .status import status_json
 
@@ -215,13 +215,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     reads = node.cluster.reads
     resolved = reads.lookup_local(key) if local else await reads.resolve(key, r)
     entry = resolved.entry
-    headers = {
-        "ETag": etag_of(entry.sha256),
-        "Last-Modified": http_date(entry.modified),
-        "Content-Type": entry.content_type,
-        "Accept-Ranges": "bytes",
-        "X-P2PStore-Version": entry.version,
-    }
+    headers = file_headers(entry, entry.version)
     if etag_matches(request.headers.get("If-None-Match"), entry.sha256):
         return web.Response(status=304, headers=headers)
     rng = parse_range(request.headers.get("Range"), entry.size)

@@ -15,7 +15,7 @@ from ..core.keys import InvalidKey, validate_key
 from ..core.versions import version_id
 from ..errors import BadRequest, NotFound
 from ..node import Node
-from .http import etag_of, http_date, parse_range, send_range
+from .http import file_headers, parse_range, send_range
 
 MAX_BODY = 64 * 1024
 
@@ -38,13 +38,7 @@ async def get_versions(request: web.Request, node: Node, key: str) -> web.Stream
     vid = request.query["version"]
     resolved = await node.cluster.versions.resolve(key, vid)
     entry = resolved.entry
-    headers = {
-        "ETag": etag_of(entry.sha256),
-        "Last-Modified": http_date(entry.modified),
-        "Content-Type": entry.content_type,
-        "Accept-Ranges": "bytes",
-        "X-P2PStore-Version": version_id(entry),
-    }
+    headers = file_headers(entry, version_id(entry))
     rng = parse_range(request.headers.get("Range"), entry.size)
     reads = node.cluster.reads
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core import quorum
 from ..core.hlc import HybridLogicalClock
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, CorruptData, PayloadTooLarge, Refused, Unavailable, full_disk_refused
@@ -218,15 +217,7 @@ class Composer:
         limit = wc.config.max_upload_bytes
         if limit and sum(r.length for r in refs) > limit:
             raise PayloadTooLarge(f"object larger than the limit of {limit} bytes")
-        wc.peers.check_joined()
-        replicas = wc.peers.replicas_for(key)
-        targets = wc.peers.reachable(replicas, for_write=True)
-        w = quorum.write_quorum(w or wc.config.write_quorum, wc.peers.known_count())
-        if len(targets) < w:
-            raise Unavailable(
-                f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
-                {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
-            )
+        replicas, targets, w = wc.write_targets(key, w)
         pairs = with_marks(wc.store, key, checked_meta(meta), False)  # versioned folders
         chunks = [r.sha for r in refs]
         lengths = [r.length for r in refs]

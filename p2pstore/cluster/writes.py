@@ -92,6 +92,20 @@ class WriteCoordinator:
         await self.reads.resolve(key)  # NotFound when there is nothing to delete
         return await self.write(key, None, "", None, None, w, tombstone=True)
 
+    def write_targets(self, key: str, w: int | None) -> tuple[list[str], list[str], int]:
+        """(replicas, the reachable ones, W) for a new write of ``key``; Unavailable when fewer
+        than W are reachable, before anything is sent."""
+        self.peers.check_joined()
+        replicas = self.peers.replicas_for(key)
+        targets = self.peers.reachable(replicas, for_write=True)
+        w = quorum.write_quorum(w or self.config.write_quorum, self.peers.known_count())
+        if len(targets) < w:
+            raise Unavailable(
+                f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
+                {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
+            )
+        return replicas, targets, w
+
     async def write(
         self,
         key: str,
@@ -108,15 +122,7 @@ class WriteCoordinator:
         limit = self.config.max_upload_bytes
         if limit and expected_size is not None and expected_size > limit:
             raise PayloadTooLarge(f"upload larger than the limit of {limit} bytes")
-        self.peers.check_joined()
-        replicas = self.peers.replicas_for(key)
-        targets = self.peers.reachable(replicas, for_write=True)
-        w = quorum.write_quorum(w or self.config.write_quorum, self.peers.known_count())
-        if len(targets) < w:
-            raise Unavailable(
-                f"only {len(targets)} of {len(replicas)} replicas reachable, {w} needed",
-                {"reachable": targets, "replicas": replicas, "w": w, "outcome": "not written"},
-            )
+        replicas, targets, w = self.write_targets(key, w)
         pairs = with_marks(self.store, key, checked_meta(meta), tombstone)  # versioned folders
         body_md5 = hashlib.md5(usedforsecurity=False) if md5 and body is not None else None
         version = self.new_version()
