@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from p2pstore.core.placement import replicas, score  # noqa: E402
+from p2pstore.core.placement import replicas, score
 
 
 def main() -> None:
