@@ -30,9 +30,12 @@ class FailureRun:
     bytes_per_node_period: float
 
 
-def failure_known_everywhere(n: int, seed: int, deadline_periods: float = 200.0) -> FailureRun:
-    """Crash one node of an idle cluster; periods until every other node has it dead."""
-    sim = SimNet(n, seed, election=False)
+def failure_known_everywhere(
+    n: int, seed: int, deadline_periods: float = 200.0, wire: bool = True
+) -> FailureRun:
+    """Crash one node of an idle cluster; periods until every other node has it dead. ``wire``:
+    messages round-trip through msgpack and their bytes are counted (slower)."""
+    sim = SimNet(n, seed, election=False, wire=wire)
     sim.run_for(WARMUP)
     period = sim.mconfig.probe_interval
     m0, b0, t0 = sim.messages_sent, sim.bytes_sent, sim.now
