@@ -1,7 +1,7 @@
 """The membership and election cores at 1,000 nodes (what fits CI; benchmarks/sim_scale.py
 prints the 1,000- and 2,000-node table of docs/protocols.md). One seed each, deterministic.
-Each takes 10-20 s on an idle 2-core machine; 20 periods of loss or after a stall outlast the
-shortest suspicion timeout at this size (4 log10 N = 12 periods)."""
+The lossy and stalled runs last 20 periods (to fit CI's budget), which outlast the shortest
+suspicion timeout at this size (4 log10 N = 12 periods)."""
 
 from __future__ import annotations
 
