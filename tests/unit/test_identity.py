@@ -64,3 +64,28 @@ def test_replaces_takes_a_dead_member_at_another_address() -> None:
 def test_replaces_refuses_what_it_cannot_confirm_is_down(v: list[SeedView], why: str) -> None:
     with pytest.raises(IdentityRefused, match=why):
         choose(v, ME, replaces="nold", address_free=True)
+
+
+async def test_address_free_tells_a_listening_port_from_a_closed_one() -> None:
+    import asyncio
+
+    from p2pstore.cluster.identity import address_free
+    from p2pstore.launcher import free_port
+
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await address_free(f"127.0.0.1:{port}") is False
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert await address_free(f"127.0.0.1:{free_port()}") is True
+
+
+async def test_replaces_without_seeds_is_refused() -> None:
+    from p2pstore.cluster.identity import resolve
+    from p2pstore.config import NodeConfig
+
+    with pytest.raises(IdentityRefused, match="needs --seeds"):
+        await resolve(NodeConfig(replaces="nold"))
+    assert await resolve(NodeConfig()) is None
