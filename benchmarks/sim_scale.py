@@ -32,6 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000])
     ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--periods", type=int, default=60, help="periods of the lossy and stalled runs")
+    ap.add_argument("--no-wire", action="store_true",
+                    help="skip the msgpack round trip of every message (faster; no byte counts)")
     args = ap.parse_args()
     print("| N | seed | crash → dead everywhere | update → 100 % | msgs / node / period | bytes / node / "
           "period | false dead, 5 % loss | false dead, one node stalled | election → one leader "
@@ -40,15 +43,15 @@ def main() -> None:
     for n in args.sizes:
         for seed in range(args.seeds):
             t0 = time.perf_counter()
-            f = failure_known_everywhere(n, seed)
+            f = failure_known_everywhere(n, seed, wire=not args.no_wire)
             spread = update_reaches_all(n, seed)
-            lossy = false_deaths_with_loss(n, seed)
-            stalled = false_deaths_with_a_stall(n, seed)
+            lossy = false_deaths_with_loss(n, seed, periods=args.periods)
+            stalled = false_deaths_with_a_stall(n, seed, periods=args.periods)
             e = election_converges(n, seed)
             dead = "not within 200" if f.periods is None else f"{f.periods:.1f}"
             elect = "no leader in 120" if e.periods is None else f"{e.periods:.1f}"
             print(f"| {n} | {seed} | {dead} | {spread:.1f} | {f.msgs_per_node_period:.2f} "
-                  f"| {f.bytes_per_node_period:.0f} | {lossy + f.wrong_deaths} | {stalled} | {elect} "
+                  f"| {'—' if args.no_wire else f'{f.bytes_per_node_period:.0f}'} | {lossy + f.wrong_deaths} | {stalled} | {elect} "
                   f"| {e.terms_with_two_leaders} | {e.leader_changes_after} |", flush=True)
             print(f"<!-- N={n} seed={seed}: {time.perf_counter() - t0:.0f}s -->", file=sys.stderr, flush=True)
 
