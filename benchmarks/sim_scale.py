@@ -50,8 +50,9 @@ def main() -> None:
             e = election_converges(n, seed)
             dead = "not within 200" if f.periods is None else f"{f.periods:.1f}"
             elect = "no leader in 120" if e.periods is None else f"{e.periods:.1f}"
+            size = "—" if args.no_wire else f"{f.bytes_per_node_period:.0f}"
             print(f"| {n} | {seed} | {dead} | {spread:.1f} | {f.msgs_per_node_period:.2f} "
-                  f"| {'—' if args.no_wire else f'{f.bytes_per_node_period:.0f}'} | {lossy + f.wrong_deaths} | {stalled} | {elect} "
+                  f"| {size} | {lossy + f.wrong_deaths} | {stalled} | {elect} "
                   f"| {e.terms_with_two_leaders} | {e.leader_changes_after} |", flush=True)
             print(f"<!-- N={n} seed={seed}: {time.perf_counter() - t0:.0f}s -->", file=sys.stderr, flush=True)
 
