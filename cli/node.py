@@ -80,6 +80,10 @@ def start(
     seeds: Annotated[
         str | None, typer.Option(help="Comma-separated host:port of nodes to join through.")
     ] = None,
+    replaces: Annotated[
+        str | None,
+        typer.Option(help="Id of a dead member whose place this node (with an empty data dir) takes."),
+    ] = None,
     cluster_secret: Annotated[
         str | None, typer.Option(help="Shared secret signing node-to-node requests when TLS is off.")
     ] = None,
@@ -183,6 +187,7 @@ def start(
         "port": port,
         "advertise": advertise,
         "seeds": _seeds(seeds),
+        "replaces": replaces,
         "cluster_secret": cluster_secret,
         "cluster_ca": cluster_ca,
         "node_cert": node_cert,

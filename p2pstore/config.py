@@ -24,6 +24,7 @@ class NodeConfig:
     port: int = 7000
     advertise: str = ""  # host:port other nodes use to reach us; default host:port
     seeds: list[str] = field(default_factory=list)  # host:port of nodes to join through
+    replaces: str = ""  # id of a dead member whose place an empty data dir takes (replaced disk)
     cluster_secret: str = ""  # shared by all nodes; signs /_internal/ requests when TLS is off
     cluster_ca: str = ""  # PEM file: the cluster CA; with node_cert/node_key turns on mutual TLS
     node_cert: str = ""  # PEM file: this node's certificate, signed by the cluster CA
@@ -115,6 +116,9 @@ class NodeConfig:
         if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):
             raise ValueError("s3_port must be 0 (off) or 1..65535, not the node's own port")
         self.validate_security()
+        r = self.replaces
+        if r and not (r.isascii() and r.isalnum() and len(r) <= 64):
+            raise ValueError("replaces must be a member id (letters and digits, as `p2pstore status` shows)")
         if not self.s3_region or not all(c.isalnum() or c == "-" for c in self.s3_region):
             raise ValueError("s3_region must be letters, digits and '-' (e.g. us-east-1)")
         if self.s3_upload_max_age < 1:

@@ -20,9 +20,11 @@ from .api.internal import add_internal_routes
 from .api.overview import add_overview_routes, sample_activity
 from .api.public import NODE_KEY, add_routes
 from .api.tls_listener import MutualTLSSite
+from .cluster.identity import resolve as resolve_identity
 from .cluster.tls import public_context, server_context
 from .config import NodeConfig
-from .node import Node
+from .core.identity import Adoption, IdentityRefused
+from .node import Node, stored_node_id
 from .s3.admin import add_admin_routes
 from .s3.app import build_s3_app
 from .s3.app import error_response as s3_error_response
@@ -106,9 +108,27 @@ async def freeze_long_lived() -> None:
         await asyncio.sleep(REFREEZE_INTERVAL)
 
 
+async def adoption_for(cfg: NodeConfig) -> Adoption | None:
+    """A node whose data dir holds no id yet may take a dead member's place (a replaced disk):
+    asked of the seeds before anything is built (cluster/identity.py)."""
+    own = stored_node_id(cfg.data_dir)
+    if own is not None:
+        if cfg.replaces and cfg.replaces != own:
+            raise SystemExit(f"error: --replaces {cfg.replaces}: the data dir already belongs to {own}; "
+                             "a replacement starts with an empty data dir")  # fmt: skip
+        return None
+    try:
+        adoption = await resolve_identity(cfg)
+    except IdentityRefused as exc:
+        raise SystemExit(f"error: --replaces {cfg.replaces}: {exc}") from exc
+    if adoption is not None:
+        log.info("empty data dir: taking the place of member %s (%s)", adoption.node_id, adoption.reason)
+    return adoption
+
+
 async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down in order: listener, tasks, store."""
-    node = Node(cfg)
+    node = Node(cfg, await adoption_for(cfg))
     setup_logging(cfg.log_level, node.node_id)
     registry = Registry(node)  # S3 buckets and access keys, shared by both APIs
     app = build_app(node, registry)

@@ -283,6 +283,15 @@ def entries(node: Node, msg: Any, peer: str) -> Any:
     return {"views": [node.cluster.replica.local_view(k) for k in keys]}
 
 
+def members(node: Node, msg: Any, peer: str) -> Any:
+    """This node's member table and term: what a node with an empty data dir asks before it
+    takes a dead member's place (cluster/identity.py)."""
+    gossip = node.cluster.gossip
+    records = [{"id": m.id, "addr": m.address, "state": m.state, "inc": m.incarnation}
+               for m in gossip.membership.members()]  # fmt: skip
+    return {"members": records, "term": gossip.term}
+
+
 def lease(node: Node, msg: Any, peer: str) -> Any:
     """A read lease for the asking replica (or None: refused)."""
     try:
@@ -360,6 +369,7 @@ HANDLERS: dict[str, MessageHandler] = {
     "read-repair": read_repair,
     "announce": announce,
     "lease": lease,
+    "members": members,
     "lease-revoke": lease_revoke,
     "checkpoint": checkpoint,
     "recover": recover,

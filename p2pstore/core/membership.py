@@ -27,6 +27,8 @@ from typing import Any
 
 from p2pstore.core.messages import (
     MAX_ADDR_LEN,
+    MAX_ID_LEN,
+    MAX_INT,
     Message,
     Outgoing,
     optional_str,
@@ -107,7 +109,17 @@ class MemberEvent:
 
 
 def _validate_record(rec: object) -> dict[str, Any]:
-    """One member record: {"id", "addr", "state", "inc", optional "by"}."""
+    """One member record: {"id", "addr", "state", "inc", optional "by"}.
+
+    A full-state sync carries every member (2,000 records in a 2,000-node cluster), so the common
+    well-formed record without "by" is checked inline; anything else takes the path below, which
+    names what is wrong."""
+    if type(rec) is dict and len(rec) == 4:
+        mid, addr, state, inc = rec.get("id"), rec.get("addr"), rec.get("state"), rec.get("inc")
+        if (type(mid) is str and 0 < len(mid) <= MAX_ID_LEN and type(addr) is str
+                and 0 < len(addr) <= MAX_ADDR_LEN and state in PRECEDENCE and type(inc) is int
+                and 0 <= inc <= MAX_INT):  # fmt: skip
+            return {"id": mid, "addr": addr, "state": state, "inc": inc}
     if not isinstance(rec, dict):
         raise ValueError(f"member record must be a map, got {type(rec).__name__}")
     state = rec.get("state")
@@ -289,6 +301,10 @@ class Membership:
         self._suspicions: dict[str, Suspicion] = {}
         self._removed: dict[str, tuple[int, float]] = {}  # id -> (incarnation, removed_at)
         self._events: list[MemberEvent] = []
+        self._table_version = 0
+        self._live_n = 0  # members alive or suspect, self included
+        self._gone_n = 0  # members dead or left (what _reap looks at)
+        self._alive_cache: tuple[int, list[str]] | None = None
         self._queue = BroadcastQueue()
         self._seq = 0
         self._probe: _Probe | None = None
@@ -301,6 +317,8 @@ class Membership:
             else:
                 self._incarnation = max(self._incarnation, m.incarnation)
         self._members[self_id] = Member(self_id, address, ALIVE, self._incarnation, now, now)
+        self._live_n = sum(1 for m in self._members.values() if m.state in (ALIVE, SUSPECT))
+        self._gone_n = sum(1 for m in self._members.values() if m.state in (DEAD, LEFT))
         self._queue.push(self._record(self._members[self_id]))
         self._next_probe = now + rng.uniform(0, self.config.probe_interval)
         self._next_push_pull = now  # first tick: join via seeds or known members
@@ -435,6 +453,7 @@ class Membership:
         m = self._members.pop(member_id, None)
         if m is None:
             return
+        self._changed(m.state, None)
         self._suspicions.pop(member_id, None)
         self._removed[member_id] = (m.incarnation, m.last_change)
         self._queue.push({"id": m.id, "addr": m.address, "state": LEFT, "inc": m.incarnation})
@@ -463,8 +482,25 @@ class Membership:
             rec["by"] = by
         return rec
 
+    def _changed(self, old: str | None, new: str | None) -> None:
+        """A member was added (old None), removed (new None) or changed state: keep the live
+        count exact and mark the alive list stale. Every message asks the count (its retransmit
+        limit) and every indirect probe the list; recounting 2,000 members each time was most of
+        a large cluster's membership CPU."""
+        self._table_version += 1
+        self._live_n += (new in (ALIVE, SUSPECT)) - (old in (ALIVE, SUSPECT))
+        self._gone_n += (new in (DEAD, LEFT)) - (old in (DEAD, LEFT))
+
+    def _alive_others(self) -> list[str]:
+        """Ids of the other members that are alive (cached until the table changes)."""
+        cached = self._alive_cache
+        if cached is None or cached[0] != self._table_version:
+            alive = [m.id for m in self._members.values() if m.state == ALIVE and m.id != self.self_id]
+            cached = self._alive_cache = (self._table_version, alive)
+        return cached[1]
+
     def _live_count(self) -> int:
-        return sum(1 for m in self._members.values() if m.state in (ALIVE, SUSPECT))
+        return self._live_n
 
     def _msg(self, kind: str, **fields: Any) -> Message:
         msg: Message = {"type": kind, "from": self.self_id, "addr": self.address,
@@ -489,6 +525,7 @@ class Membership:
         old = m.state
         m.state = state
         m.last_change = now
+        self._changed(old, state)
         if state == ALIVE:
             m.last_seen = now
         self._emit(m, old)
@@ -521,6 +558,7 @@ class Membership:
         if cur is None:
             m = Member(mid, rec["addr"], state, inc, now, now)
             self._members[mid] = m
+            self._changed(None, state)
             self._emit(m, None)
             if state == SUSPECT:
                 self._start_suspicion(m, rec.get("by") or mid, now)
@@ -628,8 +666,9 @@ class Membership:
         p = self._probe
         assert p is not None
         p.indirect_sent = True
-        helpers = [m for m in self._others((ALIVE,)) if m.id != p.target]
-        chosen = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
+        helpers = [i for i in self._alive_others() if i != p.target]
+        picked = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
+        chosen = [self._members[i] for i in picked]
         return [(h.address, self._msg("ping-req", seq=p.seq, target=p.target,
                                       target_addr=p.address)) for h in chosen]
 
@@ -653,13 +692,13 @@ class Membership:
         out: list[Outgoing] = []
         if now < min(self._next_join, self._next_push_pull, self._next_reconnect):
             return out
-        live = self._others((ALIVE, SUSPECT))
         if now >= self._next_join:
             self._next_join = now + cfg.join_retry_interval
-            if not live and self._seeds:
+            if self._live_n <= 1 and self._seeds and not self._others((ALIVE, SUSPECT)):
                 out += [(s, self._full_state("sync")) for s in self._seeds]
         if now >= self._next_push_pull:
             self._next_push_pull = now + cfg.push_pull_interval * (0.75 + self._rng.random() / 2)
+            live = self._others((ALIVE, SUSPECT))
             if live:
                 peer = self._rng.choice([m for m in live if m.state == ALIVE] or live)
                 out.append((peer.address, self._full_state("sync")))
@@ -672,7 +711,11 @@ class Membership:
 
     def _reap(self, now: float) -> None:
         limit = self.config.reap_timeout
+        if self._removed:
+            self._removed = {k: v for k, v in self._removed.items() if now - v[1] <= limit}
+        if not self._gone_n:
+            return  # nothing to look at: a probe round costs no walk over the table
         for m in self._others((DEAD, LEFT)):
             if now - m.last_change > limit:
                 del self._members[m.id]
-        self._removed = {k: v for k, v in self._removed.items() if now - v[1] <= limit}
+                self._changed(m.state, None)

@@ -37,6 +37,8 @@ class SimNode:
     hard_state: tuple[int, str | None] = (0, None)
     stored_incarnation: int = 0
     snapshot: list[Member] = field(default_factory=list)
+    paused_until: float = 0.0  # stalled (SIGSTOP, a long GC pause): events wait until then
+    clock_offset: float = 0.0  # time spent stalled, hidden from membership (the shell's mclock)
 
     def voters(self) -> list[str]:
         """Election voters: every known member that has not left (dead ones included)."""
@@ -80,6 +82,7 @@ class SimNet:
         self.link_loss: dict[tuple[str, str], float] = {}
         self.leader_history: set[tuple[int, str]] = set()
         self.messages_sent = 0
+        self.bytes_sent = 0  # msgpack bytes of every message sent (counted when ``wire``)
         self.member_events: list[tuple[float, str, MemberEvent]] = []
         self._queue: list[tuple[float, int, str, tuple[Any, ...]]] = []
         self._seq = 0
@@ -132,6 +135,14 @@ class SimNet:
         return self._start(node_id, address or old.address, old.stored_incarnation + 1,
                            known=old.snapshot, seeds=(), hard_state=old.hard_state)
 
+    def stall(self, node_id: str, duration: float) -> None:
+        """The process freezes for ``duration`` (SIGSTOP, a stuck event loop): messages to it
+        queue up and are handled, in order, when it resumes; like the real shell (gossip.py
+        ``mclock``) its membership core does not count the frozen time as its own waiting."""
+        node = self.nodes[node_id]
+        node.paused_until = max(node.paused_until, self.now + duration)
+        node.clock_offset += duration
+
     def leave(self, node_id: str) -> None:
         """Graceful leave: send the announcement, then stop the process."""
         node = self.nodes[node_id]
@@ -166,7 +177,9 @@ class SimNet:
                   msg: dict[str, Any]) -> None:
         self.messages_sent += 1
         if self.wire:
-            msg = msgpack.unpackb(msgpack.packb(msg), raw=False)
+            raw = msgpack.packb(msg)
+            self.bytes_sent += len(raw)
+            msg = msgpack.unpackb(raw, raw=False)
         if dst_id is None or not self._connected(src.id, dst_id):
             return
         p = max(self.loss, self.link_loss.get((src.id, dst_id), 0.0))
@@ -180,7 +193,8 @@ class SimNet:
             dst = self._addr_index.get(addr)
             if dst is None or not self.nodes[dst].up:
                 if self._connected(node.id, dst or node.id):
-                    self._send_membership(node, node.membership.unreachable(addr, self.now))
+                    now = self.now - node.clock_offset
+                    self._send_membership(node, node.membership.unreachable(addr, now))
                 continue
             self._transmit(node, dst, "m", addr, msg)
 
@@ -205,12 +219,16 @@ class SimNet:
             return False
         t, _, kind, payload = heapq.heappop(self._queue)
         self.now = max(self.now, t)
+        target = self.nodes[payload[0] if kind == "tick" else payload[1]]
+        if target.paused_until > self.now:
+            self._push(target.paused_until, kind, payload)  # frozen: handled in order on resume
+            return True
         if kind == "tick":
             node_id, incarnation_key = payload
             node = self.nodes[node_id]
             if not node.up or id(node.membership) != incarnation_key:
                 return True  # a killed or replaced process stops ticking
-            self._send_membership(node, node.membership.tick(self.now))
+            self._send_membership(node, node.membership.tick(self.now - node.clock_offset))
             if node.election is not None:
                 self._send_election(node, node.election.tick(self.now, node.voters()))
             self._observe(node)
@@ -221,7 +239,8 @@ class SimNet:
             if not node.up or (proto == "m" and node.address != dest):
                 return True
             if proto == "m":
-                self._send_membership(node, node.membership.receive(src_addr, msg, self.now))
+                now = self.now - node.clock_offset
+                self._send_membership(node, node.membership.receive(src_addr, msg, now))
             elif node.election is not None:
                 out = node.election.receive(src_id, msg, self.now, node.voters())
                 self._send_election(node, out)

@@ -349,3 +349,24 @@ def test_junk_never_crashes_the_node(msg: Any) -> None:
     with contextlib.suppress(ValueError):
         m.receive("x:1", msg, 1.0)
     m.tick(2.0)  # and the node keeps working
+
+
+def test_cached_live_count_and_alive_list_match_a_recount() -> None:
+    """The live count is kept incrementally and the alive list cached: after joins, losses,
+    suspicions, deaths, refutations, leaves, removals and restarts they equal a recount."""
+    from tests.support.simnet import SimNet
+
+    sim = SimNet(12, 5, election=False, loss=0.1)
+    sim.run_for(5.0)
+    sim.kill("n3")
+    sim.leave("n4")
+    sim.run_for(20.0)
+    sim.nodes["n0"].membership.remove("n3")
+    sim.restart("n4")
+    sim.run_for(10.0)
+    for node in sim.live():
+        m = node.membership
+        members = m.members()
+        assert m._live_count() == sum(x.state in ("alive", "suspect") for x in members)
+        assert m._gone_n == sum(x.state in ("dead", "left") for x in members)
+        assert m._alive_others() == [x.id for x in members if x.state == "alive" and x.id != m.self_id]

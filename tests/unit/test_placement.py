@@ -99,3 +99,21 @@ def test_balance(before: dict[str, list[str]]) -> None:
     primaries = Counter(reps[0] for reps in before.values())
     for c in primaries.values():
         assert abs(c - len(KEYS) / len(NODES)) / (len(KEYS) / len(NODES)) < 0.15
+
+
+def _by_definition(key: str, nodes: list[str], r: int) -> list[str]:
+    return sorted(set(nodes), key=lambda n: (-score(key, n), n))[:r]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.lists(st.text(min_size=1, max_size=12), max_size=30), st.integers(0, 5))
+def test_fast_ranking_equals_the_definition(key: str, nodes: list[str], r: int) -> None:
+    assert replicas(key, nodes, r) == _by_definition(key, nodes, r)
+    assert rank(key, nodes) == _by_definition(key, nodes, len(nodes))
+
+
+def test_a_join_among_200_nodes_moves_about_r_over_n() -> None:
+    nodes = [f"n{i:011x}" for i in range(200)]
+    keys = KEYS[:5000]
+    moved = sum(set(replicas(k, nodes, R)) != set(replicas(k, [*nodes, "nnew"], R)) for k in keys)
+    assert abs(moved / len(keys) - R / 201) < 0.006  # 1.5 % expected; binomial sd 0.17 %
