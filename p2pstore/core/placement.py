@@ -53,8 +53,9 @@ def _prefix(node_id: str) -> object:
 
 
 def _order(key: str, node_ids: Iterable[str]) -> Iterable[tuple[int, str]]:
-    """(-score, id) per distinct node: sorting these ascending is the ranking."""
-    kb = key.encode("utf-8", "surrogatepass")
+    """(-score, id) per distinct node: sorting these ascending is the ranking. A kept version
+    ranks like its base key (core/versions.py): it lives on the same nodes, by its chunks."""
+    kb = placement_key(key).encode("utf-8", "surrogatepass")
     for n in set(node_ids):
         h = _prefix(n).copy()  # type: ignore[attr-defined]
         h.update(kb)
@@ -62,9 +63,8 @@ def _order(key: str, node_ids: Iterable[str]) -> Iterable[tuple[int, str]]:
 
 
 def rank(key: str, node_ids: Iterable[str]) -> list[str]:
-    """All distinct nodes by descending score; ties (astronomically rare) broken by id. A kept
-    version ranks like its base key (core/versions.py): it lives on the same nodes, by its chunks."""
-    return [n for _, n in sorted(_order(placement_key(key), node_ids))]
+    """All distinct nodes by descending score; ties (astronomically rare) broken by id."""
+    return [n for _, n in sorted(_order(key, node_ids))]
 
 
 def replicas(key: str, node_ids: Iterable[str], r: int = DEFAULT_REPLICAS) -> list[str]:
