@@ -74,7 +74,9 @@ def leaf_of(key: str) -> int:
 
 def key_id(key: str) -> bytes:
     """A short name of a key inside its leaf (what leaf summaries carry instead of keys)."""
-    return hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=WIRE_HASH, person=b"p2pstore-keyid").digest()
+    return hashlib.blake2b(
+        key.encode("utf-8", "surrogatepass"), digest_size=WIRE_HASH, person=b"p2pstore-keyid"
+    ).digest()
 
 
 def pack_nodes(nodes: Iterable[int]) -> bytes:
@@ -130,7 +132,9 @@ class MerkleTree:
         self.add(new)
 
     @classmethod
-    def build(cls, pairs: Iterable[tuple[int, bytes]], fanout: int = FANOUT, depth: int = DEPTH) -> MerkleTree:
+    def build(
+        cls, pairs: Iterable[tuple[int, bytes]], fanout: int = FANOUT, depth: int = DEPTH
+    ) -> MerkleTree:
         """A tree from (leaf, entry hash) pairs: leaves first, then each level once (start-up
         cost is one pass over the stored hashes plus 70,000 XORs)."""
         tree = cls(fanout, depth)
@@ -158,7 +162,9 @@ class MerkleTree:
     def children_wire(self, level: int, index: int) -> bytes:
         """The short hashes of node (level, index)'s children, concatenated."""
         lo = index * self.fanout
-        return b"".join(x.to_bytes(HASH_BYTES, "big")[:WIRE_HASH] for x in self.levels[level + 1][lo : lo + self.fanout])
+        return b"".join(
+            x.to_bytes(HASH_BYTES, "big")[:WIRE_HASH] for x in self.levels[level + 1][lo : lo + self.fanout]
+        )
 
     def bucket_hashes(self, nbuckets: int = NBUCKETS) -> list[bytes]:
         """The old per-bucket digest (XOR of each bucket's leaves), for ManifestSync peers."""
@@ -241,9 +247,13 @@ class MerkleSync:
     msg)``, apply ``step.apply``, answer ``step.reply or DONE``. Malformed input: ValueError.
     """
 
-    TYPES = frozenset({"merkle-root", "merkle-level", "merkle-leaves", "merkle-entries", "merkle-push", "merkle-done"})
+    TYPES = frozenset(
+        {"merkle-root", "merkle-level", "merkle-leaves", "merkle-entries", "merkle-push", "merkle-done"}
+    )
 
-    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES, fanout: int = FANOUT, depth: int = DEPTH) -> None:
+    def __init__(
+        self, max_entries: int = DEFAULT_MAX_ENTRIES, fanout: int = FANOUT, depth: int = DEPTH
+    ) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self.max_entries = max_entries
@@ -326,7 +336,12 @@ class MerkleSync:
             keys.append(b"".join(key_id(k) + bytes(h[:WIRE_HASH]) for k, h in pairs))
             count += len(pairs)
         rest = list(todo[len(batch) :])
-        return {"type": "merkle-leaves", "leaves": pack_nodes(batch), "pending": pack_nodes(rest), "keys": keys}
+        return {
+            "type": "merkle-leaves",
+            "leaves": pack_nodes(batch),
+            "pending": pack_nodes(rest),
+            "keys": keys,
+        }
 
     def _leaf_lists(self, msg: Mapping[str, Any]) -> tuple[list[int], list[int]]:
         leaves = unpack_nodes(msg.get("leaves"), self.leaves)
@@ -395,7 +410,12 @@ class MerkleSync:
                     mine = store.get(key)
                     if mine is not None and newer(theirs.get(key), mine):
                         push.append(mine.to_wire())
-        reply = {"type": "merkle-push", "leaves": pack_nodes(leaves), "pending": pack_nodes(pending), "entries": push}
+        reply = {
+            "type": "merkle-push",
+            "leaves": pack_nodes(leaves),
+            "pending": pack_nodes(pending),
+            "entries": push,
+        }
         return MerkleStep(reply, apply)
 
     def _on_push(self, store: MerkleStore, msg: Mapping[str, Any]) -> MerkleStep:
