@@ -1,6 +1,8 @@
-"""Manifest anti-entropy: digest exchanges with peers (core/manifest.py ManifestSync) so that
+"""Manifest anti-entropy: Merkle tree exchanges with peers (core/merkle.py MerkleSync) so that
 every node converges on every entry, and the entries learned from peers applied here (the
-repairer then fetches the data of those this node replicates).
+repairer then fetches the data of those this node replicates). An exchange costs one root
+comparison when the manifests agree and grows with their difference otherwise. Peers that still
+open with the bucket digest (core/manifest.py ManifestSync) are answered in kind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from ..core.hlc import HybridLogicalClock, check_not_ahead
 from ..core.manifest import ManifestEntry, ManifestSync
+from ..core.merkle import MerkleSync
 from ..storage.store import LocalStore
 from .peers import Peers
 from .repair import Repairer
@@ -45,7 +48,8 @@ class AntiEntropy:
         self.repairer = repairer
         self.busy = busy
         self.interval = sync_interval(gossip_interval)
-        self.sync = ManifestSync()
+        self.sync = MerkleSync()
+        self.legacy = ManifestSync()  # bucket digests, for peers that open with them
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
@@ -76,7 +80,7 @@ class AntiEntropy:
         """Run one digest exchange with a peer; return how many entries we applied."""
         applied = 0
         msg: dict | None = self.sync.open(self.store)
-        while msg is not None and msg.get("type") != "manifest-done":
+        while msg is not None and msg.get("type") != "merkle-done":
             answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
             step = self.sync.handle(self.store, answer)
             if step.apply:
@@ -94,10 +98,15 @@ class AntiEntropy:
 
     async def handle(self, msg: Any) -> dict:
         """A peer's exchange message; ValueError when malformed."""
+        if isinstance(msg, dict) and str(msg.get("type", "")).startswith("manifest-"):
+            old = self.legacy.handle(self.store, msg)
+            if old.apply:
+                await self.apply_remote_entries(old.apply)
+            return old.reply or {"type": "manifest-done"}
         step = self.sync.handle(self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply)
-        return step.reply or {"type": "manifest-done"}
+        return step.reply or {"type": "merkle-done"}
 
     def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Leave out entries whose version runs ahead of this node's clock by more than clock

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.manifest import ManifestEntry
+from ..core.merkle import MerkleTree
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable, disk_full
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
@@ -176,7 +177,8 @@ class LocalStore:
         self.chunks.clean_tmp()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
-        self.manifest_digest = self.db.build_digest()
+        self.merkle_tree = self.db.build_merkle()
+        self.manifest_digest = self.db.build_digest(self.merkle_tree)
         self.committer = GroupCommitter(self.db, self.in_db)
         self.reserve = SpaceReserve(data_dir)
         self.reserve.ensure(min_free_bytes)
@@ -528,12 +530,14 @@ class LocalStore:
         won = await self.committer.submit(list(entries), small or {}, sums)
         for old, new in won:
             self.manifest_digest.replace(old, new)
+            self.merkle_tree.replace(old, new)
         return won
 
     async def purge_tombstones(self, tombstones: list[ManifestEntry]) -> int:
         purged = await self.in_db(self.db.purge_tombstones, tombstones)
         for t in purged:
             self.manifest_digest.remove(t)
+            self.merkle_tree.remove(t)
         return len(purged)
 
     # ---- the ManifestStore protocol used by manifest anti-entropy ----
@@ -545,6 +549,13 @@ class LocalStore:
 
     def digest(self):
         return self.manifest_digest
+
+    # ---- the MerkleStore protocol (core/merkle.py): what the node's anti-entropy uses ----
+    def merkle(self) -> MerkleTree:
+        return self.merkle_tree
+
+    def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
+        return self.db.hashes_in_leaf(leaf)
 
     # ---- reads ----
     def get(self, key: str) -> ManifestEntry | None:

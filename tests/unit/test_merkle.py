@@ -22,6 +22,7 @@ from p2pstore.core.merkle import (
     leaf_of,
     pack_nodes,
     run_merkle_exchange,
+    unpack_nodes,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -72,6 +73,20 @@ def test_leaves_nest_the_digest_buckets() -> None:
         assert leaf_of(key) // SUB_LEAVES == bucket_of(key)
         assert leaf_of(key) % 16 == slot_of(key)[1]
         assert 0 <= leaf_of(key) < LEAVES
+
+
+@FAST
+@given(st.sets(st.integers(0, LEAVES - 1)))
+def test_node_lists_round_trip(nodes) -> None:
+    ordered = sorted(nodes)
+    assert unpack_nodes(pack_nodes(ordered), LEAVES) == ordered
+    if len(ordered) > 1:
+        with pytest.raises(ValueError):
+            pack_nodes(ordered[::-1])
+
+
+def test_a_whole_range_packs_in_a_few_bytes() -> None:
+    assert len(pack_nodes(range(LEAVES))) <= 4
 
 
 def test_identical_manifests_cost_one_root_comparison() -> None:
@@ -151,7 +166,9 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
         {"type": "merkle-level", "level": 9, "nodes": b"", "hashes": b""},
         {"type": "merkle-level", "level": 1, "nodes": pack_nodes([16]), "hashes": b"\0" * 128},
         {"type": "merkle-level", "level": 0, "nodes": pack_nodes([0]), "hashes": b"\0" * 3},
-        {"type": "merkle-leaves", "leaves": pack_nodes([1, 1]), "pending": b"", "keys": [b"", b""]},
+        {"type": "merkle-leaves", "leaves": b"\x80", "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": b"\x01", "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": b"\x00\xff\xff\x7f", "pending": b"", "keys": [b""]},
         {"type": "merkle-leaves", "leaves": pack_nodes([1]), "pending": pack_nodes([1]), "keys": [b""]},
         {"type": "merkle-leaves", "leaves": pack_nodes([LEAVES]), "pending": b"", "keys": [b""]},
         {"type": "merkle-leaves", "leaves": pack_nodes([1]), "pending": b"", "keys": [b"abc"]},
