@@ -51,6 +51,7 @@ class AntiEntropy:
         self.sync = MerkleSync()
         self.legacy = ManifestSync()  # bucket digests, for peers that open with them
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
+        self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
 
@@ -87,6 +88,8 @@ class AntiEntropy:
                 applied += len(await self.apply_remote_entries(step.apply))
             msg = step.reply
         self.manifest_syncs += 1
+        if applied:
+            log.info("manifest sync with %s: %d entries learned", address, applied)
         return applied
 
     async def sync_all(self) -> int:
@@ -133,6 +136,7 @@ class AntiEntropy:
         for e in entries:
             self.clock.observe(e.version)
         won = await self.store.apply_entries(entries)
+        self.entries_learned += len(won)
         me = self.peers.me
         keys = [new.key for _, new in won if not new.deleted]
         if mine_only:
