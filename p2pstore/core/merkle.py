@@ -176,9 +176,10 @@ class MerkleTree:
         cost is one pass over the stored hashes plus 70,000 XORs)."""
         tree = cls(fanout, depth)
         leaves = tree.levels[depth]
+        value = int.from_bytes
         n = 0
         for leaf, h in pairs:
-            leaves[leaf] ^= int.from_bytes(h, "big")
+            leaves[leaf] ^= value(h, "big")
             n += 1
         tree.entries = n
         for level in range(depth - 1, -1, -1):
@@ -188,6 +189,22 @@ class MerkleTree:
                 for c in below[i * fanout : (i + 1) * fanout]:
                     acc ^= c
                 here[i] = acc
+        return tree
+
+    def leaves_blob(self) -> bytes:
+        """The entry count and every leaf hash, as stored on a clean shutdown."""
+        leaves = b"".join(x.to_bytes(HASH_BYTES, "big") for x in self.levels[self.depth])
+        return self.entries.to_bytes(8, "big") + leaves
+
+    @classmethod
+    def from_leaves_blob(cls, blob: bytes, fanout: int = FANOUT, depth: int = DEPTH) -> MerkleTree:
+        """The tree saved by :meth:`leaves_blob` (inner levels recomputed: 4,369 nodes)."""
+        if len(blob) != 8 + fanout**depth * HASH_BYTES:
+            raise ValueError("a saved tree of another shape")
+        leaves = blob[8:]
+        pairs = ((i, leaves[i * HASH_BYTES : (i + 1) * HASH_BYTES]) for i in range(fanout**depth))
+        tree = cls.build(pairs, fanout, depth)
+        tree.entries = int.from_bytes(blob[:8], "big")
         return tree
 
     def root(self) -> bytes:

@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS files (
     data BLOB,
     meta BLOB
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
     sha TEXT PRIMARY KEY,
     refs INTEGER NOT NULL
@@ -66,9 +65,13 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 """
 
-INLINE_INDEX = (
-    "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
-)
+LEAF_INDEX = "CREATE INDEX IF NOT EXISTS files_by_leaf ON files (bucket, ehash)"
+"""Entries by Merkle leaf, covering (leaf, entry hash, key): a leaf's summary and the start-up
+rebuild of the tree read this index alone, a tenth of the table."""
+TREE_STATE = "merkle-tree"
+"""The kv row holding the tree's leaves, written on a clean close and deleted by the first
+transaction that changes an entry after it (so it exists only while it is exact)."""
+INLINE_INDEX = "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
 INLINE_DATA = "(SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL LIMIT 1)"
 """An inline copy of chunk ?1 (a small file's only chunk is named like the file's sha256)."""
 IS_INLINE = "typeof(data) = 'blob'"
@@ -168,12 +171,15 @@ class MetadataDB:
         self._w.executescript(SCHEMA)
         self._migrate()
         self._w.execute(INLINE_INDEX)
+        self._w.execute("DROP INDEX IF EXISTS files_by_bucket")  # replaced by files_by_leaf
+        self._w.execute(LEAF_INDEX)
         self._sync = sync
         self._kv = connect(path, sync)  # small node state, written from the event loop
         self._kv_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.tree, self.tree_source = self._load_tree()
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_wal, name="p2pstore-wal", daemon=True)
         self._checkpointer.start()
@@ -210,10 +216,35 @@ class MetadataDB:
             with transaction(self._w) as conn:
                 conn.executemany("UPDATE files SET bucket = ? WHERE key = ?", [(leaf_of(k), k) for k in keys])
                 conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES ('leaf-column', x'01')")
+                conn.execute("DELETE FROM kv WHERE name = ?", (TREE_STATE,))
 
-    def close(self) -> None:
+    def _load_tree(self) -> tuple[MerkleTree, str]:
+        """The Merkle tree of the manifest: the one saved at the last clean close if no entry
+        changed since (its row is gone otherwise), else rebuilt from the stored hashes."""
+        row = self._w.execute("SELECT value FROM kv WHERE name = ?", (TREE_STATE,)).fetchone()
+        self._tree_saved = row is not None
+        if row is not None:
+            with contextlib.suppress(ValueError):
+                return MerkleTree.from_leaves_blob(row[0]), "saved"
+        return self.build_merkle(), "rebuilt"
+
+    def _forget_saved_tree(self, conn: sqlite3.Connection) -> None:
+        """Inside a transaction that changes entries: the saved tree no longer matches (the
+        caller clears ``_tree_saved`` once that transaction committed)."""
+        if self._tree_saved:
+            conn.execute("DELETE FROM kv WHERE name = ?", (TREE_STATE,))
+
+    def close(self, save_tree: bool = True) -> None:
+        """Close; save the Merkle tree's leaves (the next start then skips the rebuild). A
+        crash saves nothing, and the start after it rebuilds."""
         self._closing.set()
         self._checkpointer.join()
+        if save_tree:
+            with contextlib.suppress(sqlite3.Error), transaction(self._w) as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                    (TREE_STATE, self.tree.leaves_blob()),
+                )
         for conn in (*self._readers, self._w, self._kv):
             conn.close()
 
@@ -302,7 +333,9 @@ class MetadataDB:
     def build_merkle(self) -> MerkleTree:
         """The Merkle tree of every entry from the stored hashes (once at start; then the store
         keeps it up to date on every apply): one pass, no entry decoded or hashed again."""
-        return MerkleTree.build(self._reader().execute("SELECT bucket, ehash FROM files"))
+        return MerkleTree.build(
+            self._reader().execute("SELECT bucket, ehash FROM files INDEXED BY files_by_leaf")
+        )
 
     def build_digest(self, tree: MerkleTree | None = None) -> BucketDigest:
         """The per-bucket digest of every entry, from the Merkle tree's leaves."""
@@ -354,6 +387,7 @@ class MetadataDB:
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
         with transaction(conn):
+            self._forget_saved_tree(conn)
             if sums:
                 conn.executemany("INSERT OR REPLACE INTO chunk_sums (sha, xxh) VALUES (?, ?)", sums.items())
             for entries, small in requests:
@@ -368,6 +402,10 @@ class MetadataDB:
                 if loose:  # not any winner's own bytes: kept by name (complete a same-version entry)
                     conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
                 results.append(won)
+        self._tree_saved = False
+        for won in results:  # committed: the tree follows (from this, the only writer thread)
+            for old, new in won:
+                self.tree.replace(old, new)
         return results
 
     def _apply_one(
@@ -510,12 +548,16 @@ class MetadataDB:
         conn = self._w
         purged = []
         with transaction(conn):
+            self._forget_saved_tree(conn)
             for t in tombstones:
                 cur = conn.execute(
                     "DELETE FROM files WHERE key = ? AND version = ? AND deleted = 1", (t.key, t.version)
                 )
                 if cur.rowcount:
                     purged.append(t)
+        self._tree_saved = False
+        for t in purged:
+            self.tree.remove(t)
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:

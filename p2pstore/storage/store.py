@@ -177,8 +177,7 @@ class LocalStore:
         self.chunks.clean_tmp()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
-        self.merkle_tree = self.db.build_merkle()
-        self.manifest_digest = self.db.build_digest(self.merkle_tree)
+        self.manifest_digest = self.db.build_digest(self.db.tree)
         self.committer = GroupCommitter(self.db, self.in_db)
         self.reserve = SpaceReserve(data_dir)
         self.reserve.ensure(min_free_bytes)
@@ -530,14 +529,12 @@ class LocalStore:
         won = await self.committer.submit(list(entries), small or {}, sums)
         for old, new in won:
             self.manifest_digest.replace(old, new)
-            self.merkle_tree.replace(old, new)
         return won
 
     async def purge_tombstones(self, tombstones: list[ManifestEntry]) -> int:
         purged = await self.in_db(self.db.purge_tombstones, tombstones)
         for t in purged:
             self.manifest_digest.remove(t)
-            self.merkle_tree.remove(t)
         return len(purged)
 
     # ---- the ManifestStore protocol used by manifest anti-entropy ----
@@ -552,7 +549,8 @@ class LocalStore:
 
     # ---- the MerkleStore protocol (core/merkle.py): what the node's anti-entropy uses ----
     def merkle(self) -> MerkleTree:
-        return self.merkle_tree
+        """Kept by the metadata database itself, in step with every committed entry."""
+        return self.db.tree
 
     def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
         return self.db.hashes_in_leaf(leaf)
