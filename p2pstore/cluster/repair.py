@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
 SCRUB_BUSY_SLOWDOWN = 10  # while clients are served, scrub at a tenth of --scrub-rate
 SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
+SCRUB_PAGE = 5000  # chunk names listed per trip to the I/O thread
 SCRUB_BATCH_CHUNKS, SCRUB_BATCH_BYTES = 64, 1 << 20  # per trip to the I/O thread (a bigger file alone)
 
 
@@ -269,15 +271,25 @@ class Scrubber(BackgroundLoop):
         store = self.store
         started = time.monotonic()
         found: list[str] = []
-        shas = await store.in_io(store.iter_chunk_shas)
-        at = 0
-        while at < len(shas):
-            checked = await store.verify_chunks(shas[at : at + SCRUB_BATCH_CHUNKS], SCRUB_BATCH_BYTES)
-            at += len(checked)
-            found += self._tally(checked)
-            for _, length, _ in checked:
-                if length is not None:
-                    await self.limiter.take(self._cost(length))
+        names: Iterator[str] | None = None
+
+        def next_page() -> list[str]:  # in the I/O thread: listing reads the disk and the database
+            nonlocal names
+            names = iter(store.iter_chunk_shas()) if names is None else names
+            return list(itertools.islice(names, SCRUB_PAGE))
+
+        more = True
+        while more:  # a page of names at a time: a million never sit in memory at once
+            page = await store.in_io(next_page)
+            more = len(page) == SCRUB_PAGE
+            shas, at = list(dict.fromkeys(page)), 0
+            while at < len(shas):
+                checked = await store.verify_chunks(shas[at : at + SCRUB_BATCH_CHUNKS], SCRUB_BATCH_BYTES)
+                at += len(checked)
+                found += self._tally(checked)
+                for _, length, _ in checked:
+                    if length is not None:
+                        await self.limiter.take(self._cost(length))
         self.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
         self.stats.passes += 1
         self.stats.last_pass_finished = time.time()

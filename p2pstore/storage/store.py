@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,8 +227,10 @@ class LocalStore:
         length = self.chunks.length(sha)
         return length if length is not None else self.db.small_chunk_length(sha)
 
-    def iter_chunk_shas(self) -> list[str]:
-        return [*self.chunks.iter_shas(), *self.db.small_chunk_shas()]
+    def iter_chunk_shas(self) -> Iterator[str]:
+        """Every chunk's name, files then the database's, read lazily (consume it in pages)."""
+        yield from self.chunks.iter_shas()
+        yield from self.db.iter_small_chunk_shas()
 
     @staticmethod
     def _verified_small(sha: str, data: bytes) -> bytes:
