@@ -85,7 +85,7 @@ class AntiEntropy:
             answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
             step = self.sync.handle(self.store, answer)
             if step.apply:
-                applied += len(await self.apply_remote_entries(step.apply))
+                applied += len(await self.apply_remote_entries(step.apply, small=step.small))
             msg = step.reply
         self.manifest_syncs += 1
         if applied:
@@ -108,7 +108,7 @@ class AntiEntropy:
             return old.reply or {"type": "manifest-done"}
         step = self.sync.handle(self.store, msg)
         if step.apply:
-            await self.apply_remote_entries(step.apply)
+            await self.apply_remote_entries(step.apply, small=step.small)
         return step.reply or {"type": "merkle-done"}
 
     def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
@@ -129,15 +129,22 @@ class AntiEntropy:
             kept.append(e)
         return kept
 
-    async def apply_remote_entries(self, entries: list[ManifestEntry], mine_only: bool = False) -> list:
+    async def apply_remote_entries(
+        self, entries: list[ManifestEntry], mine_only: bool = False, small: dict[str, bytes] | None = None
+    ) -> list:
         """Apply entries learned from a peer; fetch the data of those this node must hold
-        (``mine_only``: look only at keys it replicates in its own view of placement)."""
+        (``mine_only``: look only at keys it replicates in its own view of placement).
+        ``small``: checked bodies of small files that came with them, stored with the entries
+        of keys this node replicates (one commit; the repair pass then finds them here)."""
         entries = self._not_ahead(entries)
         for e in entries:
             self.clock.observe(e.version)
-        won = await self.store.apply_entries(entries)
-        self.entries_learned += len(won)
         me = self.peers.me
+        if small:
+            ours = {e.sha256 for e in entries if me in self.peers.replicas_for(e.key)}
+            small = {sha: data for sha, data in small.items() if sha in ours}
+        won = await self.store.apply_entries(entries, small)
+        self.entries_learned += len(won)
         keys = [new.key for _, new in won if not new.deleted]
         if mine_only:
             keys = [k for k in keys if me in self.peers.replicas_for(k)]

@@ -56,6 +56,8 @@ LEAVES = FANOUT**DEPTH
 SUB_LEAVES = LEAVES // NBUCKETS  # leaves per old digest bucket (64)
 WIRE_HASH = 8  # bytes of a node hash, key id or entry hash on the wire
 DEFAULT_MAX_ENTRIES = 5000  # entries (or leaf pairs) per message
+INLINE_BYTES = 1 << 20  # bodies of small files carried with their entries, per message
+INLINE_FILE = 64 * 1024  # the largest body carried (bigger files: repair fetches their chunks)
 DONE: dict[str, Any] = {"type": "merkle-done"}
 
 
@@ -283,6 +285,7 @@ class MerkleStep:
 
     reply: dict[str, Any] | None
     apply: list[ManifestEntry] = field(default_factory=list)
+    small: dict[str, bytes] = field(default_factory=dict)  # checked bodies of small files in ``apply``
 
 
 def _summary(pairs: Iterable[tuple[str, bytes]]) -> dict[bytes, list[tuple[str, bytes]]]:
@@ -426,13 +429,45 @@ class MerkleSync:
             for key in send:
                 e = store.get(key)
                 if e is not None:
-                    entries.append(e.to_wire())
+                    entries.append(e)
             want.extend(kid for kid in theirs if kid not in mine)
         rest = [*leaves[len(done) :], *pending]
         return MerkleStep({
             "type": "merkle-entries", "leaves": pack_nodes(done), "pending": pack_nodes(rest),
-            "entries": entries, "want": b"".join(want),
+            **self._wire(store, entries), "want": b"".join(want),
         })  # fmt: skip
+
+    def _wire(self, store: MerkleStore, entries: list[ManifestEntry]) -> dict[str, Any]:
+        """``entries`` on the wire, with the bodies of small files (up to INLINE_BYTES in all)
+        when the store keeps them: a node catching up gets a small file's data in the same
+        message as its entry, instead of one fetch per file afterwards."""
+        body_of = getattr(store, "small_data", None)
+        small: dict[str, bytes] = {}
+        budget = INLINE_BYTES
+        for e in entries:
+            if body_of is None or e.deleted or e.chunks != (e.sha256,) or e.size > min(budget, INLINE_FILE):
+                continue
+            data = body_of(e.sha256)
+            if data is not None and e.sha256 not in small:
+                small[e.sha256] = data
+                budget -= len(data)
+        return {"entries": [e.to_wire() for e in entries], "small": small}
+
+    @staticmethod
+    def _small(msg: Mapping[str, Any], apply: list[ManifestEntry]) -> dict[str, bytes]:
+        """The bodies sent along that belong to entries being applied and match their sha256
+        (one that does not is left out: repair fetches that file from another copy)."""
+        raw = msg.get("small", {})
+        if not isinstance(raw, Mapping):
+            raise ValueError("small must map sha256 to bytes")
+        wanted = {e.sha256 for e in apply if not e.deleted and e.chunks == (e.sha256,)}
+        out = {}
+        for sha, data in raw.items():
+            if not isinstance(sha, str) or not isinstance(data, bytes):
+                raise ValueError("small must map sha256 to bytes")
+            if sha in wanted and hashlib.sha256(data).hexdigest() == sha:
+                out[sha] = data
+        return out
 
     def _parse_entries(self, msg: Mapping[str, Any], leaves: list[int]) -> dict[str, ManifestEntry]:
         raw = msg.get("entries")
@@ -457,26 +492,27 @@ class MerkleSync:
             raise ValueError("want must be packed key ids")
         wanted = {want[i : i + WIRE_HASH] for i in range(0, len(want), WIRE_HASH)}
         apply = [e for e in theirs.values() if newer(store.get(e.key), e)]
-        push: list[dict[str, Any]] = []
+        push: list[ManifestEntry] = []
         for leaf in leaves:
             for key, _ in store.hashes_in_leaf(leaf):
                 if key_id(key) in wanted or key in theirs:
                     mine = store.get(key)
                     if mine is not None and newer(theirs.get(key), mine):
-                        push.append(mine.to_wire())
+                        push.append(mine)
         reply = {
             "type": "merkle-push",
             "leaves": pack_nodes(leaves),
             "pending": pack_nodes(pending),
-            "entries": push,
+            **self._wire(store, push),
         }
-        return MerkleStep(reply, apply)
+        return MerkleStep(reply, apply, self._small(msg, apply))
 
     def _on_push(self, store: MerkleStore, msg: Mapping[str, Any]) -> MerkleStep:
         leaves, pending = self._leaf_lists(msg)
         theirs = self._parse_entries(msg, leaves)
         apply = [e for e in theirs.values() if newer(store.get(e.key), e)]
-        return MerkleStep(self._leaves_msg(store, pending) if pending else None, apply)
+        reply = self._leaves_msg(store, pending) if pending else None
+        return MerkleStep(reply, apply, self._small(msg, apply))
 
 
 @dataclass

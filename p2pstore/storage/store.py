@@ -557,6 +557,10 @@ class LocalStore:
     def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
         return self.db.hashes_in_leaf(leaf)
 
+    def small_data(self, sha: str) -> bytes | None:
+        """A small file's body if the database holds it (sent along with its entry)."""
+        return self.db.small_chunk(sha)
+
     # ---- reads ----
     def get(self, key: str) -> ManifestEntry | None:
         return self.db.get(key)

@@ -182,3 +182,41 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
 def test_malformed_messages_are_refused(msg) -> None:
     with pytest.raises(ValueError):
         MerkleSync().handle(MemoryMerkleManifest(), msg)
+
+
+class BodyStore(MemoryMerkleManifest):
+    """A store that keeps small files' bodies, as LocalStore does in SQLite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[str, bytes] = {}
+
+    def small_data(self, sha: str) -> bytes | None:
+        return self.bodies.get(sha)
+
+
+def small_file(key: str, body: bytes) -> ManifestEntry:
+    sha = hashlib.sha256(body).hexdigest()
+    return ManifestEntry(
+        key, make_version(1_700_000_000_001, 0, "n"), len(body), sha, (sha,), "", False, 1.7e9
+    )
+
+
+def test_small_bodies_travel_with_their_entries_and_are_checked() -> None:
+    a = BodyStore()
+    files = [small_file(f"s/{i}", b"body %d" % i) for i in range(5)]
+    for f in files:
+        a.apply(f)
+        a.bodies[f.sha256] = f"body {f.key[2:]}".encode()
+    leaves = sorted({leaf_of(f.key) for f in files})
+    push = {"type": "merkle-push", "leaves": pack_nodes(leaves), "pending": b""}
+    push |= decode(encode(MerkleSync()._wire(a, files)))
+    step = MerkleSync().handle(MemoryMerkleManifest(), push)
+    assert sorted(step.apply, key=lambda e: e.key) == files
+    assert step.small == {f.sha256: a.bodies[f.sha256] for f in files}
+
+    push["small"][files[0].sha256] = b"rotten"  # a body that does not match: left out, not stored
+    step = MerkleSync().handle(MemoryMerkleManifest(), push)
+    assert len(step.apply) == 5 and files[0].sha256 not in step.small and len(step.small) == 4
+    with pytest.raises(ValueError):
+        MerkleSync().handle(MemoryMerkleManifest(), {**push, "small": {"x": 1}})
