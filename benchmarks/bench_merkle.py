@@ -218,6 +218,9 @@ def cluster(args: argparse.Namespace, tmp: Path, template: Path) -> None:
         )
     finally:
         stop_all(nodes)
+        if args.keep_logs:
+            for node in nodes:
+                shutil.copyfile(node.log_path, Path(args.keep_logs) / node.log_path.name)
 
 
 def main() -> int:
@@ -228,6 +231,7 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured in (b)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--only", choices=["exchange", "cluster"])
+    ap.add_argument("--keep-logs", metavar="DIR", help="copy the nodes' logs here at the end")
     ap.add_argument("--no-compare", dest="compare", action="store_false", help="skip ManifestSync in (a)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2pstore-merkle-") as t:

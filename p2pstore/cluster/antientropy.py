@@ -62,6 +62,7 @@ class AntiEntropy:
             await asyncio.sleep(0.1)
         with contextlib.suppress(Exception):
             await self.sync_all()
+        self.repairer.synced_once.set()  # the repairer's first full pass may start
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.interval * (0.5 + random.random()))
@@ -79,7 +80,7 @@ class AntiEntropy:
 
     async def sync_with(self, address: str) -> int:
         """Run one digest exchange with a peer; return how many entries we applied."""
-        applied = 0
+        applied, started = 0, time.monotonic()
         msg: dict | None = self.sync.open(self.store)
         while msg is not None and msg.get("type") != "merkle-done":
             answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
@@ -89,7 +90,12 @@ class AntiEntropy:
             msg = step.reply
         self.manifest_syncs += 1
         if applied:
-            log.info("manifest sync with %s: %d entries learned", address, applied)
+            log.info(
+                "manifest sync with %s: %d entries learned in %.1fs",
+                address,
+                applied,
+                time.monotonic() - started,
+            )
         return applied
 
     async def sync_all(self) -> int:

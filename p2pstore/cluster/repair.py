@@ -33,6 +33,7 @@ log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # back-off of a failed repair's retries
+FIRST_PASS_WAIT = 10.0  # the first full pass waits this long at most for the first manifest round
 PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
@@ -102,6 +103,10 @@ class Repairer(BackgroundLoop):
         self.limiter = RateLimiter(rate)
         self._wake = asyncio.Event()
         self._full = True  # the first pass looks at everything
+        # Set after the first manifest round with the peers: a node back from downtime learns
+        # what it missed (entries, small files' bodies) before a full pass over a big manifest
+        # competes with that round for the CPU; FIRST_PASS_WAIT at most.
+        self.synced_once = asyncio.Event()
         self._keys: set[str] = set()
         self._attempts: dict[str, int] = {}  # failed repairs by key, for the retry back-off
         self._lock = asyncio.Lock()
@@ -132,6 +137,8 @@ class Repairer(BackgroundLoop):
         when asked (scrub finding, corrupt read, recover) and every PASS_INTERVAL; otherwise
         only the keys gossip brought in. Membership flaps alone cost nothing."""
         await asyncio.sleep(1.0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.synced_once.wait(), FIRST_PASS_WAIT)
         last_full = float("-inf")
         placement_seen: tuple[str, ...] | None = None
         while True:
