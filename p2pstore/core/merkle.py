@@ -55,7 +55,8 @@ DEPTH = 4  # levels below the root: 16**4 = 65,536 leaves (~15 entries each at 1
 LEAVES = FANOUT**DEPTH
 SUB_LEAVES = LEAVES // NBUCKETS  # leaves per old digest bucket (64)
 WIRE_HASH = 8  # bytes of a node hash, key id or entry hash on the wire
-DEFAULT_MAX_ENTRIES = 5000  # entries (or leaf pairs) per message
+DEFAULT_MAX_ENTRIES = 5000  # entries per message
+SUMMARY_PER_ENTRY = 8  # leaf pairs (16 B) per message: 8 x max_entries, ~640 KB, few round trips
 INLINE_BYTES = 1 << 20  # bodies of small files carried with their entries, per message
 INLINE_FILE = 64 * 1024  # the largest body carried (bigger files: repair fetches their chunks)
 DONE: dict[str, Any] = {"type": "merkle-done"}
@@ -387,7 +388,7 @@ class MerkleSync:
         count = 0
         for leaf in todo:
             pairs = list(store.hashes_in_leaf(leaf))
-            if batch and count + len(pairs) > self.max_entries:
+            if batch and count + len(pairs) > self.max_entries * SUMMARY_PER_ENTRY:
                 break
             batch.append(leaf)
             keys.append(b"".join(key_id(k) + bytes(h[:WIRE_HASH]) for k, h in pairs))
