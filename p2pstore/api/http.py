@@ -63,6 +63,7 @@ def etag_matches(header: str | None, sha256: str) -> bool:
     return any(t == "*" or t.removeprefix("W/") == etag_of(sha256) for t in tags)
 
 
+
 async def send_range(
     request: web.Request,
     read_range: Callable[[int, int], AsyncIterator[bytes]],

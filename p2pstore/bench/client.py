@@ -311,11 +311,8 @@ class Request:
             except (OSError, asyncio.IncompleteReadError, ClientError) as exc:
                 conn.close()
                 # A kept-alive connection the server closed meanwhile: resend once on a new one.
-                if (
-                    attempt == 0
-                    and conn.used
-                    and not streamed
-                    and isinstance(exc, (ConnectionError, asyncio.IncompleteReadError))
+                if attempt == 0 and conn.used and not streamed and isinstance(
+                    exc, (ConnectionError, asyncio.IncompleteReadError)
                 ):
                     continue
                 raise ClientError(f"{self.method} {self.url}: {type(exc).__name__}: {exc}") from exc

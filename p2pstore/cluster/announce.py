@@ -11,7 +11,6 @@ queue stops at ``MAX_PENDING``; the rest is left to anti-entropy, as is everythi
 member is down). Best effort only: nothing depends on an announcement arriving, anti-entropy
 still converges every manifest.
 """
-
 from __future__ import annotations
 
 import asyncio

@@ -203,7 +203,9 @@ class Housekeeper(BackgroundLoop):
         if not purge:
             return
         wire = [t.to_wire() for t in purge]
-        results = await asyncio.gather(*(self._purge_on(m.id, wire) for m in members), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._purge_on(m.id, wire) for m in members), return_exceptions=True
+        )
         done = sum(r for r in results if isinstance(r, int))
         self.tombstones_purged += len(purge)
         log.info("leader purged %d tombstones on %d members (%d rows)", len(purge), len(members), done)

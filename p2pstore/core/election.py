@@ -160,9 +160,8 @@ class Election:
             return self._start_pre_vote(now)
         return []
 
-    def receive(
-        self, src_id: str, msg: dict[str, Any], now: float, voters: Collection[str]
-    ) -> list[Outgoing]:
+    def receive(self, src_id: str, msg: dict[str, Any], now: float,
+                voters: Collection[str]) -> list[Outgoing]:
         """Handle one message. Raises ValueError for malformed input."""
         m = validate_message(msg)
         self._voter_set = self._voters(voters)
@@ -274,12 +273,8 @@ class Election:
         self._hb_sent[self._hb_seq] = now
         horizon = now - 2 * self.config.lease_duration
         self._hb_sent = {s: t for s, t in self._hb_sent.items() if t >= horizon}
-        msg = {
-            "type": "heartbeat",
-            "term": self.term,
-            "seq": self._hb_seq,
-            "lease": self.config.lease_duration,
-        }
+        msg = {"type": "heartbeat", "term": self.term, "seq": self._hb_seq,
+               "lease": self.config.lease_duration}
         return [(v, dict(msg)) for v in self._view() if v != self.self_id]
 
     def _grantable(self, candidate: str, now: float) -> bool:
@@ -287,13 +282,8 @@ class Election:
 
     def _on_pre_vote(self, src: str, m: Message, now: float) -> list[Outgoing]:
         granted = m["term"] > self.term and self._grantable(m["candidate"], now)
-        resp = {
-            "type": "pre-vote-resp",
-            "term": m["term"],
-            "granted": granted,
-            "voter_term": self.term,
-            "voters": self._view(),
-        }
+        resp = {"type": "pre-vote-resp", "term": m["term"], "granted": granted,
+                "voter_term": self.term, "voters": self._view()}
         return [(src, resp)]
 
     def _on_pre_vote_resp(self, src: str, m: Message, now: float) -> list[Outgoing]:
@@ -310,14 +300,17 @@ class Election:
         term, cand = m["term"], m["candidate"]
         if self._in_lease(now) and cand != self.leader:
             # Raft §6 disruption check: ignore without even adopting the term
-            return [(src, {"type": "vote-resp", "term": self.term, "granted": False, "voters": self._view()})]
+            return [(src, {"type": "vote-resp", "term": self.term, "granted": False,
+                           "voters": self._view()})]
         if term > self.term:
             self._become_follower(now, term, None)
-        granted = term == self.term and self.voted_for in (None, cand) and cand in self._voter_set
+        granted = (term == self.term and self.voted_for in (None, cand)
+                   and cand in self._voter_set)
         if granted:
             self.voted_for = cand
             self._deadline = now + self._random_timeout()
-        return [(src, {"type": "vote-resp", "term": self.term, "granted": granted, "voters": self._view()})]
+        return [(src, {"type": "vote-resp", "term": self.term, "granted": granted,
+                       "voters": self._view()})]
 
     def _on_vote_resp(self, src: str, m: Message, now: float) -> list[Outgoing]:
         if self.role != CANDIDATE or m["term"] != self.term or not m["granted"]:

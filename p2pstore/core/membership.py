@@ -148,7 +148,8 @@ def validate_message(msg: object) -> Message:
     if kind == "ping-req":
         out["target_addr"] = require_str(raw, "target_addr", max_len=MAX_ADDR_LEN)
     if kind in ("sync", "sync-ack"):
-        out["members"] = [_validate_record(r) for r in require_list(raw, "members", max_len=MAX_MEMBERS)]
+        out["members"] = [_validate_record(r) for r in require_list(raw, "members",
+                                                                     max_len=MAX_MEMBERS)]
     else:
         updates = raw.get("updates", [])
         if not isinstance(updates, list) or len(updates) > MAX_UPDATES:
@@ -364,12 +365,8 @@ class Membership:
             return []
         out: list[Outgoing] = []
         self._expire_suspicions(now)
-        if (
-            self._probe
-            and not self._probe.acked
-            and not self._probe.indirect_sent
-            and now >= self._probe.sent_at + self.config.probe_timeout
-        ):
+        if self._probe and not self._probe.acked and not self._probe.indirect_sent \
+                and now >= self._probe.sent_at + self.config.probe_timeout:
             out += self._send_indirect(now)
         if now >= self._next_probe:
             out += self._probe_round(now)
@@ -460,7 +457,8 @@ class Membership:
 
     @staticmethod
     def _record(m: Member, by: str | None = None) -> dict[str, Any]:
-        rec: dict[str, Any] = {"id": m.id, "addr": m.address, "state": m.state, "inc": m.incarnation}
+        rec: dict[str, Any] = {"id": m.id, "addr": m.address, "state": m.state,
+                               "inc": m.incarnation}
         if by is not None:
             rec["by"] = by
         return rec
@@ -469,17 +467,11 @@ class Membership:
         return sum(1 for m in self._members.values() if m.state in (ALIVE, SUSPECT))
 
     def _msg(self, kind: str, **fields: Any) -> Message:
-        msg: Message = {
-            "type": kind,
-            "from": self.self_id,
-            "addr": self.address,
-            "inc": self._incarnation,
-            **fields,
-        }
+        msg: Message = {"type": kind, "from": self.self_id, "addr": self.address,
+                        "inc": self._incarnation, **fields}
         if kind not in ("sync", "sync-ack") and "updates" not in msg:
-            msg["updates"] = self._queue.take(
-                self.config.max_piggyback, retransmit_limit(self.config, self._live_count())
-            )
+            msg["updates"] = self._queue.take(self.config.max_piggyback,
+                                              retransmit_limit(self.config, self._live_count()))
         return msg
 
     def _full_state(self, kind: str) -> Message:
@@ -629,8 +621,7 @@ class Membership:
         if target.state == SUSPECT:
             # Lifeguard's buddy system: tell a suspect directly so it can refute at once
             ping["updates"] = [self._record(target, self.self_id), *ping["updates"]][
-                : self.config.max_piggyback
-            ]
+                : self.config.max_piggyback]
         return [(target.address, ping)]
 
     def _send_indirect(self, now: float) -> list[Outgoing]:
@@ -639,10 +630,8 @@ class Membership:
         p.indirect_sent = True
         helpers = [m for m in self._others((ALIVE,)) if m.id != p.target]
         chosen = self._rng.sample(helpers, min(self.config.indirect_checks, len(helpers)))
-        return [
-            (h.address, self._msg("ping-req", seq=p.seq, target=p.target, target_addr=p.address))
-            for h in chosen
-        ]
+        return [(h.address, self._msg("ping-req", seq=p.seq, target=p.target,
+                                      target_addr=p.address)) for h in chosen]
 
     def _on_ack(self, m: Message, now: float) -> list[Outgoing]:
         p = self._probe

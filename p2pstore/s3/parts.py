@@ -144,3 +144,4 @@ def parse_copy_range(raw: str | None, size: int) -> tuple[int, int]:
     if start >= end or end > size:
         raise S3Error("InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(size))
     return start, end
+

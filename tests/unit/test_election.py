@@ -33,7 +33,7 @@ def heartbeat(term: int, seq: int = 1) -> dict[str, Any]:
 
 
 def granted(out: list[tuple[str, dict[str, Any]]]) -> bool:
-    ((_, resp),) = out
+    (_, resp), = out
     return bool(resp["granted"])
 
 
@@ -52,7 +52,8 @@ def run_until_leader(e: Election, voters: list[str], grant_from: list[str]) -> f
                 out = e.receive(v, resp, t, voters)
                 if e.role == "candidate" and out:
                     for _d, m2 in out:
-                        r2 = {"type": "vote-resp", "term": m2["term"], "granted": True, "voters": voters}
+                        r2 = {"type": "vote-resp", "term": m2["term"], "granted": True,
+                              "voters": voters}
                         for v2 in grant_from:
                             e.receive(v2, r2, t, voters)
                     break
@@ -119,18 +120,8 @@ def test_failed_pre_vote_does_not_bump_term() -> None:
     for i in range(1, 200):
         for _d, msg in e.tick(i * 0.1, VOTERS):
             assert msg["type"] == "pre-vote"
-            e.receive(
-                _d,
-                {
-                    "type": "pre-vote-resp",
-                    "term": msg["term"],
-                    "granted": False,
-                    "voter_term": 0,
-                    "voters": VOTERS,
-                },
-                i * 0.1,
-                VOTERS,
-            )
+            e.receive(_d, {"type": "pre-vote-resp", "term": msg["term"], "granted": False,
+                           "voter_term": 0, "voters": VOTERS}, i * 0.1, VOTERS)
     assert e.term == 0 and e.role != "leader"
 
 
@@ -142,7 +133,8 @@ def test_leader_steps_down_without_majority_acks() -> None:
         t += 0.1
         for dest, msg in e.tick(t, VOTERS):
             if dest == "b":
-                e.receive("b", {"type": "heartbeat-ack", "term": msg["term"], "seq": msg["seq"]}, t, VOTERS)
+                e.receive("b", {"type": "heartbeat-ack", "term": msg["term"],
+                                "seq": msg["seq"]}, t, VOTERS)
         assert t < 10
     assert e.leader is None and e.role == "follower" and not e.lease_valid(t)
     assert LeaderChanged(1, None) in e.take_events()
@@ -155,9 +147,8 @@ def test_leader_keeps_lease_with_majority_acks() -> None:
         t += 0.1
         for dest, msg in e.tick(t, VOTERS):
             if dest in ("b", "c"):
-                e.receive(
-                    dest, {"type": "heartbeat-ack", "term": msg["term"], "seq": msg["seq"]}, t + 0.01, VOTERS
-                )
+                e.receive(dest, {"type": "heartbeat-ack", "term": msg["term"],
+                                 "seq": msg["seq"]}, t + 0.01, VOTERS)
         assert e.role == "leader" and e.lease_valid(t)
 
 
@@ -170,18 +161,14 @@ def test_higher_term_makes_leader_a_follower() -> None:
 
 def test_stale_leader_is_told_the_new_term() -> None:
     e = el(term=5)
-    ((dest, ack),) = e.receive("b", heartbeat(2), 0.1, VOTERS)
+    (dest, ack), = e.receive("b", heartbeat(2), 0.1, VOTERS)
     assert dest == "b" and ack["term"] == 5 and e.leader is None
 
 
 def test_rejected_pre_vote_with_newer_term_catches_up() -> None:
     e = el(term=1)
-    e.receive(
-        "b",
-        {"type": "pre-vote-resp", "term": 2, "granted": False, "voter_term": 7, "voters": VOTERS},
-        0.1,
-        VOTERS,
-    )
+    e.receive("b", {"type": "pre-vote-resp", "term": 2, "granted": False, "voter_term": 7,
+                    "voters": VOTERS}, 0.1, VOTERS)
     assert e.term == 7 and e.role == "follower"
 
 
@@ -201,22 +188,14 @@ def test_config_rejects_unsafe_lease() -> None:
         ElectionConfig(heartbeat_interval=2.0)
 
 
-@pytest.mark.parametrize(
-    "msg",
-    [
-        None,
-        [],
-        {"type": 3},
-        {"type": "vote"},
-        {"type": "vote", "term": -1, "candidate": "a"},
-        {"type": "vote", "term": 1.5, "candidate": "a"},
-        {"type": "heartbeat", "term": 1},
-        {"type": "heartbeat", "term": 1, "seq": 1, "lease": float("nan")},
-        {"type": "vote-resp", "term": 1, "granted": "yes", "voters": []},
-        {"type": "vote-resp", "term": 1, "granted": True, "voters": [1]},
-        {"type": "pre-vote-resp", "term": 1, "granted": True, "voters": []},
-    ],
-)
+@pytest.mark.parametrize("msg", [
+    None, [], {"type": 3}, {"type": "vote"}, {"type": "vote", "term": -1, "candidate": "a"},
+    {"type": "vote", "term": 1.5, "candidate": "a"}, {"type": "heartbeat", "term": 1},
+    {"type": "heartbeat", "term": 1, "seq": 1, "lease": float("nan")},
+    {"type": "vote-resp", "term": 1, "granted": "yes", "voters": []},
+    {"type": "vote-resp", "term": 1, "granted": True, "voters": [1]},
+    {"type": "pre-vote-resp", "term": 1, "granted": True, "voters": []},
+])
 def test_validate_rejects(msg: Any) -> None:
     with pytest.raises(ValueError):
         validate_message(msg)
@@ -227,20 +206,12 @@ junk = st.recursive(
     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=6), c, max_size=5),
     max_leaves=15,
 )
-near_valid = (
-    st.fixed_dictionaries(
-        {
-            "type": st.sampled_from(
-                ["pre-vote", "pre-vote-resp", "vote", "vote-resp", "heartbeat", "heartbeat-ack"]
-            )
-        },
-        optional={
-            k: junk | st.integers(0, 5)
-            for k in ["term", "candidate", "granted", "voters", "voter_term", "seq", "lease"]
-        },
-    )
-    | junk
-)
+near_valid = st.fixed_dictionaries(
+    {"type": st.sampled_from(["pre-vote", "pre-vote-resp", "vote", "vote-resp", "heartbeat",
+                              "heartbeat-ack"])},
+    optional={k: junk | st.integers(0, 5) for k in
+              ["term", "candidate", "granted", "voters", "voter_term", "seq", "lease"]},
+) | junk
 
 
 @settings(max_examples=200, deadline=None)

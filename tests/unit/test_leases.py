@@ -184,6 +184,7 @@ class Sim:
                 f"but {self.acked} was acknowledged"
             )
 
+
     def renew_and_sync(self, holder: str, delay: float) -> None:
         """The shell's holder loop: ask both other replicas; sync with a grantor whose lease is new."""
         for grantor in NODES:
@@ -221,14 +222,8 @@ def run(steps: list[tuple]) -> Sim:
 
 @settings(max_examples=500, deadline=None)
 @given(st.lists(step, min_size=1, max_size=40))
-@example(
-    [
-        (2.1, {"a"}, 0.0, None, None),
-        (0.5, set(), 0.0, {"a"}, None),
-        (0.5, {"a"}, 0.0, None, None),
-        (1.2, set(), 0.0, None, None),
-    ]
-)  # a renewal after a missed write: revocation stops it
+@example([(2.1, {"a"}, 0.0, None, None), (0.5, set(), 0.0, {"a"}, None), (0.5, {"a"}, 0.0, None, None),
+          (1.2, set(), 0.0, None, None)])  # a renewal after a missed write: revocation stops it
 @example([(2.1, {"a"}, 0.0, None, None), (0.0, set(), 0.0, None, "b"), (0.0, set(), 0.0, {"a"}, "c")])
 # both grantors restarted (forgetting their grants) and took a write "a" missed: the blanket
 def test_no_lease_read_misses_an_acknowledged_write(steps: list[tuple]) -> None:

@@ -30,10 +30,12 @@ def node(self_id: str = "a", others: tuple[str, ...] = ("b", "c", "d"), **kw: An
 
 
 def gossip(src: str, *updates: dict[str, Any], inc: int = 0) -> dict[str, Any]:
-    return {"type": "gossip", "from": src, "addr": f"{src}:1", "inc": inc, "updates": list(updates)}
+    return {"type": "gossip", "from": src, "addr": f"{src}:1", "inc": inc,
+            "updates": list(updates)}
 
 
-def rec(mid: str, state: str, inc: int, addr: str | None = None, by: str | None = None) -> dict[str, Any]:
+def rec(mid: str, state: str, inc: int, addr: str | None = None, by: str | None = None
+        ) -> dict[str, Any]:
     r: dict[str, Any] = {"id": mid, "addr": addr or f"{mid}:1", "state": state, "inc": inc}
     if by:
         r["by"] = by
@@ -57,20 +59,18 @@ def piggybacked(out: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ merge rules
 
 
-@pytest.mark.parametrize(
-    ("new", "cur", "wins"),
-    [
-        ((1, "alive"), (0, "suspect"), True),  # refutation: higher incarnation wins
-        ((1, "alive"), (0, "dead"), True),  # a restarted node comes back
-        ((0, "alive"), (0, "suspect"), False),  # same incarnation: alive never beats suspect
-        ((0, "suspect"), (0, "alive"), True),
-        ((0, "dead"), (0, "suspect"), True),
-        ((0, "left"), (0, "dead"), True),
-        ((0, "suspect"), (1, "alive"), False),  # stale suspicion is ignored
-        ((0, "alive"), (0, "alive"), False),
-    ],
-)
-def test_incarnation_then_state_precedence(new: tuple[int, str], cur: tuple[int, str], wins: bool) -> None:
+@pytest.mark.parametrize(("new", "cur", "wins"), [
+    ((1, "alive"), (0, "suspect"), True),    # refutation: higher incarnation wins
+    ((1, "alive"), (0, "dead"), True),       # a restarted node comes back
+    ((0, "alive"), (0, "suspect"), False),   # same incarnation: alive never beats suspect
+    ((0, "suspect"), (0, "alive"), True),
+    ((0, "dead"), (0, "suspect"), True),
+    ((0, "left"), (0, "dead"), True),
+    ((0, "suspect"), (1, "alive"), False),   # stale suspicion is ignored
+    ((0, "alive"), (0, "alive"), False),
+])
+def test_incarnation_then_state_precedence(new: tuple[int, str], cur: tuple[int, str],
+                                           wins: bool) -> None:
     assert newer(new[0], new[1], cur[0], cur[1]) is wins
 
 
@@ -113,13 +113,8 @@ def test_stale_rumour_is_not_refuted_again() -> None:
 
 def test_dead_in_full_state_is_only_a_suspicion_for_a_member_we_think_alive() -> None:
     m = node()
-    sync = {
-        "type": "sync",
-        "from": "b",
-        "addr": "b:1",
-        "inc": 0,
-        "members": [rec("c", "dead", 0), rec("zz", "dead", 3)],
-    }
+    sync = {"type": "sync", "from": "b", "addr": "b:1", "inc": 0,
+            "members": [rec("c", "dead", 0), rec("zz", "dead", 3)]}
     out = m.receive("b:1", sync, 1.0)
     assert m.state_of("c") == "suspect"
     assert m.state_of("zz") == "dead"  # unknown members are taken as they are
@@ -195,19 +190,12 @@ def test_ack_prevents_suspicion() -> None:
 
 def test_ping_req_is_relayed() -> None:
     m = node()
-    req = {
-        "type": "ping-req",
-        "from": "b",
-        "addr": "b:1",
-        "inc": 0,
-        "seq": 77,
-        "target": "c",
-        "target_addr": "c:1",
-    }
-    ((dest, ping),) = m.receive("b:1", req, 1.0)
+    req = {"type": "ping-req", "from": "b", "addr": "b:1", "inc": 0, "seq": 77,
+           "target": "c", "target_addr": "c:1"}
+    (dest, ping), = m.receive("b:1", req, 1.0)
     assert dest == "c:1" and ping["type"] == "ping" and ping["target"] == "c"
     ack = {"type": "ack", "from": "c", "addr": "c:1", "inc": 0, "seq": ping["seq"]}
-    ((dest2, relayed),) = m.receive("c:1", ack, 1.1)
+    (dest2, relayed), = m.receive("c:1", ack, 1.1)
     assert dest2 == "b:1" and relayed["type"] == "ack" and relayed["seq"] == 77
 
 
@@ -233,13 +221,8 @@ def test_join_syncs_with_seeds_until_someone_is_known() -> None:
     assert not m.joined() and m.known_count() == 1 and m.seeds == ["s1:1", "s2:1"]
     out = m.tick(0.0)
     assert sorted(d for d, msg in out if msg["type"] == "sync") == ["s1:1", "s2:1"]
-    reply = {
-        "type": "sync-ack",
-        "from": "s1",
-        "addr": "s1:1",
-        "inc": 0,
-        "members": [rec("s1", "alive", 0), rec("x", "alive", 2)],
-    }
+    reply = {"type": "sync-ack", "from": "s1", "addr": "s1:1", "inc": 0,
+             "members": [rec("s1", "alive", 0), rec("x", "alive", 2)]}
     m.receive("s1:1", reply, 0.2)
     assert {x.id for x in m.members()} == {"a", "s1", "x"}
     assert m.joined() and m.known_count() == 3
@@ -299,7 +282,8 @@ def test_reconnect_syncs_with_a_dead_member() -> None:
 def test_snapshot_restores_members_after_restart() -> None:
     m = node()
     snap = m.snapshot()
-    m2 = Membership("a", "a:7", rng=random.Random(2), now=10.0, incarnation=m.incarnation + 1, known=snap)
+    m2 = Membership("a", "a:7", rng=random.Random(2), now=10.0, incarnation=m.incarnation + 1,
+                    known=snap)
     assert {x.id for x in m2.members()} == {"a", "b", "c", "d"}
     me = m2.member("a")
     assert me is not None and me.address == "a:7" and me.incarnation == 1
@@ -317,78 +301,43 @@ def test_same_seed_same_output() -> None:
 
 
 def test_validate_accepts_a_well_formed_ping() -> None:
-    msg = {
-        "type": "ping",
-        "from": "b",
-        "addr": "b:1",
-        "inc": 3,
-        "seq": 9,
-        "target": "a",
-        "updates": [rec("c", "suspect", 1, by="b")],
-        "extra": "ignored",
-    }
+    msg = {"type": "ping", "from": "b", "addr": "b:1", "inc": 3, "seq": 9, "target": "a",
+           "updates": [rec("c", "suspect", 1, by="b")], "extra": "ignored"}
     assert validate_message(msg)["updates"][0]["by"] == "b"
     assert "extra" not in validate_message(msg)
 
 
-@pytest.mark.parametrize(
-    ("msg", "reason"),
-    [
-        ([], "map"),
-        ({"type": "nope"}, "unknown"),
-        ({"type": "ping", "from": "b", "addr": "b:1", "inc": -1, "seq": 1, "target": "a"}, "inc"),
-        ({"type": "ping", "from": "b", "addr": "b:1", "inc": True, "seq": 1, "target": "a"}, "inc"),
-        ({"type": "ping", "from": "", "addr": "b:1", "inc": 0, "seq": 1, "target": "a"}, "from"),
-        (
-            {
-                "type": "ack",
-                "from": "b",
-                "addr": "b:1",
-                "inc": 0,
-                "seq": 1,
-                "updates": [{"id": "x", "addr": "x", "state": "zombie", "inc": 0}],
-            },
-            "state",
-        ),
-        (
-            {
-                "type": "ack",
-                "from": "b",
-                "addr": "b:1",
-                "inc": 0,
-                "seq": 1,
-                "updates": [rec("x", "alive", 0)] * 65,
-            },
-            "updates",
-        ),
-        ({"type": "sync", "from": "b" * 300, "addr": "b:1", "inc": 0, "members": []}, "longer"),
-    ],
-)
+@pytest.mark.parametrize(("msg", "reason"), [
+    ([], "map"),
+    ({"type": "nope"}, "unknown"),
+    ({"type": "ping", "from": "b", "addr": "b:1", "inc": -1, "seq": 1, "target": "a"}, "inc"),
+    ({"type": "ping", "from": "b", "addr": "b:1", "inc": True, "seq": 1, "target": "a"}, "inc"),
+    ({"type": "ping", "from": "", "addr": "b:1", "inc": 0, "seq": 1, "target": "a"}, "from"),
+    ({"type": "ack", "from": "b", "addr": "b:1", "inc": 0, "seq": 1,
+      "updates": [{"id": "x", "addr": "x", "state": "zombie", "inc": 0}]}, "state"),
+    ({"type": "ack", "from": "b", "addr": "b:1", "inc": 0, "seq": 1,
+      "updates": [rec("x", "alive", 0)] * 65}, "updates"),
+    ({"type": "sync", "from": "b" * 300, "addr": "b:1", "inc": 0, "members": []}, "longer"),
+])
 def test_validate_rejects_with_clear_reason(msg: Any, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         validate_message(msg)
 
 
 junk = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=6)
-    ),
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=8),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=6),
     max_leaves=20,
 )
-field_names = st.sampled_from(
-    ["type", "from", "addr", "inc", "seq", "target", "target_addr", "updates", "members", "id", "state", "by"]
-)
-near_valid = (
-    st.fixed_dictionaries(
-        {"type": st.sampled_from(["ping", "ack", "ping-req", "sync", "sync-ack", "gossip"])},
-        optional={
-            k: junk for k in ["from", "addr", "inc", "seq", "target", "target_addr", "updates", "members"]
-        },
-    )
-    | st.dictionaries(field_names, junk, max_size=8)
-    | junk
-)
+field_names = st.sampled_from(["type", "from", "addr", "inc", "seq", "target", "target_addr",
+                               "updates", "members", "id", "state", "by"])
+near_valid = st.fixed_dictionaries(
+    {"type": st.sampled_from(["ping", "ack", "ping-req", "sync", "sync-ack", "gossip"])},
+    optional={k: junk for k in ["from", "addr", "inc", "seq", "target", "target_addr",
+                                "updates", "members"]},
+) | st.dictionaries(field_names, junk, max_size=8) | junk
 
 
 @settings(max_examples=200, deadline=None)

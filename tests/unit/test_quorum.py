@@ -98,34 +98,19 @@ def test_settled(name: str, views: dict, replicas: tuple, need: int, expected: b
 # (name, views, expected (version, deleted, holders, stale, reader_behind) or None)
 DECIDE_ROWS = [
     ("all agree", {"g": NONE, "a": ok(V2), "b": ok(V2)}, (V2, False, ("a", "b"), (), True)),
-    (
-        "the reader holds it: first among holders",
-        {"a": ok(V2), "g": ok(V2)},
-        (V2, False, ("g", "a"), (), False),
-    ),
+    ("the reader holds it: first among holders", {"a": ok(V2), "g": ok(V2)},
+     (V2, False, ("g", "a"), (), False)),
     ("one stale replica", {"g": NONE, "a": ok(V2), "b": ok(V1)}, (V2, False, ("a",), ("b",), True)),
     ("one replica without the entry", {"g": ok(V2), "a": NONE}, (V2, False, ("g",), ("a",), False)),
-    (
-        "an incomplete copy holds nothing servable",
-        {"g": NONE, "a": partial(V2), "b": ok(V2)},
-        (V2, False, ("b",), (), True),
-    ),
+    ("an incomplete copy holds nothing servable", {"g": NONE, "a": partial(V2), "b": ok(V2)},
+     (V2, False, ("b",), (), True)),
     ("only incomplete copies: no holder", {"g": NONE, "a": partial(V2)}, (V2, False, (), (), True)),
-    (
-        "a tombstone newer than a write wins",
-        {"g": NONE, "a": ok(V3, True), "b": ok(V2)},
-        (V3, True, ("a",), ("b",), True),
-    ),
-    (
-        "a write newer than a tombstone wins",
-        {"g": NONE, "a": ok(V1, True), "b": ok(V2)},
-        (V2, False, ("b",), ("a",), True),
-    ),
-    (
-        "same millisecond: the later counter wins",
-        {"g": NONE, "a": ok(V2), "b": ok(V3)},
-        (V3, False, ("b",), ("a",), True),
-    ),
+    ("a tombstone newer than a write wins", {"g": NONE, "a": ok(V3, True), "b": ok(V2)},
+     (V3, True, ("a",), ("b",), True)),
+    ("a write newer than a tombstone wins", {"g": NONE, "a": ok(V1, True), "b": ok(V2)},
+     (V2, False, ("b",), ("a",), True)),
+    ("same millisecond: the later counter wins", {"g": NONE, "a": ok(V2), "b": ok(V3)},
+     (V3, False, ("b",), ("a",), True)),
     ("a non-replica reader newer than all", {"g": ok(V3), "a": ok(V2)}, (V3, False, ("g",), ("a",), False)),
     ("the reader's own stale copy", {"g": ok(V1), "a": ok(V2)}, (V2, False, ("a",), (), True)),
     ("nobody names the key", {"g": NONE, "a": NONE, "b": NONE}, None),
@@ -179,14 +164,8 @@ def test_views_from_the_wire(wire: dict, expected: View) -> None:
 
 @pytest.mark.parametrize(
     "wire",
-    [
-        None,
-        [],
-        {"entry": None},
-        {"entry": None, "complete": 1},
-        {"entry": {"version": 5}, "complete": True},
-        {"entry": "x", "complete": True},
-    ],
+    [None, [], {"entry": None}, {"entry": None, "complete": 1}, {"entry": {"version": 5}, "complete": True},
+     {"entry": "x", "complete": True}],
 )
 def test_malformed_views_are_refused(wire: object) -> None:
     with pytest.raises(ValueError):
