@@ -62,6 +62,12 @@ def status_json(node: Node) -> dict[str, Any]:
             "read_repairs_pushed": cluster.reads.read_repairs_pushed,
             "announced": cluster.announcer.stats(),
         },
+        "manifest": {  # equal roots on two nodes: equal manifests (anti-entropy's first check)
+            "root": node.store.merkle().root().hex(),
+            "entries": node.store.merkle().entries,
+            "syncs": cluster.antientropy.manifest_syncs,
+            "entries_learned": cluster.antientropy.entries_learned,
+        },
         "repair": {**asdict(cluster.repairer.stats), **cluster.housekeeper.stats()},
         "scrub": {**asdict(cluster.scrubber.stats), "rate": node.config.scrub_rate},
         "lifecycle": dict(cluster.versions.lifecycle),

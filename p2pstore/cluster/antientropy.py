@@ -1,6 +1,8 @@
-"""Manifest anti-entropy: digest exchanges with peers (core/manifest.py ManifestSync) so that
+"""Manifest anti-entropy: Merkle tree exchanges with peers (core/merkle.py MerkleSync) so that
 every node converges on every entry, and the entries learned from peers applied here (the
-repairer then fetches the data of those this node replicates).
+repairer then fetches the data of those this node replicates). An exchange costs one root
+comparison when the manifests agree and grows with their difference otherwise. Peers that still
+open with the bucket digest (core/manifest.py ManifestSync) are answered in kind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from ..core.hlc import HybridLogicalClock, check_not_ahead
 from ..core.manifest import ManifestEntry, ManifestSync
+from ..core.merkle import MerkleSync
 from ..storage.store import LocalStore
 from .peers import Peers
 from .repair import Repairer
@@ -45,8 +48,10 @@ class AntiEntropy:
         self.repairer = repairer
         self.busy = busy
         self.interval = sync_interval(gossip_interval)
-        self.sync = ManifestSync()
+        self.sync = MerkleSync()
+        self.legacy = ManifestSync()  # bucket digests, for peers that open with them
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
+        self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
 
@@ -57,6 +62,7 @@ class AntiEntropy:
             await asyncio.sleep(0.1)
         with contextlib.suppress(Exception):
             await self.sync_all()
+        self.repairer.synced_once.set()  # the repairer's first full pass may start
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.interval * (0.5 + random.random()))
@@ -74,15 +80,22 @@ class AntiEntropy:
 
     async def sync_with(self, address: str) -> int:
         """Run one digest exchange with a peer; return how many entries we applied."""
-        applied = 0
+        applied, started = 0, time.monotonic()
         msg: dict | None = self.sync.open(self.store)
-        while msg is not None and msg.get("type") != "manifest-done":
+        while msg is not None and msg.get("type") != "merkle-done":
             answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
             step = self.sync.handle(self.store, answer)
             if step.apply:
-                applied += len(await self.apply_remote_entries(step.apply))
+                applied += len(await self.apply_remote_entries(step.apply, small=step.small))
             msg = step.reply
         self.manifest_syncs += 1
+        if applied:
+            log.info(
+                "manifest sync with %s: %d entries learned in %.1fs",
+                address,
+                applied,
+                time.monotonic() - started,
+            )
         return applied
 
     async def sync_all(self) -> int:
@@ -94,10 +107,15 @@ class AntiEntropy:
 
     async def handle(self, msg: Any) -> dict:
         """A peer's exchange message; ValueError when malformed."""
+        if isinstance(msg, dict) and str(msg.get("type", "")).startswith("manifest-"):
+            old = self.legacy.handle(self.store, msg)
+            if old.apply:
+                await self.apply_remote_entries(old.apply)
+            return old.reply or {"type": "manifest-done"}
         step = self.sync.handle(self.store, msg)
         if step.apply:
-            await self.apply_remote_entries(step.apply)
-        return step.reply or {"type": "manifest-done"}
+            await self.apply_remote_entries(step.apply, small=step.small)
+        return step.reply or {"type": "merkle-done"}
 
     def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Leave out entries whose version runs ahead of this node's clock by more than clock
@@ -117,14 +135,22 @@ class AntiEntropy:
             kept.append(e)
         return kept
 
-    async def apply_remote_entries(self, entries: list[ManifestEntry], mine_only: bool = False) -> list:
+    async def apply_remote_entries(
+        self, entries: list[ManifestEntry], mine_only: bool = False, small: dict[str, bytes] | None = None
+    ) -> list:
         """Apply entries learned from a peer; fetch the data of those this node must hold
-        (``mine_only``: look only at keys it replicates in its own view of placement)."""
+        (``mine_only``: look only at keys it replicates in its own view of placement).
+        ``small``: checked bodies of small files that came with them, stored with the entries
+        of keys this node replicates (one commit; the repair pass then finds them here)."""
         entries = self._not_ahead(entries)
         for e in entries:
             self.clock.observe(e.version)
-        won = await self.store.apply_entries(entries)
         me = self.peers.me
+        if small:
+            ours = {e.sha256 for e in entries if me in self.peers.replicas_for(e.key)}
+            small = {sha: data for sha, data in small.items() if sha in ours}
+        won = await self.store.apply_entries(entries, small)
+        self.entries_learned += len(won)
         keys = [new.key for _, new in won if not new.deleted]
         if mine_only:
             keys = [k for k in keys if me in self.peers.replicas_for(k)]

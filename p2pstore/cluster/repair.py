@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +33,13 @@ log = logging.getLogger("p2pstore.repair")
 
 PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # back-off of a failed repair's retries
+FIRST_PASS_WAIT = 10.0  # the first full pass waits this long at most for the first manifest round
 PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
 CONCURRENCY = 8
 SCRUB_MIN_COST = 64 * 1024  # each chunk costs at least this much of the scrub rate (seeks, queries)
 SCRUB_BUSY_SLOWDOWN = 10  # while clients are served, scrub at a tenth of --scrub-rate
 SCRUB_PAUSE_MIN, SCRUB_PAUSE_MAX = 5.0, 300.0  # between scrub passes
+SCRUB_PAGE = 5000  # chunk names listed per trip to the I/O thread
 SCRUB_BATCH_CHUNKS, SCRUB_BATCH_BYTES = 64, 1 << 20  # per trip to the I/O thread (a bigger file alone)
 
 
@@ -101,6 +104,10 @@ class Repairer(BackgroundLoop):
         self.limiter = RateLimiter(rate)
         self._wake = asyncio.Event()
         self._full = True  # the first pass looks at everything
+        # Set after the first manifest round with the peers: a node back from downtime learns
+        # what it missed (entries, small files' bodies) before a full pass over a big manifest
+        # competes with that round for the CPU; FIRST_PASS_WAIT at most.
+        self.synced_once = asyncio.Event()
         self._keys: set[str] = set()
         self._attempts: dict[str, int] = {}  # failed repairs by key, for the retry back-off
         self._lock = asyncio.Lock()
@@ -131,6 +138,8 @@ class Repairer(BackgroundLoop):
         when asked (scrub finding, corrupt read, recover) and every PASS_INTERVAL; otherwise
         only the keys gossip brought in. Membership flaps alone cost nothing."""
         await asyncio.sleep(1.0)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.synced_once.wait(), FIRST_PASS_WAIT)
         last_full = float("-inf")
         placement_seen: tuple[str, ...] | None = None
         while True:
@@ -273,15 +282,25 @@ class Scrubber(BackgroundLoop):
         store = self.store
         started = time.monotonic()
         found: list[str] = []
-        shas = await store.in_io(store.iter_chunk_shas)
-        at = 0
-        while at < len(shas):
-            checked = await store.verify_chunks(shas[at : at + SCRUB_BATCH_CHUNKS], SCRUB_BATCH_BYTES)
-            at += len(checked)
-            found += self._tally(checked)
-            for _, length, _ in checked:
-                if length is not None:
-                    await self.limiter.take(self._cost(length))
+        names: Iterator[str] | None = None
+
+        def next_page() -> list[str]:  # in the I/O thread: listing reads the disk and the database
+            nonlocal names
+            names = iter(store.iter_chunk_shas()) if names is None else names
+            return list(itertools.islice(names, SCRUB_PAGE))
+
+        more = True
+        while more:  # a page of names at a time: a million never sit in memory at once
+            page = await store.in_io(next_page)
+            more = len(page) == SCRUB_PAGE
+            shas, at = list(dict.fromkeys(page)), 0
+            while at < len(shas):
+                checked = await store.verify_chunks(shas[at : at + SCRUB_BATCH_CHUNKS], SCRUB_BATCH_BYTES)
+                at += len(checked)
+                found += self._tally(checked)
+                for _, length, _ in checked:
+                    if length is not None:
+                        await self.limiter.take(self._cost(length))
         self.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
         self.stats.passes += 1
         self.stats.last_pass_finished = time.time()

@@ -29,7 +29,8 @@ from typing import Any
 import msgpack
 
 from ..core.keys import RESERVED_PREFIX, is_reserved
-from ..core.manifest import BucketDigest, ManifestEntry, bucket_of, entry_hash, meta_pairs, newer
+from ..core.manifest import BucketDigest, ManifestEntry, entry_hash, meta_pairs, newer
+from ..core.merkle import SUB_LEAVES, MerkleTree, leaf_of
 from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
 
 SCHEMA = """
@@ -42,13 +43,12 @@ CREATE TABLE IF NOT EXISTS files (
     content_type TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     modified REAL NOT NULL,
-    bucket INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,  -- the key's Merkle leaf (core/merkle.leaf_of; its digest bucket * 64 + ...)
     ehash BLOB NOT NULL,
     data BLOB,
     meta BLOB,
     lengths BLOB
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS files_by_bucket ON files (bucket);
 CREATE TABLE IF NOT EXISTS chunk_refs (
     sha TEXT PRIMARY KEY,
     refs INTEGER NOT NULL
@@ -68,9 +68,13 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 """
 
-INLINE_INDEX = (
-    "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
-)
+LEAF_INDEX = "CREATE INDEX IF NOT EXISTS files_by_leaf ON files (bucket, ehash)"
+"""Entries by Merkle leaf, covering (leaf, entry hash, key): a leaf's summary and the start-up
+rebuild of the tree read this index alone, a tenth of the table."""
+TREE_STATE = "merkle-tree"
+"""The kv row holding the tree's leaves, written on a clean close and deleted by the first
+transaction that changes an entry after it (so it exists only while it is exact)."""
+INLINE_INDEX = "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
 INLINE_DATA = "(SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL LIMIT 1)"
 """An inline copy of chunk ?1 (a small file's only chunk is named like the file's sha256)."""
 IS_INLINE = "typeof(data) = 'blob'"
@@ -183,12 +187,15 @@ class MetadataDB:
         self._w.executescript(SCHEMA)
         self._migrate()
         self._w.execute(INLINE_INDEX)
+        self._w.execute("DROP INDEX IF EXISTS files_by_bucket")  # replaced by files_by_leaf
+        self._w.execute(LEAF_INDEX)
         self._sync = sync
         self._kv = connect(path, sync)  # small node state, written from the event loop
         self._kv_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self.tree, self.tree_source = self._load_tree()
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_wal, name="p2pstore-wal", daemon=True)
         self._checkpointer.start()
@@ -220,10 +227,42 @@ class MetadataDB:
                     "UPDATE files SET ehash = ? WHERE key = ?",
                     [(entry_hash(e), e.key) for e in map(row_to_entry, rows)],
                 )
+        if self._w.execute("SELECT 1 FROM kv WHERE name = 'leaf-column'").fetchone() is None:
+            # the bucket column held the digest bucket (0-1023); it holds the Merkle leaf, whose
+            # high bits are that bucket, so one index answers leaves and buckets alike
+            keys = [r[0] for r in self._w.execute("SELECT key FROM files")]
+            with transaction(self._w) as conn:
+                conn.executemany("UPDATE files SET bucket = ? WHERE key = ?", [(leaf_of(k), k) for k in keys])
+                conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES ('leaf-column', x'01')")
+                conn.execute("DELETE FROM kv WHERE name = ?", (TREE_STATE,))
 
-    def close(self) -> None:
+    def _load_tree(self) -> tuple[MerkleTree, str]:
+        """The Merkle tree of the manifest: the one saved at the last clean close if no entry
+        changed since (its row is gone otherwise), else rebuilt from the stored hashes."""
+        row = self._w.execute("SELECT value FROM kv WHERE name = ?", (TREE_STATE,)).fetchone()
+        self._tree_saved = row is not None
+        if row is not None:
+            with contextlib.suppress(ValueError):
+                return MerkleTree.from_leaves_blob(row[0]), "saved"
+        return self.build_merkle(), "rebuilt"
+
+    def _forget_saved_tree(self, conn: sqlite3.Connection) -> None:
+        """Inside a transaction that changes entries: the saved tree no longer matches (the
+        caller clears ``_tree_saved`` once that transaction committed)."""
+        if self._tree_saved:
+            conn.execute("DELETE FROM kv WHERE name = ?", (TREE_STATE,))
+
+    def close(self, save_tree: bool = True) -> None:
+        """Close; save the Merkle tree's leaves (the next start then skips the rebuild). A
+        crash saves nothing, and the start after it rebuilds."""
         self._closing.set()
         self._checkpointer.join()
+        if save_tree:
+            with contextlib.suppress(sqlite3.Error), transaction(self._w) as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO kv (name, value) VALUES (?, ?)",
+                    (TREE_STATE, self.tree.leaves_blob()),
+                )
         for conn in (*self._readers, self._w, self._kv):
             conn.close()
 
@@ -302,17 +341,32 @@ class MetadataDB:
         return ((key, bool(deleted), unpack_chunks(chunks)) for key, deleted, chunks in rows)
 
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
-        rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket = ?", (bucket,))
+        rows = self._read(
+            f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket >= ? AND bucket < ?",
+            (bucket * SUB_LEAVES, (bucket + 1) * SUB_LEAVES),
+        )
         return [row_to_entry(r) for r in rows]
 
     def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
         """(key, entry hash) of every entry in a bucket: sub-digests without decoding rows."""
-        return self._read("SELECT key, ehash FROM files WHERE bucket = ?", (bucket,))
+        sql = "SELECT key, ehash FROM files WHERE bucket >= ? AND bucket < ?"
+        return self._read(sql, (bucket * SUB_LEAVES, (bucket + 1) * SUB_LEAVES))
 
-    def build_digest(self) -> BucketDigest:
-        """The per-bucket digest of every entry (done once at start; then kept up to date)."""
+    def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
+        """(key, entry hash) of every entry in one Merkle leaf (~15 at 1,000,000 entries)."""
+        return self._read("SELECT key, ehash FROM files WHERE bucket = ?", (leaf,))
+
+    def build_merkle(self) -> MerkleTree:
+        """The Merkle tree of every entry from the stored hashes (once at start; then the store
+        keeps it up to date on every apply): one pass, no entry decoded or hashed again."""
+        return MerkleTree.build(
+            self._reader().execute("SELECT bucket, ehash FROM files INDEXED BY files_by_leaf")
+        )
+
+    def build_digest(self, tree: MerkleTree | None = None) -> BucketDigest:
+        """The per-bucket digest of every entry, from the Merkle tree's leaves."""
         digest = BucketDigest()
-        for bucket, h in self._reader().execute("SELECT bucket, ehash FROM files"):
+        for bucket, h in enumerate((tree or self.build_merkle()).bucket_hashes()):
             digest.add_hash(bucket, h)
         return digest
 
@@ -359,6 +413,7 @@ class MetadataDB:
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
         with transaction(conn):
+            self._forget_saved_tree(conn)
             if sums:
                 conn.executemany("INSERT OR REPLACE INTO chunk_sums (sha, xxh) VALUES (?, ?)", sums.items())
             for entries, small in requests:
@@ -373,6 +428,10 @@ class MetadataDB:
                 if loose:  # not any winner's own bytes: kept by name (complete a same-version entry)
                     conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
                 results.append(won)
+        self._tree_saved = False
+        for won in results:  # committed: the tree follows (from this, the only writer thread)
+            for old, new in won:
+                self.tree.replace(old, new)
         return results
 
     def _apply_one(
@@ -418,7 +477,7 @@ class MetadataDB:
                 entry.modified,
                 pack_meta(entry.meta),
                 pack_lengths(entry.lengths),
-                bucket_of(entry.key),
+                leaf_of(entry.key),
                 entry_hash(entry),
                 data,
             ),
@@ -492,6 +551,27 @@ class MetadataDB:
         sql = f"SELECT sha FROM small_chunks UNION ALL SELECT sha256 FROM files WHERE {IS_INLINE}"
         return {r[0] for r in self._read(sql)}
 
+    def iter_small_chunk_shas(self, batch: int = 5000) -> Iterator[str]:
+        """Every chunk stored in the database, read a page at a time (the scrubber: a million
+        names in a set cost ~130 MiB). An inline chunk comes once per file that holds it."""
+        after = ""
+        while True:
+            rows = self._read(
+                "SELECT sha FROM small_chunks WHERE sha > ? ORDER BY sha LIMIT ?", (after, batch)
+            )
+            yield from (r[0] for r in rows)
+            if len(rows) < batch:
+                break
+            after = rows[-1][0]
+        after = ""
+        while True:
+            sql = f"SELECT key, sha256 FROM files WHERE key > ? AND {IS_INLINE} ORDER BY key LIMIT ?"
+            rows = self._read(sql, (after, batch))
+            yield from (r[1] for r in rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
     def loose_small_chunk_shas(self) -> list[str]:
         """The chunks stored by name (what garbage collection may delete; inline bytes go with
         their rows)."""
@@ -547,12 +627,16 @@ class MetadataDB:
         conn = self._w
         purged = []
         with transaction(conn):
+            self._forget_saved_tree(conn)
             for t in tombstones:
                 cur = conn.execute(
                     "DELETE FROM files WHERE key = ? AND version = ? AND deleted = 1", (t.key, t.version)
                 )
                 if cur.rowcount:
                     purged.append(t)
+        self._tree_saved = False
+        for t in purged:
+            self.tree.remove(t)
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:

@@ -14,13 +14,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.manifest import ManifestEntry
+from ..core.merkle import MerkleTree
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable, disk_full
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
 from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
@@ -176,7 +177,7 @@ class LocalStore:
         self.chunks.clean_tmp()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
-        self.manifest_digest = self.db.build_digest()
+        self.manifest_digest = self.db.build_digest(self.db.tree)
         self.committer = GroupCommitter(self.db, self.in_db)
         self.reserve = SpaceReserve(data_dir)
         self.reserve.ensure(min_free_bytes)
@@ -226,8 +227,10 @@ class LocalStore:
         length = self.chunks.length(sha)
         return length if length is not None else self.db.small_chunk_length(sha)
 
-    def iter_chunk_shas(self) -> list[str]:
-        return [*self.chunks.iter_shas(), *self.db.small_chunk_shas()]
+    def iter_chunk_shas(self) -> Iterator[str]:
+        """Every chunk's name, files then the database's, read lazily (consume it in pages)."""
+        yield from self.chunks.iter_shas()
+        yield from self.db.iter_small_chunk_shas()
 
     @staticmethod
     def _verified_small(sha: str, data: bytes) -> bytes:
@@ -545,6 +548,18 @@ class LocalStore:
 
     def digest(self):
         return self.manifest_digest
+
+    # ---- the MerkleStore protocol (core/merkle.py): what the node's anti-entropy uses ----
+    def merkle(self) -> MerkleTree:
+        """Kept by the metadata database itself, in step with every committed entry."""
+        return self.db.tree
+
+    def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
+        return self.db.hashes_in_leaf(leaf)
+
+    def small_data(self, sha: str) -> bytes | None:
+        """A small file's body if the database holds it (sent along with its entry)."""
+        return self.db.small_chunk(sha)
 
     # ---- reads ----
     def get(self, key: str) -> ManifestEntry | None:

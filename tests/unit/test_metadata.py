@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.core.manifest import BucketDigest, ManifestEntry, bucket_of, sub_digest, sub_digest_of_hashes
+from p2pstore.core.manifest import (
+    BucketDigest,
+    ManifestEntry,
+    bucket_of,
+    entry_hash,
+    sub_digest,
+    sub_digest_of_hashes,
+)
+from p2pstore.core.merkle import MerkleTree, leaf_of
 from p2pstore.storage.metadata import MetadataDB
 
 
@@ -51,13 +59,32 @@ def reopened_as_older(path: Path, entries: list[ManifestEntry], downgrade: str) 
 
 
 def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
-    older = "ALTER TABLE files DROP COLUMN ehash"
+    older = "DROP INDEX files_by_leaf; DELETE FROM kv; ALTER TABLE files DROP COLUMN ehash"
     db = reopened_as_older(tmp_path / "m.sqlite", [entry("k", 1), entry("j", 2)], older)
     ref = BucketDigest()
     ref.add(entry("k", 1))
     ref.add(entry("j", 2))
     assert db.build_digest().root() == ref.root()
     assert db.get("j") == entry("j", 2)
+
+
+def test_database_from_before_merkle_leaves_is_upgraded(tmp_path: Path) -> None:
+    """The bucket column held the digest bucket (0-1023), indexed alone; opened again it holds
+    each key's Merkle leaf under the covering index, and the tree matches the entries."""
+    entries = [entry(f"k{i}", i) for i in range(50)]
+    older = (
+        "DROP INDEX files_by_leaf; CREATE INDEX files_by_bucket ON files (bucket);"
+        " DELETE FROM kv; UPDATE files SET bucket = bucket / 64"
+    )
+    db = reopened_as_older(tmp_path / "m.sqlite", entries, older)
+    assert db.tree_source == "rebuilt"
+    assert db.tree == MerkleTree.build((leaf_of(e.key), entry_hash(e)) for e in entries)
+    for e in entries[:5]:
+        assert (e.key, entry_hash(e)) in db.hashes_in_leaf(leaf_of(e.key))
+    indexes = {r[0] for r in db._read("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "files_by_leaf" in indexes and "files_by_bucket" not in indexes
+    db.close()
+    assert MetadataDB(tmp_path / "m.sqlite", "never").tree_source == "saved"
 
 
 def test_object_metadata_is_stored_with_its_entry(tmp_path: Path) -> None:

@@ -1,0 +1,222 @@
+"""The Merkle anti-entropy core: exchanges cost the difference (bytes counted on the wire, as
+msgpack), identical manifests cost one root comparison, and any two manifests converge."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2pstore.core.hlc import make_version
+from p2pstore.core.manifest import ManifestEntry, bucket_of, entry_hash, merge, slot_of
+from p2pstore.core.merkle import (
+    LEAVES,
+    SUB_LEAVES,
+    MemoryMerkleManifest,
+    MerkleSync,
+    MerkleTree,
+    leaf_of,
+    pack_nodes,
+    run_merkle_exchange,
+    unpack_nodes,
+)
+
+FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def encode(m: dict) -> bytes:
+    return msgpack.packb(m, use_bin_type=True)
+
+
+def decode(b: bytes) -> dict:
+    return msgpack.unpackb(b, raw=False)
+
+
+def entry(key: str, n: int = 0, deleted: bool = False) -> ManifestEntry:
+    version = make_version(1_700_000_000_000 + n, 0, "node-a")
+    if deleted:
+        return ManifestEntry.tombstone(key, version, 1.7e9)
+    sha = hashlib.sha256(f"{key}:{n}".encode()).hexdigest()
+    return ManifestEntry(key, version, 100 + n, sha, (sha,), "application/octet-stream", False, 1.7e9 + n)
+
+
+def applier(m: MemoryMerkleManifest):
+    return lambda entries: sum(m.apply(e) for e in entries)
+
+
+def pair(n: int, differ: int) -> tuple[MemoryMerkleManifest, MemoryMerkleManifest]:
+    """Two manifests of n common keys; b additionally holds ``differ`` keys a lacks or has older."""
+    a, b = MemoryMerkleManifest(), MemoryMerkleManifest()
+    for i in range(n):
+        e = entry(f"common/{i:08d}")
+        a.apply(e)
+        b.apply(e)
+    for i in range(differ):
+        if i % 2:
+            b.apply(entry(f"new/{i:06d}", 5))
+        else:
+            b.apply(entry(f"common/{i * 7919 % n:08d}", 9))  # a newer version of a common key
+    return a, b
+
+
+def exchange(a, b, **kw):
+    return run_merkle_exchange(MerkleSync(**kw), a, b, applier(a), applier(b), encode, decode)
+
+
+def test_leaves_nest_the_digest_buckets() -> None:
+    for i in range(2000):
+        key = f"k/{i}"
+        assert leaf_of(key) // SUB_LEAVES == bucket_of(key)
+        assert leaf_of(key) % 16 == slot_of(key)[1]
+        assert 0 <= leaf_of(key) < LEAVES
+
+
+@FAST
+@given(st.sets(st.integers(0, LEAVES - 1)))
+def test_node_lists_round_trip(nodes) -> None:
+    ordered = sorted(nodes)
+    assert unpack_nodes(pack_nodes(ordered), LEAVES) == ordered
+    if len(ordered) > 1:
+        with pytest.raises(ValueError):
+            pack_nodes(ordered[::-1])
+
+
+def test_a_whole_range_packs_in_a_few_bytes() -> None:
+    assert len(pack_nodes(range(LEAVES))) <= 4
+
+
+def test_identical_manifests_cost_one_root_comparison() -> None:
+    a, b = pair(20_000, 0)
+    stats = exchange(a, b)
+    assert stats.messages == 2  # the root, and "done"
+    assert stats.bytes < 100
+    assert stats.entries_sent == 0
+
+
+def test_bytes_grow_with_the_difference_not_the_manifest() -> None:
+    """k differing keys cost O(k log n) bytes: within a constant of k * log16(n) short hashes
+    and k entries, whatever n is; and far below shipping the manifest."""
+    per_key = {}
+    for n, k in ((20_000, 10), (20_000, 40), (80_000, 10), (80_000, 40)):
+        a, b = pair(n, k)
+        stats = exchange(a, b)
+        assert a.merkle() == b.merkle()
+        # only differing entries travel (a key held in two versions may cross both ways)
+        assert k <= stats.entries_sent <= 2 * k
+        per_key[(n, k)] = stats.bytes / (k * math.log(n, 16))
+        assert stats.bytes < n * 2  # the manifest itself is ~200 bytes per entry
+    bound = max(per_key.values())
+    assert bound < 700, per_key  # bytes per differing key per tree level stay bounded
+    # four times the manifest costs about the same per differing key (O(log n), not O(n))
+    assert per_key[(80_000, 40)] < 2 * per_key[(20_000, 40)], per_key
+
+
+def test_an_empty_node_catches_up_in_batches() -> None:
+    a, b = pair(3000, 0)
+    empty = MemoryMerkleManifest()
+    stats = exchange(empty, a, max_entries=500)
+    assert empty.merkle() == a.merkle() and len(empty) == 3000
+    assert stats.messages > 6  # several batches, none over the limit
+    stats = exchange(b, MemoryMerkleManifest(), max_entries=500)  # and the other way round
+    assert stats.applied_b == 3000
+
+
+keys = st.text(alphabet="abcxyz", min_size=1, max_size=6).map(lambda s: f"k/{s}")
+ops = st.lists(st.tuples(keys, st.integers(0, 5), st.booleans()), max_size=30)
+
+
+@FAST
+@given(ops, ops, ops)
+def test_any_two_manifests_converge(common, only_a, only_b) -> None:
+    a, b = MemoryMerkleManifest(), MemoryMerkleManifest()
+    expected: dict[str, ManifestEntry] = {}
+    for side, items in ((a, common), (a, only_a), (b, only_b)):
+        for key, n, deleted in items:
+            e = entry(key, n, deleted)
+            side.apply(e)
+            if side is a and items is common:
+                b.apply(e)
+            expected[key] = merge(expected.get(key), e)
+    exchange(a, b, max_entries=3)
+    for key, e in expected.items():
+        assert a.get(key) == b.get(key) == e
+    assert a.merkle() == b.merkle()
+    assert exchange(a, b).messages == 2
+
+
+def test_tree_built_from_hashes_equals_incremental() -> None:
+    m = MemoryMerkleManifest()
+    entries = [entry(f"x/{i}", i % 3, i % 5 == 0) for i in range(500)]
+    for e in entries:
+        m.apply(e)
+    m.apply(entry("x/1", 99))
+    built = MerkleTree.build((leaf_of(k), entry_hash(m.get(k))) for k in {e.key for e in entries})
+    assert built == m.merkle()
+
+
+@pytest.mark.parametrize(
+    "msg",
+    [
+        {"type": "merkle-root", "shape": [16, 3], "root": b"x" * 16},
+        {"type": "merkle-root", "shape": [16, 4], "root": b"x"},
+        {"type": "merkle-level", "level": 9, "nodes": b"", "hashes": b""},
+        {"type": "merkle-level", "level": 1, "nodes": pack_nodes([16]), "hashes": b"\0" * 128},
+        {"type": "merkle-level", "level": 0, "nodes": pack_nodes([0]), "hashes": b"\0" * 3},
+        {"type": "merkle-leaves", "leaves": b"\x80", "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": b"\x01", "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": b"\x00\xff\xff\x7f", "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": pack_nodes([1]), "pending": pack_nodes([1]), "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": pack_nodes([LEAVES]), "pending": b"", "keys": [b""]},
+        {"type": "merkle-leaves", "leaves": pack_nodes([1]), "pending": b"", "keys": [b"abc"]},
+        {"type": "merkle-entries", "leaves": pack_nodes([1]), "pending": b"", "entries": [], "want": b"x"},
+        {"type": "merkle-push", "leaves": pack_nodes([1]), "pending": b"", "entries": [{"key": 1}]},
+        {"type": "merkle-push", "leaves": b"", "pending": b"", "entries": [entry("k").to_wire()]},
+        {"type": "nonsense"},
+        ["not", "a", "map"],
+    ],
+)
+def test_malformed_messages_are_refused(msg) -> None:
+    with pytest.raises(ValueError):
+        MerkleSync().handle(MemoryMerkleManifest(), msg)
+
+
+class BodyStore(MemoryMerkleManifest):
+    """A store that keeps small files' bodies, as LocalStore does in SQLite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[str, bytes] = {}
+
+    def small_data(self, sha: str) -> bytes | None:
+        return self.bodies.get(sha)
+
+
+def small_file(key: str, body: bytes) -> ManifestEntry:
+    sha = hashlib.sha256(body).hexdigest()
+    return ManifestEntry(
+        key, make_version(1_700_000_000_001, 0, "n"), len(body), sha, (sha,), "", False, 1.7e9
+    )
+
+
+def test_small_bodies_travel_with_their_entries_and_are_checked() -> None:
+    a = BodyStore()
+    files = [small_file(f"s/{i}", b"body %d" % i) for i in range(5)]
+    for f in files:
+        a.apply(f)
+        a.bodies[f.sha256] = f"body {f.key[2:]}".encode()
+    leaves = sorted({leaf_of(f.key) for f in files})
+    push = {"type": "merkle-push", "leaves": pack_nodes(leaves), "pending": b""}
+    push |= decode(encode(MerkleSync()._wire(a, files)))
+    step = MerkleSync().handle(MemoryMerkleManifest(), push)
+    assert sorted(step.apply, key=lambda e: e.key) == files
+    assert step.small == {f.sha256: a.bodies[f.sha256] for f in files}
+
+    push["small"][files[0].sha256] = b"rotten"  # a body that does not match: left out, not stored
+    step = MerkleSync().handle(MemoryMerkleManifest(), push)
+    assert len(step.apply) == 5 and files[0].sha256 not in step.small and len(step.small) == 4
+    with pytest.raises(ValueError):
+        MerkleSync().handle(MemoryMerkleManifest(), {**push, "small": {"x": 1}})
