@@ -1,8 +1,7 @@
 """Manifest anti-entropy: Merkle tree exchanges with peers (core/merkle.py MerkleSync) so that
 every node converges on every entry, and the entries learned from peers applied here (the
 repairer then fetches the data of those this node replicates). An exchange costs one root
-comparison when the manifests agree and grows with their difference otherwise. Peers that still
-open with the bucket digest (core/manifest.py ManifestSync) are answered in kind.
+comparison when the manifests agree and grows with their difference otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.hlc import HybridLogicalClock, check_not_ahead
-from ..core.manifest import ManifestEntry, ManifestSync
+from ..core.manifest import ManifestEntry
 from ..core.merkle import MerkleSync
 from ..storage.store import LocalStore
 from .peers import Peers
@@ -49,14 +48,13 @@ class AntiEntropy:
         self.busy = busy
         self.interval = sync_interval(gossip_interval)
         self.sync = MerkleSync()
-        self.legacy = ManifestSync()  # bucket digests, for peers that open with them
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
         self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
 
     async def loop(self) -> None:
-        """Exchange manifest digests with a random live peer now and then; right after start
+        """Compare Merkle trees with a random live peer now and then; right after start
         (a restart after downtime), with every peer as soon as one is known, to catch up fast."""
         while not self.peers.live_peers():
             await asyncio.sleep(0.1)
@@ -70,7 +68,7 @@ class AntiEntropy:
             if not peers:
                 continue
             if self.busy() and time.monotonic() - last < BUSY_SYNC_INTERVAL:
-                continue  # under load, digests differ by the writes in flight: exchange rarely
+                continue  # under load, trees differ by the writes in flight: exchange rarely
             last = time.monotonic()
             peer = random.choice(peers)
             try:
@@ -79,7 +77,7 @@ class AntiEntropy:
                 log.debug("manifest sync with %s failed: %s", peer.id, exc)
 
     async def sync_with(self, address: str) -> int:
-        """Run one digest exchange with a peer; return how many entries we applied."""
+        """Run one Merkle exchange with a peer; return how many entries we applied."""
         applied, started = 0, time.monotonic()
         msg: dict | None = self.sync.open(self.store)
         while msg is not None and msg.get("type") != "merkle-done":
@@ -106,12 +104,7 @@ class AntiEntropy:
         return sum(r for r in results if isinstance(r, int))
 
     async def handle(self, msg: Any) -> dict:
-        """A peer's exchange message; ValueError when malformed."""
-        if isinstance(msg, dict) and str(msg.get("type", "")).startswith("manifest-"):
-            old = self.legacy.handle(self.store, msg)
-            if old.apply:
-                await self.apply_remote_entries(old.apply)
-            return old.reply or {"type": "manifest-done"}
+        """A peer's exchange message; ValueError when malformed or not a Merkle message."""
         step = self.sync.handle(self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply, small=step.small)

@@ -4,7 +4,7 @@ stopped in order. No behaviour of its own lives here.
 Roles (one module each):
   writes.py / reads.py   the coordinator: any node takes any client request
   replica.py             what other nodes' coordinators ask of this node's store
-  antientropy.py         manifest digest exchanges; entries learned from peers
+  antientropy.py         Merkle-tree manifest exchanges; entries learned from peers
   repair.py              missing or corrupt chunks fetched from other replicas; the scrubber
   housekeeping.py        handoff, chunk GC, the leader's tombstone GC
   leases.py              read leases (reads served locally while no write can pass unseen)

@@ -21,7 +21,7 @@ PROTOCOL_VERSION = 4  # 3: signed requests, mutual TLS; 4: entries with chunk le
 WRONG_PROTOCOL = 426
 MSGPACK = "application/msgpack"
 # A message a peer sends us unasked (a call, an internal POST body): the largest legitimate one
-# is a manifest-sync batch (5,000 entries of a few hundred bytes) or a 1 MiB one-phase write.
+# is a manifest exchange batch (5,000 entries of a few hundred bytes) or a 1 MiB one-phase write.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 # An answer to a call this node made: it asked for it (a sync batch of entries with long
 # chunk lists can be large), so the bound is looser.

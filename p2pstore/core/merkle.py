@@ -13,9 +13,9 @@ Why this shape:
   every inner node's the XOR of its children. XOR is its own inverse and order-free, so a write
   updates one leaf and its ancestors (5 XORs) and never rereads anything. Any key, of any
   prefix (cluster metadata, versions), is an entry like any other and covered the same way.
-* **Leaf numbers nest the old buckets.** ``leaf_of(key) >> 6`` is ``bucket_of(key)`` and
-  ``leaf_of(key) % 16`` its sub-bucket, so the store keeps one indexed column (the leaf) that
-  answers both "entries of leaf L" and "entries of bucket B" (a range of leaves).
+* **Leaf numbers are fixed.** ``leaf_of`` puts the key hash modulo 1024 in a leaf's high bits
+  and the next six bits below it. Every peer must compute the same leaf, and each stored row
+  keeps its leaf (storage/metadata.py), so the numbering never changes.
 * **Short hashes on the wire.** Node hashes travel as their first 8 bytes and leaf contents as
   (8-byte key id, 8-byte entry hash) pairs: a missed difference needs a 64-bit collision.
 
@@ -48,12 +48,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .manifest import HASH_BYTES, NBUCKETS, ManifestEntry, entry_hash, newer
+from .manifest import HASH_BYTES, ManifestEntry, entry_hash, newer
 
 FANOUT = 16
 DEPTH = 4  # levels below the root: 16**4 = 65,536 leaves (~15 entries each at 1,000,000)
 LEAVES = FANOUT**DEPTH
-SUB_LEAVES = LEAVES // NBUCKETS  # leaves per old digest bucket (64)
+_HIGH = 1024  # leaf_of: key hash modulo this in the high bits ...
+_LOW = LEAVES // _HIGH  # ... and the next key-hash bits, modulo this, below
 WIRE_HASH = 8  # bytes of a node hash, key id or entry hash on the wire
 DEFAULT_MAX_ENTRIES = 5000  # entries per message
 SUMMARY_PER_ENTRY = 8  # leaf pairs (16 B) per message: 8 x max_entries, ~640 KB, few round trips
@@ -63,15 +64,16 @@ DONE: dict[str, Any] = {"type": "merkle-done"}
 
 
 def key_hash(key: str) -> int:
-    """The 64-bit key hash that also places a key in its digest bucket (core/manifest.slot_of)."""
+    """The 64-bit key hash that places a key in its leaf."""
+    # the personalisation string is part of the leaf numbering stored on disk: never change it
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, person=b"p2pstore-bucket")
     return int.from_bytes(digest.digest(), "big")
 
 
 def leaf_of(key: str) -> int:
-    """The key's leaf: its digest bucket in the high bits, the next key-hash bits below."""
+    """The key's leaf, in [0, LEAVES): the same on every node and run (not ``hash()``)."""
     h = key_hash(key)
-    return (h % NBUCKETS) * SUB_LEAVES + (h // NBUCKETS) % SUB_LEAVES
+    return (h % _HIGH) * _LOW + (h // _HIGH) % _LOW
 
 
 def key_id(key: str) -> bytes:
@@ -222,18 +224,6 @@ class MerkleTree:
         return b"".join(
             x.to_bytes(HASH_BYTES, "big")[:WIRE_HASH] for x in self.levels[level + 1][lo : lo + self.fanout]
         )
-
-    def bucket_hashes(self, nbuckets: int = NBUCKETS) -> list[bytes]:
-        """The old per-bucket digest (XOR of each bucket's leaves), for ManifestSync peers."""
-        per = self.leaves // nbuckets
-        leaves = self.levels[self.depth]
-        out = []
-        for b in range(nbuckets):
-            acc = 0
-            for x in leaves[b * per : (b + 1) * per]:
-                acc ^= x
-            out.append(acc.to_bytes(HASH_BYTES, "big"))
-        return out
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, MerkleTree) and self.levels == other.levels and self.entries == other.entries

@@ -29,8 +29,8 @@ from typing import Any
 import msgpack
 
 from ..core.keys import RESERVED_PREFIX, is_reserved
-from ..core.manifest import BucketDigest, ManifestEntry, entry_hash, meta_pairs, newer
-from ..core.merkle import SUB_LEAVES, MerkleTree, leaf_of
+from ..core.manifest import ManifestEntry, entry_hash, meta_pairs, newer
+from ..core.merkle import MerkleTree, leaf_of
 from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
 
 SCHEMA = """
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS files (
     content_type TEXT NOT NULL,
     deleted INTEGER NOT NULL,
     modified REAL NOT NULL,
-    bucket INTEGER NOT NULL,  -- the key's Merkle leaf (core/merkle.leaf_of; its digest bucket * 64 + ...)
+    leaf INTEGER NOT NULL,  -- the key's Merkle leaf (core/merkle.leaf_of)
     ehash BLOB NOT NULL,
     data BLOB,
     meta BLOB,
@@ -68,7 +68,7 @@ CREATE TABLE IF NOT EXISTS kv (
 ) WITHOUT ROWID;
 """
 
-LEAF_INDEX = "CREATE INDEX IF NOT EXISTS files_by_leaf ON files (bucket, ehash)"
+LEAF_INDEX = "CREATE INDEX IF NOT EXISTS files_by_leaf ON files (leaf, ehash)"
 """Entries by Merkle leaf, covering (leaf, entry hash, key): a leaf's summary and the start-up
 rebuild of the tree read this index alone, a tenth of the table."""
 TREE_STATE = "merkle-tree"
@@ -219,7 +219,9 @@ class MetadataDB:
             self._w.execute("ALTER TABLE files ADD COLUMN meta BLOB")
         if "lengths" not in columns:  # chunk lengths of composed objects (NULL: usual sizes)
             self._w.execute("ALTER TABLE files ADD COLUMN lengths BLOB")
-        if "ehash" not in columns:  # added for fast digest rebuilds at start-up
+        if "bucket" in columns:  # the leaf column's older name (it once held a digest bucket)
+            self._w.execute("ALTER TABLE files RENAME COLUMN bucket TO leaf")
+        if "ehash" not in columns:  # each entry's hash, for fast tree rebuilds at start-up
             self._w.execute("ALTER TABLE files ADD COLUMN ehash BLOB NOT NULL DEFAULT x''")
             rows = self._w.execute(f"SELECT {ENTRY_COLUMNS} FROM files").fetchall()
             with transaction(self._w) as conn:
@@ -228,11 +230,10 @@ class MetadataDB:
                     [(entry_hash(e), e.key) for e in map(row_to_entry, rows)],
                 )
         if self._w.execute("SELECT 1 FROM kv WHERE name = 'leaf-column'").fetchone() is None:
-            # the bucket column held the digest bucket (0-1023); it holds the Merkle leaf, whose
-            # high bits are that bucket, so one index answers leaves and buckets alike
+            # the column held a key-hash bucket (0-1023) before it held the key's Merkle leaf
             keys = [r[0] for r in self._w.execute("SELECT key FROM files")]
             with transaction(self._w) as conn:
-                conn.executemany("UPDATE files SET bucket = ? WHERE key = ?", [(leaf_of(k), k) for k in keys])
+                conn.executemany("UPDATE files SET leaf = ? WHERE key = ?", [(leaf_of(k), k) for k in keys])
                 conn.execute("INSERT OR REPLACE INTO kv (name, value) VALUES ('leaf-column', x'01')")
                 conn.execute("DELETE FROM kv WHERE name = ?", (TREE_STATE,))
 
@@ -340,35 +341,16 @@ class MetadataDB:
         rows = self._scan("key, deleted, chunks", batch)
         return ((key, bool(deleted), unpack_chunks(chunks)) for key, deleted, chunks in rows)
 
-    def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
-        rows = self._read(
-            f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket >= ? AND bucket < ?",
-            (bucket * SUB_LEAVES, (bucket + 1) * SUB_LEAVES),
-        )
-        return [row_to_entry(r) for r in rows]
-
-    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
-        """(key, entry hash) of every entry in a bucket: sub-digests without decoding rows."""
-        sql = "SELECT key, ehash FROM files WHERE bucket >= ? AND bucket < ?"
-        return self._read(sql, (bucket * SUB_LEAVES, (bucket + 1) * SUB_LEAVES))
-
     def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
         """(key, entry hash) of every entry in one Merkle leaf (~15 at 1,000,000 entries)."""
-        return self._read("SELECT key, ehash FROM files WHERE bucket = ?", (leaf,))
+        return self._read("SELECT key, ehash FROM files WHERE leaf = ?", (leaf,))
 
     def build_merkle(self) -> MerkleTree:
         """The Merkle tree of every entry from the stored hashes (once at start; then the store
         keeps it up to date on every apply): one pass, no entry decoded or hashed again."""
         return MerkleTree.build(
-            self._reader().execute("SELECT bucket, ehash FROM files INDEXED BY files_by_leaf")
+            self._reader().execute("SELECT leaf, ehash FROM files INDEXED BY files_by_leaf")
         )
-
-    def build_digest(self, tree: MerkleTree | None = None) -> BucketDigest:
-        """The per-bucket digest of every entry, from the Merkle tree's leaves."""
-        digest = BucketDigest()
-        for bucket, h in enumerate((tree or self.build_merkle()).bucket_hashes()):
-            digest.add_hash(bucket, h)
-        return digest
 
     def counts(self) -> dict[str, int]:
         """Files, bytes, tombstones and chunks; cluster metadata (keys under .p2pstore/) is no file."""
@@ -464,7 +446,7 @@ class MetadataDB:
         if not entry.deleted and data is None:
             self._adjust_refs(entry.chunks, +1)
         conn.execute(
-            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, bucket, ehash, data)"
+            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,

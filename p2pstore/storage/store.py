@@ -177,7 +177,6 @@ class LocalStore:
         self.chunks.clean_tmp()
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="p2pstore-io")
         self._dbw = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2pstore-db")
-        self.manifest_digest = self.db.build_digest(self.db.tree)
         self.committer = GroupCommitter(self.db, self.in_db)
         self.reserve = SpaceReserve(data_dir)
         self.reserve.ensure(min_free_bytes)
@@ -526,28 +525,13 @@ class LocalStore:
         small: dict[str, bytes] | None = None,
         sums: dict[str, bytes] | None = None,
     ) -> list:
-        """Apply manifest entries (LWW), keep the gossip digest in step; returns the winners.
-        ``sums``: read sums of chunk files written for these entries (recorded with them)."""
-        won = await self.committer.submit(list(entries), small or {}, sums)
-        for old, new in won:
-            self.manifest_digest.replace(old, new)
-        return won
+        """Apply manifest entries (LWW; the database keeps the Merkle tree in step); return the
+        winners as (old, new) pairs. ``sums``: read sums of chunk files written for these entries
+        (recorded with them)."""
+        return await self.committer.submit(list(entries), small or {}, sums)
 
     async def purge_tombstones(self, tombstones: list[ManifestEntry]) -> int:
-        purged = await self.in_db(self.db.purge_tombstones, tombstones)
-        for t in purged:
-            self.manifest_digest.remove(t)
-        return len(purged)
-
-    # ---- the ManifestStore protocol used by manifest anti-entropy ----
-    def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
-        return self.db.entries_in_bucket(bucket)
-
-    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
-        return self.db.hashes_in_bucket(bucket)
-
-    def digest(self):
-        return self.manifest_digest
+        return len(await self.in_db(self.db.purge_tombstones, tombstones))
 
     # ---- the MerkleStore protocol (core/merkle.py): what the node's anti-entropy uses ----
     def merkle(self) -> MerkleTree:

@@ -1,5 +1,6 @@
-"""Properties of the manifest core: LWW merge is a CRDT join, digests are order-free, and one
-ManifestSync exchange converges two replicas while shipping only the buckets that differ."""
+"""Properties of the manifest core: LWW merge is a CRDT join, the merged state and its Merkle
+tree do not depend on the order entries arrive in, pinned hashes, and junk on the wire is refused
+(the Merkle exchange itself: tests/unit/test_merkle.py)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pstore.core.hlc import make_version
-from p2pstore.core.manifest import (
-    DONE,
-    NBUCKETS,
-    NSUBS,
-    BucketDigest,
-    ManifestEntry,
-    ManifestSync,
-    MemoryManifest,
-    bucket_of,
-    differing_buckets,
-    entry_hash,
-    merge,
-    newer,
-    run_exchange,
-    slot_of,
-    sub_digest,
-)
+from p2pstore.core.manifest import ManifestEntry, entry_hash, merge, newer
+from p2pstore.core.merkle import MemoryMerkleManifest, MerkleTree, leaf_of
 
 FAST = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -117,205 +103,50 @@ def test_merge_refuses_different_keys() -> None:
         )
 
 
-# --- digests are order-independent ---------------------------------------------------------
+# --- the merged state and its tree are order-independent ----------------------------------
 
 
 @FAST
 @given(st.lists(any_entries, max_size=30), st.randoms(use_true_random=False))
 def test_apply_order_does_not_matter(entries: list[ManifestEntry], rnd: Any) -> None:
-    a, b = MemoryManifest(nbuckets=8), MemoryManifest(nbuckets=8)
+    a, b = MemoryMerkleManifest(), MemoryMerkleManifest()
     for e in entries:
         a.apply(e)
     shuffled = list(entries) * 2  # duplicates are harmless too
     rnd.shuffle(shuffled)
     for e in shuffled:
         b.apply(e)
-    assert a.snapshot() == b.snapshot()
-    assert a.digest().digest() == b.digest().digest()
-    assert a.digest().root() == b.digest().root()
-    # the incrementally maintained digest equals one built from scratch
-    fresh = BucketDigest(8)
-    for e in a:
-        fresh.add(e)
-    assert fresh.digest() == a.digest().digest()
+    assert all(a.get(k) == b.get(k) for k in KEYS)
+    assert a.merkle() == b.merkle()
+    # the incrementally maintained tree equals one built from scratch
+    held = [e for e in (a.get(k) for k in KEYS) if e is not None]
+    assert MerkleTree.build((leaf_of(e.key), entry_hash(e)) for e in held) == a.merkle()
 
 
-def test_bucket_digest_add_remove_replace() -> None:
-    d = BucketDigest(4)
-    empty = d.digest()
+def test_tree_add_remove_replace() -> None:
+    tree = MerkleTree()
+    empty = tree.root()
     e1 = _live("k", make_version(1, 0, "n"), b"x", "", 1.0)
     e2 = _live("k", make_version(2, 0, "n"), b"y", "", 1.0)
-    d.add(e1)
-    assert differing_buckets(empty, d.digest()) == [bucket_of("k", 4)]
-    d.replace(e1, e2)
-    after = d.digest()
-    d.remove(e2)
-    assert d.digest() == empty
-    assert after != empty
+    tree.add(e1)
+    assert tree.root() != empty and tree.node(tree.depth, leaf_of("k")) == entry_hash(e1)
+    tree.replace(e1, e2)
+    assert tree.node(tree.depth, leaf_of("k")) == entry_hash(e2)
+    tree.remove(e2)
+    assert tree.root() == empty and tree.entries == 0
     assert len(entry_hash(e1)) == 16 and entry_hash(e1) != entry_hash(e2)
-    with pytest.raises(ValueError):
-        differing_buckets(empty, empty[:-1])
 
 
-def test_bucket_of_is_stable_and_in_range() -> None:
-    # pinned values: must never change between releases or nodes would disagree on digests
-    assert [bucket_of(k) for k in ("a", "dir/c")] == [575, 118]
+def test_leaf_of_and_entry_hash_are_pinned() -> None:
+    # pinned values: must never change between releases, or nodes would disagree on leaves
+    # (and the leaf stored with every row in the metadata database would be wrong)
+    assert [leaf_of(k) for k in ("a", "dir/c")] == [36816, 7562]
     tomb = ManifestEntry.tombstone("a", "0000000000001.000000.n", 1.0)
     assert entry_hash(tomb).hex() == "b139674c76e6d015c4db634376e31814"
-    assert all(0 <= bucket_of(k, 7) < 7 for k in KEYS)
     counts = [0] * 16
     for i in range(4000):
-        counts[bucket_of(f"file-{i}", 16)] += 1
+        counts[leaf_of(f"file-{i}") >> 12] += 1  # the root's 16 children
     assert min(counts) > 150 and max(counts) < 350
-
-
-# --- the sync exchange ---------------------------------------------------------------------
-
-
-def _replicas(
-    common: list[ManifestEntry], only_a: list[ManifestEntry], only_b: list[ManifestEntry], n: int
-) -> tuple[MemoryManifest, MemoryManifest]:
-    a, b = MemoryManifest(n), MemoryManifest(n)
-    for e in common:
-        a.apply(e)
-        b.apply(e)
-    for e in only_a:
-        a.apply(e)
-    for e in only_b:
-        b.apply(e)
-    return a, b
-
-
-MAX_MESSAGES_ONE_BATCH = 6
-"""digest -> subdigest -> entries -> push (full opening), or root -> digest -> subdigest ->
-entries -> push -> done (three round trips)."""
-
-
-@FAST
-@given(
-    st.lists(any_entries, max_size=15),
-    st.lists(any_entries, max_size=15),
-    st.lists(any_entries, max_size=15),
-    st.booleans(),
-    st.sampled_from([4, 64, NBUCKETS]),
-)
-def test_one_exchange_converges(
-    common: list[ManifestEntry],
-    only_a: list[ManifestEntry],
-    only_b: list[ManifestEntry],
-    full: bool,
-    nbuckets: int,
-) -> None:
-    a, b = _replicas(common, only_a, only_b, nbuckets)
-    expected: dict[str, ManifestEntry] = {}
-    for e in common + only_a + only_b:
-        expected[e.key] = merge(expected.get(e.key), e)  # type: ignore[assignment]
-    sync = ManifestSync(nbuckets)
-    stats = run_exchange(sync, a, b, a.apply, b.apply, full=full, transport=msgpack_roundtrip)
-    assert a.snapshot() == b.snapshot() == expected
-    assert a.digest().root() == b.digest().root()
-    assert stats.messages <= MAX_MESSAGES_ONE_BATCH
-    # a second exchange finds nothing to do: the root check answers at once
-    again = run_exchange(sync, a, b, a.apply, b.apply)
-    assert again.messages == 2 and again.entries_sent == 0
-
-
-@FAST
-@given(
-    st.lists(any_entries, max_size=20),
-    st.lists(any_entries, max_size=20),
-    st.booleans(),
-    st.integers(1, 5),
-)
-def test_batched_exchange_converges(
-    only_a: list[ManifestEntry], only_b: list[ManifestEntry], full: bool, max_entries: int
-) -> None:
-    """With a tiny max_entries the differing buckets go in several batches, still one exchange."""
-    a, b = _replicas([], only_a, only_b, 16)
-    sync = ManifestSync(16, max_entries=max_entries)
-    run_exchange(sync, a, b, a.apply, b.apply, full=full, transport=msgpack_roundtrip)
-    assert a.snapshot() == b.snapshot()
-    assert a.digest().root() == b.digest().root()
-
-
-@FAST
-@given(st.integers(0, 12), st.booleans(), st.data())
-def test_exchange_ships_only_differing_buckets(k: int, full: bool, data: st.DataObject) -> None:
-    base = [_live(f"file/{i}", make_version(1, 0, "n1"), b"hello", "", 1.0) for i in range(120)]
-    changed = data.draw(st.lists(st.integers(0, 119), min_size=k, max_size=k, unique=True))
-    only_a, only_b = [], []
-    for i in changed:
-        e = base[i]
-        side = data.draw(st.sampled_from(["a", "b", "del"]))
-        if side == "del":
-            only_b.append(ManifestEntry.tombstone(e.key, make_version(2, 0, "n2"), 2.0))
-        else:
-            new = _live(e.key, make_version(2, 0, "n" + side), b"world", "", 2.0)
-            (only_a if side == "a" else only_b).append(new)
-    a, b = _replicas(base, only_a, only_b, NBUCKETS)
-    stats = run_exchange(ManifestSync(), a, b, a.apply, b.apply, full=full)
-    assert len(stats.buckets_with_entries) <= k
-    # only changed keys are re-sent in both directions: their k entries each way at most,
-    # plus unchanged neighbours sharing a bucket (whole buckets are sent one way)
-    assert stats.applied_a + stats.applied_b == k
-    assert a.snapshot() == b.snapshot()
-    if k == 0:
-        assert stats.messages == 2 and stats.entries_sent == 0
-
-
-def test_exchange_message_shapes() -> None:
-    a, b = MemoryManifest(8), MemoryManifest(8)
-    e = _live("k", make_version(1, 0, "n1"), b"x", "text/plain", 1.0)
-    a.apply(e)
-    bucket, sub = slot_of("k", 8)
-    sync = ManifestSync(8)
-    m1 = sync.open(b, full=True)
-    assert m1["type"] == "manifest-digest" and len(m1["buckets"]) == 8 and len(m1["root"]) == 16
-    step = sync.handle(a, msgpack_roundtrip(m1))
-    assert step.apply == []
-    assert step.reply == {
-        "type": "manifest-subdigest",
-        "buckets": [bucket],
-        "pending": [],
-        "subs": [sub_digest([e], 8)],
-    }
-    step = sync.handle(b, msgpack_roundtrip(step.reply))  # b has nothing: only k's sub-bucket differs
-    assert step.reply == {"type": "manifest-entries", "buckets": [bucket], "pending": [], "entries": [],
-                          "subs": [[sub]]}  # fmt: skip
-    step = sync.handle(a, msgpack_roundtrip(step.reply))
-    assert step.reply == {"type": "manifest-push", "buckets": [bucket], "pending": [],
-                          "entries": [e.to_wire()], "subs": [[sub]]}  # fmt: skip
-    done = sync.handle(b, msgpack_roundtrip(step.reply))
-    assert done.reply is None and done.apply == [e]
-    b.apply(e)
-    assert sync.handle(a, sync.open(b)).reply == DONE
-
-
-def test_second_level_ships_sub_buckets_not_whole_buckets() -> None:
-    """2,000 files in 16 buckets (125 a bucket, ~8 a sub-bucket): 5 changed keys cost their
-    sub-buckets, not their buckets."""
-    base = [_live(f"file/{i}", make_version(1, 0, "n1"), b"hello", "", 1.0) for i in range(2000)]
-    changed = (3, 400, 999, 1500, 1999)
-    newer_on_a = [_live(f"file/{i}", make_version(2, 0, "na"), b"world", "", 2.0) for i in changed]
-    a, b = _replicas(base, newer_on_a, [], 16)
-    stats = run_exchange(ManifestSync(16), a, b, a.apply, b.apply, transport=msgpack_roundtrip)
-    assert a.snapshot() == b.snapshot()
-    assert stats.applied_b == 5 and stats.applied_a == 0
-    assert stats.entries_sent <= 5 * 20  # whole buckets would be up to 5 * 125 = 625
-    assert stats.messages <= MAX_MESSAGES_ONE_BATCH
-
-
-def test_sub_digest_xors_to_the_bucket_hash() -> None:
-    d = BucketDigest(4)
-    es = [_live(f"k{i}", make_version(1, 0, "n"), b"x", "", 1.0) for i in range(50)]
-    for e in es:
-        d.add(e)
-    for bucket in range(4):
-        subs = sub_digest([e for e in es if bucket_of(e.key, 4) == bucket], 4)
-        acc = 0
-        for h in subs:
-            acc ^= int.from_bytes(h, "big")
-        assert acc.to_bytes(16, "big") == d.digest()[bucket]
 
 
 # --- junk is refused with ValueError and nothing else --------------------------------------
@@ -407,67 +238,6 @@ def test_from_wire_rejects_inconsistent_tombstone_and_missing_fields() -> None:
     assert ManifestEntry.from_wire({**VALID.to_wire(), "modified": 5}) == VALID
 
 
-def _message_junk() -> st.SearchStrategy[Any]:
-    good = ManifestSync(8)
-    store = MemoryManifest(8)
-    store.apply(VALID)
-    samples = [
-        good.open(store),
-        good.open(store, full=True),
-        {
-            "type": "manifest-entries",
-            "buckets": [bucket_of(VALID.key, 8)],
-            "pending": [],
-            "entries": [VALID.to_wire()],
-        },
-        {"type": "manifest-push", "buckets": [0], "pending": [1], "entries": []},
-        {"type": "manifest-subdigest", "buckets": [0], "pending": [1], "subs": [[b"\0" * 16] * NSUBS]},
-        {
-            "type": "manifest-entries",
-            "buckets": [bucket_of(VALID.key, 8)],
-            "pending": [],
-            "entries": [VALID.to_wire()],
-            "subs": [[slot_of(VALID.key, 8)[1]]],
-        },
-    ]
-    mutated = st.tuples(st.sampled_from(samples), st.text(max_size=10), junk_values).map(
-        lambda t: {**t[0], **{(t[1] if t[1] not in ("",) else "type"): t[2]}}
-    )
-    field_mutated = st.tuples(
-        st.sampled_from(samples),
-        st.sampled_from(["type", "root", "buckets", "pending", "entries", "nbuckets", "subs"]),
-        junk_values,
-    ).map(lambda t: {**t[0], t[1]: t[2]})
-    return junk_values | mutated | field_mutated
-
-
-@settings(max_examples=150, deadline=None)
-@given(_message_junk())
-def test_sync_handle_junk_only_value_error(msg: Any) -> None:
-    sync = ManifestSync(8)
-    store = MemoryManifest(8)
-    store.apply(VALID)
-    try:
-        step = sync.handle(store, msg)
-    except ValueError:
-        return
-    for e in step.apply:
-        assert e.validate() is e
-
-
-def test_sync_rejects_entries_outside_buckets_and_nbuckets_mismatch() -> None:
-    sync = ManifestSync(8)
-    store = MemoryManifest(8)
-    other = (bucket_of(VALID.key, 8) + 1) % 8
-    msg = {"type": "manifest-entries", "buckets": [other], "pending": [], "entries": [VALID.to_wire()]}
-    with pytest.raises(ValueError, match="outside"):
-        sync.handle(store, msg)
-    with pytest.raises(ValueError, match="nbuckets"):
-        sync.handle(store, ManifestSync(16).open(store))
-    with pytest.raises(ValueError, match="unknown"):
-        sync.handle(store, {"type": "manifest-bogus"})
-
-
 def test_permutations_of_three_conflicting_writes() -> None:
     v = make_version(5, 0, "n1")
     es = [
@@ -477,10 +247,10 @@ def test_permutations_of_three_conflicting_writes() -> None:
     ]
     results = set()
     for perm in itertools.permutations(es):
-        m = MemoryManifest(4)
+        m = MemoryMerkleManifest()
         for e in perm:
             m.apply(e)
-        results.add((m.get("k"), m.digest().root()))
+        results.add((m.get("k"), m.merkle().root()))
     assert len(results) == 1
 
 

@@ -12,10 +12,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pstore.core.hlc import make_version
-from p2pstore.core.manifest import ManifestEntry, bucket_of, entry_hash, merge, slot_of
+from p2pstore.core.manifest import ManifestEntry, entry_hash, merge
 from p2pstore.core.merkle import (
+    DONE,
     LEAVES,
-    SUB_LEAVES,
+    SUMMARY_PER_ENTRY,
+    WIRE_HASH,
     MemoryMerkleManifest,
     MerkleSync,
     MerkleTree,
@@ -67,12 +69,10 @@ def exchange(a, b, **kw):
     return run_merkle_exchange(MerkleSync(**kw), a, b, applier(a), applier(b), encode, decode)
 
 
-def test_leaves_nest_the_digest_buckets() -> None:
-    for i in range(2000):
-        key = f"k/{i}"
-        assert leaf_of(key) // SUB_LEAVES == bucket_of(key)
-        assert leaf_of(key) % 16 == slot_of(key)[1]
-        assert 0 <= leaf_of(key) < LEAVES
+def test_leaves_are_in_range_and_spread() -> None:
+    leaves = [leaf_of(f"k/{i}") for i in range(2000)]
+    assert all(0 <= leaf < LEAVES for leaf in leaves)
+    assert len(set(leaves)) > 1900  # 2,000 keys in 65,536 leaves: few share one
 
 
 @FAST
@@ -113,6 +113,65 @@ def test_bytes_grow_with_the_difference_not_the_manifest() -> None:
     assert bound < 700, per_key  # bytes per differing key per tree level stay bounded
     # four times the manifest costs about the same per differing key (O(log n), not O(n))
     assert per_key[(80_000, 40)] < 2 * per_key[(20_000, 40)], per_key
+
+
+def test_one_difference_walks_the_tree_down_and_back() -> None:
+    """The message sequence for one key b lacks: the root, one level message per tree level
+    (one differing node each), the leaf summary, the entry, an empty push, and nothing else."""
+    a, b = pair(500, 0)
+    e = entry("only/a", 3)
+    a.apply(e)
+    sync = MerkleSync()
+    msg = decode(encode(sync.open(b)))
+    assert msg["type"] == "merkle-root" and len(msg["root"]) == 16
+    leaf = leaf_of(e.key)
+    for level in range(sync.depth):
+        step = sync.handle(a if level % 2 == 0 else b, msg)
+        assert step.apply == [] and step.reply["type"] == "merkle-level"
+        assert step.reply["level"] == level
+        assert unpack_nodes(step.reply["nodes"], LEAVES) == [leaf // 16 ** (sync.depth - level)]
+        assert len(step.reply["hashes"]) == 16 * WIRE_HASH
+        msg = decode(encode(step.reply))
+    step = sync.handle(a, msg)  # the leaves: a, whose turn it is, summarises the leaf
+    assert step.reply["type"] == "merkle-leaves"
+    assert unpack_nodes(step.reply["leaves"], LEAVES) == [leaf] and step.reply["pending"] == b""
+    step = sync.handle(b, decode(encode(step.reply)))  # b lacks the key: wants its id
+    assert step.reply["type"] == "merkle-entries" and step.reply["entries"] == []
+    assert len(step.reply["want"]) == WIRE_HASH
+    step = sync.handle(a, decode(encode(step.reply)))
+    assert step.reply["type"] == "merkle-push" and step.reply["entries"] == [e.to_wire()]
+    last = sync.handle(b, decode(encode(step.reply)))
+    assert last.reply is None and last.apply == [e]
+    b.apply(e)
+    assert sync.handle(a, sync.open(b)).reply == DONE
+
+
+@pytest.mark.parametrize("max_entries", [1, 7, 200])
+def test_every_message_stays_within_its_bounds(max_entries: int) -> None:
+    """However much differs, an entries message carries at most max_entries entries and a leaf
+    summary at most SUMMARY_PER_ENTRY x as many pairs (leaves beyond wait for a later batch; a
+    single leaf always goes whole); a push answers one summary, so it is bounded by it."""
+    a, b = pair(1500, 300)
+    seen: list[dict] = []
+
+    def recording(m: dict) -> bytes:
+        seen.append(m)
+        return encode(m)
+
+    sync = MerkleSync(max_entries=max_entries)
+    run_merkle_exchange(sync, a, b, applier(a), applier(b), recording, decode)
+    assert a.merkle() == b.merkle()
+    leaf_cap = max(len(a.hashes_in_leaf(leaf)) for leaf in range(LEAVES))
+    summary_cap = max(max_entries * SUMMARY_PER_ENTRY, leaf_cap)
+    for m in seen:
+        if m["type"] == "merkle-entries":
+            assert len(m["entries"]) <= max(max_entries, leaf_cap)
+        if m["type"] == "merkle-push":
+            assert len(m["entries"]) <= summary_cap
+        if m["type"] == "merkle-leaves":
+            assert sum(len(blob) for blob in m["keys"]) // (2 * WIRE_HASH) <= summary_cap
+    if max_entries == 1:
+        assert sum(m["type"] == "merkle-push" for m in seen) > 10  # many small batches
 
 
 def test_an_empty_node_catches_up_in_batches() -> None:
@@ -180,6 +239,58 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
     ],
 )
 def test_malformed_messages_are_refused(msg) -> None:
+    with pytest.raises(ValueError):
+        MerkleSync().handle(MemoryMerkleManifest(), msg)
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20) | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+
+
+def _valid_messages() -> list[dict]:
+    """One real message of each kind, from an exchange between two small manifests."""
+    a, b = pair(40, 6)
+    out: list[dict] = []
+
+    def recording(m: dict) -> bytes:
+        out.append(decode(encode(m)))
+        return encode(m)
+
+    run_merkle_exchange(MerkleSync(max_entries=2), a, b, applier(a), applier(b), recording, decode)
+    return out
+
+
+VALID_MESSAGES = _valid_messages()
+assert {m["type"] for m in VALID_MESSAGES} == MerkleSync.TYPES
+FIELDS = ["type", "shape", "root", "level", "nodes", "hashes", "leaves", "pending", "keys", "entries"]
+FIELDS += ["want", "small"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(VALID_MESSAGES), st.sampled_from(FIELDS), junk | st.just(None))
+def test_junk_in_any_field_is_refused_with_value_error_only(msg, name, value) -> None:
+    """A real message with one field replaced or dropped: either refused with ValueError, or
+    handled, and then everything it would apply is a well-formed entry."""
+    mutated = dict(msg)
+    if value is None:
+        mutated.pop(name, None)
+    else:
+        mutated[name] = value
+    store, _ = pair(40, 0)
+    try:
+        step = MerkleSync(max_entries=2).handle(store, mutated)
+    except ValueError:
+        return
+    for e in step.apply:
+        assert e.validate() is e
+
+
+@FAST
+@given(junk)
+def test_junk_messages_are_refused_with_value_error_only(msg) -> None:
     with pytest.raises(ValueError):
         MerkleSync().handle(MemoryMerkleManifest(), msg)
 

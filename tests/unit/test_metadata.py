@@ -1,4 +1,4 @@
-"""The metadata database: last-writer-wins apply, digests, and upgrades of older files."""
+"""The metadata database: last-writer-wins apply, the Merkle tree it keeps, and upgrades of older files."""
 
 from __future__ import annotations
 
@@ -11,14 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from p2pstore.core.manifest import (
-    BucketDigest,
-    ManifestEntry,
-    bucket_of,
-    entry_hash,
-    sub_digest,
-    sub_digest_of_hashes,
-)
+from p2pstore.core.manifest import ManifestEntry, entry_hash
 from p2pstore.core.merkle import MerkleTree, leaf_of
 from p2pstore.storage.metadata import MetadataDB
 
@@ -30,20 +23,20 @@ def entry(key: str, version: int, deleted: bool = False) -> ManifestEntry:
     return ManifestEntry(key, v, 4, "a" * 64, ("b" * 64,), "x", False, 1.0)
 
 
-def test_apply_is_last_writer_wins_and_digest_matches(tmp_path: Path) -> None:
+def tree_of(entries: list[ManifestEntry]) -> MerkleTree:
+    return MerkleTree.build((leaf_of(e.key), entry_hash(e)) for e in entries)
+
+
+def test_apply_is_last_writer_wins_and_tree_matches(tmp_path: Path) -> None:
     db = MetadataDB(tmp_path / "m.sqlite", "never")
     assert len(db.apply([entry("k", 2), entry("j", 1)])) == 2
     assert db.apply([entry("k", 1)]) == []  # older: ignored
     assert len(db.apply([entry("k", 3, deleted=True)])) == 1
-    ref = BucketDigest()
-    for e in (entry("k", 3, deleted=True), entry("j", 1)):
-        ref.add(e)
-    assert db.build_digest().root() == ref.root()
+    held = [entry("k", 3, deleted=True), entry("j", 1)]
+    assert db.tree == db.build_merkle() == tree_of(held)
     assert db.chunk_refs("b" * 64) == 1
-    for e in (entry("k", 3, deleted=True), entry("j", 1)):  # stored hashes give the same sub-digests
-        bucket = bucket_of(e.key)
-        stored = sub_digest_of_hashes(db.hashes_in_bucket(bucket))
-        assert stored == sub_digest(db.entries_in_bucket(bucket))
+    for e in held:  # each stored hash sits in its key's leaf
+        assert db.hashes_in_leaf(leaf_of(e.key)) == [(e.key, entry_hash(e))]
 
 
 def reopened_as_older(path: Path, entries: list[ManifestEntry], downgrade: str) -> MetadataDB:
@@ -59,12 +52,12 @@ def reopened_as_older(path: Path, entries: list[ManifestEntry], downgrade: str) 
 
 
 def test_database_from_before_entry_hashes_is_upgraded(tmp_path: Path) -> None:
-    older = "DROP INDEX files_by_leaf; DELETE FROM kv; ALTER TABLE files DROP COLUMN ehash"
+    older = (
+        "DROP INDEX files_by_leaf; DELETE FROM kv; ALTER TABLE files DROP COLUMN ehash;"
+        " ALTER TABLE files RENAME COLUMN leaf TO bucket; UPDATE files SET bucket = bucket / 64"
+    )
     db = reopened_as_older(tmp_path / "m.sqlite", [entry("k", 1), entry("j", 2)], older)
-    ref = BucketDigest()
-    ref.add(entry("k", 1))
-    ref.add(entry("j", 2))
-    assert db.build_digest().root() == ref.root()
+    assert db.tree == db.build_merkle() == tree_of([entry("k", 1), entry("j", 2)])
     assert db.get("j") == entry("j", 2)
 
 
@@ -73,8 +66,9 @@ def test_database_from_before_merkle_leaves_is_upgraded(tmp_path: Path) -> None:
     each key's Merkle leaf under the covering index, and the tree matches the entries."""
     entries = [entry(f"k{i}", i) for i in range(50)]
     older = (
-        "DROP INDEX files_by_leaf; CREATE INDEX files_by_bucket ON files (bucket);"
-        " DELETE FROM kv; UPDATE files SET bucket = bucket / 64"
+        "DROP INDEX files_by_leaf; ALTER TABLE files RENAME COLUMN leaf TO bucket;"
+        " CREATE INDEX files_by_bucket ON files (bucket); DELETE FROM kv;"
+        " UPDATE files SET bucket = bucket / 64"
     )
     db = reopened_as_older(tmp_path / "m.sqlite", entries, older)
     assert db.tree_source == "rebuilt"
@@ -85,6 +79,20 @@ def test_database_from_before_merkle_leaves_is_upgraded(tmp_path: Path) -> None:
     assert "files_by_leaf" in indexes and "files_by_bucket" not in indexes
     db.close()
     assert MetadataDB(tmp_path / "m.sqlite", "never").tree_source == "saved"
+
+
+def test_database_with_the_leaf_column_named_bucket_is_upgraded(tmp_path: Path) -> None:
+    """The leaf column was once named ``bucket``: renamed in place (its index follows), the
+    saved tree still loads, and writes go on."""
+    entries = [entry(f"k{i}", i) for i in range(20)]
+    db = reopened_as_older(tmp_path / "m.sqlite", entries, "ALTER TABLE files RENAME COLUMN leaf TO bucket")
+    columns = {r[1] for r in db._read("PRAGMA table_info(files)")}
+    assert "leaf" in columns and "bucket" not in columns
+    assert db.tree_source == "saved" and db.tree == db.build_merkle() == tree_of(entries)
+    assert db.hashes_in_leaf(leaf_of("k3")) == [("k3", entry_hash(entries[3]))]
+    db.apply([entry("new", 1)])
+    assert db.tree == tree_of([*entries, entry("new", 1)])
+    db.close()
 
 
 def test_object_metadata_is_stored_with_its_entry(tmp_path: Path) -> None:
