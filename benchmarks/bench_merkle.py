@@ -12,8 +12,7 @@ LWW apply, leaf and entry hash columns, small bodies inline) and copied where ne
     in ``--diff`` keys (half only on one side, half newer there), one MerkleSync exchange between
     them in process, every message msgpack-encoded as on the wire: bytes both ways, messages,
     entries shipped, seconds, and the second exchange (identical manifests). Also the seconds to
-    open a store (the tree rebuilt from the stored hashes), and the bucket-digest exchange
-    (ManifestSync) over the same difference, for comparison.
+    open a store and to rebuild the tree from the stored hashes (as after a crash).
 (b) Three real node processes (R=3, fsync=always) pre-filled with the same ``--files`` small
     files: start-up to /health (one at a time), RSS, a prefix listing of 10,000 keys among them,
     the nodes' CPU over ``--idle`` seconds at rest (after the first repair pass).
@@ -45,7 +44,6 @@ sys.path.insert(0, str(HERE))
 
 from bench_scale import build_db, cpu_seconds, fill_entries, proc_kib, wait  # noqa: E402
 
-from p2pstore.core.manifest import ManifestSync, run_exchange  # noqa: E402
 from p2pstore.core.merkle import MerkleSync, run_merkle_exchange  # noqa: E402
 from p2pstore.launcher import LocalNode, start_all, stop_all  # noqa: E402
 from p2pstore.storage.checkpoint import DB_NAME  # noqa: E402
@@ -80,12 +78,11 @@ def open_store(path: Path) -> tuple[LocalStore, float]:
 
 
 def exchange(args: argparse.Namespace, tmp: Path, template: Path) -> None:
-    dirs = [tmp / "a", tmp / "b", tmp / "c", tmp / "d"]
+    dirs = [tmp / "a", tmp / "b"]
     for d in dirs:
         d.mkdir()
         shutil.copyfile(template, d / DB_NAME)
-    for d in (dirs[1], dirs[3]):
-        diverge(d / DB_NAME, args.files, args.diff)
+    diverge(dirs[1] / DB_NAME, args.files, args.diff)
     (a, open_a), (b, _) = open_store(dirs[0]), open_store(dirs[1])
     print(f"open a store of {args.files:,} entries (Merkle tree {a.db.tree_source}): {open_a:.2f}s")
     t0 = time.perf_counter()
@@ -112,26 +109,6 @@ def exchange(args: argparse.Namespace, tmp: Path, template: Path) -> None:
     )
     for s in (a, b):
         s.close()
-    if args.compare:
-        c, d = open_store(dirs[2])[0], open_store(dirs[3])[0]
-        sent = [0]
-
-        def wire(m: dict[str, Any]) -> dict[str, Any]:
-            data = encode(m)
-            sent[0] += len(data)
-            return decode(data)
-
-        def one(store: LocalStore):
-            return lambda e: len(loop.run_until_complete(store.apply_entries([e])))
-
-        t0 = time.perf_counter()
-        old = run_exchange(ManifestSync(), c, d, one(c), one(d), transport=wire)
-        print(
-            f"bucket-digest exchange (ManifestSync) over the same: {sent[0] / 1e3:.1f} KB in {old.messages} "
-            f"messages, {old.entries_sent} entries shipped, {time.perf_counter() - t0:.2f}s"
-        )
-        c.close()
-        d.close()
     loop.close()
 
 
@@ -232,7 +209,6 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--only", choices=["exchange", "cluster"])
     ap.add_argument("--keep-logs", metavar="DIR", help="copy the nodes' logs here at the end")
-    ap.add_argument("--no-compare", dest="compare", action="store_false", help="skip ManifestSync in (a)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2pstore-merkle-") as t:
         tmp = Path(t)

@@ -14,10 +14,10 @@
 (b) Start-up of each node, one at a time: seconds from process start to the first /health 200,
     RSS then (VmRSS) and peak (VmHWM); then how long the first repair pass over all entries
     takes, since it runs in the background of every fresh start.
-(c) One manifest digest exchange (ManifestSync, the root-only opening the nodes use) between two
+(c) One manifest anti-entropy exchange (MerkleSync, what the nodes run) between two
     MetadataDB-backed stores with ``--files`` entries that differ in ``--diff`` keys: messages,
     msgpack bytes each way, entries shipped, milliseconds (in process: no network, but every
-    message is msgpack-encoded and decoded as on the wire). Also over two MemoryManifests.
+    message is msgpack-encoded and decoded as on the wire). Also over two in-memory manifests.
 
 A script that prints figures, not a test. MB means 10**6 bytes.
 """
@@ -43,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from p2pstore.bench.runner import Bench, BenchOptions, make_session, print_header, print_result, run_loop
 from p2pstore.core.hlc import make_version
-from p2pstore.core.manifest import BucketDigest, ManifestEntry, ManifestSync, MemoryManifest, run_exchange
+from p2pstore.core.manifest import ManifestEntry
+from p2pstore.core.merkle import MemoryMerkleManifest, MerkleSync, MerkleTree, run_merkle_exchange
 from p2pstore.launcher import LocalNode, start_all
 from p2pstore.storage.checkpoint import DB_NAME
 from p2pstore.storage.metadata import MetadataDB
@@ -260,44 +261,43 @@ def cluster_run(args: argparse.Namespace, parent: Path, label: str, template: Pa
 
 
 class DBManifest:
-    """A MetadataDB as a ManifestStore, digest kept in memory as the node does."""
+    """A MetadataDB as a MerkleStore, as the node's LocalStore presents it (the database keeps
+    the tree in step with every apply)."""
 
     def __init__(self, db: MetadataDB) -> None:
         self.db = db
-        self._digest = db.build_digest()
 
     def get(self, key: str) -> ManifestEntry | None:
         return self.db.get(key)
 
-    def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
-        return self.db.entries_in_bucket(bucket)
+    def merkle(self) -> MerkleTree:
+        return self.db.tree
 
-    def hashes_in_bucket(self, bucket: int) -> list[tuple[str, bytes]]:
-        return self.db.hashes_in_bucket(bucket)
+    def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
+        return self.db.hashes_in_leaf(leaf)
 
-    def digest(self) -> BucketDigest:
-        return self._digest
-
-    def apply(self, entry: ManifestEntry) -> bool:
-        for old, new in self.db.apply([entry]):
-            if old is not None:
-                self._digest.remove(old)
-            self._digest.add(new)
-            return True
-        return False
+    def apply(self, entries: list[ManifestEntry]) -> int:
+        return len(self.db.apply(entries))
 
 
-def measure_exchange(sync: ManifestSync, a: Any, b: Any) -> dict[str, Any]:
+def memory_apply(m: MemoryMerkleManifest) -> Callable[[list[ManifestEntry]], int]:
+    return lambda entries: sum(m.apply(e) for e in entries)
+
+
+def measure_exchange(sync: MerkleSync, a: Any, b: Any, apply_a: Any, apply_b: Any) -> dict[str, Any]:
     """One exchange a -> b with every message msgpack-encoded; bytes per direction and ms."""
     sizes: list[int] = []
 
-    def wire(msg: dict[str, Any]) -> dict[str, Any]:
+    def encode(msg: dict[str, Any]) -> bytes:
         data = msgpack.packb(msg, use_bin_type=True)
         sizes.append(len(data))
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return data
+
+    def decode(data: bytes) -> dict[str, Any]:
+        return msgpack.unpackb(data, raw=False)
 
     t0 = time.perf_counter()
-    stats = run_exchange(sync, a, b, a.apply, b.apply, transport=wire)
+    stats = run_merkle_exchange(sync, a, b, apply_a, apply_b, encode, decode)
     ms = (time.perf_counter() - t0) * 1000
     return {
         "messages": stats.messages,
@@ -305,7 +305,6 @@ def measure_exchange(sync: ManifestSync, a: Any, b: Any) -> dict[str, Any]:
         "bytes_b_to_a": sum(sizes[1::2]),
         "bytes_total": sum(sizes),
         "entries_sent": stats.entries_sent,
-        "buckets_shipped": len(stats.buckets_with_entries),
         "applied_a": stats.applied_a,
         "applied_b": stats.applied_b,
         "ms": round(ms, 1),
@@ -320,12 +319,13 @@ def exchange(args: argparse.Namespace, tmp: Path, template: Path | None) -> dict
         build_db(template, args.files, args.fill_bytes)
     shutil.copyfile(template, tmp / "a.sqlite")
     shutil.copyfile(template, tmp / "b.sqlite")
-    db_a, db_b = MetadataDB(tmp / "a.sqlite", "never"), MetadataDB(tmp / "b.sqlite", "never")
     t0 = time.perf_counter()
+    db_a, db_b = MetadataDB(tmp / "a.sqlite", "never"), MetadataDB(tmp / "b.sqlite", "never")
+    out["open_s"] = round((time.perf_counter() - t0) / 2, 2)
+    out["tree_source"] = db_a.tree_source
     a, b = DBManifest(db_a), DBManifest(db_b)
-    out["build_digest_s"] = round((time.perf_counter() - t0) / 2, 2)
-    sync = ManifestSync()
-    out["equal"] = measure_exchange(sync, a, b)
+    sync = MerkleSync()
+    out["equal"] = measure_exchange(sync, a, b, a.apply, b.apply)
     step = max(1, args.files // args.diff)
     later = int(time.time() * 1000) + 60_000  # newer than every pre-filled version
     changed = [
@@ -333,31 +333,29 @@ def exchange(args: argparse.Namespace, tmp: Path, template: Path | None) -> dict
         for i, (e, _) in enumerate(fill_entries(args.files, args.fill_bytes, "zz-newer", wall=later))
         if i % step == 0
     ][: args.diff]
-    for e in changed:  # a later version of the same key (node id "zz-..." sorts after "prefill")
-        a.apply(e)
-    out["sqlite"] = measure_exchange(sync, a, b)
-    out["converged"] = a.digest().root() == b.digest().root()
+    a.apply(changed)  # a later version of the same keys (node id "zz-..." sorts after "prefill")
+    out["sqlite"] = measure_exchange(sync, a, b, a.apply, b.apply)
+    out["converged"] = a.merkle() == b.merkle()
     db_a.close()
     db_b.close()
-    ma, mb = MemoryManifest(), MemoryManifest()
+    ma, mb = MemoryMerkleManifest(), MemoryMerkleManifest()
     for e, _ in fill_entries(args.files, args.fill_bytes, wall=later - 1000):
         ma.apply(e)
         mb.apply(e)
     for e in changed:
         ma.apply(e)
-    out["memory"] = measure_exchange(sync, ma, mb)
+    out["memory"] = measure_exchange(sync, ma, mb, memory_apply(ma), memory_apply(mb))
     for name in ("equal", "sqlite", "memory"):
         r = out[name]
         print(
             f"[exchange/{name}] {r['messages']} messages, {r['bytes_a_to_b']:,} B a->b + "
             f"{r['bytes_b_to_a']:,} B b->a = {r['bytes_total']:,} B; "
-            f"{r['entries_sent']} entries in {r['buckets_shipped']} buckets; "
-            f"applied {r['applied_a']}+{r['applied_b']}; {r['ms']} ms",
+            f"{r['entries_sent']} entries shipped; applied {r['applied_a']}+{r['applied_b']}; {r['ms']} ms",
             flush=True,
         )
     print(
-        f"[exchange] converged: {out['converged']}; build_digest over {args.files} SQLite rows: "
-        f"{out['build_digest_s']} s",
+        f"[exchange] converged: {out['converged']}; open a {args.files}-entry database "
+        f"(Merkle tree {out['tree_source']}): {out['open_s']} s",
         flush=True,
     )
     return out
