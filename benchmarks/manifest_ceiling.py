@@ -8,10 +8,11 @@ case at N >> R: an entry without bytes, one 4 MiB chunk each, keys of ~50 bytes)
 
 * bytes per entry on disk: the database file, and per table/index (SQLite's dbstat);
 * bytes per entry in memory: the index pages a node needs hot to look keys up without a disk
-  read (the key B-tree's interior pages, the bucket index), and the RSS growth of a process that
-  reads every entry (the start-up digest rebuild, a repair pass);
-* seconds per million entries: the digest rebuild at start-up (build_digest) and a full scan
-  (iter_all: a repair or handoff pass).
+  read (the key B-tree's interior pages, the Merkle leaf index), and the RSS growth of a process
+  that reads every entry (a repair pass);
+* seconds per million entries: the Merkle tree rebuilt from the stored hashes (build_merkle: a
+  start after a crash; a clean stop saves the tree instead) and a full scan (iter_all: a repair
+  or handoff pass).
 
 Then extrapolates to the file count where one node's metadata passes 1 GiB of RAM for hot
 indexes, 100 GB of disk, 60 s of start-up rebuild. A script that prints figures, not a test.
@@ -92,12 +93,12 @@ def main() -> None:
         for name, size, interior in objects:
             if name == "files":
                 hot += interior  # the key B-tree's interior pages: a lookup is then one leaf read
-            elif name == "files_by_bucket":
-                hot += size  # anti-entropy reads whole buckets of it
+            elif name == "files_by_leaf":
+                hot += size  # anti-entropy reads leaves of it, the tree rebuild all of it
         db = MetadataDB(path, fsync="never")
         before = rss_kib()
         t1 = time.perf_counter()
-        db.build_digest()
+        db.build_merkle()
         rebuild = time.perf_counter() - t1
         t2 = time.perf_counter()
         scanned = sum(1 for _ in db.iter_all())
@@ -109,7 +110,8 @@ def main() -> None:
         per_m = 1e6 / n
         print(f"hot index pages: {hot / n:.1f} bytes per entry; RSS growth reading every entry "
               f"{grown / n:.1f} bytes per entry (peak RSS {peak / 2**20:.0f} MiB)")
-        print(f"start-up digest rebuild {rebuild * per_m:.1f} s per million entries; full scan "
+        print(f"Merkle tree rebuild (a start after a crash) {rebuild * per_m:.1f} s per million entries; "
+              f"full scan "
               f"{scan * per_m:.1f} s per million")
         print("| limit | budget | files per node (= per cluster today) |")
         print("|---|---|---|")

@@ -10,7 +10,7 @@ as on the wire (ManifestEntry.to_wire, msgpack), and every count is scaled by
 entries / sample. Partitioned design: key -> partition (blake2b of the key mod ``--partitions``)
 -> the partition's R replicas by rendezvous over the partition id, so a write touches only them;
 a listing asks one replica of every partition (grouped per node); a rejoining node exchanges the
-digests of its partitions only and receives the entries of its partitions only. Per-entry bytes
+Merkle trees of its partitions only and receives the entries of its partitions only. Per-entry bytes
 on disk and of hot index pages come from benchmarks/manifest_ceiling.py (pass them with
 ``--disk-bytes`` and ``--hot-bytes``). Prints a markdown table (docs/scaling.md).
 """
@@ -30,11 +30,11 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from p2pstore.core.hlc import make_version
-from p2pstore.core.manifest import NBUCKETS, ManifestEntry
+from p2pstore.core.manifest import ManifestEntry
 from p2pstore.core.placement import replicas
 
 R = 3
-HASH = 16  # bytes of one digest (a bucket's or a partition's)
+HASH = 16  # bytes of one tree node hash (a partition's root, a Merkle node)
 REQUEST = 200  # bytes of a request's framing and headers, each way
 
 
@@ -97,13 +97,10 @@ def main() -> None:
     asked_nodes = len({reps[0] for reps in part_replicas})
     listing_today = 0.0
     listing_part = args.listing * entry_wire + asked_nodes * 2 * REQUEST
-    # a rejoin after missing M writes. Today, bucket digests: NBUCKETS bucket hashes, then the
-    # (key, hash) list of every differing bucket, then the M entries. With a Merkle tree over the
-    # manifest: about M * log2(entries) hashes, then the M entries. Partitioned: the same tree per
-    # partition, over this node's partitions only, and only the entries of its partitions
+    # a rejoin after missing M writes. Today, the Merkle tree over the whole manifest: about
+    # M * log2(entries) hashes, then the M entries. Partitioned: the same tree per partition,
+    # over this node's partitions only, and only the entries of its partitions
     m = args.missed
-    bucket_keys = total / NBUCKETS
-    rejoin_buckets = NBUCKETS * HASH + min(NBUCKETS, m) * bucket_keys * (HASH + 60) + m * entry_wire
     rejoin_merkle = m * math.log2(total) * HASH + m * entry_wire
     mine = parts_per_node.most_common(1)[0][1]
     m_mine = m * R / n
@@ -123,8 +120,8 @@ def main() -> None:
           f"| {human(write_part)} |")  # fmt: skip
     print(f"| traffic per listing of {args.listing:,} keys | {human(listing_today)} (local) "
           f"| {human(listing_part)} ({asked_nodes} nodes asked) |")  # fmt: skip
-    print(f"| traffic per rejoin after {m:,} missed writes | {human(rejoin_buckets)} (bucket digests), "
-          f"{human(rejoin_merkle)} (Merkle tree) | {human(rejoin_part)} |")  # fmt: skip
+    print(f"| traffic per rejoin after {m:,} missed writes | {human(rejoin_merkle)} (Merkle tree) "
+          f"| {human(rejoin_part)} |")  # fmt: skip
     print(f"| cluster-wide manifest traffic per 1,000 writes/s | {human(write_today * 1000)}/s "
           f"| {human(write_part * 1000)}/s |")  # fmt: skip
 

@@ -189,6 +189,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+async def test_manifest_sync_speaks_only_the_merkle_exchange(one_node) -> None:
+    """A node answers a Merkle opening, and refuses the former bucket-digest opening as
+    malformed (400): every peer speaks this protocol version, so there is no fallback."""
+    transport = Transport(SECRET)
+    addr = address_of(one_node)
+    try:
+        async with aiohttp.ClientSession() as s, s.put(f"{one_node.url}/files/a", data=b"hello") as r:
+            assert r.status == 201
+        opening = {"type": "merkle-root", "shape": [16, 4], "root": b"\0" * 16}
+        answer = await transport.call(addr, "/manifest-sync", opening)
+        assert answer["type"] == "merkle-level" and answer["level"] == 0  # it holds "a": roots differ
+        old = {"type": "manifest-digest", "nbuckets": 1024, "root": b"\0" * 16}
+        with pytest.raises(PeerError) as refused:
+            await transport.call(addr, "/manifest-sync", old)
+        assert refused.value.status == 400 and "unknown sync message type" in str(refused.value)
+    finally:
+        await transport.close()
+
+
 async def test_a_peer_speaking_another_protocol_version_is_refused(one_node) -> None:
     """Every internal request names the protocol version it speaks: a node refuses another
     version (426, saying which it speaks) on plain requests and on the stream's upgrade, and logs

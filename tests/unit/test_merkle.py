@@ -235,6 +235,7 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
         {"type": "merkle-push", "leaves": pack_nodes([1]), "pending": b"", "entries": [{"key": 1}]},
         {"type": "merkle-push", "leaves": b"", "pending": b"", "entries": [entry("k").to_wire()]},
         {"type": "nonsense"},
+        {"type": "manifest-digest", "nbuckets": 1024, "root": b"x" * 16},  # the former exchange
         ["not", "a", "map"],
     ],
 )
