@@ -62,8 +62,8 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4096)
     ap.add_argument("--listing", type=int, default=10_000, help="keys a prefix listing returns")
     ap.add_argument("--missed", type=int, default=10_000, help="writes a rejoining node missed")
-    ap.add_argument("--disk-bytes", type=float, default=399.0)
-    ap.add_argument("--hot-bytes", type=float, default=76.8)
+    ap.add_argument("--disk-bytes", type=float, default=424.0)
+    ap.add_argument("--hot-bytes", type=float, default=97.2)
     args = ap.parse_args()
     n, total, sample, parts = args.nodes, args.entries, args.sample, args.partitions
     scale = total / sample
