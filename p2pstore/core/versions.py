@@ -4,7 +4,7 @@ A write to a versioned folder carries the meta mark ``p2p:keep``. When a replica
 supersedes such an entry (a newer write or a delete marker wins over it, or it arrives late and
 loses), the replica keeps the loser as an ordinary entry under a reserved key,
 ``.p2pstore/versions/<key>/<its HLC version>``, with the loser's own version. Every replica
-that saw the loser derives the same entry, so the LWW merge, digests, anti-entropy, repair and
+that saw the loser derives the same entry, so the LWW merge, the Merkle tree, anti-entropy, repair and
 hand-off carry versions unchanged. :func:`placement_key` maps a version key to its base key, so a
 version lives on the same nodes as its key and shares its (content-addressed) chunks.
 
