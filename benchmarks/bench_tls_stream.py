@@ -6,6 +6,7 @@ A server process (aiohttp on uvloop, like a node: the body read in 256 KiB piece
 process as the client (an aiohttp PUT of a chunked body of 256 KiB pieces, like a gateway's
 stream to a replica), in plain HTTP and over mutual TLS with certificates from
 ``p2pstore cluster certs``, alternated. Prints the CPU seconds per GiB of each side.
+``--streams N`` sends N uploads at once on the session, as a gateway feeds several replicas.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ async def serve(port: int, certs: str) -> None:
     await asyncio.Event().wait()
 
 
-async def upload(port: int, certs: str, mib: int) -> tuple[float, float, float]:
-    """(seconds, client CPU, server CPU) for one ``mib`` MiB upload."""
+async def upload(port: int, certs: str, mib: int, streams: int = 1) -> tuple[float, float, float]:
+    """(seconds, client CPU, server CPU) for ``streams`` concurrent uploads of ``mib`` MiB each."""
     import aiohttp
 
     from p2pstore.cluster.tls import client_context
@@ -71,8 +72,12 @@ async def upload(port: int, certs: str, mib: int) -> tuple[float, float, float]:
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.1)
         c0, t0 = cpu(), time.monotonic()
-        async with s.put(url, data=body()) as r:
-            server1 = float((await r.text()).split()[1])
+
+        async def one() -> float:
+            async with s.put(url, data=body()) as r:
+                return float((await r.text()).split()[1])
+
+        server1 = max(await asyncio.gather(*(one() for _ in range(streams))))  # the last to finish
         return time.monotonic() - t0, cpu() - c0, server1 - server0
 
 
@@ -80,6 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mib", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--streams", type=int, default=1, help="concurrent uploads (a gateway's fan-out)")
     ap.add_argument("--serve", nargs=2, metavar=("PORT", "CERTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     import uvloop
@@ -94,14 +100,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         certs = str(Path(tmp) / "certs")
         make_cluster_certs(Path(certs), 2)
-        gib = args.mib / 1024
+        gib = args.mib * args.streams / 1024
         print("| mode | seconds | client CPU s/GiB | server CPU s/GiB |\n| --- | --- | --- | --- |")
         for _ in range(args.rounds):
             for mode, folder in (("plain", "-"), ("mutual TLS", certs)):
                 port = free_port()
                 server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), folder])
                 try:
-                    took, client, srv = asyncio.run(upload(port, "" if folder == "-" else folder, args.mib))
+                    took, client, srv = asyncio.run(
+                        upload(port, "" if folder == "-" else folder, args.mib, args.streams)
+                    )
                 finally:
                     server.terminate()
                     server.wait(10)
