@@ -622,8 +622,12 @@ class MetadataDB:
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
+        """Plain tombstones older than ``modified``: what tombstone GC may forget. A tombstone
+        with metadata is a delete marker of a versioned folder (core/versions.py marks): it is a
+        version the user sees and removes (or a lifecycle rule does), so GC never takes it."""
         rows = self._read(
-            f"SELECT {ENTRY_COLUMNS} FROM files WHERE deleted = 1 AND modified < ? ORDER BY key LIMIT ?",
+            f"SELECT {ENTRY_COLUMNS} FROM files WHERE deleted = 1 AND meta IS NULL AND modified < ?"
+            " ORDER BY key LIMIT ?",
             (modified, limit),
         )
         return [row_to_entry(r) for r in rows]

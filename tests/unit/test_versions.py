@@ -94,3 +94,16 @@ def test_listing_a_thousand_versions_is_one_prefix_scan(tmp_path: Path) -> None:
     elapsed = time.perf_counter() - t0
     assert len(found) == 1000
     print(f"listed 1,000 versions in {elapsed * 1000:.1f} ms")
+
+
+def test_tombstone_gc_takes_plain_tombstones_never_delete_markers(tmp_path: Path) -> None:
+    """A delete marker (current, or kept as a version) stays past --tombstone-grace; a plain
+    delete and a version removed for good are forgotten."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    v1, v2 = "0000000000001.000000.n", "0000000000002.000000.n"
+    marker = ManifestEntry.tombstone("b/marked", v1, 1.0, ((KEEP, "1"),))
+    kept_marker = ManifestEntry.tombstone(version_key("b/other", v1), v1, 1.0, ((KEEP, "1"),))
+    plain = ManifestEntry.tombstone("plain", v1, 1.0)
+    removed = ManifestEntry.tombstone(version_key("b/other", v2), v2, 1.0)
+    db.apply([marker, kept_marker, plain, removed])
+    assert {t.key for t in db.tombstones_before(float("inf"))} == {"plain", removed.key}
