@@ -340,6 +340,17 @@ class MetadataDB:
         rows = self._scan("key, deleted, chunks", batch)
         return ((key, bool(deleted), unpack_chunks(chunks)) for key, deleted, chunks in rows)
 
+    def chunk_lists_after(self, after: str, limit: int) -> list[tuple[str, bool, tuple[str, ...], bool]]:
+        """(key, deleted, chunks, inline) of up to ``limit`` entries after key ``after``, in key
+        order: one page of a repair pass, so a pass walks a million entries by key range and
+        never holds more than a page. ``inline``: the row holds its only chunk's bytes itself,
+        so it is whole here without a lookup."""
+        sql = f"SELECT key, deleted, chunks, {IS_INLINE} FROM files WHERE key > ? ORDER BY key LIMIT ?"
+        rows = self._read(sql, (after, limit))
+        return [
+            (key, bool(deleted), unpack_chunks(chunks), bool(inline)) for key, deleted, chunks, inline in rows
+        ]
+
     def entries_in_bucket(self, bucket: int) -> list[ManifestEntry]:
         rows = self._read(
             f"SELECT {ENTRY_COLUMNS} FROM files WHERE bucket >= ? AND bucket < ?",
