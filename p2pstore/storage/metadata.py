@@ -76,6 +76,9 @@ TREE_STATE = "merkle-tree"
 transaction that changes an entry after it (so it exists only while it is exact)."""
 INLINE_INDEX = "CREATE INDEX IF NOT EXISTS files_inline_by_sha ON files (sha256) WHERE data IS NOT NULL"
 INLINE_DATA = "(SELECT data FROM files WHERE sha256 = ?1 AND data IS NOT NULL LIMIT 1)"
+TOMBSTONE_INDEX = "CREATE INDEX IF NOT EXISTS files_tombstones ON files (modified) WHERE deleted = 1"
+"""Tombstones by age: the leader's GC asks for old ones every few seconds, which without it
+scanned the whole table each time (most of an idle leader's CPU at 1,000,000 entries)."""
 """An inline copy of chunk ?1 (a small file's only chunk is named like the file's sha256)."""
 IS_INLINE = "typeof(data) = 'blob'"
 """A row holds its bytes: said so without reading them (``data IS NOT NULL`` loads the value,
@@ -187,6 +190,7 @@ class MetadataDB:
         self._w.executescript(SCHEMA)
         self._migrate()
         self._w.execute(INLINE_INDEX)
+        self._w.execute(TOMBSTONE_INDEX)
         self._w.execute("DROP INDEX IF EXISTS files_by_bucket")  # replaced by files_by_leaf
         self._w.execute(LEAF_INDEX)
         self._sync = sync
@@ -651,8 +655,10 @@ class MetadataDB:
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
+        """Up to ``limit`` tombstones older than ``modified`` (TOMBSTONE_INDEX: no table scan)."""
         rows = self._read(
-            f"SELECT {ENTRY_COLUMNS} FROM files WHERE deleted = 1 AND modified < ? ORDER BY key LIMIT ?",
+            f"SELECT {ENTRY_COLUMNS} FROM files INDEXED BY files_tombstones"
+            " WHERE deleted = 1 AND modified < ? ORDER BY key LIMIT ?",
             (modified, limit),
         )
         return [row_to_entry(r) for r in rows]
