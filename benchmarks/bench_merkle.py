@@ -3,6 +3,7 @@
     python benchmarks/bench_merkle.py --only exchange        # (a), 1,000,000 entries, 100 differ
     python benchmarks/bench_merkle.py --only cluster         # (b) and (c)
     python benchmarks/bench_merkle.py --files 100000         # everything at a smaller size
+    python benchmarks/bench_merkle.py --only cluster --no-rejoin --template /tmp/m.sqlite  # (b) only
 
 The manifests are built directly in SQLite, not through HTTP (1,000,000 PUTs would take most of
 an hour here): one database is filled with MetadataDB.apply_batch (the node's own write path:
@@ -171,6 +172,8 @@ def cluster(args: argparse.Namespace, tmp: Path, template: Path) -> None:
             f"peak {[proc_kib(n.pid, 'VmHWM') for n in nodes]} MiB"
         )
 
+        if not args.rejoin:
+            return
         down = nodes[2]
         down.kill()
         keys = [f"written-while-down/{i:06d}" for i in range(args.writes)]
@@ -209,13 +212,18 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--only", choices=["exchange", "cluster"])
     ap.add_argument("--keep-logs", metavar="DIR", help="copy the nodes' logs here at the end")
+    ap.add_argument("--no-rejoin", dest="rejoin", action="store_false", help="skip (c)")
+    ap.add_argument("--template", metavar="PATH", help="reuse this built manifest (built here if absent)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="p2pstore-merkle-") as t:
         tmp = Path(t)
-        template = tmp / "template.sqlite"
-        took = build_db(template, args.files, 16)
-        print(f"built a {args.files:,}-entry manifest in SQLite in {took:.0f}s "
-              f"({template.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+        template = Path(args.template) if args.template else tmp / "template.sqlite"
+        if template.exists():
+            print(f"reusing the manifest at {template} ({template.stat().st_size / 1e6:.0f} MB)")
+        else:
+            took = build_db(template, args.files, 16)
+            print(f"built a {args.files:,}-entry manifest in SQLite in {took:.0f}s "
+                  f"({template.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
         if args.only in (None, "exchange"):
             exchange(args, tmp, template)
         if args.only in (None, "cluster"):

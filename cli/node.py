@@ -130,6 +130,9 @@ def start(
     ] = None,
     repair_rate: Annotated[float | None, _rate_option("Re-sync bandwidth cap; 0 = unthrottled.")] = None,
     scrub_rate: Annotated[float | None, _rate_option("Bytes/s the corruption scrubber reads.")] = None,
+    scrub_chunk_rate: Annotated[
+        float | None, typer.Option(help="Chunks/s the scrubber checks at most; 0 = only --scrub-rate.")
+    ] = None,
     fsync: Annotated[Fsync | None, typer.Option(help="When to fsync writes.", show_default=False)] = None,
     read_lease: Annotated[
         float | None, typer.Option(help="Seconds a read lease runs (local reads); 0 = quorum reads.")
@@ -210,6 +213,7 @@ def start(
         "tombstone_grace": tombstone_grace,
         "repair_rate": repair_rate,
         "scrub_rate": scrub_rate,
+        "scrub_chunk_rate": scrub_chunk_rate,
         "fsync": fsync.value if fsync else None,
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,

@@ -47,6 +47,7 @@ class NodeConfig:
     tombstone_grace: float = 3600.0  # seconds after all replicas saw a delete before GC
     repair_rate: float = 0.0  # bytes/s for re-sync; 0 = unthrottled
     scrub_rate: float = 16 * 1024 * 1024  # bytes/s the scrubber reads
+    scrub_chunk_rate: float = 20.0  # chunks/s the scrubber checks at most; 0 = only scrub_rate limits
     fsync: str = "always"  # always | batch | never
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache

@@ -69,7 +69,11 @@ def status_json(node: Node) -> dict[str, Any]:
             "entries_learned": cluster.antientropy.entries_learned,
         },
         "repair": {**asdict(cluster.repairer.stats), **cluster.housekeeper.stats()},
-        "scrub": {**asdict(cluster.scrubber.stats), "rate": node.config.scrub_rate},
+        "scrub": {
+            **asdict(cluster.scrubber.stats),
+            "rate": node.config.scrub_rate,
+            "chunk_rate": node.config.scrub_chunk_rate,
+        },
         "lifecycle": dict(cluster.versions.lifecycle),
         "read_leases": cluster.leases.stats(),
         "storage": {

@@ -9,6 +9,7 @@ DEFAULT_NODE_FLAGS: dict[str, str] = {
     "fsync": "never",  # kill -9 keeps the page cache; only power cuts need fsync, and it costs CPU
     "chunk-size": "16KiB",  # several chunks per value, so corruption hits multi-chunk reads too
     "scrub-rate": "1MiB",
+    "scrub-chunk-rate": "0",  # a chaos run's few thousand chunks: scrubbed in seconds, as before
     "checkpoint-interval": "0",
 }
 

@@ -64,7 +64,9 @@ class Cluster:
         self.peers = peers
         self.fetcher = ChunkFetcher(node_id, store, peers, cfg.stall_timeout)
         self.repairer = Repairer(store, peers, self.fetcher.fetch, cfg.chunk_size, cfg.repair_rate)
-        self.scrubber = Scrubber(store, self.repairer, self.chunk_went_bad, busy, cfg.scrub_rate)
+        self.scrubber = Scrubber(
+            store, self.repairer, self.chunk_went_bad, busy, cfg.scrub_rate, cfg.scrub_chunk_rate
+        )
         self.antientropy = AntiEntropy(store, clock, peers, self.repairer, busy, cfg.gossip_interval)
         spawn = self.background.spawn
         self.leases = Leases(peers, store, spawn, self.antientropy.sync_with, cfg.replicas, cfg.read_lease)

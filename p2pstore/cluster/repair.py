@@ -31,7 +31,10 @@ FetchChunk = Callable[..., Awaitable[bytes]]
 
 log = logging.getLogger("p2pstore.repair")
 
-PASS_INTERVAL = 600.0  # safety-net full pass; events trigger passes sooner
+PASS_INTERVAL = 600.0  # between safety-net passes (paced sweeps); events trigger passes sooner
+REPAIR_PAGE = 1000  # entries looked at per trip to the I/O thread in a full pass
+REPAIR_BATCH = 2000  # keys lacking data planned and repaired at a time
+SWEEP_PAUSE = 1.0  # a safety-net pass looks at one page per this many seconds (1,000,000: ~17 min)
 RETRY_FIRST, RETRY_MAX = 2.0, 60.0  # back-off of a failed repair's retries
 FIRST_PASS_WAIT = 10.0  # the first full pass waits this long at most for the first manifest round
 PLACEMENT_CHECK = 5.0  # how often an idle repairer looks whether placement changed
@@ -136,7 +139,9 @@ class Repairer(BackgroundLoop):
     async def _loop(self) -> None:
         """Full passes when placement changed (a member gone past dead_after, a new member),
         when asked (scrub finding, corrupt read, recover) and every PASS_INTERVAL; otherwise
-        only the keys gossip brought in. Membership flaps alone cost nothing."""
+        only the keys gossip brought in. Membership flaps alone cost nothing. The timer's pass
+        is a paced sweep (SWEEP_PAGE entries a second) unless an event asks for one meanwhile:
+        a safety net must not cost an idle node a burst of CPU over a million entries."""
         await asyncio.sleep(1.0)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.synced_once.wait(), FIRST_PASS_WAIT)
@@ -147,56 +152,113 @@ class Repairer(BackgroundLoop):
             self._full, self._keys = False, set()
             placement = tuple(sorted(self.peers.placement_ids()))
             now = time.monotonic()
-            if placement != placement_seen or now - last_full > PASS_INTERVAL:
+            paced = False
+            if placement != placement_seen:
                 full = True
+            elif not full and now - last_full > PASS_INTERVAL:
+                full = paced = True
             if full:
-                placement_seen, last_full = placement, now
+                placement_seen = placement
             if full or keys:
                 try:
-                    await self.run_pass(None if full else keys)
+                    await self.run_pass(None if full else keys, paced=paced)
                 except Exception as exc:
                     self.stats.last_error = str(exc)
                     log.exception("repair pass failed")
+                if full:
+                    last_full = time.monotonic()  # the interval counts from a pass's end
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PLACEMENT_CHECK)
                 await asyncio.sleep(0.2)  # let a burst of triggers coalesce
             self._wake.clear()
 
-    async def run_pass(self, keys: set[str] | None = None) -> dict[str, Any]:
+    async def run_pass(self, keys: set[str] | None = None, paced: bool = False) -> dict[str, Any]:
         """Plan and copy what is missing now (all entries, or only ``keys``); report it."""
         async with self._lock:
-            return await self._run_pass(keys)
+            return await self._run_pass(keys, paced)
 
-    async def _run_pass(self, keys: set[str] | None) -> dict[str, Any]:
+    def _lacking_page(self, after: str) -> tuple[list[str], str, bool]:
+        """In the I/O thread: the keys this node should hold but lacks a chunk of, among the
+        REPAIR_PAGE entries after key ``after``; the last key looked at; whether it was the end.
+        Presence is asked chunk by chunk (a stat, an indexed query), never from a set of every
+        chunk name (~130 MiB at 1,000,000); a row holding its own bytes is whole as it is."""
+        store = self.store
+        rows = store.db.chunk_lists_after(after, REPAIR_PAGE)
+        if not rows:
+            return [], after, True
+        wanted = ((key, deleted, chunks) for key, deleted, chunks, inline in rows if not inline)
+        lacking = keys_lacking_chunks(
+            yielding(wanted), self.peers.me, self.peers.replicas_for, store.has_chunk
+        )
+        return lacking, rows[-1][0], len(rows) < REPAIR_PAGE
+
+    async def _run_pass(self, keys: set[str] | None, paced: bool) -> dict[str, Any]:
+        """A pass over ``keys``, or over every entry a page at a time by key range (the keys
+        lacking data are planned and repaired REPAIR_BATCH at a time, so a wiped disk's pass
+        does not plan a million files before copying the first)."""
         store = self.store
         started = time.monotonic()
         self.stats.running = True
         self.stats.last_pass_started = time.time()
+        self.stats.bytes_to_copy = self.stats.pass_copied = self.stats.queue = 0
+        totals = {"tasks": 0, "copied": 0, "failed": 0, "bytes": 0}
+        needing: set[str] = set()
 
-        def entries(wanted: set[str] | list[str]) -> Any:
-            return (e for k in sorted(wanted) if (e := store.db.get(k)) is not None)
+        def plan(wanted: list[str]) -> list[Any]:
+            entries = (e for k in sorted(wanted) if (e := store.db.get(k)) is not None)
+            return plan_repairs(entries, self.peers.me, self.peers.replicas_for, store.has_chunk)
 
-        def plan() -> list[Any]:
-            me, replicas_for = self.peers.me, self.peers.replicas_for
-            if keys is not None:
-                return plan_repairs(entries(keys), me, replicas_for, store.has_chunk)
-            has = store.chunk_presence()
-            lacking = keys_lacking_chunks(yielding(store.db.iter_chunk_lists()), me, replicas_for, has)
-            return plan_repairs(entries(lacking), me, replicas_for, has)
+        async def repair(wanted: list[str]) -> None:
+            tasks = await store.in_io(plan, wanted)
+            needing.update(t.key for t in tasks)
+            await self._repair_tasks(tasks, totals)
 
-        tasks = await store.in_io(plan)
-        needing = {t.key for t in tasks}
+        if keys is not None:
+            await repair(list(keys))
+        else:
+            after, done, pending = "", False, []
+            while not done:
+                page_started = time.monotonic()
+                lacking, after, done = await store.in_io(self._lacking_page, after)
+                pending += lacking
+                if pending and (done or len(pending) >= REPAIR_BATCH):
+                    await repair(pending)
+                    pending = []
+                if paced and not done and not self._full:  # an event asks for speed: no more pauses
+                    await asyncio.sleep(max(0.0, SWEEP_PAUSE - (time.monotonic() - page_started)))
         for key in [k for k in self._attempts if k not in needing and (keys is None or k in keys)]:
             del self._attempts[key]  # whole again (or gone): forget its failures
-        self.stats.queue = len(tasks)
-        chunk_size = self.chunk_size
-        self.stats.bytes_to_copy = sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
+        elapsed = time.monotonic() - started
+        self.stats.running = False
+        self.stats.passes += 1
+        self.stats.last_pass_seconds = round(elapsed, 3)
+        self.stats.last_pass_copied = totals["bytes"]
+        self.stats.bytes_to_copy = 0
         self.stats.pass_copied = 0
-        copied_files = copied_bytes = failed = 0
+        if totals["tasks"]:
+            log.info(
+                "repair pass: %d files needed data, %d repaired, %d failed, %d bytes in %.1fs",
+                totals["tasks"], totals["copied"], totals["failed"], totals["bytes"], elapsed,
+            )  # fmt: skip
+        return {
+            "node_id": self.peers.me,
+            "files_needing_repair": totals["tasks"],
+            "files_repaired": totals["copied"],
+            "files_failed": totals["failed"],
+            "bytes_copied": totals["bytes"],
+            "seconds": round(elapsed, 3),
+        }
+
+    async def _repair_tasks(self, tasks: list[Any], totals: dict[str, int]) -> None:
+        """Copy the missing chunks of ``tasks``, CONCURRENCY files at a time; add to ``totals``."""
+        store = self.store
+        totals["tasks"] += len(tasks)
+        self.stats.queue += len(tasks)
+        chunk_size = self.chunk_size
+        self.stats.bytes_to_copy += sum(min(t.entry.size, len(t.missing) * chunk_size) for t in tasks)
         sem = asyncio.Semaphore(CONCURRENCY)
 
         async def repair_one(task: Any) -> None:
-            nonlocal copied_files, copied_bytes, failed
             async with sem:
                 try:
                     sources = [s for s in task.sources if self.peers.is_live(s)]
@@ -206,15 +268,15 @@ class Repairer(BackgroundLoop):
                         data = await self.fetch(sha, sources, set(), count_bad=False)
                         await self.limiter.take(len(data))
                         await store.write_chunk(data, sha)
-                        copied_bytes += len(data)
+                        totals["bytes"] += len(data)
                         self.stats.bytes_copied += len(data)
                         self.stats.pass_copied += len(data)
                         self.stats.chunks_copied += 1
-                    copied_files += 1
+                    totals["copied"] += 1
                     self.stats.files_repaired += 1
                     self._attempts.pop(task.key, None)
                 except (Unavailable, InsufficientStorage, OSError) as exc:
-                    failed += 1
+                    totals["failed"] += 1
                     self.stats.failures += 1
                     self.stats.last_error = f"{task.key}: {exc}"
                     self._retry_later(task.key)
@@ -222,26 +284,6 @@ class Repairer(BackgroundLoop):
                     self.stats.queue = max(0, self.stats.queue - 1)
 
         await asyncio.gather(*(repair_one(t) for t in tasks))
-        elapsed = time.monotonic() - started
-        self.stats.running = False
-        self.stats.passes += 1
-        self.stats.last_pass_seconds = round(elapsed, 3)
-        self.stats.last_pass_copied = copied_bytes
-        self.stats.bytes_to_copy = 0
-        self.stats.pass_copied = 0
-        if tasks:
-            log.info(
-                "repair pass: %d files needed data, %d repaired, %d failed, %d bytes in %.1fs",
-                len(tasks), copied_files, failed, copied_bytes, elapsed,
-            )  # fmt: skip
-        return {
-            "node_id": self.peers.me,
-            "files_needing_repair": len(tasks),
-            "files_repaired": copied_files,
-            "files_failed": failed,
-            "bytes_copied": copied_bytes,
-            "seconds": round(elapsed, 3),
-        }
 
 
 class Scrubber(BackgroundLoop):
@@ -251,7 +293,7 @@ class Scrubber(BackgroundLoop):
 
     def __init__(
         self, store: LocalStore, repairer: Repairer, on_bad: Callable[[str], None], busy: Callable[[], bool],
-        rate: float,
+        rate: float, chunk_rate: float = 0.0,
     ) -> None:  # fmt: skip
         self.store = store
         self.repairer = repairer
@@ -259,6 +301,9 @@ class Scrubber(BackgroundLoop):
         self.busy = busy
         self.stats = ScrubStats()
         self.limiter = RateLimiter(rate)
+        # Chunks/s, apart from bytes: checking a small chunk costs a query and a hash whatever
+        # its size, so a million small ones at the byte rate kept a core 5-10 % busy for ever.
+        self.chunk_limiter = RateLimiter(chunk_rate)
 
     def enabled(self) -> bool:
         return self.limiter.rate > 0
@@ -300,6 +345,8 @@ class Scrubber(BackgroundLoop):
                 found += self._tally(checked)
                 for _, length, _ in checked:
                     if length is not None:
+                        slowdown = SCRUB_BUSY_SLOWDOWN if self.busy() else 1
+                        await self.chunk_limiter.take(slowdown)
                         await self.limiter.take(self._cost(length))
         self.repairer.trigger()  # chunks that vanished are not on disk to scrub: plan finds them
         self.stats.passes += 1

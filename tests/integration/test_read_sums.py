@@ -259,7 +259,7 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
     monkeypatch.setattr(store.db, "_read", noting_read)
     reported: list[str] = []
     repairer = SimpleNamespace(trigger=list)
-    scrubber = Scrubber(store, repairer, reported.append, lambda: busy, rate=1e15)  # type: ignore[arg-type]
+    scrubber = Scrubber(store, repairer, reported.append, lambda: busy, rate=1e15, chunk_rate=1e15)  # type: ignore[arg-type]
     charged: list[int] = []
     take = scrubber.limiter.take
 
@@ -268,6 +268,14 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
         await take(nbytes)
 
     monkeypatch.setattr(scrubber.limiter, "take", noting_take)
+    counted: list[int] = []  # what each chunk costs of the chunks/s budget
+    take_chunk = scrubber.chunk_limiter.take
+
+    async def noting_take_chunk(n: int) -> None:
+        counted.append(n)
+        await take_chunk(n)
+
+    monkeypatch.setattr(scrubber.chunk_limiter, "take", noting_take_chunk)
 
     found = await scrubber.scrub_pass()
 
@@ -281,6 +289,8 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
     assert len(trips) <= 1 + 4 + 3 and [big] in trips
     costs = [SCRUB_MIN_COST] * len(small) + [len(f) for f in files]  # each chunk at least the minimum
     assert sorted(charged) == sorted(c * (SCRUB_BUSY_SLOWDOWN if busy else 1) for c in costs)
+    # Every chunk checked counts against --scrub-chunk-rate too, ten times over while busy.
+    assert counted == [SCRUB_BUSY_SLOWDOWN if busy else 1] * len(shas)
     # Nothing asked of SQLite on the loop but whether the bad small chunk is still there.
     assert len(on_loop) <= 1
     assert store.committer.sums == {mended_file: read_sum(files[0])}

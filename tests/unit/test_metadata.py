@@ -265,6 +265,37 @@ def test_chunk_lists_of_every_entry_in_key_order_across_batches(tmp_path: Path) 
         db.close()
 
 
+def test_a_page_of_chunk_lists_after_a_key_says_which_rows_hold_their_bytes(tmp_path: Path) -> None:
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    try:
+        db.apply([entry(k, 1) for k in ("e", "a", "d")] + [entry("c", 1, deleted=True)])
+        small, body = small_file("b", 1, b"tiny")
+        db.apply_batch([([small], body)])
+        first = [("a", False, ("b" * 64,), False), ("b", False, small.chunks, True)]  # b: inline
+        assert db.chunk_lists_after("", 2) == first
+        assert db.chunk_lists_after("b", 2) == [("c", True, (), False), ("d", False, ("b" * 64,), False)]
+        assert db.chunk_lists_after("d", 2) == [("e", False, ("b" * 64,), False)]
+        assert db.chunk_lists_after("e", 2) == []
+    finally:
+        db.close()
+
+
+def test_old_tombstones_are_found_by_their_index_in_key_order(tmp_path: Path) -> None:
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    try:
+        old = [dataclasses.replace(entry(k, 1, deleted=True), modified=100.0) for k in ("z", "c", "m")]
+        young = dataclasses.replace(entry("a", 1, deleted=True), modified=900.0)
+        db.apply([*old, young, entry("b", 1)])
+        assert [t.key for t in db.tombstones_before(500.0)] == ["c", "m", "z"]
+        assert [t.key for t in db.tombstones_before(500.0, limit=2)] == ["c", "m"]
+        assert [t.key for t in db.tombstones_before(1000.0)] == ["a", "c", "m", "z"]
+        sql = "SELECT key FROM files INDEXED BY files_tombstones WHERE deleted = 1 AND modified < 1"
+        plan = db._read(f"EXPLAIN QUERY PLAN {sql}")
+        assert any("files_tombstones" in row[-1] for row in plan)  # a search of the index, no table scan
+    finally:
+        db.close()
+
+
 def test_small_values_stored_together_are_all_or_none(tmp_path: Path) -> None:
     db = MetadataDB(tmp_path / "m.sqlite", "always")
     try:
