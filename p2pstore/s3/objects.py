@@ -123,12 +123,14 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
         return web.Response(
             status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
         )
-    for param, header in RESPONSE_OVERRIDES.items():
-        value = call.param(param)
-        if value is not None:
-            headers[header] = value
+    query = call.sig.query
+    if query:
+        for param, header in RESPONSE_OVERRIDES.items():
+            value = call.param(param)
+            if value is not None:
+                headers[header] = value
     try:
-        part = call.param("partNumber")
+        part = call.param("partNumber") if query else None
         rng = part_range(part, entry, request.headers) if part is not None else None
         if part is not None and (runs := part_runs(entry)) is not None:
             headers["x-amz-mp-parts-count"] = str(sum(count for _, count in runs))
