@@ -209,10 +209,12 @@ async def put_object(call: S3Call) -> web.Response:
     meta = s3meta.from_request(request.headers)
     if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
         meta[body.checksum[0]] = body.checksum[1]()
+    md5_meta, md5 = body.md5_meta()
+    meta.update(md5_meta)
     writes = call.node.cluster.writes
     try:
         result = await writes.put(
-            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=True
+            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=md5
         )
     except BadRequest as exc:
         if body.sha256 is not None and exc.message.startswith("X-Content-SHA256"):
