@@ -48,11 +48,22 @@ LIST_PARTS_PARAMS = {"uploadId", "max-parts", "part-number-marker", "encoding-ty
 GET_OBJECT_PARAMS = {"response-content-type", "response-content-language", "response-expires",
                      "response-cache-control", "response-content-disposition",
                      "response-content-encoding"}  # fmt: skip
+GET_OBJECT_PARAMS_WITH_PART = GET_OBJECT_PARAMS | {"partNumber"}
+# Object operations without a query string, looked up without building the parameter set.
+_SIMPLE_OBJECT_OPS: dict[str, Handler] = {
+    "GET": objects.get_object, "HEAD": objects.get_object, "PUT": objects.put_object,
+    "DELETE": objects.delete_object,
+}  # fmt: skip
 
 
 def route(call: S3Call) -> Handler:
     """The handler for this request; NotImplemented for operations this server lacks."""
     method = call.request.method
+    if not call.sig.query and call.bucket and call.object_key:  # Put/Get/Head/DeleteObject
+        simple = _SIMPLE_OBJECT_OPS.get(method)
+        if simple is not None:
+            copy = method == "PUT" and "x-amz-copy-source" in call.request.headers
+            return objects.copy_object if copy else simple
     params = {k for k, _ in call.sig.query if not k.startswith("X-Amz-")} - ALWAYS
     if not call.bucket:
         if method == "GET" and params <= SERVICE_PARAMS:
@@ -83,7 +94,7 @@ def route(call: S3Call) -> Handler:
     multipart_op = _multipart(call, method, params)
     if multipart_op is not None:
         return multipart_op
-    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS | {"partNumber"}:
+    if method in ("GET", "HEAD") and params <= GET_OBJECT_PARAMS_WITH_PART:
         return objects.get_object
     if method == "PUT" and not params:
         return objects.copy_object if "x-amz-copy-source" in call.request.headers else objects.put_object

@@ -78,9 +78,10 @@ async def upload_part(call: S3Call) -> web.Response:
     upload_id = call.param("uploadId") or ""
     await uploads.get(call.node, call.bucket, upload_id, call.object_key)
     body = upload(call.request, call.verified)
+    meta, md5 = body.md5_meta()
     result = await call.node.cluster.writes.put(
         part_key(call.bucket, upload_id, number), body.stream, "application/octet-stream", body.sha256,
-        body.length, md5=True,
+        body.length, meta=meta, md5=md5,
     )  # fmt: skip
     headers = {"ETag": etag(result.entry)}
     if body.checksum is not None:

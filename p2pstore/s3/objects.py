@@ -123,12 +123,14 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
         return web.Response(
             status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
         )
-    for param, header in RESPONSE_OVERRIDES.items():
-        value = call.param(param)
-        if value is not None:
-            headers[header] = value
+    query = call.sig.query
+    if query:
+        for param, header in RESPONSE_OVERRIDES.items():
+            value = call.param(param)
+            if value is not None:
+                headers[header] = value
     try:
-        part = call.param("partNumber")
+        part = call.param("partNumber") if query else None
         rng = part_range(part, entry, request.headers) if part is not None else None
         if part is not None and (runs := part_runs(entry)) is not None:
             headers["x-amz-mp-parts-count"] = str(sum(count for _, count in runs))
@@ -207,10 +209,12 @@ async def put_object(call: S3Call) -> web.Response:
     meta = s3meta.from_request(request.headers)
     if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
         meta[body.checksum[0]] = body.checksum[1]()
+    md5_meta, md5 = body.md5_meta()
+    meta.update(md5_meta)
     writes = call.node.cluster.writes
     try:
         result = await writes.put(
-            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=True
+            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=md5
         )
     except BadRequest as exc:
         if body.sha256 is not None and exc.message.startswith("X-Content-SHA256"):

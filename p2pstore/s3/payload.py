@@ -35,6 +35,14 @@ class Upload:
     length: int | None  # of the payload, when the request tells it
     sha256: str | None  # the signed sha256 of the payload, left for the coordinator to check
     checksum: tuple[str, Callable[[], str]] | None  # x-amz-checksum-* name, its value once checked
+    md5: str | None = None  # Content-MD5 (hex), checked by ``stream`` before it ends
+
+    def md5_meta(self) -> tuple[dict[str, str], bool]:
+        """(meta, md5) for the write: a Content-MD5 the stream checks is the body's MD5 already
+        (kept as "md5", the ETag), so the coordinator need not hash the body with MD5 again."""
+        if self.md5 is not None:
+            return {"md5": self.md5}, False
+        return {}, True
 
 
 def _int_header(headers: dict[str, str] | object, name: str) -> int | None:
@@ -80,15 +88,17 @@ def upload(request: web.Request, verified: sigv4.Verified, sha_to_coordinator: b
                             "The provided 'x-amz-content-sha256' header does not match what was "
                             "computed."))  # fmt: skip
         sha = None
+    md5_hex = None
     if "Content-MD5" in headers:
         md5 = checksums.md5_of_base64(headers["Content-MD5"])
+        md5_hex = md5.hex()
         checks.append(Check(hashlib.md5(), lambda: md5, "BadDigest",
                             "The Content-MD5 you specified did not match what we received."))  # fmt: skip
     checksum = _checksum_check(headers, decoder)
     if checksum is not None:
         checks.append(checksum[0])
     named = (checksum[1], checksum[2]) if checksum is not None else None
-    return Upload(checked(stream, checks) if checks else stream, length, sha, named)  # type: ignore[arg-type]
+    return Upload(checked(stream, checks) if checks else stream, length, sha, named, md5_hex)  # type: ignore[arg-type]
 
 
 def _checksum_check(

@@ -41,7 +41,7 @@ _SPACES = re.compile(r"\s+")
 _RUN = re.compile(r"\s\s|[^\S ]")  # whitespace that trimming changes: a run, or not a plain space
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Request:
     """What a signature covers: method, decoded path, decoded query pairs, lower-case headers
     (a repeated header's values joined with ',')."""
@@ -65,7 +65,7 @@ class Scope:
         return f"{self.date}/{self.region}/{self.service}/{TERMINATOR}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Signed:
     """The signature a request claims, parsed and checked for shape and time, not yet verified."""
 
@@ -78,7 +78,7 @@ class Signed:
     presigned: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Verified:
     """A verified request: what chunk signatures of its body are checked with."""
 
@@ -139,6 +139,8 @@ def signing_key(secret: str, scope: Scope) -> bytes:
 
 
 def sign(key: bytes, text: str) -> str:
+    # hmac.new, not the one-shot hmac.digest: that one releases the GIL around every call, and a
+    # node whose SQLite threads hold it then waits for a switch interval per request.
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
@@ -166,14 +168,16 @@ def parse(req: Request, now: float, region: str) -> Signed | None:
     """The signature a request claims (None for an anonymous request), checked for shape,
     scope and time. Raises S3Error with the code the real service would answer."""
     auth = req.headers.get("authorization")
-    presigned = req.param("X-Amz-Algorithm") is not None or req.param("X-Amz-Signature") is not None
+    presigned = bool(req.query) and (
+        req.param("X-Amz-Algorithm") is not None or req.param("X-Amz-Signature") is not None
+    )
     if auth is not None and presigned:
         raise S3Error("InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm "
                       "query parameter or the Authorization header should be specified")  # fmt: skip
     if presigned:
         return _parse_query(req, now, region)
     if auth is None:
-        if req.param("AWSAccessKeyId") is not None:
+        if req.query and req.param("AWSAccessKeyId") is not None:
             raise S3Error("InvalidRequest", "Signature Version 2 is not supported; use AWS4-HMAC-SHA256.")
         return None
     return _parse_header(req, auth, now, region)

@@ -4,6 +4,7 @@ with a trailing checksum) and for bad input."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -438,3 +439,38 @@ def test_key_commands_of_the_cli(node_factory) -> None:
         reader.list_objects_v2(Bucket="ops-bucket")
     assert code_of(info.value) == "InvalidAccessKeyId"
     assert secret not in node.log_text()
+
+
+def test_content_md5_is_checked_and_is_the_etag(cluster: list[NodeProcess]) -> None:
+    """A Content-MD5 the body is checked against as it streams is its ETag (no second MD5 pass):
+    right, it is the ETag of small and streamed bodies and of a part; wrong, BadDigest and
+    nothing stored."""
+    node = cluster[0]
+    s3 = client(node)
+    s3.create_bucket(Bucket="md5s")
+    for name, size in (("small.bin", 3000), ("large.bin", 3 * 1024 * 1024 + 17)):
+        data = os.urandom(size)
+        digest = hashlib.md5(data).digest()
+        headers = {"Content-MD5": base64.b64encode(digest).decode()}
+        status, answer = raw(node, "PUT", f"/md5s/{name}", data, headers)
+        assert status == 200, answer
+        head = s3.head_object(Bucket="md5s", Key=name)
+        assert head["ETag"] == f'"{digest.hex()}"'
+        assert s3.get_object(Bucket="md5s", Key=name)["Body"].read() == data
+        wrong = {"Content-MD5": base64.b64encode(hashlib.md5(data + b"x").digest()).decode()}
+        status, answer = raw(node, "PUT", f"/md5s/bad-{name}", data, wrong)
+        assert status == 400 and b"<Code>BadDigest</Code>" in answer
+        with pytest.raises(ClientError) as info:
+            s3.head_object(Bucket="md5s", Key=f"bad-{name}")
+        assert info.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+    upload_id = s3.create_multipart_upload(Bucket="md5s", Key="multi.bin")["UploadId"]
+    part = os.urandom(5 * 1024 * 1024)
+    digest = hashlib.md5(part).digest()
+    status, answer = raw(node, "PUT", f"/md5s/multi.bin?partNumber=1&uploadId={upload_id}", part,
+                         {"Content-MD5": base64.b64encode(digest).decode()})  # fmt: skip
+    assert status == 200, answer
+    parts = s3.list_parts(Bucket="md5s", Key="multi.bin", UploadId=upload_id)["Parts"]
+    assert [p["ETag"] for p in parts] == [f'"{digest.hex()}"']
+    done = {"Parts": [{"PartNumber": 1, "ETag": parts[0]["ETag"]}]}
+    s3.complete_multipart_upload(Bucket="md5s", Key="multi.bin", UploadId=upload_id, MultipartUpload=done)
+    assert s3.get_object(Bucket="md5s", Key="multi.bin")["Body"].read() == part
