@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,16 +45,23 @@ def converge(nodes: list[NodeProcess]) -> list[NodeProcess]:
     return nodes
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    """One 3-node cluster for the tests that do not break it (saves a cluster start per test)."""
-    pytest.importorskip("p2pstore.server")
-    nodes = start_nodes(tmp_path_factory.mktemp("shared"), 3, **CLUSTER_FLAGS)
+@contextlib.contextmanager
+def three_nodes(path: Path, s3: bool = False) -> Iterator[list[NodeProcess]]:
+    """A converged 3-node cluster (with the S3 port when ``s3``), stopped afterwards."""
+    nodes = start_nodes(path, 3, s3=s3, **CLUSTER_FLAGS)
     try:
         yield converge(nodes)
     finally:
         for n in nodes:
             n.terminate()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
+    """One 3-node cluster for the tests that do not break it (saves a cluster start per test)."""
+    pytest.importorskip("p2pstore.server")
+    with three_nodes(tmp_path_factory.mktemp("shared")) as nodes:
+        yield nodes
 
 
 def put(node: NodeProcess, key: str, data: bytes) -> None:

@@ -20,24 +20,19 @@ from typing import Any
 import pytest
 
 from tests.support.fixtures import NodeFactory
-from tests.support.processes import NodeProcess, start_nodes, wait_for
+from tests.support.processes import NodeProcess, wait_for
 
 from .conftest import ARTIFACTS
-from .test_status_page import converge, expect, put
+from .test_status_page import CLUSTER_FLAGS, converge, expect, put, three_nodes
 
 MiB = 1 << 20
-CLUSTER_FLAGS: dict[str, Any] = {"fsync": "never", "gossip_interval": 0.2}
 ADMIN_ID, ADMIN_SECRET = "AKIDP2PSTOREVIEW0001", "view-secret-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    nodes = start_nodes(tmp_path_factory.mktemp("views"), 3, s3=True, **CLUSTER_FLAGS)
-    try:
-        yield converge(nodes)
-    finally:
-        for n in nodes:
-            n.terminate()
+    with three_nodes(tmp_path_factory.mktemp("views"), s3=True) as nodes:
+        yield nodes
 
 
 def shot(page: Any, name: str, full: bool = True) -> None:

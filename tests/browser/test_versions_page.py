@@ -13,23 +13,18 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import NodeProcess, run_cli, start_nodes, wait_for
+from tests.support.processes import NodeProcess, run_cli, wait_for
 
 from .conftest import ARTIFACTS
-from .test_status_page import converge, expect, put
+from .test_status_page import expect, put, three_nodes
 
-CLUSTER_FLAGS: dict[str, Any] = {"fsync": "never", "gossip_interval": 0.2}
 ADMIN_ID, ADMIN_SECRET = "AKIDP2PSTOREVERS0001", "versions-secret-0123456789abcd"
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[NodeProcess]]:
-    nodes = start_nodes(tmp_path_factory.mktemp("versions-page"), 3, s3=True, **CLUSTER_FLAGS)
-    try:
-        yield converge(nodes)
-    finally:
-        for n in nodes:
-            n.terminate()
+    with three_nodes(tmp_path_factory.mktemp("versions-page"), s3=True) as nodes:
+        yield nodes
 
 
 def native(node: NodeProcess, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:

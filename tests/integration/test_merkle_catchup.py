@@ -9,6 +9,7 @@ import hashlib
 
 import aiohttp
 
+from tests.support.http import put_all
 from tests.support.processes import NodeProcess, wait_for
 
 PERIOD = 0.2
@@ -21,17 +22,6 @@ def body(key: str, size: int) -> bytes:
 
 def roots(nodes: list[NodeProcess]) -> set[str]:
     return {n.get_json("/status")["manifest"]["root"] for n in nodes}
-
-
-async def put_all(nodes: list[NodeProcess], files: dict[str, bytes]) -> None:
-    sem = asyncio.Semaphore(8)
-    async with aiohttp.ClientSession() as s:
-
-        async def put(i: int, key: str, data: bytes) -> None:
-            async with sem, s.put(f"{nodes[i % len(nodes)].url}/files/{key}", data=data) as r:
-                assert r.status == 201, await r.text()
-
-        await asyncio.gather(*(put(i, k, d) for i, (k, d) in enumerate(files.items())))
 
 
 async def local_copies(node: NodeProcess, files: dict[str, bytes | None]) -> int:

@@ -7,7 +7,6 @@ placement: repair refills every file it held, and no other node's holdings chang
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import time
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 
 from p2pstore.launcher import free_port
+from tests.support.http import put_all
 from tests.support.processes import NodeProcess, run_cli, wait_for
 
 PERIOD = 0.2
@@ -45,17 +45,6 @@ def payloads() -> dict[str, bytes]:
     files = {f"disk/big/{i}": os.urandom(8 << 20) for i in range(10)}
     files.update({f"disk/small/{i:03d}": os.urandom(500 + 997 * i) for i in range(190)})
     return files
-
-
-async def put_all(nodes: list[NodeProcess], files: dict[str, bytes]) -> None:
-    sem = asyncio.Semaphore(8)
-    async with aiohttp.ClientSession() as s:
-
-        async def put(i: int, key: str, data: bytes) -> None:
-            async with sem, s.put(f"{nodes[i % len(nodes)].url}/files/{key}", data=data) as r:
-                assert r.status == 201, await r.text()
-
-        await asyncio.gather(*(put(i, k, d) for i, (k, d) in enumerate(files.items())))
 
 
 @pytest.mark.slow

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:
+    from tests.support.processes import NodeProcess
 
 BLOCK = 1 << 20
 
@@ -49,3 +56,15 @@ def generated_sha256(size: int, seed: int = 0) -> str:
         digest.update(block[:n])
         sent += n
     return digest.hexdigest()
+
+
+async def put_all(nodes: list[NodeProcess], files: dict[str, bytes]) -> None:
+    """PUT every file, 8 at a time, spread over ``nodes`` in turn; each must answer 201."""
+    sem = asyncio.Semaphore(8)
+    async with aiohttp.ClientSession() as s:
+
+        async def put(i: int, key: str, data: bytes) -> None:
+            async with sem, s.put(f"{nodes[i % len(nodes)].url}/files/{key}", data=data) as r:
+                assert r.status == 201, await r.text()
+
+        await asyncio.gather(*(put(i, k, d) for i, (k, d) in enumerate(files.items())))
