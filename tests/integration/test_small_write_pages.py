@@ -21,7 +21,8 @@ def test_small_write_pages_counts_the_pages_a_small_write_dirties(tmp_path: Path
     assert found, res.stdout
     frames, pages = map(float, found.groups())
     # A 4 KiB body needs a page of its own beyond its row's, and its row lives in two indexes
-    # too (by bucket, by sha256): ~3.8 WAL frames per write. Bytes kept apart from the entry (a
-    # chunk row and a reference-count row, both keyed by hash) made it ~6.5.
+    # too (by Merkle leaf with its entry hash, by sha256): ~4.5 WAL frames per write. Bytes kept
+    # apart from the entry (a chunk row and a reference-count row, both keyed by hash) made it
+    # ~6.5.
     assert 1.0 <= pages <= frames < 6.0, res.stdout
     assert list(tmp_path.iterdir()) == [], "its temp files are gone"
