@@ -370,7 +370,9 @@ class MetadataDB:
         for i in range(0, len(todo), _IN_BATCH):
             part = todo[i : i + _IN_BATCH]
             marks = ",".join("?" * len(part))
-            for leaf, key, h in self._read(f"SELECT leaf, key, ehash FROM files WHERE leaf IN ({marks})", tuple(part)):
+            for leaf, key, h in self._read(
+                f"SELECT leaf, key, ehash FROM files WHERE leaf IN ({marks})", tuple(part)
+            ):
                 out[leaf].append((key, h))
         return out
 
