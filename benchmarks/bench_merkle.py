@@ -118,9 +118,13 @@ async def put_many(urls: list[str], keys: list[str], concurrency: int) -> None:
     async with aiohttp.ClientSession() as s:
 
         async def put(i: int, key: str) -> None:
-            async with sem, s.put(f"{urls[i % len(urls)]}/files/{key}", data=key.encode() * 4) as r:
-                if r.status != 201:
-                    raise SystemExit(f"PUT {key}: {r.status} {await r.text()}")
+            for attempt in range(5):  # a 503 while the killed node is not yet known dead: retry
+                url = f"{urls[(i + attempt) % len(urls)]}/files/{key}"
+                async with sem, s.put(url, data=key.encode() * 4) as r:
+                    if r.status == 201:
+                        return
+                    if r.status != 503 or attempt == 4:
+                        raise SystemExit(f"PUT {key}: {r.status} {await r.text()}")
 
         await asyncio.gather(*(put(i, k) for i, k in enumerate(keys)))
 
