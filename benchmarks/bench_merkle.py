@@ -185,12 +185,20 @@ def cluster(args: argparse.Namespace, tmp: Path, template: Path) -> None:
         asyncio.run(put_many([nodes[0].url, nodes[1].url], keys, args.concurrency))
         print(f"wrote {args.writes:,} small files with node 2 down in {time.perf_counter() - t0:.1f}s")
         root = nodes[0].get_json("/status")["manifest"]["root"]
+        peers_cpu0 = [cpu_seconds(n.pid) or 0.0 for n in nodes[:2]]
         t0 = time.monotonic()
         down.start()
         down.wait_ready(timeout=300)
         ready = time.monotonic() - t0
         wait(lambda: down.get_json("/status", timeout=60)["manifest"]["root"] == root, 600, "the manifest")
         synced = time.monotonic() - t0
+        peers_cpu = [
+            round((cpu_seconds(n.pid) or 0.0) - c, 1) for n, c in zip(nodes[:2], peers_cpu0, strict=True)
+        ]
+        print(
+            f"CPU from node 2's start to its manifest equal: node 2 {cpu_seconds(down.pid)}s "
+            f"(start-up included), nodes 0 and 1 {peers_cpu}s"
+        )
         todo = keys
         while todo:
             todo = asyncio.run(missing_locally(down.url, todo))
