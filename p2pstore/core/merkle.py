@@ -279,27 +279,6 @@ class MerkleStep:
     small: dict[str, bytes] = field(default_factory=dict)  # checked bodies of small files in ``apply``
 
 
-LEAF_READ = 512  # leaves read per batch while filling a merkle-leaves message
-
-
-def _leaf_pairs(store: MerkleStore, leaves: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
-    """(key, entry hash) pairs of many leaves: one batched read when the store offers it
-    (``hashes_in_leaves``: a few SQL queries instead of one per leaf)."""
-    many = getattr(store, "hashes_in_leaves", None)
-    if many is not None:
-        return many(leaves)
-    return {leaf: list(store.hashes_in_leaf(leaf)) for leaf in leaves}
-
-
-def _entries(store: MerkleStore, keys: Sequence[str]) -> dict[str, ManifestEntry]:
-    """The stored entries of ``keys`` (batched when the store offers ``get_many``)."""
-    many = getattr(store, "get_many", None)
-    if many is not None:
-        return many(keys)
-    found = ((k, store.get(k)) for k in keys)
-    return {k: e for k, e in found if e is not None}
-
-
 def _summary(pairs: Iterable[tuple[str, bytes]]) -> dict[bytes, list[tuple[str, bytes]]]:
     """key id -> [(key, short entry hash)] (a list: two keys of one leaf may share an id)."""
     out: dict[bytes, list[tuple[str, bytes]]] = {}
@@ -396,20 +375,14 @@ class MerkleSync:
         """Our (key id, entry hash) pairs for a batch of leaves that fits max_entries."""
         batch: list[int] = []
         keys: list[bytes] = []
-        count, full = 0, False
-        for start in range(0, len(todo), LEAF_READ):
-            part = todo[start : start + LEAF_READ]
-            read = _leaf_pairs(store, part)
-            for leaf in part:
-                pairs = read[leaf]
-                if batch and count + len(pairs) > self.max_entries * SUMMARY_PER_ENTRY:
-                    full = True
-                    break
-                batch.append(leaf)
-                keys.append(b"".join(key_id(k) + bytes(h[:WIRE_HASH]) for k, h in pairs))
-                count += len(pairs)
-            if full:
+        count = 0
+        for leaf in todo:
+            pairs = list(store.hashes_in_leaf(leaf))
+            if batch and count + len(pairs) > self.max_entries * SUMMARY_PER_ENTRY:
                 break
+            batch.append(leaf)
+            keys.append(b"".join(key_id(k) + bytes(h[:WIRE_HASH]) for k, h in pairs))
+            count += len(pairs)
         rest = list(todo[len(batch) :])
         return {
             "type": "merkle-leaves",
@@ -431,24 +404,24 @@ class MerkleSync:
         if not isinstance(keys, list | tuple) or len(keys) != len(leaves):
             raise ValueError("keys must hold one blob per leaf")
         done: list[int] = []
-        sends: list[str] = []
+        entries: list[dict[str, Any]] = []
         want: list[bytes] = []
-        read = _leaf_pairs(store, leaves)
         for leaf, blob in zip(leaves, keys, strict=True):
             if not isinstance(blob, bytes) or len(blob) % (2 * WIRE_HASH):
                 raise ValueError("a leaf's keys must be 16-byte (key id, entry hash) pairs")
             theirs: dict[bytes, set[bytes]] = {}
             for i in range(0, len(blob), 2 * WIRE_HASH):
                 theirs.setdefault(blob[i : i + WIRE_HASH], set()).add(blob[i + WIRE_HASH : i + 2 * WIRE_HASH])
-            mine = _summary(read[leaf])
+            mine = _summary(store.hashes_in_leaf(leaf))
             send = [key for kid, pairs in mine.items() for key, h in pairs if h not in theirs.get(kid, ())]
-            if done and len(sends) + len(send) > self.max_entries:
+            if done and len(entries) + len(send) > self.max_entries:
                 break  # this leaf and the rest wait for a later batch
             done.append(leaf)
-            sends.extend(send)
+            for key in send:
+                e = store.get(key)
+                if e is not None:
+                    entries.append(e)
             want.extend(kid for kid in theirs if kid not in mine)
-        found = _entries(store, sends)
-        entries = [found[k] for k in sends if k in found]
         rest = [*leaves[len(done) :], *pending]
         return MerkleStep({
             "type": "merkle-entries", "leaves": pack_nodes(done), "pending": pack_nodes(rest),
@@ -509,15 +482,14 @@ class MerkleSync:
         if not isinstance(want, bytes) or len(want) % WIRE_HASH:
             raise ValueError("want must be packed key ids")
         wanted = {want[i : i + WIRE_HASH] for i in range(0, len(want), WIRE_HASH)}
-        read = _leaf_pairs(store, leaves)
-        asked = [key for leaf in leaves for key, _ in read[leaf] if key in theirs or key_id(key) in wanted]
-        ours = _entries(store, [*theirs, *asked])
-        apply = [e for e in theirs.values() if newer(ours.get(e.key), e)]
+        apply = [e for e in theirs.values() if newer(store.get(e.key), e)]
         push: list[ManifestEntry] = []
-        for key in asked:
-            mine = ours.get(key)
-            if mine is not None and newer(theirs.get(key), mine):
-                push.append(mine)
+        for leaf in leaves:
+            for key, _ in store.hashes_in_leaf(leaf):
+                if key_id(key) in wanted or key in theirs:
+                    mine = store.get(key)
+                    if mine is not None and newer(theirs.get(key), mine):
+                        push.append(mine)
         reply = {
             "type": "merkle-push",
             "leaves": pack_nodes(leaves),
@@ -529,8 +501,7 @@ class MerkleSync:
     def _on_push(self, store: MerkleStore, msg: Mapping[str, Any]) -> MerkleStep:
         leaves, pending = self._leaf_lists(msg)
         theirs = self._parse_entries(msg, leaves)
-        ours = _entries(store, list(theirs))
-        apply = [e for e in theirs.values() if newer(ours.get(e.key), e)]
+        apply = [e for e in theirs.values() if newer(store.get(e.key), e)]
         reply = self._leaves_msg(store, pending) if pending else None
         return MerkleStep(reply, apply, self._small(msg, apply))
 

@@ -22,7 +22,7 @@ import contextlib
 import sqlite3
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta, lengths"
 MAX_TEXT = "\U0010ffff"
-_IN_BATCH = 500  # values per "IN (...)" query (SQLite allows 32,766 parameters)
 
 
 def pack_chunks(chunks: Iterable[str]) -> bytes:
@@ -360,33 +359,6 @@ class MetadataDB:
     def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
         """(key, entry hash) of every entry in one Merkle leaf (~15 at 1,000,000 entries)."""
         return self._read("SELECT key, ehash FROM files WHERE leaf = ?", (leaf,))
-
-    def hashes_in_leaves(self, leaves: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
-        """:meth:`hashes_in_leaf` for many leaves, a few queries in all instead of one per
-        leaf: a rejoining node compares thousands of leaves, and per-leaf queries were most of
-        its exchange's time at 1,000,000 entries."""
-        out: dict[int, list[tuple[str, bytes]]] = {leaf: [] for leaf in leaves}
-        todo = list(out)
-        for i in range(0, len(todo), _IN_BATCH):
-            part = todo[i : i + _IN_BATCH]
-            marks = ",".join("?" * len(part))
-            for leaf, key, h in self._read(
-                f"SELECT leaf, key, ehash FROM files WHERE leaf IN ({marks})", tuple(part)
-            ):
-                out[leaf].append((key, h))
-        return out
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, ManifestEntry]:
-        """The entries of ``keys`` that exist, a few queries in all (an exchange's batch)."""
-        out: dict[str, ManifestEntry] = {}
-        todo = list(dict.fromkeys(keys))
-        for i in range(0, len(todo), _IN_BATCH):
-            part = todo[i : i + _IN_BATCH]
-            marks = ",".join("?" * len(part))
-            for row in self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key IN ({marks})", tuple(part)):
-                e = row_to_entry(row)
-                out[e.key] = e
-        return out
 
     def build_merkle(self) -> MerkleTree:
         """The Merkle tree of every entry from the stored hashes (once at start; then the store

@@ -541,12 +541,6 @@ class LocalStore:
     def hashes_in_leaf(self, leaf: int) -> list[tuple[str, bytes]]:
         return self.db.hashes_in_leaf(leaf)
 
-    def hashes_in_leaves(self, leaves: Sequence[int]) -> dict[int, list[tuple[str, bytes]]]:
-        return self.db.hashes_in_leaves(leaves)
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, ManifestEntry]:
-        return self.db.get_many(keys)
-
     def small_data(self, sha: str) -> bytes | None:
         """A small file's body if the database holds it (sent along with its entry)."""
         return self.db.small_chunk(sha)
