@@ -50,6 +50,7 @@ class AntiEntropy:
         self.sync = MerkleSync()
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
         self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
+        self.entries_served = 0  # entries this node shipped answering peers' exchanges
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
 
@@ -121,6 +122,8 @@ class AntiEntropy:
         step = self.sync.handle(self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply, small=step.small)
+        if step.reply:
+            self.entries_served += len(step.reply.get("entries", ()))
         return step.reply or {"type": "merkle-done"}
 
     def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
