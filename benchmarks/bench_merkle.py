@@ -4,6 +4,7 @@
     python benchmarks/bench_merkle.py --only cluster         # (b) and (c)
     python benchmarks/bench_merkle.py --files 100000         # everything at a smaller size
     python benchmarks/bench_merkle.py --only cluster --no-rejoin --template /tmp/m.sqlite  # (b) only
+    python benchmarks/bench_merkle.py --only rates --template /tmp/m.sqlite  # (d)
 
 The manifests are built directly in SQLite, not through HTTP (1,000,000 PUTs would take most of
 an hour here): one database is filled with MetadataDB.apply_batch (the node's own write path:
@@ -20,6 +21,8 @@ LWW apply, leaf and entry hash columns, small bodies inline) and copied where ne
 (c) Node 2 is killed, ``--writes`` small files are written through nodes 0 and 1, node 2 starts
     again: seconds from its start to /health, to a manifest root equal to its peers', and to a
     local copy of every file written meanwhile (checked by ``?local=1`` reads).
+(d) ``p2pstore bench`` 4 KiB PUT/GET against three nodes started empty and three started with
+    the ``--files`` manifest, interleaved (``--rounds``): rates and node CPU ms per operation.
 
 A script that prints figures, not a test. MB means 10**6 bytes.
 """
@@ -29,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -118,9 +123,13 @@ async def put_many(urls: list[str], keys: list[str], concurrency: int) -> None:
     async with aiohttp.ClientSession() as s:
 
         async def put(i: int, key: str) -> None:
-            async with sem, s.put(f"{urls[i % len(urls)]}/files/{key}", data=key.encode() * 4) as r:
-                if r.status != 201:
-                    raise SystemExit(f"PUT {key}: {r.status} {await r.text()}")
+            for attempt in range(5):  # a 503 while the killed node is not yet known dead: retry
+                url = f"{urls[(i + attempt) % len(urls)]}/files/{key}"
+                async with sem, s.put(url, data=key.encode() * 4) as r:
+                    if r.status == 201:
+                        return
+                    if r.status != 503 or attempt == 4:
+                        raise SystemExit(f"PUT {key}: {r.status} {await r.text()}")
 
         await asyncio.gather(*(put(i, k) for i, k in enumerate(keys)))
 
@@ -181,12 +190,20 @@ def cluster(args: argparse.Namespace, tmp: Path, template: Path) -> None:
         asyncio.run(put_many([nodes[0].url, nodes[1].url], keys, args.concurrency))
         print(f"wrote {args.writes:,} small files with node 2 down in {time.perf_counter() - t0:.1f}s")
         root = nodes[0].get_json("/status")["manifest"]["root"]
+        peers_cpu0 = [cpu_seconds(n.pid) or 0.0 for n in nodes[:2]]
         t0 = time.monotonic()
         down.start()
         down.wait_ready(timeout=300)
         ready = time.monotonic() - t0
         wait(lambda: down.get_json("/status", timeout=60)["manifest"]["root"] == root, 600, "the manifest")
         synced = time.monotonic() - t0
+        peers_cpu = [
+            round((cpu_seconds(n.pid) or 0.0) - c, 1) for n, c in zip(nodes[:2], peers_cpu0, strict=True)
+        ]
+        print(
+            f"CPU from node 2's start to its manifest equal: node 2 {cpu_seconds(down.pid)}s "
+            f"(start-up included), nodes 0 and 1 {peers_cpu}s"
+        )
         todo = keys
         while todo:
             todo = asyncio.run(missing_locally(down.url, todo))
@@ -203,6 +220,40 @@ def cluster(args: argparse.Namespace, tmp: Path, template: Path) -> None:
                 shutil.copyfile(node.log_path, Path(args.keep_logs) / node.log_path.name)
 
 
+def settled(nodes: list[LocalNode]) -> None:
+    """Wait until every node knows the others and has finished its first repair pass."""
+    wait(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 60, "membership")
+    wait(lambda: all(n.get_json("/status", timeout=60)["repair"].get("passes") for n in nodes), 900, "repair")
+
+
+def rates(args: argparse.Namespace, tmp: Path, template: Path) -> None:
+    """4 KiB PUT and GET rates of ``p2pstore bench`` against three nodes that start empty and
+    three that start with the ``--files`` manifest, interleaved ``--rounds`` times."""
+    for r in range(args.rounds):
+        for label, full in (("empty", False), (f"{args.files:,} files", True)):
+            nodes = LocalNode.cluster(
+                tmp / f"rates-{r}-{int(full)}", 3, {"fsync": "always", "replicas": 3, "write_quorum": 2}
+            )
+            for node in nodes:
+                node.data_dir.mkdir(parents=True, exist_ok=True)
+                if full:
+                    shutil.copyfile(template, node.data_dir / DB_NAME)
+            try:
+                start_all(nodes, timeout=300, one_by_one=True, joined=False, interval=0.02)
+                settled(nodes)
+                cmd = [
+                    sys.executable, "-m", "p2pstore", "bench", "--url", ",".join(n.url for n in nodes),
+                    "--pids", ",".join(str(n.pid) for n in nodes), "--phases", "put-4k,get-4k",
+                    "--count-4k", str(args.count_4k),
+                ]  # fmt: skip
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=HERE.parent).stdout
+                load = os.getloadavg()[0]
+                print(f"--- round {r + 1}, cluster {label} (load average {load:.1f})\n{out.strip()}")
+            finally:
+                stop_all(nodes)
+                shutil.rmtree(tmp / f"rates-{r}-{int(full)}", ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=1_000_000)
@@ -210,7 +261,9 @@ def main() -> int:
     ap.add_argument("--writes", type=int, default=10_000, help="files written while node 2 is down in (c)")
     ap.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU measured in (b)")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--only", choices=["exchange", "cluster"])
+    ap.add_argument("--only", choices=["exchange", "cluster", "rates"])
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved empty/full runs in rates")
+    ap.add_argument("--count-4k", type=int, default=2000, help="objects per phase in rates")
     ap.add_argument("--keep-logs", metavar="DIR", help="copy the nodes' logs here at the end")
     ap.add_argument("--no-rejoin", dest="rejoin", action="store_false", help="skip (c)")
     ap.add_argument("--template", metavar="PATH", help="reuse this built manifest (built here if absent)")
@@ -228,6 +281,8 @@ def main() -> int:
             exchange(args, tmp, template)
         if args.only in (None, "cluster"):
             cluster(args, tmp, template)
+        if args.only in (None, "rates"):
+            rates(args, tmp, template)
     return 0
 
 

@@ -67,6 +67,7 @@ def status_json(node: Node) -> dict[str, Any]:
             "entries": node.store.merkle().entries,
             "syncs": cluster.antientropy.manifest_syncs,
             "entries_learned": cluster.antientropy.entries_learned,
+            "entries_served": cluster.antientropy.entries_served,
         },
         "repair": {**asdict(cluster.repairer.stats), **cluster.housekeeper.stats()},
         "scrub": {

@@ -50,6 +50,7 @@ class AntiEntropy:
         self.sync = MerkleSync()
         self.manifest_syncs = 0  # manifest exchanges this node started and completed
         self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
+        self.entries_served = 0  # entries this node shipped answering peers' exchanges
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
         self._ahead_logged = float("-inf")
 
@@ -97,17 +98,32 @@ class AntiEntropy:
         return applied
 
     async def sync_all(self) -> int:
-        """One exchange with every live peer (recovery wants the newest view first)."""
-        results = await asyncio.gather(
-            *(self.sync_with(m.address) for m in self.peers.live_peers()), return_exceptions=True
-        )
-        return sum(r for r in results if isinstance(r, int))
+        """One exchange with every live peer (recovery wants the newest view first): with one
+        peer first, then with the rest at once. Any peer holds nearly everything this node
+        missed, so the first exchange brings it and the others cost about a root comparison;
+        exchanging with all at once had every peer ship (and this node check) the same
+        differing leaves and entries again."""
+        peers = list(self.peers.live_peers())
+        random.shuffle(peers)
+        learned = 0
+        for i, peer in enumerate(peers):
+            try:
+                learned += await self.sync_with(peer.address)
+            except Exception as exc:  # any failure: the next peer is as good a first one
+                log.debug("manifest sync with %s failed: %s", peer.id, exc)
+                continue
+            rest = peers[i + 1 :]
+            results = await asyncio.gather(*(self.sync_with(m.address) for m in rest), return_exceptions=True)
+            return learned + sum(r for r in results if isinstance(r, int))
+        return learned
 
     async def handle(self, msg: Any) -> dict:
         """A peer's exchange message; ValueError when malformed or not a Merkle message."""
         step = self.sync.handle(self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply, small=step.small)
+        if step.reply:
+            self.entries_served += len(step.reply.get("entries", ()))
         return step.reply or {"type": "merkle-done"}
 
     def _not_ahead(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:

@@ -70,3 +70,23 @@ async def test_node_down_during_writes_catches_up_manifest_and_data(node_factory
         interval=0.5,
         message="every current file on the restarted node's disk, and no deleted one",
     )
+
+
+async def test_restarted_node_catches_up_from_one_peer_then_compares_with_the_rest(node_factory) -> None:
+    """Right after start a node exchanges with one peer first: the entries it missed are shipped
+    once, not once per peer (both peers hold all of them), and its manifest ends equal."""
+    nodes = node_factory(3, gossip_interval=PERIOD)
+    wait_for(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 20)
+    down, up = nodes[2], nodes[:2]
+    down.kill()
+    missed = {f"missed/{i:03d}": body(f"missed/{i}", 300 + i) for i in range(300)}
+    await put_all(up, missed)
+    assert len(roots(up)) == 1
+    served0 = sum(n.get_json("/status")["manifest"]["entries_served"] for n in up)
+
+    down.start()
+    down.wait_ready()
+    wait_for(lambda: len(roots(nodes)) == 1, 30, interval=0.2, message="the restarted node's manifest")
+    served = sum(n.get_json("/status")["manifest"]["entries_served"] for n in up) - served0
+    assert down.get_json("/status")["manifest"]["entries_learned"] >= len(missed)
+    assert served < 1.5 * len(missed)  # both peers at once: about 2 x 300
