@@ -204,9 +204,9 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error(
                 "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
             )
-    body = upload(request, call.verified)
+    body = upload(request, call.verified, lowered=call.sig.headers)
     content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-    meta = s3meta.from_request(request.headers)
+    meta = s3meta.from_request(call.sig.headers)
     if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
         meta[body.checksum[0]] = body.checksum[1]()
     md5_meta, md5 = body.md5_meta()
@@ -346,7 +346,7 @@ async def copy_object(call: S3Call) -> web.Response:
     meta = s3meta.kept(entry)
     if directive == "REPLACE":
         content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-        meta = s3meta.from_request(call.request.headers)
+        meta = s3meta.from_request(call.sig.headers)
 
     refs = by_reference(call.node, resolved, 0, entry.size)
     if refs is not None:
