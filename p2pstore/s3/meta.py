@@ -26,16 +26,16 @@ def etag(entry: ManifestEntry) -> str:
 
 
 def from_request(headers: Mapping[str, str]) -> dict[str, str]:
-    """The metadata a PutObject (or CopyObject with REPLACE) asks to keep."""
+    """The metadata a PutObject (or CopyObject with REPLACE) asks to keep. ``headers``: names
+    lower-cased, repeated values joined (``S3Call.sig.headers``, built once per request)."""
     meta: dict[str, str] = {}
     user = 0
     for name, value in headers.items():
-        lower = name.lower()
-        if lower in STORED_HEADERS:
-            meta[lower] = value
-        elif lower.startswith(USER_PREFIX):
-            meta[lower] = value
-            user += len(lower) - len(USER_PREFIX) + len(value.encode())
+        if name in STORED_HEADERS:
+            meta[name] = value
+        elif name.startswith(USER_PREFIX):
+            meta[name] = value
+            user += len(name) - len(USER_PREFIX) + len(value.encode())
     if user > MAX_USER_META:
         raise S3Error("MetadataTooLarge", f"Your metadata headers exceed the maximum allowed metadata size "
                       f"({MAX_USER_META} bytes)")  # fmt: skip

@@ -66,7 +66,7 @@ async def create_upload(call: S3Call) -> web.Response:
     record = uploads.UploadRecord(
         key=call.object_key, owner=call.key.key_id, initiated=time.time(),
         content_type=call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE,
-        meta=s3meta.from_request(call.request.headers),
+        meta=s3meta.from_request(call.sig.headers),
     )  # fmt: skip
     await uploads.save(call.node, call.bucket, upload_id, record)
     return _xml(s3xml.initiate_result(call.bucket, call.object_key, upload_id))
@@ -77,7 +77,7 @@ async def upload_part(call: S3Call) -> web.Response:
     number = part_number(call.param("partNumber"))
     upload_id = call.param("uploadId") or ""
     await uploads.get(call.node, call.bucket, upload_id, call.object_key)
-    body = upload(call.request, call.verified)
+    body = upload(call.request, call.verified, lowered=call.sig.headers)
     meta, md5 = body.md5_meta()
     result = await call.node.cluster.writes.put(
         part_key(call.bucket, upload_id, number), body.stream, "application/octet-stream", body.sha256,

@@ -90,19 +90,23 @@ def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix:
     """RFC 9110's order for If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since:
     412 or 304 when one fails (304 only for reads), None when the request may go on."""
     get = headers.get  # type: ignore[attr-defined]
+    if_match = get(prefix + "If-Match")
+    if_none = get(prefix + "If-None-Match")
+    unmodified_since = get(prefix + "If-Unmodified-Since")
+    modified_since = get(prefix + "If-Modified-Since")
+    if if_match is None and if_none is None and unmodified_since is None and modified_since is None:
+        return None  # the usual request: no ETag or date to work out
     tag = etag(entry)
     modified = int(entry.modified)
-    if_match = get(prefix + "If-Match")
     if if_match is not None:
         if "*" not in _tags(if_match) and tag not in _tags(if_match):
             return 412
-    elif (since := _date(get(prefix + "If-Unmodified-Since"))) is not None and modified > since:
+    elif (since := _date(unmodified_since)) is not None and modified > since:
         return 412
-    if_none = get(prefix + "If-None-Match")
     if if_none is not None:
         if "*" in _tags(if_none) or tag in _tags(if_none):
             return 304
-    elif (since := _date(get(prefix + "If-Modified-Since"))) is not None and modified <= since:
+    elif (since := _date(modified_since)) is not None and modified <= since:
         return 304
     return None
 
@@ -204,9 +208,9 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error(
                 "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
             )
-    body = upload(request, call.verified)
+    body = upload(request, call.verified, lowered=call.sig.headers)
     content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-    meta = s3meta.from_request(request.headers)
+    meta = s3meta.from_request(call.sig.headers)
     if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
         meta[body.checksum[0]] = body.checksum[1]()
     md5_meta, md5 = body.md5_meta()
@@ -346,7 +350,7 @@ async def copy_object(call: S3Call) -> web.Response:
     meta = s3meta.kept(entry)
     if directive == "REPLACE":
         content_type = call.request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-        meta = s3meta.from_request(call.request.headers)
+        meta = s3meta.from_request(call.sig.headers)
 
     refs = by_reference(call.node, resolved, 0, entry.size)
     if refs is not None:

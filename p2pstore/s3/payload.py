@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -54,11 +54,18 @@ def _int_header(headers: dict[str, str] | object, name: str) -> int | None:
     return int(raw)
 
 
-def upload(request: web.Request, verified: sigv4.Verified, sha_to_coordinator: bool = True) -> Upload:
+def upload(
+    request: web.Request,
+    verified: sigv4.Verified,
+    sha_to_coordinator: bool = True,
+    lowered: Mapping[str, str] | None = None,
+) -> Upload:
     """The payload of ``request`` as a checked stream.
 
     With ``sha_to_coordinator`` a signed hex sha256 is not checked here but returned, for the
     write path to compare with the whole-file hash it computes anyway (one hash pass, not two).
+    ``lowered``: the request's headers with lower-case names (``S3Call.sig.headers``), so the
+    x-amz-checksum-* scan does not lower-case every name again.
     """
     headers = request.headers
     mode = verified.payload
@@ -94,18 +101,28 @@ def upload(request: web.Request, verified: sigv4.Verified, sha_to_coordinator: b
         md5_hex = md5.hex()
         checks.append(Check(hashlib.md5(), lambda: md5, "BadDigest",
                             "The Content-MD5 you specified did not match what we received."))  # fmt: skip
-    checksum = _checksum_check(headers, decoder)
+    checksum = _checksum_check(lowered if lowered is not None else _lower(headers), decoder)
     if checksum is not None:
         checks.append(checksum[0])
     named = (checksum[1], checksum[2]) if checksum is not None else None
     return Upload(checked(stream, checks) if checks else stream, length, sha, named, md5_hex)  # type: ignore[arg-type]
 
 
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header names lower-cased, repeated values joined with ',' (as SigV4 sees them)."""
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        name = name.lower()
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
 def _checksum_check(
-    headers: object, decoder: chunked.AwsChunkedDecoder | None
+    headers: Mapping[str, str], decoder: chunked.AwsChunkedDecoder | None
 ) -> tuple[Check, str, Callable[[], str]] | None:
-    """The x-amz-checksum-* the request carries, in a header or (aws-chunked) in its trailer."""
-    trailer = headers.get("x-amz-trailer", "").strip().lower()  # type: ignore[attr-defined]
+    """The x-amz-checksum-* the request carries, in a header or (aws-chunked) in its trailer.
+    ``headers``: names lower-cased."""
+    trailer = headers.get("x-amz-trailer", "").strip().lower()
     if trailer:
         if decoder is None or not decoder.expect_trailers:
             raise S3Error("InvalidRequest", "x-amz-trailer needs a STREAMING-*-TRAILER payload")
@@ -127,9 +144,9 @@ def _checksum_check(
         )
         return check, trailer, lambda: decoder.trailers.get(trailer, "")
     found = [
-        (name.lower(), value)
-        for name, value in headers.items()  # type: ignore[attr-defined]
-        if name.lower().startswith(checksums.HEADER_PREFIX) and name.lower() != "x-amz-checksum-type"
+        (name, value)
+        for name, value in headers.items()
+        if name.startswith(checksums.HEADER_PREFIX) and name != "x-amz-checksum-type"
     ]
     if not found:
         return None
