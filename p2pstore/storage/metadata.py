@@ -31,7 +31,15 @@ import msgpack
 from ..core.keys import RESERVED_PREFIX, is_reserved
 from ..core.manifest import ManifestEntry, entry_hash, meta_pairs, newer
 from ..core.merkle import MerkleTree, leaf_of
-from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
+from ..core.versions import (
+    NULL,
+    SETTINGS_PREFIX,
+    archive_of,
+    base_of,
+    is_null_write,
+    version_id,
+    versions_prefix,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -92,6 +100,8 @@ CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta, lengths"
 MAX_TEXT = "\U0010ffff"
+SETTINGS_CACHE_MAX = 10_000
+"""Folder settings cached at most (one per top-level folder a write named; past it, uncached)."""
 
 
 def pack_chunks(chunks: Iterable[str]) -> bytes:
@@ -200,6 +210,7 @@ class MetadataDB:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self.tree, self.tree_source = self._load_tree()
+        self._settings: dict[str, ManifestEntry | None] = {}
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_wal, name="p2pstore-wal", daemon=True)
         self._checkpointer.start()
@@ -287,6 +298,24 @@ class MetadataDB:
     def get(self, key: str) -> ManifestEntry | None:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (key,))
         return row_to_entry(rows[0]) if rows else None
+
+    def get_setting(self, key: str) -> ManifestEntry | None:
+        """The entry of a folder setting (a key under SETTINGS_PREFIX), cached: every write
+        reads its folder's, and they change rarely. The writer thread swaps in a new empty cache
+        after each commit that changed one, so a read that began before such a commit stores its
+        (maybe stale) answer in the dict it captured first, which is no longer looked at."""
+        cache = self._settings
+        if key in cache:
+            return cache[key]
+        entry = self.get(key)
+        if len(cache) < SETTINGS_CACHE_MAX:
+            cache[key] = entry
+        return entry
+
+    def _changed_keys(self, keys: Iterable[str]) -> None:
+        """After a commit (writer thread): forget cached settings if one of ``keys`` is one."""
+        if any(key.startswith(SETTINGS_PREFIX) for key in keys):
+            self._settings = {}
 
     def get_with_small(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """The entry, and whether a small chunk named like the whole file's sha256 is stored
@@ -429,14 +458,17 @@ class MetadataDB:
         for won in results:  # committed: the tree follows (from this, the only writer thread)
             for old, new in won:
                 self.tree.replace(old, new)
+            self._changed_keys(new.key for _, new in won)
         return results
 
     def _apply_one(
-        self, entry: ManifestEntry, data: bytes | None
+        self, entry: ManifestEntry, data: bytes | None, data_of: str | None = None
     ) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
-        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row.
-        Returns the (old, new) pairs that changed: the entry's own, and the kept version
-        of a superseded entry of a versioned folder (core/versions.py), in the same transaction."""
+        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row, or
+        ``data_of``: the key of the row whose inline bytes it takes (copied inside SQLite, never
+        through Python). Returns the (old, new) pairs that changed: the entry's own, and the kept
+        version of a superseded entry of a versioned folder (core/versions.py), in the same
+        transaction."""
         conn = self._w
         row = conn.execute(
             f"SELECT {ENTRY_COLUMNS}, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
@@ -446,23 +478,31 @@ class MetadataDB:
         changed: list[tuple[ManifestEntry | None, ManifestEntry]] = []
         if keep is not None:  # the loser's bytes go with it when they live in its row
             if keep.version == entry.version:
-                keep_data = data
-            elif row[-1]:
-                keep_data = conn.execute("SELECT data FROM files WHERE key = ?", (entry.key,)).fetchone()[0]
+                changed = self._apply_one(keep, data)
             else:
-                keep_data = None
-            changed = self._apply_one(keep, keep_data)
+                changed = self._apply_one(keep, None, entry.key if row[-1] else None)
         if not newer(old, entry):
             return changed
         if is_null_write(entry) and not is_reserved(entry.key):
             changed += self._replace_null(entry)
         if old and not old.deleted and not row[-1]:  # inline bytes hold no references
             self._adjust_refs(old.chunks, -1)
-        if not entry.deleted and data is None:
+        if not entry.deleted and data is None and data_of is None:
             self._adjust_refs(entry.chunks, +1)
+        if data_of is None:
+            sql = (
+                f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            )
+            source: tuple = (data,)
+        else:
+            sql = (
+                f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
+                " SELECT ?,?,?,?,?,?,?,?,?,?,?,?, data FROM files WHERE key = ?"
+            )
+            source = (data_of,)
         conn.execute(
-            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            sql,
             (
                 entry.key,
                 entry.version,
@@ -476,7 +516,7 @@ class MetadataDB:
                 pack_lengths(entry.lengths),
                 leaf_of(entry.key),
                 entry_hash(entry),
-                data,
+                *source,
             ),
         )
         return [(old, entry), *changed]
@@ -634,6 +674,7 @@ class MetadataDB:
         self._tree_saved = False
         for t in purged:
             self.tree.remove(t)
+        self._changed_keys(t.key for t in purged)
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
