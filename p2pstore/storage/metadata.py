@@ -211,6 +211,7 @@ class MetadataDB:
         self._readers_lock = threading.Lock()
         self.tree, self.tree_source = self._load_tree()
         self._settings: dict[str, ManifestEntry | None] = {}
+        self._toggles: list[tuple[int, bytes | None, bytes]] = []  # (leaf, old hash, new hash)
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_wal, name="p2pstore-wal", daemon=True)
         self._checkpointer.start()
@@ -438,6 +439,7 @@ class MetadataDB:
         ``sums`` (chunk sha -> read sum) ride along: they are only ever a shortcut for reads."""
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
+        self._toggles = []  # the tree's updates, applied once the transaction committed
         with transaction(conn):
             self._forget_saved_tree(conn)
             if sums:
@@ -455,9 +457,9 @@ class MetadataDB:
                     conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
                 results.append(won)
         self._tree_saved = False
-        for won in results:  # committed: the tree follows (from this, the only writer thread)
-            for old, new in won:
-                self.tree.replace(old, new)
+        for leaf, old_hash, new_hash in self._toggles:  # committed: the tree follows (this is
+            self.tree.replace_hashed(leaf, old_hash, new_hash)  # the only writer thread)
+        for won in results:
             self._changed_keys(new.key for _, new in won)
         return results
 
@@ -471,12 +473,13 @@ class MetadataDB:
         transaction."""
         conn = self._w
         row = conn.execute(
-            f"SELECT {ENTRY_COLUMNS}, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
+            f"SELECT {ENTRY_COLUMNS}, ehash, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
         ).fetchone()
-        old = row_to_entry(row[:-1]) if row else None
+        old = row_to_entry(row[:-2]) if row else None
         keep = archive_of(old, entry)
         changed: list[tuple[ManifestEntry | None, ManifestEntry]] = []
         if keep is not None:  # the loser's bytes go with it when they live in its row
+            # (its stored hash is no use: it covers the key, which is another here)
             if keep.version == entry.version:
                 changed = self._apply_one(keep, data)
             else:
@@ -489,6 +492,7 @@ class MetadataDB:
             self._adjust_refs(old.chunks, -1)
         if not entry.deleted and data is None and data_of is None:
             self._adjust_refs(entry.chunks, +1)
+        leaf, new_hash = leaf_of(entry.key), entry_hash(entry)
         if data_of is None:
             sql = (
                 f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
@@ -514,11 +518,13 @@ class MetadataDB:
                 entry.modified,
                 pack_meta(entry.meta),
                 pack_lengths(entry.lengths),
-                leaf_of(entry.key),
-                entry_hash(entry),
+                leaf,
+                new_hash,
                 *source,
             ),
         )
+        # the tree update, once committed: the old row's stored hash, the new one computed once
+        self._toggles.append((leaf, row[-2] if row else None, new_hash))
         return [(old, entry), *changed]
 
     def _replace_null(self, entry: ManifestEntry) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
