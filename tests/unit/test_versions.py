@@ -107,3 +107,40 @@ def test_tombstone_gc_takes_plain_tombstones_never_delete_markers(tmp_path: Path
     removed = ManifestEntry.tombstone(version_key("b/other", v2), v2, 1.0)
     db.apply([marker, kept_marker, plain, removed])
     assert {t.key for t in db.tombstones_before(float("inf"))} == {"plain", removed.key}
+
+
+def test_a_kept_small_version_moves_its_bytes_and_the_tree_follows(tmp_path: Path) -> None:
+    """An overwrite in a versioned folder copies the old row's inline bytes to the kept row
+    inside SQLite: the kept row serves them, holds no chunk reference, and the live Merkle tree
+    equals one rebuilt from the stored rows."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    first, second = write("b/k", 1, b"one" * 1000), write("b/k", 2, b"two" * 1000)
+    db.apply([first], {first.sha256: b"one" * 1000})
+    db.apply([second], {second.sha256: b"two" * 1000})
+    kept, data = db.get_with_small_data(version_key("b/k", first.version))
+    assert kept is not None and kept.sha256 == first.sha256 and data == b"one" * 1000
+    assert db.get_with_small_data("b/k")[1] == b"two" * 1000
+    assert db.chunk_refs(first.sha256) == 0 and db.chunk_refs(second.sha256) == 0
+    assert db.tree.leaves_blob() == db.build_merkle().leaves_blob()
+    db.close()
+
+
+def test_folder_settings_are_cached_until_one_changes(tmp_path: Path) -> None:
+    """Every write reads its folder's setting: the cache answers, and a commit or a purge that
+    changes a setting makes the next read see the change."""
+    db = MetadataDB(tmp_path / "m.sqlite", "never")
+    key, v1, v2 = ".p2pstore/versioning/b", "0000000000001.000000.n", "0000000000002.000000.n"
+    assert db.get_setting(key) is None
+    enabled = ManifestEntry(key, v1, 0, "e3b0", (), "t", False, 1.0, (("status", "Enabled"),))
+    db.apply([enabled])
+    assert db.get_setting(key) == enabled
+    db._w.execute("UPDATE files SET meta = NULL WHERE key = ?", (key,))  # behind the cache's back
+    assert db.get_setting(key) == enabled  # the cached answer
+    db.apply([write("b/other", 1, b"x"), write(version_key("b/other", v1), 1, b"x")], {})
+    assert db.get_setting(key) == enabled  # no setting changed: still cached
+    gone = ManifestEntry.tombstone(key, v2, 1.0)
+    db.apply([gone])
+    assert db.get_setting(key) == gone
+    assert db.purge_tombstones([gone]) == [gone]
+    assert db.get_setting(key) is None
+    db.close()
