@@ -22,7 +22,6 @@ from ..core.manifest import ManifestEntry
 from ..core.versions import (
     KEEP,
     NULL,
-    SETTINGS_PREFIX,
     VERSIONS_PREFIX,
     VID,
     base_of,
@@ -34,6 +33,7 @@ from ..core.versions import (
 from ..errors import BadRequest, NotFound, StoreError
 from ..storage.store import SMALL_CHUNK, LocalStore
 
+SETTINGS_PREFIX = ".p2pstore/versioning/"
 STATUSES = ("Enabled", "Suspended")
 NULL_MARK = ("p2p:null", "1")  # written while versioning is suspended: the "null" version
 LIST_PAGE = 5000
@@ -45,9 +45,8 @@ def folder_of(key: str) -> str | None:
 
 
 def settings(store: LocalStore, folder: str) -> dict[str, str]:
-    """The folder's setting as this node's manifest holds it ({} when never set); cached by
-    the manifest store until an entry under SETTINGS_PREFIX changes (every write asks)."""
-    entry = store.db.get_setting(SETTINGS_PREFIX + folder)
+    """The folder's setting as this node's manifest holds it ({} when never set)."""
+    entry = store.get(SETTINGS_PREFIX + folder)
     return {} if entry is None or entry.deleted else dict(entry.meta)
 
 

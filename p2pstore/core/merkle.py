@@ -173,19 +173,6 @@ class MerkleTree:
             self.remove(old)
         self.add(new)
 
-    def replace_hashed(self, leaf: int, old_hash: bytes | None, new_hash: bytes) -> None:
-        """:meth:`replace` from hashes already known (the store keeps each entry's hash in its
-        row): an entry of ``leaf`` with ``old_hash`` (None: none) overwritten by ``new_hash``.
-        One pass up the leaf's path, both hashes folded in at once."""
-        x = int.from_bytes(new_hash, "big")
-        if old_hash is None:
-            self.entries += 1
-        else:
-            x ^= int.from_bytes(old_hash, "big")
-        for level in range(self.depth, -1, -1):
-            self.levels[level][leaf] ^= x
-            leaf //= self.fanout
-
     @classmethod
     def build(
         cls, pairs: Iterable[tuple[int, bytes]], fanout: int = FANOUT, depth: int = DEPTH

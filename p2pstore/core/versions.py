@@ -22,7 +22,6 @@ from .manifest import ManifestEntry, newer
 __all__ = [
     "KEEP",
     "NULL",
-    "SETTINGS_PREFIX",
     "VERSIONS_PREFIX",
     "VID",
     "archive_of",
@@ -36,8 +35,6 @@ __all__ = [
 ]
 
 VERSIONS_PREFIX = ".p2pstore/versions/"
-SETTINGS_PREFIX = ".p2pstore/versioning/"
-"""Where each folder's versioning setting lives (an empty entry whose meta holds it)."""
 KEEP = "p2p:keep"
 VID = "p2p:vid"
 NULL_MARK = "p2p:null"

@@ -31,15 +31,7 @@ import msgpack
 from ..core.keys import RESERVED_PREFIX, is_reserved
 from ..core.manifest import ManifestEntry, entry_hash, meta_pairs, newer
 from ..core.merkle import MerkleTree, leaf_of
-from ..core.versions import (
-    NULL,
-    SETTINGS_PREFIX,
-    archive_of,
-    base_of,
-    is_null_write,
-    version_id,
-    versions_prefix,
-)
+from ..core.versions import NULL, archive_of, base_of, is_null_write, version_id, versions_prefix
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -100,8 +92,6 @@ CHECKPOINT_INTERVAL = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 ENTRY_COLUMNS = "key, version, size, sha256, chunks, content_type, deleted, modified, meta, lengths"
 MAX_TEXT = "\U0010ffff"
-SETTINGS_CACHE_MAX = 10_000
-"""Folder settings cached at most (one per top-level folder a write named; past it, uncached)."""
 
 
 def pack_chunks(chunks: Iterable[str]) -> bytes:
@@ -210,8 +200,6 @@ class MetadataDB:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self.tree, self.tree_source = self._load_tree()
-        self._settings: dict[str, ManifestEntry | None] = {}
-        self._toggles: list[tuple[int, bytes | None, bytes]] = []  # (leaf, old hash, new hash)
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoint_wal, name="p2pstore-wal", daemon=True)
         self._checkpointer.start()
@@ -299,24 +287,6 @@ class MetadataDB:
     def get(self, key: str) -> ManifestEntry | None:
         rows = self._read(f"SELECT {ENTRY_COLUMNS} FROM files WHERE key = ?", (key,))
         return row_to_entry(rows[0]) if rows else None
-
-    def get_setting(self, key: str) -> ManifestEntry | None:
-        """The entry of a folder setting (a key under SETTINGS_PREFIX), cached: every write
-        reads its folder's, and they change rarely. The writer thread swaps in a new empty cache
-        after each commit that changed one, so a read that began before such a commit stores its
-        (maybe stale) answer in the dict it captured first, which is no longer looked at."""
-        cache = self._settings
-        if key in cache:
-            return cache[key]
-        entry = self.get(key)
-        if len(cache) < SETTINGS_CACHE_MAX:
-            cache[key] = entry
-        return entry
-
-    def _changed_keys(self, keys: Iterable[str]) -> None:
-        """After a commit (writer thread): forget cached settings if one of ``keys`` is one."""
-        if any(key.startswith(SETTINGS_PREFIX) for key in keys):
-            self._settings = {}
 
     def get_with_small(self, key: str) -> tuple[ManifestEntry | None, bool]:
         """The entry, and whether a small chunk named like the whole file's sha256 is stored
@@ -439,7 +409,6 @@ class MetadataDB:
         ``sums`` (chunk sha -> read sum) ride along: they are only ever a shortcut for reads."""
         results: list[list[tuple[ManifestEntry | None, ManifestEntry]]] = []
         conn = self._w
-        self._toggles = []  # the tree's updates, applied once the transaction committed
         with transaction(conn):
             self._forget_saved_tree(conn)
             if sums:
@@ -457,58 +426,43 @@ class MetadataDB:
                     conn.executemany("INSERT OR IGNORE INTO small_chunks (sha, data) VALUES (?, ?)", loose)
                 results.append(won)
         self._tree_saved = False
-        for leaf, old_hash, new_hash in self._toggles:  # committed: the tree follows (this is
-            self.tree.replace_hashed(leaf, old_hash, new_hash)  # the only writer thread)
-        for won in results:
-            self._changed_keys(new.key for _, new in won)
+        for won in results:  # committed: the tree follows (from this, the only writer thread)
+            for old, new in won:
+                self.tree.replace(old, new)
         return results
 
     def _apply_one(
-        self, entry: ManifestEntry, data: bytes | None, data_of: str | None = None
+        self, entry: ManifestEntry, data: bytes | None
     ) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
-        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row, or
-        ``data_of``: the key of the row whose inline bytes it takes (copied inside SQLite, never
-        through Python). Returns the (old, new) pairs that changed: the entry's own, and the kept
-        version of a superseded entry of a versioned folder (core/versions.py), in the same
-        transaction."""
+        """LWW-apply one entry; ``data``: a small file's bytes, stored inline in its row.
+        Returns the (old, new) pairs that changed: the entry's own, and the kept version
+        of a superseded entry of a versioned folder (core/versions.py), in the same transaction."""
         conn = self._w
         row = conn.execute(
-            f"SELECT {ENTRY_COLUMNS}, ehash, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
+            f"SELECT {ENTRY_COLUMNS}, {IS_INLINE} FROM files WHERE key = ?", (entry.key,)
         ).fetchone()
-        old = row_to_entry(row[:-2]) if row else None
+        old = row_to_entry(row[:-1]) if row else None
         keep = archive_of(old, entry)
         changed: list[tuple[ManifestEntry | None, ManifestEntry]] = []
         if keep is not None:  # the loser's bytes go with it when they live in its row
-            # (its stored hash is no use: it covers the key, which is another here)
             if keep.version == entry.version:
-                changed = self._apply_one(keep, data)
+                keep_data = data
+            elif row[-1]:
+                keep_data = conn.execute("SELECT data FROM files WHERE key = ?", (entry.key,)).fetchone()[0]
             else:
-                changed = self._apply_one(keep, None, entry.key if row[-1] else None)
+                keep_data = None
+            changed = self._apply_one(keep, keep_data)
         if not newer(old, entry):
             return changed
         if is_null_write(entry) and not is_reserved(entry.key):
             changed += self._replace_null(entry)
         if old and not old.deleted and not row[-1]:  # inline bytes hold no references
             self._adjust_refs(old.chunks, -1)
-        if not entry.deleted and data is None and data_of is None:
+        if not entry.deleted and data is None:
             self._adjust_refs(entry.chunks, +1)
-        leaf, new_hash = leaf_of(entry.key), entry_hash(entry)
-        if data_of is None:
-            sql = (
-                f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-            )
-            source: tuple = (data,)
-        else:
-            # a scalar subquery: INSERT ... SELECT from the same table goes through a temporary
-            # table (17 us against 12 us a row, measured)
-            sql = (
-                f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?, (SELECT data FROM files WHERE key = ?))"
-            )
-            source = (data_of,)
         conn.execute(
-            sql,
+            f"INSERT OR REPLACE INTO files ({ENTRY_COLUMNS}, leaf, ehash, data)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 entry.key,
                 entry.version,
@@ -520,13 +474,11 @@ class MetadataDB:
                 entry.modified,
                 pack_meta(entry.meta),
                 pack_lengths(entry.lengths),
-                leaf,
-                new_hash,
-                *source,
+                leaf_of(entry.key),
+                entry_hash(entry),
+                data,
             ),
         )
-        # the tree update, once committed: the old row's stored hash, the new one computed once
-        self._toggles.append((leaf, row[-2] if row else None, new_hash))
         return [(old, entry), *changed]
 
     def _replace_null(self, entry: ManifestEntry) -> list[tuple[ManifestEntry | None, ManifestEntry]]:
@@ -682,7 +634,6 @@ class MetadataDB:
         self._tree_saved = False
         for t in purged:
             self.tree.remove(t)
-        self._changed_keys(t.key for t in purged)
         return purged
 
     def tombstones_before(self, modified: float, limit: int = 10_000) -> list[ManifestEntry]:
