@@ -133,6 +133,9 @@ def start(
     scrub_chunk_rate: Annotated[
         float | None, typer.Option(help="Chunks/s the scrubber checks at most; 0 = only --scrub-rate.")
     ] = None,
+    gc_scan_rate: Annotated[
+        float | None, typer.Option(help="Chunk names/s the orphan-chunk scan checks; 0 = unpaced.")
+    ] = None,
     fsync: Annotated[Fsync | None, typer.Option(help="When to fsync writes.", show_default=False)] = None,
     read_lease: Annotated[
         float | None, typer.Option(help="Seconds a read lease runs (local reads); 0 = quorum reads.")
@@ -214,6 +217,7 @@ def start(
         "repair_rate": repair_rate,
         "scrub_rate": scrub_rate,
         "scrub_chunk_rate": scrub_chunk_rate,
+        "gc_scan_rate": gc_scan_rate,
         "fsync": fsync.value if fsync else None,
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,

@@ -48,6 +48,7 @@ class NodeConfig:
     repair_rate: float = 0.0  # bytes/s for re-sync; 0 = unthrottled
     scrub_rate: float = 16 * 1024 * 1024  # bytes/s the scrubber reads
     scrub_chunk_rate: float = 20.0  # chunks/s the scrubber checks at most; 0 = only scrub_rate limits
+    gc_scan_rate: float = 200.0  # chunk names/s the orphan scan checks; 0 = a whole walk per round
     fsync: str = "always"  # always | batch | never
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
@@ -112,6 +113,8 @@ class NodeConfig:
             raise ValueError("header_timeout and body_timeout must be 1..3600 seconds")
         if self.min_body_rate < 0 or self.max_uploads_per_client < 0:
             raise ValueError("min_body_rate and max_uploads_per_client must be 0 or more")
+        if self.gc_scan_rate < 0:
+            raise ValueError("gc_scan_rate must be 0 (unpaced) or more")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
         if not 0 <= self.s3_port < 65536 or (self.s3_port and self.s3_port == self.port):

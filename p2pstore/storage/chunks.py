@@ -188,6 +188,24 @@ class ChunkStore:
                     if is_sha256_hex(f.name):
                         yield f.name
 
+    def names_after(self, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` chunk file names after ``after``, in name order: one page of a walk
+        over every chunk file that keeps only its cursor (the orphan scan), never all names."""
+        try:
+            subs = sorted(e.name for e in os.scandir(self.chunk_dir) if e.is_dir() and e.name >= after[:2])
+        except FileNotFoundError:
+            return []
+        out: list[str] = []
+        for sub in subs:
+            try:
+                names = os.listdir(self.chunk_dir / sub)
+            except FileNotFoundError:
+                continue
+            out += sorted(n for n in names if n > after and is_sha256_hex(n))[: limit - len(out)]
+            if len(out) >= limit:
+                break
+        return out
+
     def disk_usage(self) -> dict[str, int]:
         usage = shutil.disk_usage(self.root)
         return {"total": usage.total, "used": usage.used, "free": usage.free}

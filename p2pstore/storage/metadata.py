@@ -574,6 +574,27 @@ class MetadataDB:
         their rows)."""
         return [r[0] for r in self._read("SELECT sha FROM small_chunks")]
 
+    def loose_small_chunks_after(self, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` names of chunks stored by name after ``after``, in order (a page of
+        the orphan scan)."""
+        rows = self._read("SELECT sha FROM small_chunks WHERE sha > ? ORDER BY sha LIMIT ?", (after, limit))
+        return [r[0] for r in rows]
+
+    def referenced_among(self, shas: list[str]) -> set[str]:
+        """Which of ``shas`` some entry references (a seek per name, so a page of the orphan
+        scan costs the same at 100 or 1,000,000 chunks)."""
+        found: set[str] = set()
+        for i in range(0, len(shas), 500):
+            part = shas[i : i + 500]
+            sql = f"SELECT sha FROM chunk_refs WHERE refs > 0 AND sha IN ({','.join('?' * len(part))})"
+            found.update(r[0] for r in self._read(sql, tuple(part)))
+        return found
+
+    def inline_holders(self, sha: str) -> list[str]:
+        """Keys of the rows holding chunk ``sha``'s bytes inline (the inline index)."""
+        rows = self._read("SELECT key FROM files WHERE sha256 = ? AND data IS NOT NULL", (sha,))
+        return [r[0] for r in rows]
+
     def has_loose_small_chunk(self, sha: str) -> bool:
         return bool(self._read("SELECT 1 FROM small_chunks WHERE sha = ?", (sha,)))
 

@@ -40,6 +40,7 @@ SMALL_CHUNK = 64 * 1024  # chunks up to this size live in SQLite: one fsync with
 LOW_SPACE = 256 * 1024 * 1024  # free bytes above the limit below which space is reclaimed at once
 FEED_BYTES = 1024 * 1024  # an upload's pieces go to disk in batches of about this much
 REMEMBERED_SUMS = 10_000  # read sums waiting for the next commit to be recorded (at most)
+ORPHAN_PAGE = 5000  # chunk names per page of a whole orphan walk (collect_garbage(full=True))
 
 
 @dataclass
@@ -467,11 +468,39 @@ class LocalStore:
         """Delete chunks no entry references that nobody touched for ``min_age`` seconds.
 
         Usually only chunks whose reference count fell to zero are looked at, which costs the
-        same with 100 or 100,000 files; ``full`` also scans every chunk file and small chunk for
-        orphans a crash left behind. Candidates are found without blocking writes: the exclusive
-        lock is held only to re-check and delete them.
+        same with 100 or 100,000 files; ``full`` also walks every chunk file and small chunk
+        for orphans a crash left behind, page by page (``orphan_page``; the node's housekeeping
+        walks them paced instead, a page per round). Candidates are found without blocking
+        writes: the exclusive lock is held only to re-check and delete them.
         """
-        candidates = await self.in_io(self._gc_candidates, full)
+        candidates = set(await self.in_io(self.db.unreferenced_chunks))
+        after: str | None = ""
+        while full and after is not None:
+            orphans, _, after = await self.in_io(self.orphan_page, after, ORPHAN_PAGE)
+            candidates.update(orphans)
+        return await self._collect(sorted(candidates), min_age)
+
+    async def collect_orphans(self, min_age: float, after: str, limit: int) -> tuple[int, int, str | None]:
+        """One page of the orphan walk: delete the unreferenced chunks among the next ``limit``
+        names after ``after``; return (deleted, names checked, the next cursor or None at the
+        end)."""
+        orphans, checked, nxt = await self.in_io(self.orphan_page, after, limit)
+        return await self._collect(orphans, min_age), checked, nxt
+
+    def orphan_page(self, after: str, limit: int) -> tuple[list[str], int, str | None]:
+        """The chunks stored by name (chunk files, rows of ``small_chunks``) among the next
+        ``limit`` names after ``after`` that no entry references, how many names were
+        checked, and where the next page starts (None: the walk is done). Only a page of names
+        is ever in memory; each is checked by a seek in ``chunk_refs``."""
+        files = self.chunks.names_after(after, limit)
+        small = self.db.loose_small_chunks_after(after, limit)
+        full_pages = [page[-1] for page in (files, small) if len(page) >= limit]
+        end = min(full_pages) if full_pages else None
+        names = sorted({n for n in (*files, *small) if end is None or n <= end})
+        referenced = self.db.referenced_among(names)
+        return [n for n in names if n not in referenced], len(names), end
+
+    async def _collect(self, candidates: list[str], min_age: float) -> int:
         if not candidates:
             return 0
         async with self.gc_lock.exclusive():
@@ -481,14 +510,6 @@ class LocalStore:
         if files:
             log.info("garbage collection removed %d unreferenced chunk files", files)
         return files + len(small)
-
-    def _gc_candidates(self, full: bool) -> list[str]:
-        candidates = set(self.db.unreferenced_chunks())
-        if full:
-            referenced = self.db.referenced_chunks()
-            candidates.update(sha for sha in self.chunks.iter_shas() if sha not in referenced)
-            candidates.update(sha for sha in self.db.loose_small_chunk_shas() if sha not in referenced)
-        return sorted(candidates)
 
     def _delete_unreferenced(self, candidates: list[str], cutoff: float) -> tuple[int, list[str]]:
         """Under the exclusive GC lock: delete old unreferenced chunk files, name the small
@@ -518,6 +539,17 @@ class LocalStore:
             await self.in_db(self.db.drop_small_chunks, shas)
             await self.in_db(self.db.delete_chunk_sums, shas)
         return len(shas)
+
+    async def drop_chunks_where(self, decide: Callable[[], Iterable[str]]) -> list[str]:
+        """``drop_chunks`` of the chunks ``decide`` picks (in the I/O thread) under the same
+        exclusive GC lock: no commit adds a reference between the choice and the deletion."""
+        async with self.gc_lock.exclusive():
+            shas = list(await self.in_io(decide))
+            if shas:
+                await self.in_io(lambda: [self.chunks.delete(s) for s in shas])
+                await self.in_db(self.db.drop_small_chunks, shas)
+                await self.in_db(self.db.delete_chunk_sums, shas)
+        return shas
 
     async def apply_entries(
         self,
