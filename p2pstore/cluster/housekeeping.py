@@ -160,8 +160,8 @@ class Housekeeper(BackgroundLoop):
         done = [e for e in batch if e.key in confirmed]
         if done:
             dropped = await self.store.drop_chunks_where(lambda: self._droppable(done, shared))
+            self.handed_off_files += len(done)
             if dropped:
-                self.handed_off_files += len(done)
                 self.handed_off_chunks += len(dropped)
                 log.info("handoff: dropped %d chunks of %d files now held by their owners",
                          len(dropped), len(done))  # fmt: skip

@@ -478,14 +478,14 @@ class LocalStore:
         while full and after is not None:
             orphans, _, after = await self.in_io(self.orphan_page, after, ORPHAN_PAGE)
             candidates.update(orphans)
-        return await self._collect(sorted(candidates), min_age)
+        return await self.delete_unreferenced(sorted(candidates), min_age)
 
     async def collect_orphans(self, min_age: float, after: str, limit: int) -> tuple[int, int, str | None]:
         """One page of the orphan walk: delete the unreferenced chunks among the next ``limit``
         names after ``after``; return (deleted, names checked, the next cursor or None at the
         end)."""
         orphans, checked, nxt = await self.in_io(self.orphan_page, after, limit)
-        return await self._collect(orphans, min_age), checked, nxt
+        return await self.delete_unreferenced(orphans, min_age), checked, nxt
 
     def orphan_page(self, after: str, limit: int) -> tuple[list[str], int, str | None]:
         """The chunks stored by name (chunk files, rows of ``small_chunks``) among the next
@@ -494,13 +494,17 @@ class LocalStore:
         is ever in memory; each is checked by a seek in ``chunk_refs``."""
         files = self.chunks.names_after(after, limit)
         small = self.db.loose_small_chunks_after(after, limit)
-        full_pages = [page[-1] for page in (files, small) if len(page) >= limit]
-        end = min(full_pages) if full_pages else None
-        names = sorted({n for n in (*files, *small) if end is None or n <= end})
+        # Each source's page holds its first ``limit`` names, so the first ``limit`` of both
+        # together are exactly the next ``limit`` names: none is skipped, none seen twice.
+        names = sorted({*files, *small})[:limit]
+        end = names[-1] if len(names) >= limit else None
         referenced = self.db.referenced_among(names)
         return [n for n in names if n not in referenced], len(names), end
 
-    async def _collect(self, candidates: list[str], min_age: float) -> int:
+    async def delete_unreferenced(self, candidates: list[str], min_age: float) -> int:
+        """Delete those of ``candidates`` still unreferenced and untouched for ``min_age``
+        seconds, re-checked under the exclusive GC lock (a commit referencing one meanwhile
+        keeps it); returns how many went."""
         if not candidates:
             return 0
         async with self.gc_lock.exclusive():
