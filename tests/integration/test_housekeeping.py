@@ -138,9 +138,9 @@ def test_long_dead_node_is_replaced_then_surplus_removed(node_factory) -> None:
 
 
 async def test_the_first_orphan_scan_waits_while_clients_are_served(node_factory) -> None:
-    """A crash can leave a chunk file no entry references; the full scan that finds such files
-    reads every chunk name and every reference, so after a start it waits for a moment without
-    client requests instead of competing with them (at 100,000 files: ~3 % of the nodes' time)."""
+    """A crash can leave a chunk file no entry references; the walk over every chunk name that
+    finds such files pauses while clients are served (up to a minute at a time) instead of
+    competing with them, and collects it once they pause."""
     node = node_factory(1, fsync="never", gossip_interval=PERIOD, tombstone_grace=1)[0]
     node.terminate()
     orphan = b"left behind by a crash" * 100
