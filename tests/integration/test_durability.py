@@ -213,7 +213,7 @@ async def test_concurrent_large_transfers_through_one_node_keep_its_memory_bound
     """Four 32 MiB PUTs at once, then eight 32 MiB GETs at once, all through node 0: its peak
     resident set grows by a bounded amount, not by a chunk buffer or two per transfer (the
     node-wide read budget, 1 MiB read pieces and glibc's arenas kept few: server.tune_malloc).
-    Before those, the same GETs took node 0 from ~60 to ~150 MiB."""
+    Before those, the same GETs grew it by ~110 MiB."""
     nodes = node_factory(3, fsync="never")
     gateway = nodes[0]
     size, files, readers = 32 * MiB, 4, 8
@@ -244,5 +244,5 @@ async def test_concurrent_large_transfers_through_one_node_keep_its_memory_bound
     grown = {"put": (put_peak - ready_kib) / 1024, "get": (get_peak - before_gets) / 1024}
     print(f"gateway RSS {ready_kib / 1024:.1f} MiB when warm, {before_gets / 1024:.1f} before the GETs; "
           f"peak growth {grown} MiB")
-    assert grown["get"] < 56, grown  # 32 MiB of read buffers (the budget) plus their slack
-    assert grown["put"] < 80, grown
+    assert grown["get"] < 48, grown  # 32 MiB of read buffers (the budget) plus their slack
+    assert grown["put"] < 64, grown
