@@ -165,11 +165,11 @@ class ChunkStore:
         pieces: list[bytes] = []
         fast = new_read_sum()
         with open(self.file(sha), "rb", buffering=0) as fh:
-            while block := fh.read(piece):
+            left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
+            while left > 0 and (block := fh.read(min(piece, left))):
                 fast.update(block)
                 pieces.append(block)
-                if len(block) < piece:  # the end: no read that only finds it
-                    break
+                left -= len(block)
         if known_sum is not None and fast.digest() == known_sum:
             return pieces, None
         digest = hashlib.sha256()
