@@ -226,7 +226,7 @@ def install_uvloop() -> None:
 # matching MALLOC_*_ environment variable (glibc reads those itself at start).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 MALLOC_SETTINGS = (
-    (M_ARENA_MAX, 2, "MALLOC_ARENA_MAX"),
+    (M_ARENA_MAX, 1, "MALLOC_ARENA_MAX"),
     (M_MMAP_THRESHOLD, 2 << 20, "MALLOC_MMAP_THRESHOLD_"),
     (M_TRIM_THRESHOLD, 4 << 20, "MALLOC_TRIM_THRESHOLD_"),
 )
@@ -239,10 +239,12 @@ def tune_malloc() -> list[str]:
     after a large block is freed it raises its mmap threshold (up to 32 MiB), so later multi-MiB
     chunk buffers come from those arenas and stay resident there after they are freed: four
     concurrent 64 MiB GETs left a node at 150-200 MiB peak and ~100 MiB after.
-    Two arenas, blocks of 2 MiB and more always mmapped (returned to the system when freed), and
-    a heap trimmed above 4 MiB free keep the resident set near what is in use, while 1 MiB
-    pieces, the common buffer size, are reused from the heap without page faults
-    (docs/benchmarks.md, "Memory"). A no-op where the C library is not glibc."""
+    One arena (the GIL serialises nearly all allocation anyway), blocks of 2 MiB and more always
+    mmapped (returned to the system when freed), and a heap trimmed above 4 MiB free keep the
+    resident set near what is in use: memory an upload's pieces used (allocated by the event
+    loop's thread) is reused by the next GET's pieces (read by an I/O thread) instead of sitting
+    in another arena, and 1 MiB pieces, the common buffer size, are reused from the heap without
+    page faults (docs/benchmarks.md, "Memory"). A no-op where the C library is not glibc."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else None
