@@ -241,6 +241,13 @@ async def test_concurrent_large_transfers_through_one_node_keep_its_memory_bound
         got = await asyncio.gather(*(get(i) for i in range(readers)))
         get_peak = rss_kib(gateway.proc.pid, "VmHWM")
     assert got == [unique_sha256(size, i % files) for i in range(readers)]
+
+    def buffers_returned() -> dict | None:
+        buffers = gateway.get_json("/status")["replication"]["read_buffers"]
+        return buffers if buffers["held"] == 0 else None
+
+    budget = wait_for(buffers_returned, 10, message="every read buffer given back")
+    assert 0 < budget["peak"] <= budget["limit"] and budget["overdrafts"] == 0, budget
     grown = {"put": (put_peak - ready_kib) / 1024, "get": (get_peak - before_gets) / 1024}
     print(f"gateway RSS {ready_kib / 1024:.1f} MiB when warm, {before_gets / 1024:.1f} before the GETs; "
           f"peak growth {grown} MiB")
