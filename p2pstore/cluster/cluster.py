@@ -74,7 +74,7 @@ class Cluster:
         self.announcer = EntryAnnouncer(peers, spawn, self.antientropy.apply_remote_entries)
         self.reads = ReadCoordinator(
             node_id, store, peers, self.leases, self.antientropy, self.fetcher, self.background,
-            cfg.write_quorum, cfg.chunk_size, ByteBudget(cfg.read_buffer_bytes),
+            cfg.write_quorum, cfg.chunk_size, ByteBudget(max(cfg.read_buffer_bytes, 2 * cfg.chunk_size)),
         )  # fmt: skip
         self.writes = WriteCoordinator(
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,
