@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.support.http import generated_body, generated_sha256
-from tests.support.processes import NodeProcess, wait_for
+from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
 
@@ -248,6 +248,7 @@ async def test_concurrent_large_transfers_through_one_node_keep_its_memory_bound
 
     budget = wait_for(buffers_returned, 10, message="every read buffer given back")
     assert 0 < budget["peak"] <= budget["limit"] and budget["overdrafts"] == 0, budget
+    assert metric(gateway, "p2pstore_read_buffer_bytes") == 0
     grown = {"put": (put_peak - ready_kib) / 1024, "get": (get_peak - before_gets) / 1024}
     print(f"gateway RSS {ready_kib / 1024:.1f} MiB when warm, {before_gets / 1024:.1f} before the GETs; "
           f"peak growth {grown} MiB")
