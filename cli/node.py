@@ -144,6 +144,9 @@ def start(
         CacheWritten | None,
         typer.Option(help="Whose written chunk files stay in the page cache.", show_default=False),
     ] = None,
+    read_buffer_bytes: Annotated[
+        int | None, _size_option("Chunk buffers all reads through this node hold at once (read-ahead waits).")
+    ] = None,
     stall_timeout: Annotated[
         float | None,
         typer.Option(help="Seconds a replica may stall a write or a chunk transfer before it is dropped."),
@@ -221,6 +224,7 @@ def start(
         "fsync": fsync.value if fsync else None,
         "read_lease": read_lease,
         "cache_written": cache_written.value if cache_written else None,
+        "read_buffer_bytes": read_buffer_bytes,
         "stall_timeout": stall_timeout,
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,

@@ -52,6 +52,7 @@ class NodeConfig:
     fsync: str = "always"  # always | batch | never
     read_lease: float = 2.0  # seconds a read lease runs; 0 = every GET asks a read quorum
     cache_written: str = "gateway"  # gateway | all: whose written chunk files stay in the page cache
+    read_buffer_bytes: int = 32 * 1024 * 1024  # chunk buffers all reads through this node hold at once
     stall_timeout: float = 3.0  # seconds a replica may stop reading a write or sending a chunk
     header_timeout: float = 20.0  # seconds a client may take to send a request head
     body_timeout: float = 30.0  # window over which a request body must keep min_body_rate
@@ -107,6 +108,8 @@ class NodeConfig:
             raise ValueError("fsync must be one of always, batch, never")
         if self.cache_written not in ("gateway", "all"):
             raise ValueError("cache_written must be gateway or all")
+        if self.read_buffer_bytes < 1024 * 1024:
+            raise ValueError("read_buffer_bytes must be at least 1 MiB (1048576)")
         if not 0.1 <= self.stall_timeout <= 600:
             raise ValueError("stall_timeout must be 0.1..600 seconds")
         if not 1 <= self.header_timeout <= 3600 or not 1 <= self.body_timeout <= 3600:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import gc
 import logging
+import os
 import resource
 import signal
 import sys
@@ -219,6 +222,44 @@ def install_uvloop() -> None:
     http_writer.SKIP_WRITELINES = False  # not public API: aiohttp is pinned in pyproject.toml
 
 
+# glibc mallopt() parameters (malloc.h) and the values a node sets, each unless the user set the
+# matching MALLOC_*_ environment variable (glibc reads those itself at start).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+MALLOC_SETTINGS = (
+    (M_ARENA_MAX, 1, "MALLOC_ARENA_MAX"),
+    (M_MMAP_THRESHOLD, 2 << 20, "MALLOC_MMAP_THRESHOLD_"),
+    (M_TRIM_THRESHOLD, 4 << 20, "MALLOC_TRIM_THRESHOLD_"),
+)
+
+
+def tune_malloc() -> list[str]:
+    """Keep glibc's allocator from holding memory the node no longer uses; returns what was set.
+
+    By default glibc gives each thread that allocates its own arena (up to 8 per core), and
+    after a large block is freed it raises its mmap threshold (up to 32 MiB), so later multi-MiB
+    chunk buffers come from those arenas and stay resident there after they are freed: four
+    concurrent 64 MiB GETs left a node at 150-200 MiB peak and ~100 MiB after.
+    One arena (the GIL serialises nearly all allocation anyway), blocks of 2 MiB and more always
+    mmapped (returned to the system when freed), and a heap trimmed above 4 MiB free keep the
+    resident set near what is in use: memory an upload's pieces used (allocated by the event
+    loop's thread) is reused by the next GET's pieces (read by an I/O thread) instead of sitting
+    in another arena, and 1 MiB pieces, the common buffer size, are reused from the heap without
+    page faults (docs/benchmarks.md, "Memory"). A no-op where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return []
+    if mallopt is None:
+        return []
+    done = []
+    for param, value, env in MALLOC_SETTINGS:
+        if env not in os.environ and mallopt(param, value) == 1:
+            done.append(f"{env.rstrip('_')}={value}")
+    return done
+
+
 def raise_open_file_limit() -> None:
     """Raise this process's soft limit of open files to the hard limit: every client connection,
     peer stream and chunk file is a descriptor, and a soft limit of 1,024 lets a thousand idle
@@ -234,6 +275,7 @@ def raise_open_file_limit() -> None:
 def run_node(cfg: NodeConfig) -> None:
     """Blocking entry point used by ``p2pstore node start``."""
     setup_logging(cfg.log_level)
+    tune_malloc()  # before any worker thread exists: arenas are made per thread
     raise_open_file_limit()
     install_uvloop()
 

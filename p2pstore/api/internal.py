@@ -448,15 +448,32 @@ async def stage(request: web.Request) -> web.Response:
     return reply(await get_node(request).cluster.replica.stage(upload, body()))
 
 
-async def chunk(request: web.Request) -> web.Response:
+async def chunk(request: web.Request) -> web.StreamResponse:
+    """A verified chunk for a peer, sent in 1 MiB pieces that are freed as they go out, its
+    buffers counted in the node's read budget like a GET's (cluster/budget.py)."""
     sha = request.match_info["sha"]
     if not is_sha256_hex(sha):
         raise BadRequest("bad chunk name")
+    node = get_node(request)
+    budget, length = node.cluster.reads.budget, node.store.chunk_length(sha) or 0
+    await budget.acquire(length)
     try:
-        data = await get_node(request).store.read_chunk(sha)
-    except FileNotFoundError as exc:
-        raise NotFound(f"chunk {sha[:12]} not on this node") from exc
-    return web.Response(body=data, content_type="application/octet-stream")
+        try:
+            pieces = await node.store.read_chunk_pieces(sha)
+        except FileNotFoundError as exc:
+            raise NotFound(f"chunk {sha[:12]} not on this node") from exc
+        if len(pieces) == 1:
+            return web.Response(body=pieces[0], content_type="application/octet-stream")
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = sum(len(p) for p in pieces)
+        await resp.prepare(request)
+        pieces.reverse()
+        while pieces:
+            await resp.write(pieces.pop())
+        await resp.write_eof()
+        return resp
+    finally:
+        budget.release(length)
 
 
 async def close_rpc_sessions(app: web.Application) -> None:

@@ -61,6 +61,7 @@ def status_json(node: Node) -> dict[str, Any]:
             "bad_copies_reported": cluster.fetcher.bad_copies_reported,
             "read_repairs_pushed": cluster.reads.read_repairs_pushed,
             "announced": cluster.announcer.stats(),
+            "read_buffers": cluster.reads.budget.stats(),
         },
         "manifest": {  # equal roots on two nodes: equal manifests (anti-entropy's first check)
             "root": node.store.merkle().root().hex(),

@@ -26,6 +26,7 @@ from .admin import Admin
 from .announce import EntryAnnouncer
 from .antientropy import AntiEntropy
 from .background import Background
+from .budget import ByteBudget
 from .compose import Composer, ComposeReplica
 from .gossip import Gossip
 from .housekeeping import Housekeeper
@@ -73,7 +74,7 @@ class Cluster:
         self.announcer = EntryAnnouncer(peers, spawn, self.antientropy.apply_remote_entries)
         self.reads = ReadCoordinator(
             node_id, store, peers, self.leases, self.antientropy, self.fetcher, self.background,
-            cfg.write_quorum, cfg.chunk_size,
+            cfg.write_quorum, cfg.chunk_size, ByteBudget(max(cfg.read_buffer_bytes, 2 * cfg.chunk_size)),
         )  # fmt: skip
         self.writes = WriteCoordinator(
             cfg, store, new_version, peers, self.replica, self.reads, self.leases, self.announcer,

@@ -19,6 +19,7 @@ from ..errors import CorruptData, NotFound, StoreError, Unavailable
 from ..storage.store import LocalStore
 from .antientropy import AntiEntropy
 from .background import Background
+from .budget import ByteBudget
 from .leases import Leases
 from .peers import Peers
 from .replica import view_of
@@ -28,6 +29,7 @@ log = logging.getLogger("p2pstore.reads")
 
 LOOKUP_TIMEOUT = 2.0
 OWN_COMMIT_WAIT = 2.0  # seconds a read waits for this coordinator's own commit of a write it just acked
+READ_BUDGET = 32 << 20  # bytes of chunk buffers all reads through a node hold at once (read-ahead included)
 READ_REPAIR_DELAY = 0.5  # seconds before a read pushes the newest entry to replicas found behind
 
 
@@ -74,18 +76,36 @@ class ChunkFetcher:
         self.bad_copies_reported = 0
 
     async def fetch(self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True) -> bytes:
+        """The chunk's verified bytes in one object (repair and compose write it whole)."""
+        pieces = await self.fetch_pieces(sha, holders, bad, count_bad, whole=True)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    async def fetch_pieces(
+        self, sha: str, holders: list[str], bad: set[str], count_bad: bool = True, whole: bool = False
+    ) -> list[bytes]:
+        """The chunk's bytes, every one verified, as pieces of at most 1 MiB (one piece when
+        ``whole``): a GET sends and frees them one by one."""
         reasons: list[str] = []
         for node_id in holders:
             if node_id in bad:
                 continue
             try:
                 if node_id == self.me:
-                    return await self.store.read_chunk(sha)
+                    if whole:
+                        return [await self.store.read_chunk(sha)]
+                    return await self.store.read_chunk_pieces(sha)
                 address = self.peers.address(node_id)
-                data = await self.peers.transport.get_bytes(address, f"/chunk/{sha}", self.idle)
-                if hashlib.sha256(data).hexdigest() != sha:
+                transport = self.peers.transport
+                if whole:
+                    pieces = [await transport.get_bytes(address, f"/chunk/{sha}", self.idle)]
+                else:
+                    pieces = await transport.get_pieces(address, f"/chunk/{sha}", self.idle)
+                digest = hashlib.sha256()
+                for piece in pieces:
+                    digest.update(piece)
+                if digest.hexdigest() != sha:
                     raise CorruptData(f"chunk {sha[:12]} from {node_id} failed verification")
-                return data
+                return pieces
             except (PeerError, StoreError, OSError) as exc:
                 bad.add(node_id)
                 if count_bad:
@@ -103,6 +123,7 @@ class ReadCoordinator:
     def __init__(
         self, me: str, store: LocalStore, peers: Peers, leases: Leases, antientropy: AntiEntropy,
         fetcher: ChunkFetcher, background: Background, write_quorum: int, chunk_size: int,
+        budget: ByteBudget | None = None,
     ) -> None:  # fmt: skip
         self.me = me
         self.store = store
@@ -113,6 +134,7 @@ class ReadCoordinator:
         self.background = background
         self.write_quorum = write_quorum
         self.chunk_size = chunk_size
+        self.budget = budget or ByteBudget(READ_BUDGET)  # chunk buffers of every read through this node
         self.read_repairs_pushed = 0  # newest entries sent to replicas a read found behind
         self.own_commits: dict[str, asyncio.Task] = {}  # key -> this node's own commit, running
         self._pushing: set[str] = set()  # versions with a read repair pending (one push each)
@@ -285,19 +307,36 @@ class ReadCoordinator:
                     yield data[max(0, start - offset) : min(len(data), end - offset)]
                 offset += len(data)
             return
-        wanted = [(sha, off) for sha, off, length in spans if off + length > start and off < end]
-        if not wanted:
-            return
-        nxt = asyncio.ensure_future(fetch(wanted[0][0], resolved.holders, bad))
+        wanted = [(sha, off, length) for sha, off, length in spans if off + length > start and off < end]
+        budget, holders = self.budget, resolved.holders
+        held = 0  # bytes of the budget this read holds: its chunk in hand plus the one read ahead
+        ahead: asyncio.Future[list[bytes]] | None = None
         try:
-            for i, (_sha, offset) in enumerate(wanted):
-                data = await nxt
-                if i + 1 < len(wanted):
-                    nxt = asyncio.ensure_future(fetch(wanted[i + 1][0], resolved.holders, bad))
-                yield data[max(0, start - offset) : min(len(data), end - offset)]
+            for i, (sha, offset, length) in enumerate(wanted):
+                if ahead is None:  # nothing read ahead: wait for room, holding nothing
+                    await budget.acquire(length)
+                    held += length
+                    pieces = await self.fetcher.fetch_pieces(sha, holders, bad)
+                else:
+                    pieces, ahead = await ahead, None
+                if i + 1 < len(wanted) and budget.try_acquire(nxt := wanted[i + 1][2]):
+                    held += nxt  # read ahead while this chunk is sent, when the budget has room
+                    ahead = asyncio.ensure_future(self.fetcher.fetch_pieces(wanted[i + 1][0], holders, bad))
+                pieces.reverse()  # popped from the end: each piece is freed once it is sent
+                pos = offset
+                while pieces:
+                    piece = pieces.pop()
+                    lo, hi = max(0, start - pos), min(len(piece), end - pos)
+                    pos += len(piece)
+                    if hi > lo:
+                        yield piece if (lo, hi) == (0, len(piece)) else piece[lo:hi]
+                    del piece
+                budget.release(length)
+                held -= length
         finally:
-            if not nxt.done():
-                nxt.cancel()
+            if ahead is not None and not ahead.done():
+                ahead.cancel()
+            budget.release(held)
 
 
 def chunk_spans(

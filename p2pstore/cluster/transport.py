@@ -11,6 +11,7 @@ version with 426.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -177,6 +178,31 @@ class Transport:
                     raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)
                 return body
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
+
+    async def get_pieces(
+        self, address: str, path: str, idle: float = 60.0, piece: int = 1 << 20
+    ) -> list[bytes]:
+        """``get_bytes``, the body as pieces of at most ``piece`` bytes: a multi-MiB chunk is
+        not gathered in the reader's buffer and then copied into one object (twice its size
+        held at once), and a caller sending the pieces on frees each as it goes."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(idle, 5.0), sock_read=idle)
+        try:
+            signed = self.auth("GET", address, INTERNAL_PREFIX + path)
+            async with self.session.get(self.url(address, path), timeout=timeout, headers=signed) as resp:
+                if resp.status != 200:
+                    body = await resp.read()
+                    raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)
+                left = resp.content_length
+                if left is None:
+                    return [await resp.read()]
+                pieces = []
+                while left > 0:
+                    block = await resp.content.readexactly(min(piece, left))
+                    pieces.append(block)
+                    left -= len(block)
+                return pieces
+        except (TimeoutError, aiohttp.ClientError, OSError, asyncio.IncompleteReadError) as exc:
             raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
 
     async def put_stream(

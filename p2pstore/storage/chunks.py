@@ -27,6 +27,8 @@ from ..errors import CorruptData
 
 log = logging.getLogger(__name__)
 
+READ_PIECE = 1 << 20  # bytes per piece when a chunk is read to be sent
+
 HEX = set("0123456789abcdef")
 
 
@@ -152,6 +154,30 @@ class ChunkStore:
         if hashlib.sha256(data).hexdigest() != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return data, read_sum(data)
+
+    def read_pieces(
+        self, sha: str, known_sum: bytes | None = None, piece: int = READ_PIECE
+    ) -> tuple[list[bytes], bytes | None]:
+        """``read``, but the bytes come as pieces of at most ``piece`` bytes, all verified
+        before any is returned. A reader that sends them one by one frees each as it goes
+        instead of holding the whole chunk until its last byte is out, and 1 MiB buffers are
+        reused by the allocator where 4 MiB ones are mapped and unmapped each time."""
+        pieces: list[bytes] = []
+        fast = new_read_sum()
+        with open(self.file(sha), "rb", buffering=0) as fh:
+            left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
+            while left > 0 and (block := fh.read(min(piece, left))):
+                fast.update(block)
+                pieces.append(block)
+                left -= len(block)
+        if known_sum is not None and fast.digest() == known_sum:
+            return pieces, None
+        digest = hashlib.sha256()
+        for block in pieces:
+            digest.update(block)
+        if digest.hexdigest() != sha:
+            raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
+        return pieces, fast.digest()
 
     def verify(self, sha: str) -> bytes | None:
         """The chunk's read sum when it exists and its bytes hash to its name (streamed, low

@@ -599,6 +599,21 @@ class LocalStore:
             self.committer.remember({sha: new_sum})
         return data
 
+    async def read_chunk_pieces(self, sha: str) -> list[bytes]:
+        """A verified chunk as pieces of at most 1 MiB (``ChunkStore.read_pieces``); raises as
+        ``read_chunk``."""
+        small, known_sum = self.db.chunk_source(sha)
+        if small is not None:
+            return [self.check_small_chunk(sha, small)]
+        try:
+            pieces, new_sum = await self.in_io(self.chunks.read_pieces, sha, known_sum)
+        except CorruptData:
+            self._found_corrupt(sha)
+            raise
+        if new_sum is not None:
+            self.committer.remember({sha: new_sum})
+        return pieces
+
     def check_small_chunk(self, sha: str, data: bytes) -> bytes:
         """A small chunk's bytes (read from SQLite) if they hash to ``sha``; raises CorruptData
         (counted) otherwise."""

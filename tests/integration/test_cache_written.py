@@ -113,13 +113,13 @@ async def test_a_read_right_after_a_write_waits_for_the_gateways_own_commit(
 
         node.cluster.replica.commit = slow_commit  # type: ignore[method-assign]
         local_reads: list[str] = []
-        read_chunk = node.store.read_chunk
+        read_chunk = node.store.read_chunk_pieces  # a GET reads a local chunk as pieces
 
-        async def counting_read_chunk(sha: str) -> bytes:
+        async def counting_read_chunk(sha: str) -> list[bytes]:
             local_reads.append(sha)
             return await read_chunk(sha)
 
-        node.store.read_chunk = counting_read_chunk  # type: ignore[method-assign]
+        node.store.read_chunk_pieces = counting_read_chunk  # type: ignore[method-assign]
         data = os.urandom(3 * MiB)
         async with aiohttp.ClientSession() as s:
             async with s.put(f"{cfg.url}/files/fresh", data=data) as r:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import socket
 import sqlite3
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.support.http import generated_body, generated_sha256
-from tests.support.processes import NodeProcess, wait_for
+from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
 
@@ -179,3 +180,77 @@ async def test_memory_stays_bounded_for_large_files(node_factory) -> None:
                 digest.update(piece)
     assert digest.hexdigest() == generated_sha256(size, seed=7)
     assert peak_rss_mib(node.proc.pid) < 150
+
+
+def rss_kib(pid: int, field: str) -> int:
+    """A ``kB`` line of /proc/<pid>/status: VmRSS (now) or VmHWM (peak since start or reset)."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+def unique_piece(seed: int, i: int, block: bytes) -> bytes:
+    """1 MiB piece ``i`` of file ``seed``: stamped, so no two chunks are equal (no dedup)."""
+    return f"{seed:08x}{i:08x}".encode() + block[16:]
+
+
+async def unique_body(size: int, seed: int):
+    block = random.Random(seed).randbytes(MiB)
+    for i in range(size // MiB):
+        yield unique_piece(seed, i, block)
+
+
+def unique_sha256(size: int, seed: int) -> str:
+    block, digest = random.Random(seed).randbytes(MiB), hashlib.sha256()
+    for i in range(size // MiB):
+        digest.update(unique_piece(seed, i, block))
+    return digest.hexdigest()
+
+
+async def test_concurrent_large_transfers_through_one_node_keep_its_memory_bounded(node_factory) -> None:
+    """Four 32 MiB PUTs at once, then eight 32 MiB GETs at once, all through node 0: its peak
+    resident set grows by a bounded amount, not by a chunk buffer or two per transfer (the
+    node-wide read budget, 1 MiB read pieces and glibc's arenas kept few: server.tune_malloc).
+    Before those, the same GETs grew it by ~110 MiB."""
+    nodes = node_factory(3, fsync="never")
+    gateway = nodes[0]
+    size, files, readers = 32 * MiB, 4, 8
+    async with aiohttp.ClientSession() as s:
+        await put(s, gateway, "warm", unique_body(4 * MiB, seed=99))  # first-use allocations
+        async with s.get(f"{gateway.url}/files/warm") as r:
+            assert r.status == 200 and len(await r.read()) == 4 * MiB
+        ready_kib = rss_kib(gateway.proc.pid, "VmRSS")
+        with open(f"/proc/{gateway.proc.pid}/clear_refs", "w") as fh:
+            fh.write("5")  # VmHWM now measures from here
+        await asyncio.gather(*(put(s, gateway, f"big{i}", unique_body(size, seed=i)) for i in range(files)))
+        put_peak = rss_kib(gateway.proc.pid, "VmHWM")
+
+        async def get(i: int) -> str:
+            digest = hashlib.sha256()
+            async with s.get(f"{gateway.url}/files/big{i % files}") as r:
+                assert r.status == 200
+                async for piece in r.content.iter_chunked(MiB):
+                    digest.update(piece)
+            return digest.hexdigest()
+
+        before_gets = rss_kib(gateway.proc.pid, "VmRSS")
+        with open(f"/proc/{gateway.proc.pid}/clear_refs", "w") as fh:
+            fh.write("5")
+        got = await asyncio.gather(*(get(i) for i in range(readers)))
+        get_peak = rss_kib(gateway.proc.pid, "VmHWM")
+    assert got == [unique_sha256(size, i % files) for i in range(readers)]
+
+    def buffers_returned() -> dict | None:
+        buffers = gateway.get_json("/status")["replication"]["read_buffers"]
+        return buffers if buffers["held"] == 0 else None
+
+    budget = wait_for(buffers_returned, 10, message="every read buffer given back")
+    assert 0 < budget["peak"] <= budget["limit"] and budget["overdrafts"] == 0, budget
+    assert metric(gateway, "p2pstore_read_buffer_bytes") == 0
+    grown = {"put": (put_peak - ready_kib) / 1024, "get": (get_peak - before_gets) / 1024}
+    print(f"gateway RSS {ready_kib / 1024:.1f} MiB when warm, {before_gets / 1024:.1f} before the GETs; "
+          f"peak growth {grown} MiB")
+    assert grown["get"] < 48, grown  # 32 MiB of read buffers (the budget) plus their slack
+    assert grown["put"] < 64, grown

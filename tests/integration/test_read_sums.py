@@ -294,3 +294,28 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
     # Nothing asked of SQLite on the loop but whether the bad small chunk is still there.
     assert len(on_loop) <= 1
     assert store.committer.sums == {mended_file: read_sum(files[0])}
+
+
+async def test_a_chunk_read_in_pieces_is_verified_whole_before_any_piece_is_given(tmp_path: Path) -> None:
+    """``read_chunk_pieces`` (what GETs and peers' chunk requests read): pieces of at most
+    1 MiB that join to the chunk; a flipped byte in the last piece refuses them all; a wrong
+    recorded sum is overruled by the sha256 and then corrected."""
+    store = LocalStore(tmp_path / "store", chunk_size=4 * 1024 * 1024, fsync="never")
+    try:
+        data = os.urandom(3 * 1024 * 1024 + 999)
+        sha = (await stored_file(store, "k", data)).chunks[0]
+        got = await store.read_chunk_pieces(sha)
+        assert len(got) == 4 and max(map(len, got)) == 1024 * 1024 and b"".join(got) == data
+        await store.in_db(store.db.apply_batch, [], {sha: b"\0" * 16})  # as if recorded wrongly
+        assert b"".join(await store.read_chunk_pieces(sha)) == data  # the sha256 decided
+        await stored_file(store, "other", os.urandom(100_000))  # the next commit records the right one
+        assert recorded_sum(store, sha) == read_sum(data)
+        path = Path(store.chunks.file(sha))
+        raw = bytearray(path.read_bytes())
+        raw[-3] ^= 0x01
+        path.write_bytes(bytes(raw))
+        with pytest.raises(CorruptData):
+            await store.read_chunk_pieces(sha)
+        assert store.stats.corrupt_chunks_found == 1
+    finally:
+        store.close()
