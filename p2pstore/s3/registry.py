@@ -96,8 +96,8 @@ class Registry:
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         reads = self.node.cluster.reads
-        try:
-            resolved = await reads.resolve(key)
+        try:  # a quorum read, which neither needs nor asks for read leases (cluster/reads.py)
+            resolved = await reads.resolve(key, lease=False)
         except NotFound:
             self._cache.pop(key, None)
             return None
