@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from .errors import S3Error
@@ -40,6 +40,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 _SPACES = re.compile(r"\s+")
 _RUN = re.compile(r"\s\s|[^\S ]")  # whitespace that trimming changes: a run, or not a plain space
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
 _BLOCK = 64  # SHA-256's block size, which HMAC pads its key to
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
@@ -59,14 +61,20 @@ class Request:
         return next((v for k, v in self.query if k == name), None)
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
+    """A credential's scope. A named tuple: hashed in C when it keys the signing-key cache."""
+
     date: str  # YYYYMMDD
     region: str
     service: str = SERVICE
 
     def __str__(self) -> str:
-        return f"{self.date}/{self.region}/{self.service}/{TERMINATOR}"
+        return _scope_text(self)
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_text(scope: Scope) -> str:
+    return f"{scope.date}/{scope.region}/{scope.service}/{TERMINATOR}"
 
 
 @dataclass(slots=True)
@@ -97,10 +105,14 @@ class Verified:
 # ---- the pieces of the algorithm ----
 def uri_encode(text: str, slash: bool = True) -> str:
     """S3's URI encoding: everything but unreserved characters (and '/' in paths) as %XX of UTF-8."""
+    if (_UNRESERVED if slash else _UNRESERVED_PATH).fullmatch(text):
+        return text  # the usual key: nothing to encode
     return quote(text, safe="-_.~" if slash else "/-_.~")
 
 
 def canonical_query(query: Sequence[tuple[str, str]], presigned: bool = False) -> str:
+    if not query:
+        return ""
     pairs = sorted(
         (uri_encode(k), uri_encode(v)) for k, v in query if not (presigned and k == "X-Amz-Signature")
     )
