@@ -141,8 +141,13 @@ class ReadCoordinator:
         self._read_turn = 0
 
     # ---- finding the newest entry ----
-    async def resolve(self, key: str, r: int | None = None) -> Resolved:
+    async def resolve(self, key: str, r: int | None = None, lease: bool = True) -> Resolved:
         """Find the newest entry among this node and a read quorum of the key's replicas.
+
+        ``lease=False``: a quorum read even where read leases are held, and one that does not
+        ask for them. Leases are for keys clients read; a node that holds them makes every
+        write of its keys report and wait for it, so reads the node makes for itself (the S3
+        registry's records, every few seconds) must not keep them in force during writes.
 
         A quorum (R - W + 1, this node included when it is a replica) meets every write that W
         replicas acknowledged. When the answers disagree (another version, a missing entry, an
@@ -157,7 +162,7 @@ class ReadCoordinator:
         replicas = self.peers.replicas_for(key)
         await self._own_commit_done(key)
         local, complete, small = self.store.get_for_read(key)
-        lease_read = r is None and self.leases.may_read_locally(replicas) and complete
+        lease_read = r is None and lease and self.leases.may_read_locally(replicas) and complete
         if lease_read and local is not None and not local.deleted:
             self.leases.lease_reads += 1  # no write is acknowledged without us: no lookup
             return Resolved(local, [me, *(n for n in replicas if n != me)], small)

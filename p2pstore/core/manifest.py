@@ -59,13 +59,18 @@ def meta_pairs(meta: object) -> tuple[tuple[str, str], ...]:
     map of strings to strings."""
     if meta is None:
         return ()
-    if not isinstance(meta, Mapping):
+    if type(meta) is not dict and not isinstance(meta, Mapping):  # a dict: no ABC check (every read)
         raise ValueError(f"meta must be a map, got {type(meta).__name__}")
     if len(meta) > MAX_META_ITEMS:
         raise ValueError(f"meta: more than {MAX_META_ITEMS} items")
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise ValueError("meta must map strings to strings")
-    return tuple(sorted(meta.items()))
+    try:
+        pairs = tuple(sorted(meta.items()))
+    except TypeError:  # names of types that do not compare
+        raise ValueError("meta must map strings to strings") from None
+    for k, v in pairs:
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise ValueError("meta must map strings to strings")
+    return pairs
 
 
 def check_meta(meta: object) -> None:

@@ -1,5 +1,5 @@
-"""The S3 application: one middleware (authentication, S3 XML errors, counting) and one route
-that dispatches by method, path shape (service, bucket, object) and subresource. Anything it
+"""The S3 application: one route whose handler authenticates, answers S3 XML errors, counts, and
+dispatches by method, path shape (service, bucket, object) and subresource. Anything it
 does not implement answers 501 NotImplemented in XML."""
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from .registry import Registry
 from .vhost import split_target
 
 log = logging.getLogger("p2pstore.s3")
-CALL = web.RequestKey("s3_call", S3Call)
-CORS_HEADERS = web.RequestKey("s3_cors_headers", dict)
 NODE = web.AppKey("s3_node", Node)
 REGISTRY = web.AppKey("s3_registry", Registry)
 REGION = web.AppKey("s3_region", str)
@@ -135,55 +133,62 @@ def error_response(request: web.Request, err: S3Error, request_id: str) -> web.R
     return web.Response(status=err.status, body=body, content_type="application/xml", headers=headers)
 
 
-@web.middleware
-async def s3_gate(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    request_id = f"{_ID_PREFIX}{next(_ids):08X}"
-    status = "5xx"
-    try:
+def s3_handler(node: Node, registry: Registry, region: str, domains: tuple[str, ...]) -> Callable[
+    [web.Request], Awaitable[web.StreamResponse]
+]:  # fmt: skip
+    """The one handler of every S3 request: authentication, dispatch, S3 XML errors, counting.
+    A route handler rather than a middleware: aiohttp wraps each middleware in one more
+    coroutine per request, and this app has only the one route."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        request_id = f"{_ID_PREFIX}{next(_ids):08X}"
+        status = "5xx"
+        extra: dict[str, str] = {"x-amz-request-id": request_id}
         try:
-            node = request.app[NODE]
-            node.activity.mark()
-            if request.method == "OPTIONS":
-                response = await preflight(request)
-                status = f"{response.status // 100}xx"
-                return response
-            sig = sig_request(request)
-            origin = request.headers.get("Origin")
-            if origin is not None:  # a browser's request: the bucket's CORS rules say what it may see
-                await stamp_cors(request, sig.path, origin)
-            key, verified = await authenticate(sig, request.app[REGISTRY], request.app[REGION])
-            bucket, object_key = target(request, sig.path)
-            request[CALL] = S3Call(request, node, request.app[REGISTRY], request.app[REGION], sig, key,
-                                   verified, bucket, object_key)  # fmt: skip
-            response = await handler(request)
-            response.headers["x-amz-request-id"] = request_id
-        except Exception as exc:
-            err = s3_error(exc)
-            if err.code == "InternalError":
-                if isinstance(exc, OSError) and (request.transport is None or request.transport.is_closing()):
-                    err = S3Error("RequestTimeout", "the client closed the connection")
-                else:
-                    log.error("unexpected error serving S3 %s %s", request.method, request.path, exc_info=exc)
-            elif err.code != "NoSuchKey":
-                log.info("S3 %s %s: %s %s", request.method, request.path[:200], err.code, err.message[:200])
-            response = error_response(request, err, request_id)
-        status = f"{response.status // 100}xx"
-        return response
-    finally:
-        REQUESTS[("s3", request.method, status)] += 1
+            try:
+                node.activity.mark()
+                if request.method == "OPTIONS":
+                    response = await preflight(request)
+                    status = f"{response.status // 100}xx"
+                    return response
+                sig = sig_request(request)
+                origin = request.headers.get("Origin")
+                if origin is not None:  # a browser's request: the bucket's CORS rules say what it may see
+                    extra.update(await cors_headers(request, sig.path, origin))
+                key, verified = await authenticate(sig, registry, region)
+                bucket, object_key = split_target(sig.path, request.headers.get("Host"), domains)
+                call = S3Call(request, node, registry, region, sig, key, verified, bucket, object_key, extra)
+                response = await route(call)(call)
+                if not response.prepared:  # a streamed answer sent them with its head (call.extra)
+                    response.headers.update(extra)
+            except Exception as exc:
+                response = error_response(request, logged_error(request, exc), request_id)
+                response.headers.update(extra)
+            status = f"{response.status // 100}xx"
+            return response
+        finally:
+            REQUESTS[("s3", request.method, status)] += 1
+
+    return handle
+
+
+def logged_error(request: web.Request, exc: Exception) -> S3Error:
+    """The S3 error answering ``exc``, logged (a traceback only for what no handler expected)."""
+    err = s3_error(exc)
+    if err.code == "InternalError":
+        if isinstance(exc, OSError) and (request.transport is None or request.transport.is_closing()):
+            err = S3Error("RequestTimeout", "the client closed the connection")
+        else:
+            log.error("unexpected error serving S3 %s %s", request.method, request.path, exc_info=exc)
+    elif err.code != "NoSuchKey":
+        log.info("S3 %s %s: %s %s", request.method, request.path[:200], err.code, err.message[:200])
+    return err
 
 
 def target(request: web.Request, path: str) -> tuple[str, str]:
     """(bucket, key) this request addresses: virtual-host style when its Host is
     <bucket>.<an --s3-domain>, else path style."""
     return split_target(path, request.headers.get("Host"), request.app[DOMAINS])
-
-
-async def dispatch(request: web.Request) -> web.StreamResponse:
-    call = request[CALL]
-    return await route(call)(call)
 
 
 async def _bucket_rules(request: web.Request, path: str) -> tuple[str, str, tuple[cors.Rule, ...]]:
@@ -198,12 +203,11 @@ async def _bucket_rules(request: web.Request, path: str) -> tuple[str, str, tupl
     return bucket_name, key, cors.rules_from_record(bucket.cors) if bucket is not None else ()
 
 
-async def stamp_cors(request: web.Request, path: str, origin: str) -> None:
-    """Remember the CORS headers of this request's answer (added as it is prepared, errors too)."""
+async def cors_headers(request: web.Request, path: str, origin: str) -> dict[str, str]:
+    """The CORS headers of this request's answer, errors included (none when no rule matches)."""
     _, _, rules = await _bucket_rules(request, path)
     rule = cors.find(rules, origin, request.method)
-    if rule is not None:
-        request[CORS_HEADERS] = cors.response_headers(rule, origin)
+    return cors.response_headers(rule, origin) if rule is not None else {}
 
 
 async def preflight(request: web.Request) -> web.Response:
@@ -229,18 +233,12 @@ async def preflight(request: web.Request) -> web.Response:
     return web.Response(status=200, headers=cors.response_headers(rule, origin, wanted))
 
 
-async def _add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    headers = request.get(CORS_HEADERS)
-    if headers:
-        response.headers.update(headers)
-
-
 def build_s3_app(node: Node, registry: Registry) -> web.Application:
-    app = web.Application(middlewares=[s3_gate], client_max_size=CLIENT_MAX_SIZE)
-    app.on_response_prepare.append(_add_cors_headers)
+    # No middleware and no on_response_prepare hook: either costs every request a coroutine.
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
     app[NODE] = node
     app[REGISTRY] = registry
     app[REGION] = node.config.s3_region
     app[DOMAINS] = tuple(node.config.s3_domain)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    app.router.add_route("*", "/{tail:.*}", s3_handler(node, registry, app[REGION], app[DOMAINS]))
     return app

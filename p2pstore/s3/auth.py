@@ -21,16 +21,15 @@ def sig_request(request: web.Request) -> sigv4.Request:
         path = unquote(raw_path, errors="strict")
     except UnicodeDecodeError:
         raise S3Error("InvalidURI", "Couldn't parse the specified URI: the path is not UTF-8.") from None
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        name = name.lower()
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    return sigv4.Request(
-        method=request.method,
-        path=path,
-        query=parse_qsl(raw_query, keep_blank_values=True),
-        headers=headers,
-    )
+    raw_headers = request.headers
+    headers = {name.lower(): value for name, value in raw_headers.items()}
+    if len(headers) != len(raw_headers):  # a repeated header: its values joined, in order
+        headers = {}
+        for name, value in raw_headers.items():
+            name = name.lower()
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+    query = parse_qsl(raw_query, keep_blank_values=True) if raw_query else []
+    return sigv4.Request(request.method, path, query, headers)
 
 
 async def authenticate(

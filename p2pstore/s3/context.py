@@ -3,7 +3,7 @@ names, its query, and the node and registry it acts on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -15,7 +15,7 @@ from .registry import AccessKey, Bucket, Registry
 NATIVE_SEPARATOR = "/"
 
 
-@dataclass
+@dataclass(slots=True)
 class S3Call:
     request: web.Request
     node: Node
@@ -26,6 +26,9 @@ class S3Call:
     verified: sigv4.Verified
     bucket: str
     object_key: str
+    # Headers every answer carries (x-amz-request-id, CORS): added by the handler to an answer it
+    # returns, and by a handler that streams its answer to the head it sends.
+    extra: dict[str, str] = field(default_factory=dict)
 
     def param(self, name: str) -> str | None:
         return self.sig.param(name)

@@ -49,20 +49,30 @@ def kept(entry: ManifestEntry) -> dict[str, str]:
 
 
 def object_headers(entry: ManifestEntry, checksum_mode: bool = False) -> dict[str, str]:
-    headers = {
-        "ETag": etag(entry),
-        "Last-Modified": http_date(entry.modified),
-        "Content-Type": entry.content_type or "binary/octet-stream",
-        "Accept-Ranges": "bytes",
-    }
+    """What a GetObject/HeadObject answers of an entry, in one pass over its metadata."""
+    md5 = None
+    marked = False
+    kept: list[tuple[str, str]] = []
     for name, value in entry.meta:
-        if (
+        if name == "md5":
+            md5 = value
+        elif (
             name in STORED_HEADERS
             or name.startswith(USER_PREFIX)
             or (name.startswith(CHECKSUM_PREFIX) and checksum_mode)
         ):
-            headers[name] = value
-    headers.update(version_headers(entry))
+            kept.append((name, value))
+        elif name.startswith(MARK_PREFIX):
+            marked = True
+    headers = {
+        "ETag": f'"{md5 or entry.sha256[:32]}"',  # as etag() says
+        "Last-Modified": http_date(entry.modified),
+        "Content-Type": entry.content_type or "binary/octet-stream",
+        "Accept-Ranges": "bytes",
+    }
+    headers.update(kept)
+    if marked:
+        headers.update(version_headers(entry))
     return headers
 
 

@@ -169,7 +169,7 @@ async def complete_upload(call: S3Call) -> web.StreamResponse:
         return web.Response(body=body, content_type=XML, headers=headers)
     # Long compose: answer 200 now and keep the connection alive; the outcome (result or error)
     # goes in the body, as S3 does (clients check a 200 of Complete for an <Error>).
-    resp = web.StreamResponse(status=200, headers={"Content-Type": XML})
+    resp = web.StreamResponse(status=200, headers={"Content-Type": XML, **call.extra})
     await resp.prepare(call.request)
     await resp.write(s3xml.HEAD.encode())
     while not task.done():

@@ -147,6 +147,7 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
     if rng:
         for name in [h for h in headers if h.startswith(s3meta.CHECKSUM_PREFIX)]:
             del headers[name]  # the stored checksum is of the whole object, not of this range
+    headers.update(call.extra)  # send_range may stream the answer: its head carries them
     # errors before the first byte become an XML error
     return await send_range(request, functools.partial(reads.read_range, resolved), entry.size, rng, headers)
 
@@ -192,7 +193,8 @@ async def put_object(call: S3Call) -> web.Response:
     await call.bucket_for("write")
     request = call.request
     key = native_key(call, call.bucket, call.object_key)
-    if "If-None-Match" in request.headers or "If-Match" in request.headers:
+    lowered = call.sig.headers  # plain dict look-ups, names lower-cased once per request
+    if "if-none-match" in lowered or "if-match" in lowered:
         current = await _current(call, key)
         if_none = request.headers.get("If-None-Match")
         if if_none is not None and if_none.strip() != "*":
@@ -208,17 +210,17 @@ async def put_object(call: S3Call) -> web.Response:
             raise S3Error(
                 "PreconditionFailed", "At least one of the pre-conditions you specified did not hold"
             )
-    body = upload(request, call.verified, lowered=call.sig.headers)
+    body = upload(request, call.verified, lowered=lowered)
     content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-    meta = s3meta.from_request(call.sig.headers)
-    if body.checksum is not None and body.checksum[0] in request.headers:  # known up front: kept
+    meta = s3meta.from_request(lowered)
+    if body.checksum is not None and body.checksum[0] in lowered:  # known up front: kept
         meta[body.checksum[0]] = body.checksum[1]()
     md5_meta, md5 = body.md5_meta()
     meta.update(md5_meta)
     writes = call.node.cluster.writes
     try:
         result = await writes.put(
-            key, body.stream, content_type, body.sha256, body.length, meta=meta, md5=md5
+            key, body.stream, content_type, body.sha256, body.length, meta=meta or None, md5=md5
         )
     except BadRequest as exc:
         if body.sha256 is not None and exc.message.startswith("X-Content-SHA256"):

@@ -8,6 +8,8 @@ A bucket is ``.p2pstore/s3/buckets/<name>`` (owner, created); an access key is
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import secrets
 import string
@@ -81,6 +83,7 @@ class Registry:
         # and parsing them again each time cost more than the lookup. Shared: never mutate one
         # (copy with dataclasses.replace, change the copy, write it).
         self._parsed: dict[str, tuple[bytes, Any]] = {}
+        self._pending: dict[str, asyncio.Future[bytes | None]] = {}  # reads in flight, shared
 
     def _memo(self, key: str, data: bytes, parse: Callable[[bytes], Any]) -> Any:
         hit = self._parsed.get(key)
@@ -95,16 +98,34 @@ class Registry:
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        # Every request in flight reads the same few records: when one expires they all miss at
+        # once, and one read answers them all (a shielded task: one caller's cancellation must not
+        # fail the others).
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = asyncio.ensure_future(self._fetch(key))
+            pending.add_done_callback(functools.partial(self._fetched, key))
+        return await asyncio.shield(pending)
+
+    def _fetched(self, key: str, task: asyncio.Future[bytes | None]) -> None:
+        if self._pending.get(key) is task:
+            del self._pending[key]
+        if not task.cancelled():
+            task.exception()  # retrieved here too: every caller may have gone
+
+    async def _fetch(self, key: str) -> bytes | None:
+        """Read a record through the coordinator; cached unless a write of it came meanwhile."""
         reads = self.node.cluster.reads
-        try:
-            resolved = await reads.resolve(key)
+        try:  # a quorum read, which neither needs nor asks for read leases (cluster/reads.py)
+            resolved = await reads.resolve(key, lease=False)
         except NotFound:
             self._cache.pop(key, None)
             return None
         if resolved.entry.size > MAX_RECORD:
             return None
         data = b"".join([piece async for piece in reads.read_range(resolved, 0, resolved.entry.size)])
-        self._cache[key] = (time.monotonic() + CACHE_SECONDS, data)
+        if self._pending.get(key) is asyncio.current_task():  # no write of it since it started
+            self._cache[key] = (time.monotonic() + CACHE_SECONDS, data)
         return data
 
     async def _write(self, key: str, record: dict[str, Any]) -> None:
@@ -114,11 +135,13 @@ class Registry:
             yield data
 
         self._cache.pop(key, None)
+        self._pending.pop(key, None)  # a read in flight may predate this write: not shared further
         await self.node.cluster.writes.put(key, body(), "application/json", None, len(data))
         self._cache[key] = (time.monotonic() + CACHE_SECONDS, data)
 
     async def _delete(self, key: str) -> bool:
         self._cache.pop(key, None)
+        self._pending.pop(key, None)
         try:
             await self.node.cluster.writes.delete(key)
         except NotFound:

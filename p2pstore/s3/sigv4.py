@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from .errors import S3Error
@@ -39,6 +40,11 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AMZ_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 _SPACES = re.compile(r"\s+")
 _RUN = re.compile(r"\s\s|[^\S ]")  # whitespace that trimming changes: a run, or not a plain space
+_UNRESERVED = re.compile(r"[A-Za-z0-9\-_.~]*")
+_UNRESERVED_PATH = re.compile(r"[A-Za-z0-9\-_.~/]*")
+_BLOCK = 64  # SHA-256's block size, which HMAC pads its key to
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
 
 
 @dataclass(slots=True)
@@ -55,14 +61,20 @@ class Request:
         return next((v for k, v in self.query if k == name), None)
 
 
-@dataclass(frozen=True)
-class Scope:
+class Scope(NamedTuple):
+    """A credential's scope. A named tuple: hashed in C when it keys the signing-key cache."""
+
     date: str  # YYYYMMDD
     region: str
     service: str = SERVICE
 
     def __str__(self) -> str:
-        return f"{self.date}/{self.region}/{self.service}/{TERMINATOR}"
+        return _scope_text(self)
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_text(scope: Scope) -> str:
+    return f"{scope.date}/{scope.region}/{scope.service}/{TERMINATOR}"
 
 
 @dataclass(slots=True)
@@ -93,24 +105,29 @@ class Verified:
 # ---- the pieces of the algorithm ----
 def uri_encode(text: str, slash: bool = True) -> str:
     """S3's URI encoding: everything but unreserved characters (and '/' in paths) as %XX of UTF-8."""
+    if (_UNRESERVED if slash else _UNRESERVED_PATH).fullmatch(text):
+        return text  # the usual key: nothing to encode
     return quote(text, safe="-_.~" if slash else "/-_.~")
 
 
 def canonical_query(query: Sequence[tuple[str, str]], presigned: bool = False) -> str:
+    if not query:
+        return ""
     pairs = sorted(
         (uri_encode(k), uri_encode(v)) for k, v in query if not (presigned and k == "X-Amz-Signature")
     )
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
-def _trimmed(value: str) -> str:
-    """A header value as signed: stripped, inner runs of whitespace as one space."""
-    value = value.strip()
-    return _SPACES.sub(" ", value) if _RUN.search(value) else value
-
-
 def canonical_headers(headers: Mapping[str, str], names: Sequence[str]) -> str:
-    return "".join([f"{n}:{_trimmed(headers.get(n, ''))}\n" for n in names])
+    """The signed headers as signed: values stripped, inner runs of whitespace as one space."""
+    out = []
+    for n in names:
+        value = headers.get(n, "").strip()
+        if _RUN.search(value):
+            value = _SPACES.sub(" ", value)
+        out.append(f"{n}:{value}\n")
+    return "".join(out)
 
 
 def canonical_request(req: Request, signed_headers: Sequence[str], payload: str, presigned: bool) -> str:
@@ -138,10 +155,27 @@ def signing_key(secret: str, scope: Scope) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=256)
+def _pads(key: bytes) -> tuple[Any, Any]:
+    """HMAC-SHA256's inner and outer hashes with ``key``'s pads already absorbed (RFC 2104): a
+    signature is then two hash copies and updates, not an HMAC object built in Python per call.
+    A signing key (32 bytes, the output of an HMAC) never exceeds the block size."""
+    padded = key.ljust(_BLOCK, b"\0")
+    return hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD))
+
+
 def sign(key: bytes, text: str) -> str:
-    # hmac.new, not the one-shot hmac.digest: that one releases the GIL around every call, and a
-    # node whose SQLite threads hold it then waits for a switch interval per request.
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    """HMAC-SHA256 of ``text`` (hex). Not the one-shot hmac.digest: that one releases the GIL
+    around every call, and a node whose SQLite threads hold it then waits for a switch interval
+    per request. hashlib keeps the GIL for inputs this short."""
+    if len(key) > _BLOCK:
+        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+    inner_base, outer_base = _pads(key)
+    inner = inner_base.copy()
+    inner.update(text.encode())
+    outer = outer_base.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()
 
 
 def chunk_string_to_sign(amz_date: str, scope: Scope, previous: str, chunk_sha256: str) -> str:
@@ -190,15 +224,14 @@ def _parse_header(req: Request, auth: str, now: float, region: str) -> Signed:
             raise S3Error("InvalidRequest", "The authorization mechanism you have provided is not "
                           "supported. Please use AWS4-HMAC-SHA256.")  # fmt: skip
         raise S3Error("AuthorizationHeaderMalformed", f"unsupported authorization type {algorithm[:40]!r}")
-    fields: dict[str, str] = {}
-    for part in rest.split(","):
-        name, eq, value = part.strip().partition("=")
-        if eq:
-            fields[name] = value.strip()
-    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
-    if missing:
-        raise S3Error("AuthorizationHeaderMalformed", f"the authorization header lacks {', '.join(missing)}")
-    access_key, scope = _credential(fields["Credential"], region, "AuthorizationHeaderMalformed")
+    # The usual header ends in its signature: what comes before it is the same for every request
+    # of a client's day, parsed once.
+    at = rest.rfind("Signature=")
+    if at > 0 and "," not in rest[at:]:
+        access_key, scope, names = _header_fields(rest[:at], region)
+        signature = rest[at + len("Signature=") :].strip()
+    else:
+        access_key, scope, names, signature = _header_fields_of(rest, region)
     amz_date = _request_date(req)
     _check_scope_date(scope, amz_date, "AuthorizationHeaderMalformed")
     skew = abs(now - _epoch(amz_date))
@@ -209,8 +242,29 @@ def _parse_header(req: Request, auth: str, now: float, region: str) -> Signed:
     payload = req.headers.get("x-amz-content-sha256")
     if payload is None:
         raise S3Error("InvalidRequest", "Missing required header for this request: x-amz-content-sha256")
-    return Signed(access_key, scope, _signed_headers(fields["SignedHeaders"], "AuthorizationHeaderMalformed"),
-                  fields["Signature"], amz_date, check_payload_mode(payload), presigned=False)  # fmt: skip
+    return Signed(access_key, scope, names, signature, amz_date, check_payload_mode(payload), presigned=False)
+
+
+def _header_fields_of(rest: str, region: str) -> tuple[str, Scope, tuple[str, ...], str]:
+    """(access key, scope, signed header names, signature) of an Authorization header's fields."""
+    fields: dict[str, str] = {}
+    for part in rest.split(","):
+        name, eq, value = part.strip().partition("=")
+        if eq:
+            fields[name] = value.strip()
+    missing = [n for n in ("Credential", "SignedHeaders", "Signature") if n not in fields]
+    if missing:
+        raise S3Error("AuthorizationHeaderMalformed", f"the authorization header lacks {', '.join(missing)}")
+    access_key, scope = _credential(fields["Credential"], region, "AuthorizationHeaderMalformed")
+    names = _signed_headers(fields["SignedHeaders"], "AuthorizationHeaderMalformed")
+    return access_key, scope, names, fields["Signature"]
+
+
+@functools.lru_cache(maxsize=256)
+def _header_fields(head: str, region: str) -> tuple[str, Scope, tuple[str, ...]]:
+    """:func:`_header_fields_of` for the fields before a final ``Signature=`` (cached: pure)."""
+    access_key, scope, names, _ = _header_fields_of(head + "Signature=", region)
+    return access_key, scope, names
 
 
 def _parse_query(req: Request, now: float, region: str) -> Signed:

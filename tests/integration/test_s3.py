@@ -474,3 +474,22 @@ def test_content_md5_is_checked_and_is_the_etag(cluster: list[NodeProcess]) -> N
     done = {"Parts": [{"PartNumber": 1, "ETag": parts[0]["ETag"]}]}
     s3.complete_multipart_upload(Bucket="md5s", Key="multi.bin", UploadId=upload_id, MultipartUpload=done)
     assert s3.get_object(Bucket="md5s", Key="multi.bin")["Body"].read() == part
+
+
+def test_s3_writes_leave_no_read_leases_wanted(cluster: list[NodeProcess]) -> None:
+    """Checking a signature reads the access key's and the bucket's records; those reads are
+    the node's own and ask for no read lease (a node holding leases makes every write of its
+    keys report it and wait for it). A client's GET still does."""
+
+    def wanted(node: NodeProcess) -> bool:
+        status, body = native(node, "GET", "/status")
+        assert status == 200, body
+        return bool(body["read_leases"]["wanted"])
+
+    s3 = client(cluster[0])
+    s3.create_bucket(Bucket="writes")
+    for i in range(6):
+        client(cluster[i % 3]).put_object(Bucket="writes", Key=f"k{i}", Body=b"x" * 4096)
+    assert [wanted(node) for node in cluster] == [False, False, False]
+    assert client(cluster[1]).get_object(Bucket="writes", Key="k0")["Body"].read() == b"x" * 4096
+    assert wanted(cluster[1])

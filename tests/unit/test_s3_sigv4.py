@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import io
 import time
 from collections.abc import AsyncIterator
@@ -56,6 +57,36 @@ def test_a_request_botocore_signed_verifies() -> None:
     req = as_request(signed())
     verified = check(req)
     assert verified.access_key == AK and verified.payload == hashlib.sha256(b"hello").hexdigest()
+
+
+@pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
+def test_sign_is_hmac_sha256(key_size: int) -> None:
+    """sign() builds HMAC-SHA256 from hashes with the key's pads absorbed (cached per key): the
+    same as the standard library's HMAC, for keys shorter, as long as and longer than a block."""
+    key = bytes(range(key_size))
+    for text in ("", "AWS4-HMAC-SHA256\n20240101T000000Z\nscope\n" + "ab" * 32, "é" * 100):
+        assert sigv4.sign(key, text) == hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def test_authorization_fields_in_any_order_verify() -> None:
+    """The usual header (Signature last) is parsed through a cache of what precedes it; fields in
+    another order take the general parse and verify too, and a tampered signature fails either way."""
+    req = as_request(signed())
+    auth = req.headers["authorization"]
+    algorithm, _, rest = auth.partition(" ")
+    fields = [f.strip() for f in rest.split(",")]
+    for order in (fields, fields[::-1], [fields[2], fields[0], fields[1]]):
+        headers = {**req.headers, "authorization": f"{algorithm} {', '.join(order)}"}
+        assert check(sigv4.Request(req.method, req.path, req.query, headers)).access_key == AK
+        bad = ", ".join(f[:-4] + "0000" if f.startswith("Signature=") else f for f in order)
+        headers = {**req.headers, "authorization": f"{algorithm} {bad}"}
+        with pytest.raises(S3Error) as info:
+            check(sigv4.Request(req.method, req.path, req.query, headers))
+        assert info.value.code == "SignatureDoesNotMatch"
+    headers = {**req.headers, "authorization": f"{algorithm} {fields[0]}, {fields[1]}"}  # no Signature
+    with pytest.raises(S3Error) as info:
+        check(sigv4.Request(req.method, req.path, req.query, headers))
+    assert info.value.code == "AuthorizationHeaderMalformed"
 
 
 @pytest.mark.parametrize("tamper", ["method", "path", "query", "header", "secret", "signature"])
