@@ -52,6 +52,7 @@ class AntiEntropy:
         self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
         self.entries_served = 0  # entries this node shipped answering peers' exchanges
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
+        self.catching_up = False  # the exchanges right after start are running (see handle)
         self._ahead_logged = float("-inf")
 
     async def loop(self) -> None:
@@ -59,8 +60,12 @@ class AntiEntropy:
         (a restart after downtime), with every peer as soon as one is known, to catch up fast."""
         while not self.peers.live_peers():
             await asyncio.sleep(0.1)
-        with contextlib.suppress(Exception):
-            await self.sync_all()
+        self.catching_up = True
+        try:
+            with contextlib.suppress(Exception):
+                await self.sync_all()
+        finally:
+            self.catching_up = False
         self.repairer.synced_once.set()  # the repairer's first full pass may start
         last = time.monotonic()
         while True:
@@ -78,15 +83,32 @@ class AntiEntropy:
                 log.debug("manifest sync with %s failed: %s", peer.id, exc)
 
     async def sync_with(self, address: str) -> int:
-        """Run one Merkle exchange with a peer; return how many entries we applied."""
+        """Run one Merkle exchange with a peer; return how many entries we applied.
+
+        Each message is handled in an I/O thread (a batch reads thousands of leaves and hashes
+        their keys: on the event loop that stalled gossip long enough for peers to suspect this
+        node), and the entries a message brings are applied while the next one is on its way
+        (the exchange keeps no state between messages, so a batch never waits for the last one's
+        commit); every apply has finished when this returns."""
         applied, started = 0, time.monotonic()
-        msg: dict | None = self.sync.open(self.store)
-        while msg is not None and msg.get("type") != "merkle-done":
-            answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
-            step = self.sync.handle(self.store, answer)
-            if step.apply:
-                applied += len(await self.apply_remote_entries(step.apply, small=step.small))
-            msg = step.reply
+        applying: list[asyncio.Future] = []
+        try:
+            msg: dict | None = self.sync.open(self.store)
+            while msg is not None and msg.get("type") != "merkle-done":
+                answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
+                if isinstance(answer, dict) and answer.get("busy"):
+                    raise PeerError(address, "catching up itself: exchange later")
+                step = await self.store.in_io(self.sync.handle, self.store, answer)
+                if step.apply:
+                    apply = self.apply_remote_entries(step.apply, small=step.small)
+                    applying.append(asyncio.ensure_future(apply))
+                msg = step.reply
+        finally:
+            results = await asyncio.gather(*applying, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            applied += len(r)
         self.manifest_syncs += 1
         if applied:
             log.info(
@@ -102,7 +124,8 @@ class AntiEntropy:
         peer first, then with the rest at once. Any peer holds nearly everything this node
         missed, so the first exchange brings it and the others cost about a root comparison;
         exchanging with all at once had every peer ship (and this node check) the same
-        differing leaves and entries again."""
+        differing leaves and entries again. A peer that is itself catching up answers busy:
+        the next one is tried."""
         peers = list(self.peers.live_peers())
         random.shuffle(peers)
         learned = 0
@@ -118,8 +141,15 @@ class AntiEntropy:
         return learned
 
     async def handle(self, msg: Any) -> dict:
-        """A peer's exchange message; ValueError when malformed or not a Merkle message."""
-        step = self.sync.handle(self.store, msg)
+        """A peer's exchange message; ValueError when malformed or not a Merkle message.
+
+        While this node catches up after its start (``sync_all``), a peer's opening is answered
+        ``merkle-done``: the exchange this node runs brings the same entries, and a second one at
+        once had both sides read, hash and ship the same differing leaves twice. The peer's next
+        exchange (seconds later) compares trees as usual."""
+        if self.catching_up and isinstance(msg, dict) and msg.get("type") == "merkle-root":
+            return {"type": "merkle-done", "busy": True}
+        step = await self.store.in_io(self.sync.handle, self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply, small=step.small)
         if step.reply:
@@ -160,7 +190,13 @@ class AntiEntropy:
             small = {sha: data for sha, data in small.items() if sha in ours}
         won = await self.store.apply_entries(entries, small)
         self.entries_learned += len(won)
-        keys = [new.key for _, new in won if not new.deleted]
+        # a small file whose body came along is whole here (stored in its row): no repair
+        whole = small or {}
+        keys = [
+            new.key
+            for _, new in won
+            if not new.deleted and not (new.chunks == (new.sha256,) and new.sha256 in whole)
+        ]
         if mine_only:
             keys = [k for k in keys if me in self.peers.replicas_for(k)]
         if keys:

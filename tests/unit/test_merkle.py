@@ -25,6 +25,7 @@ from p2pstore.core.merkle import (
     pack_nodes,
     run_merkle_exchange,
     unpack_nodes,
+    xor_fold,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -215,6 +216,26 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
     m.apply(entry("x/1", 99))
     built = MerkleTree.build((leaf_of(k), entry_hash(m.get(k))) for k in {e.key for e in entries})
     assert built == m.merkle()
+
+
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=40))
+@FAST
+def test_xor_fold_equals_xor_hash_by_hash(hashes: list[bytes]) -> None:
+    acc = 0
+    for h in hashes:
+        acc ^= int.from_bytes(h, "big")
+    assert xor_fold(b"".join(hashes), len(hashes)) == acc
+
+
+def test_tree_from_leaf_blobs_equals_one_built_entry_by_entry() -> None:
+    pairs = [(leaf_of(f"k/{i}"), hashlib.blake2b(b"%d" % i, digest_size=16).digest()) for i in range(3000)]
+    grouped: dict[int, list[bytes]] = {}
+    for leaf, h in pairs:
+        grouped.setdefault(leaf, []).append(h)
+    rows = [(leaf, len(hs), b"".join(hs)) for leaf, hs in grouped.items()]
+    assert MerkleTree.from_leaf_blobs(rows) == MerkleTree.build(pairs)
+    with pytest.raises(ValueError):
+        xor_fold(b"\0" * 17, 1)  # a hash of another length is refused, not folded wrongly
 
 
 @pytest.mark.parametrize(
