@@ -26,6 +26,7 @@ log = logging.getLogger("p2pstore.antientropy")
 
 BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
 SYNC_TIMEOUT = 30.0  # per message of an exchange
+STREAMS = 2  # exchanges over disjoint leaves run at once when many differ (sync_with)
 
 
 def sync_interval(gossip_interval: float) -> float:
@@ -86,29 +87,41 @@ class AntiEntropy:
         """Run one Merkle exchange with a peer; return how many entries we applied.
 
         Each message is handled in an I/O thread (a batch reads thousands of leaves and hashes
-        their keys: on the event loop that stalled gossip long enough for peers to suspect this
-        node), and the entries a message brings are applied while the next one is on its way
-        (the exchange keeps no state between messages, so a batch never waits for the last one's
-        commit); every apply has finished when this returns."""
-        applied, started = 0, time.monotonic()
+        keys: on the event loop that stalled gossip long enough for peers to suspect this node),
+        and the entries a message brings are applied while the next one is on its way (the
+        exchange keeps no state between messages, so a batch never waits for the last one's
+        commit). When many leaves differ (a node back from downtime), their batches are split
+        into STREAMS exchanges over disjoint leaves that run at once, so that this node and the
+        peer work at the same time rather than in turns. Every apply has finished on return."""
+        started = time.monotonic()
         applying: list[asyncio.Future] = []
-        try:
-            msg: dict | None = self.sync.open(self.store)
+        streams: list[asyncio.Future] = []
+
+        async def stream(msg: dict | None, fork: bool) -> None:
             while msg is not None and msg.get("type") != "merkle-done":
                 answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
                 if isinstance(answer, dict) and answer.get("busy"):
                     raise PeerError(address, "catching up itself: exchange later")
                 step = await self.store.in_io(self.sync.handle, self.store, answer)
                 if step.apply:
-                    apply = self.apply_remote_entries(step.apply, small=step.small)
-                    applying.append(asyncio.ensure_future(apply))
+                    applying.append(
+                        asyncio.ensure_future(self.apply_remote_entries(step.apply, small=step.small))
+                    )
                 msg = step.reply
+                if fork and msg is not None and msg.get("pending"):
+                    fork = False
+                    msg, *more = await self.store.in_io(self.sync.split, self.store, msg, STREAMS)
+                    streams.extend(asyncio.ensure_future(stream(m, False)) for m in more)
+
+        try:
+            await stream(self.sync.open(self.store), True)
         finally:
+            failed = [r for r in await asyncio.gather(*streams, return_exceptions=True) if r is not None]
             results = await asyncio.gather(*applying, return_exceptions=True)
-        for r in results:
+        for r in [*failed, *results]:
             if isinstance(r, BaseException):
                 raise r
-            applied += len(r)
+        applied = sum(len(r) for r in results)
         self.manifest_syncs += 1
         if applied:
             log.info(

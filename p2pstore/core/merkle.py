@@ -64,6 +64,7 @@ DEFAULT_MAX_ENTRIES = 5000  # entries per message
 SUMMARY_PER_ENTRY = 8  # leaf pairs (16 B) per message: 8 x max_entries, ~640 KB, few round trips
 INLINE_BYTES = 1 << 20  # bodies of small files carried with their entries, per message
 INLINE_FILE = 64 * 1024  # the largest body carried (bigger files: repair fetches their chunks)
+MIN_SPLIT_LEAVES = 256  # MerkleSync.split: pending leaves per exchange below which none is split off
 DONE: dict[str, Any] = {"type": "merkle-done"}
 
 
@@ -366,6 +367,20 @@ class MerkleSync:
         if kind == "merkle-done":
             return MerkleStep(None)
         raise ValueError(f"unknown sync message type {kind[:40]!r}")
+
+    def split(self, store: MerkleStore, msg: dict[str, Any], ways: int) -> list[dict[str, Any]]:
+        """``msg`` (a reply about to be sent) and up to ``ways - 1`` more openings of leaf
+        batches that share its ``pending`` leaves out: independent exchanges over disjoint leaves
+        that may run at once (the protocol keeps no state), so that both nodes work at the same
+        time instead of in turns. A reply without enough pending leaves comes back alone."""
+        if ways < 2 or msg.get("type") not in ("merkle-leaves", "merkle-entries", "merkle-push"):
+            return [msg]
+        pending = unpack_nodes(msg.get("pending"), self.leaves)
+        if len(pending) < ways * MIN_SPLIT_LEAVES:
+            return [msg]
+        step = -(-len(pending) // ways)
+        parts = [pending[i : i + step] for i in range(0, len(pending), step)]
+        return [{**msg, "pending": pack_nodes(parts[0])}, *(self._leaves_msg(store, p) for p in parts[1:])]
 
     # -- the descent -----------------------------------------------------------------------
 
