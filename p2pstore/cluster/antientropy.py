@@ -27,6 +27,7 @@ log = logging.getLogger("p2pstore.antientropy")
 BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
 SYNC_TIMEOUT = 30.0  # per message of an exchange
 STREAMS = 2  # exchanges over disjoint leaves run at once when many differ (sync_with)
+CATCH_UP_TRIES = 5  # rounds of exchanges with every peer after start while they answer busy
 
 
 def sync_interval(gossip_interval: float) -> float:
@@ -61,12 +62,8 @@ class AntiEntropy:
         (a restart after downtime), with every peer as soon as one is known, to catch up fast."""
         while not self.peers.live_peers():
             await asyncio.sleep(0.1)
-        self.catching_up = True
-        try:
-            with contextlib.suppress(Exception):
-                await self.sync_all()
-        finally:
-            self.catching_up = False
+        with contextlib.suppress(Exception):
+            await self.catch_up()
         self.repairer.synced_once.set()  # the repairer's first full pass may start
         last = time.monotonic()
         while True:
@@ -132,13 +129,27 @@ class AntiEntropy:
             )
         return applied
 
-    async def sync_all(self) -> int:
+    async def catch_up(self) -> None:
+        """``sync_all`` right after start, answering peers' exchanges busy meanwhile. When every
+        peer was busy catching up itself (nodes started together), step aside for a random
+        moment, answering again, and retry, so that two such nodes do not refuse each other
+        forever; the timer's exchanges take over after CATCH_UP_TRIES."""
+        for _ in range(CATCH_UP_TRIES):
+            self.catching_up = True
+            try:
+                if await self.sync_all() is not None:
+                    return
+            finally:
+                self.catching_up = False
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def sync_all(self) -> int | None:
         """One exchange with every live peer (recovery wants the newest view first): with one
         peer first, then with the rest at once. Any peer holds nearly everything this node
         missed, so the first exchange brings it and the others cost about a root comparison;
         exchanging with all at once had every peer ship (and this node check) the same
         differing leaves and entries again. A peer that is itself catching up answers busy:
-        the next one is tried."""
+        the next one is tried. None when no exchange completed."""
         peers = list(self.peers.live_peers())
         random.shuffle(peers)
         learned = 0
@@ -151,7 +162,7 @@ class AntiEntropy:
             rest = peers[i + 1 :]
             results = await asyncio.gather(*(self.sync_with(m.address) for m in rest), return_exceptions=True)
             return learned + sum(r for r in results if isinstance(r, int))
-        return learned
+        return None
 
     async def handle(self, msg: Any) -> dict:
         """A peer's exchange message; ValueError when malformed or not a Merkle message.
