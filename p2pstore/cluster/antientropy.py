@@ -167,10 +167,11 @@ class AntiEntropy:
     async def handle(self, msg: Any) -> dict:
         """A peer's exchange message; ValueError when malformed or not a Merkle message.
 
-        While this node catches up after its start (``sync_all``), a peer's opening is answered
-        ``merkle-done``: the exchange this node runs brings the same entries, and a second one at
-        once had both sides read, hash and ship the same differing leaves twice. The peer's next
-        exchange (seconds later) compares trees as usual."""
+        While this node catches up after its start (``catch_up``), a peer's opening is answered
+        ``merkle-done`` marked ``busy`` (an error to the peer's ``sync_with``, so a read lease
+        never counts it as an exchange): the exchange this node runs brings the same entries,
+        and a second one at once had both sides read, hash and ship the same differing leaves
+        twice. The peer's next exchange (seconds later) compares trees as usual."""
         if self.catching_up and isinstance(msg, dict) and msg.get("type") == "merkle-root":
             return {"type": "merkle-done", "busy": True}
         step = await self.store.in_io(self.sync.handle, self.store, msg)

@@ -222,7 +222,8 @@ class MerkleTree:
     ) -> MerkleTree:
         """A tree from (leaf, entry count, the leaf's entry hashes concatenated) rows: what one
         grouped query returns. Each leaf's hashes are folded in a few big-integer XORs (halves
-        onto halves), not one Python step per entry: a million entries in ~0.1 s, not ~1.5 s."""
+        onto halves), not one Python step per entry (a million entries: 0.31 s of CPU with the
+        query, against 0.50 s row by row)."""
         tree = cls(fanout, depth)
         leaves = tree.levels[depth]
         n = 0

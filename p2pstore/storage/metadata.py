@@ -364,7 +364,7 @@ class MetadataDB:
         """The Merkle tree of every entry from the stored hashes (at a start after a crash;
         then the store keeps it up to date on every apply): one pass over the covering leaf
         index, no entry decoded or hashed again, and SQLite hands over each leaf's hashes as
-        one blob (a million rows into Python cost ~1.5 s; 65,536 blobs, ~0.3 s)."""
+        one blob (a million rows into Python: 0.50 s of CPU; 65,536 blobs: 0.31 s)."""
         conn = connect(self.path, self._sync)
         conn.text_factory = bytes  # group_concat of blobs is text to SQLite: keep its bytes
         try:
