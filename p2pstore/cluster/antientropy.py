@@ -26,6 +26,8 @@ log = logging.getLogger("p2pstore.antientropy")
 
 BUSY_SYNC_INTERVAL = 15.0  # seconds between manifest exchanges while clients are being served
 SYNC_TIMEOUT = 30.0  # per message of an exchange
+STREAMS = 2  # exchanges over disjoint leaves run at once when many differ (sync_with)
+CATCH_UP_TRIES = 5  # rounds of exchanges with every peer after start while they answer busy
 
 
 def sync_interval(gossip_interval: float) -> float:
@@ -52,6 +54,7 @@ class AntiEntropy:
         self.entries_learned = 0  # entries from peers that won here (exchanges, announcements, reads)
         self.entries_served = 0  # entries this node shipped answering peers' exchanges
         self.refused_ahead = 0  # entries from peers refused: versions too far in the future
+        self.catching_up = False  # the exchanges right after start are running (see handle)
         self._ahead_logged = float("-inf")
 
     async def loop(self) -> None:
@@ -60,7 +63,7 @@ class AntiEntropy:
         while not self.peers.live_peers():
             await asyncio.sleep(0.1)
         with contextlib.suppress(Exception):
-            await self.sync_all()
+            await self.catch_up()
         self.repairer.synced_once.set()  # the repairer's first full pass may start
         last = time.monotonic()
         while True:
@@ -78,15 +81,44 @@ class AntiEntropy:
                 log.debug("manifest sync with %s failed: %s", peer.id, exc)
 
     async def sync_with(self, address: str) -> int:
-        """Run one Merkle exchange with a peer; return how many entries we applied."""
-        applied, started = 0, time.monotonic()
-        msg: dict | None = self.sync.open(self.store)
-        while msg is not None and msg.get("type") != "merkle-done":
-            answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
-            step = self.sync.handle(self.store, answer)
-            if step.apply:
-                applied += len(await self.apply_remote_entries(step.apply, small=step.small))
-            msg = step.reply
+        """Run one Merkle exchange with a peer; return how many entries we applied.
+
+        Each message is handled in an I/O thread (a batch reads thousands of leaves and hashes
+        keys: on the event loop that stalled gossip long enough for peers to suspect this node),
+        and the entries a message brings are applied while the next one is on its way (the
+        exchange keeps no state between messages, so a batch never waits for the last one's
+        commit). When many leaves differ (a node back from downtime), their batches are split
+        into STREAMS exchanges over disjoint leaves that run at once, so that this node and the
+        peer work at the same time rather than in turns. Every apply has finished on return."""
+        started = time.monotonic()
+        applying: list[asyncio.Future] = []
+        streams: list[asyncio.Future] = []
+
+        async def stream(msg: dict | None, fork: bool) -> None:
+            while msg is not None and msg.get("type") != "merkle-done":
+                answer = await self.peers.transport.call(address, "/manifest-sync", msg, timeout=SYNC_TIMEOUT)
+                if isinstance(answer, dict) and answer.get("busy"):
+                    raise PeerError(address, "catching up itself: exchange later")
+                step = await self.store.in_io(self.sync.handle, self.store, answer)
+                if step.apply:
+                    applying.append(
+                        asyncio.ensure_future(self.apply_remote_entries(step.apply, small=step.small))
+                    )
+                msg = step.reply
+                if fork and msg is not None and msg.get("pending"):
+                    fork = False
+                    msg, *more = await self.store.in_io(self.sync.split, self.store, msg, STREAMS)
+                    streams.extend(asyncio.ensure_future(stream(m, False)) for m in more)
+
+        try:
+            await stream(self.sync.open(self.store), True)
+        finally:
+            failed = [r for r in await asyncio.gather(*streams, return_exceptions=True) if r is not None]
+            results = await asyncio.gather(*applying, return_exceptions=True)
+        for r in [*failed, *results]:
+            if isinstance(r, BaseException):
+                raise r
+        applied = sum(len(r) for r in results)
         self.manifest_syncs += 1
         if applied:
             log.info(
@@ -97,12 +129,27 @@ class AntiEntropy:
             )
         return applied
 
-    async def sync_all(self) -> int:
+    async def catch_up(self) -> None:
+        """``sync_all`` right after start, answering peers' exchanges busy meanwhile. When every
+        peer was busy catching up itself (nodes started together), step aside for a random
+        moment, answering again, and retry, so that two such nodes do not refuse each other
+        forever; the timer's exchanges take over after CATCH_UP_TRIES."""
+        for _ in range(CATCH_UP_TRIES):
+            self.catching_up = True
+            try:
+                if await self.sync_all() is not None:
+                    return
+            finally:
+                self.catching_up = False
+            await asyncio.sleep(random.uniform(0.2, 1.0))
+
+    async def sync_all(self) -> int | None:
         """One exchange with every live peer (recovery wants the newest view first): with one
         peer first, then with the rest at once. Any peer holds nearly everything this node
         missed, so the first exchange brings it and the others cost about a root comparison;
         exchanging with all at once had every peer ship (and this node check) the same
-        differing leaves and entries again."""
+        differing leaves and entries again. A peer that is itself catching up answers busy:
+        the next one is tried. None when no exchange completed."""
         peers = list(self.peers.live_peers())
         random.shuffle(peers)
         learned = 0
@@ -115,11 +162,19 @@ class AntiEntropy:
             rest = peers[i + 1 :]
             results = await asyncio.gather(*(self.sync_with(m.address) for m in rest), return_exceptions=True)
             return learned + sum(r for r in results if isinstance(r, int))
-        return learned
+        return None
 
     async def handle(self, msg: Any) -> dict:
-        """A peer's exchange message; ValueError when malformed or not a Merkle message."""
-        step = self.sync.handle(self.store, msg)
+        """A peer's exchange message; ValueError when malformed or not a Merkle message.
+
+        While this node catches up after its start (``catch_up``), a peer's opening is answered
+        ``merkle-done`` marked ``busy`` (an error to the peer's ``sync_with``, so a read lease
+        never counts it as an exchange): the exchange this node runs brings the same entries,
+        and a second one at once had both sides read, hash and ship the same differing leaves
+        twice. The peer's next exchange (seconds later) compares trees as usual."""
+        if self.catching_up and isinstance(msg, dict) and msg.get("type") == "merkle-root":
+            return {"type": "merkle-done", "busy": True}
+        step = await self.store.in_io(self.sync.handle, self.store, msg)
         if step.apply:
             await self.apply_remote_entries(step.apply, small=step.small)
         if step.reply:
@@ -160,7 +215,13 @@ class AntiEntropy:
             small = {sha: data for sha, data in small.items() if sha in ours}
         won = await self.store.apply_entries(entries, small)
         self.entries_learned += len(won)
-        keys = [new.key for _, new in won if not new.deleted]
+        # a small file whose body came along is whole here (stored in its row): no repair
+        whole = small or {}
+        keys = [
+            new.key
+            for _, new in won
+            if not new.deleted and not (new.chunks == (new.sha256,) and new.sha256 in whole)
+        ]
         if mine_only:
             keys = [k for k in keys if me in self.peers.replicas_for(k)]
         if keys:

@@ -143,8 +143,20 @@ class Repairer(BackgroundLoop):
         is a paced sweep (SWEEP_PAGE entries a second) unless an event asks for one meanwhile:
         a safety net must not cost an idle node a burst of CPU over a million entries."""
         await asyncio.sleep(1.0)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.synced_once.wait(), FIRST_PASS_WAIT)
+        deadline = time.monotonic() + FIRST_PASS_WAIT
+        while not self.synced_once.is_set() and time.monotonic() < deadline:
+            # meanwhile, the data of the entries that round has already brought (a rejoin: the
+            # first fetches start with the first applied batch, not after the whole manifest)
+            if self._keys:
+                keys, self._keys = self._keys, set()
+                try:
+                    await self.run_pass(keys)
+                except Exception as exc:
+                    self.stats.last_error = str(exc)
+                    log.exception("repair pass failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.2)
+            self._wake.clear()
         last_full = float("-inf")
         placement_seen: tuple[str, ...] | None = None
         while True:
@@ -161,6 +173,8 @@ class Repairer(BackgroundLoop):
                 placement_seen = placement
             if full or keys:
                 try:
+                    if full and keys:  # the keys first: a full pass over a million entries takes
+                        await self.run_pass(keys)  # seconds before it reaches them (a rejoin)
                     await self.run_pass(None if full else keys, paced=paced)
                 except Exception as exc:
                     self.stats.last_error = str(exc)

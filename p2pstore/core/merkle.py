@@ -31,9 +31,13 @@ packed as runs of varints, see :func:`pack_nodes`):
 ``{"type": "merkle-leaves", "leaves": L, "pending": L, "keys": [bytes ...]}``
     For each leaf of a batch, the sender's (key id, entry hash) pairs, 16 bytes each.
     ``pending``: differing leaves left for later batches (the exchange keeps no state).
-``{"type": "merkle-entries", "leaves": L, "pending": L, "entries": [wire ...], "want": bytes}``
+``{"type": "merkle-entries", "leaves": L, "pending": L, "entries": [wire ...], "want": bytes,
+"want_hashes": bytes}``
     The receiver's entries in those leaves that the sender lacks or holds differently, and the
-    key ids the sender has and the receiver lacks. Leaves whose entries did not fit go back to
+    key ids the sender has and the receiver lacks, with their entry hashes in ``want_hashes``
+    (the sender finds them among its rows by hash, hashing no key; ``want`` alone, from an
+    older node, is matched by key id). Entries whose short hashes are equal are the same entry,
+    so only the others are compared by key id. Leaves whose entries did not fit go back to
     ``pending``.
 ``{"type": "merkle-push", "leaves": L, "pending": L, "entries": [wire ...]}``
     The answer: the entries wanted, and those newer than what was received. Whoever receives
@@ -60,14 +64,22 @@ DEFAULT_MAX_ENTRIES = 5000  # entries per message
 SUMMARY_PER_ENTRY = 8  # leaf pairs (16 B) per message: 8 x max_entries, ~640 KB, few round trips
 INLINE_BYTES = 1 << 20  # bodies of small files carried with their entries, per message
 INLINE_FILE = 64 * 1024  # the largest body carried (bigger files: repair fetches their chunks)
+MIN_SPLIT_LEAVES = 256  # MerkleSync.split: pending leaves per exchange below which none is split off
 DONE: dict[str, Any] = {"type": "merkle-done"}
+
+
+# The personalisation strings are part of the leaf numbering stored on disk and of the key ids
+# on the wire: never change them. Hashers are copied from these (a copy costs less than half of
+# building one with its parameters: a catch-up hashes ~300,000 keys on each side).
+_LEAF_HASHER = hashlib.blake2b(digest_size=8, person=b"p2pstore-bucket")
+_KEY_ID_HASHER = hashlib.blake2b(digest_size=WIRE_HASH, person=b"p2pstore-keyid")
 
 
 def key_hash(key: str) -> int:
     """The 64-bit key hash that places a key in its leaf."""
-    # the personalisation string is part of the leaf numbering stored on disk: never change it
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, person=b"p2pstore-bucket")
-    return int.from_bytes(digest.digest(), "big")
+    h = _LEAF_HASHER.copy()
+    h.update(key.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "big")
 
 
 def leaf_of(key: str) -> int:
@@ -78,9 +90,9 @@ def leaf_of(key: str) -> int:
 
 def key_id(key: str) -> bytes:
     """A short name of a key inside its leaf (what leaf summaries carry instead of keys)."""
-    return hashlib.blake2b(
-        key.encode("utf-8", "surrogatepass"), digest_size=WIRE_HASH, person=b"p2pstore-keyid"
-    ).digest()
+    h = _KEY_ID_HASHER.copy()
+    h.update(key.encode("utf-8", "surrogatepass"))
+    return h.digest()
 
 
 def _varint(n: int) -> bytes:
@@ -137,6 +149,20 @@ def unpack_nodes(blob: object, limit: int) -> list[int]:
     return nodes
 
 
+def xor_fold(blob: bytes, count: int) -> int:
+    """The XOR of ``count`` concatenated HASH_BYTES-byte big-endian hashes; ValueError unless
+    ``blob`` holds exactly that many."""
+    if len(blob) != count * HASH_BYTES:
+        raise ValueError(f"{len(blob)} bytes are not {count} hashes")
+    x = int.from_bytes(blob, "big")
+    while count > 1:  # the upper hashes onto the lower ones, hash by hash, in one XOR
+        half = count >> 1
+        bits = 8 * HASH_BYTES * half
+        x = (x >> bits) ^ (x & ((1 << bits) - 1))
+        count -= half
+    return x
+
+
 class MerkleTree:
     """XOR Merkle tree over entry hashes, ``fanout`` children per node, ``depth`` levels."""
 
@@ -187,14 +213,36 @@ class MerkleTree:
             leaves[leaf] ^= value(h, "big")
             n += 1
         tree.entries = n
-        for level in range(depth - 1, -1, -1):
-            below, here = tree.levels[level + 1], tree.levels[level]
+        tree._rehash()
+        return tree
+
+    @classmethod
+    def from_leaf_blobs(
+        cls, rows: Iterable[tuple[int, int, bytes]], fanout: int = FANOUT, depth: int = DEPTH
+    ) -> MerkleTree:
+        """A tree from (leaf, entry count, the leaf's entry hashes concatenated) rows: what one
+        grouped query returns. Each leaf's hashes are folded in a few big-integer XORs (halves
+        onto halves), not one Python step per entry (a million entries: 0.31 s of CPU with the
+        query, against 0.50 s row by row)."""
+        tree = cls(fanout, depth)
+        leaves = tree.levels[depth]
+        n = 0
+        for leaf, count, blob in rows:
+            leaves[leaf] ^= xor_fold(blob, count)
+            n += count
+        tree.entries = n
+        tree._rehash()
+        return tree
+
+    def _rehash(self) -> None:
+        """Every inner level from the leaves (4,369 nodes)."""
+        for level in range(self.depth - 1, -1, -1):
+            below, here = self.levels[level + 1], self.levels[level]
             for i in range(len(here)):
                 acc = 0
-                for c in below[i * fanout : (i + 1) * fanout]:
+                for c in below[i * self.fanout : (i + 1) * self.fanout]:
                     acc ^= c
                 here[i] = acc
-        return tree
 
     def leaves_blob(self) -> bytes:
         """The entry count and every leaf hash, as stored on a clean shutdown."""
@@ -279,14 +327,6 @@ class MerkleStep:
     small: dict[str, bytes] = field(default_factory=dict)  # checked bodies of small files in ``apply``
 
 
-def _summary(pairs: Iterable[tuple[str, bytes]]) -> dict[bytes, list[tuple[str, bytes]]]:
-    """key id -> [(key, short entry hash)] (a list: two keys of one leaf may share an id)."""
-    out: dict[bytes, list[tuple[str, bytes]]] = {}
-    for key, h in pairs:
-        out.setdefault(key_id(key), []).append((key, bytes(h[:WIRE_HASH])))
-    return out
-
-
 class MerkleSync:
     """The stateless top-down exchange (see the module docstring).
 
@@ -328,6 +368,20 @@ class MerkleSync:
         if kind == "merkle-done":
             return MerkleStep(None)
         raise ValueError(f"unknown sync message type {kind[:40]!r}")
+
+    def split(self, store: MerkleStore, msg: dict[str, Any], ways: int) -> list[dict[str, Any]]:
+        """``msg`` (a reply about to be sent) and up to ``ways - 1`` more openings of leaf
+        batches that share its ``pending`` leaves out: independent exchanges over disjoint leaves
+        that may run at once (the protocol keeps no state), so that both nodes work at the same
+        time instead of in turns. A reply without enough pending leaves comes back alone."""
+        if ways < 2 or msg.get("type") not in ("merkle-leaves", "merkle-entries", "merkle-push"):
+            return [msg]
+        pending = unpack_nodes(msg.get("pending"), self.leaves)
+        if len(pending) < ways * MIN_SPLIT_LEAVES:
+            return [msg]
+        step = -(-len(pending) // ways)
+        parts = [pending[i : i + step] for i in range(0, len(pending), step)]
+        return [{**msg, "pending": pack_nodes(parts[0])}, *(self._leaves_msg(store, p) for p in parts[1:])]
 
     # -- the descent -----------------------------------------------------------------------
 
@@ -406,14 +460,19 @@ class MerkleSync:
         done: list[int] = []
         entries: list[dict[str, Any]] = []
         want: list[bytes] = []
+        want_hashes: list[bytes] = []
+        pair = 2 * WIRE_HASH
         for leaf, blob in zip(leaves, keys, strict=True):
-            if not isinstance(blob, bytes) or len(blob) % (2 * WIRE_HASH):
+            if not isinstance(blob, bytes) or len(blob) % pair:
                 raise ValueError("a leaf's keys must be 16-byte (key id, entry hash) pairs")
-            theirs: dict[bytes, set[bytes]] = {}
-            for i in range(0, len(blob), 2 * WIRE_HASH):
-                theirs.setdefault(blob[i : i + WIRE_HASH], set()).add(blob[i + WIRE_HASH : i + 2 * WIRE_HASH])
-            mine = _summary(store.hashes_in_leaf(leaf))
-            send = [key for kid, pairs in mine.items() for key, h in pairs if h not in theirs.get(kid, ())]
+            theirs = [
+                (blob[i : i + WIRE_HASH], blob[i + WIRE_HASH : i + pair]) for i in range(0, len(blob), pair)
+            ]
+            their_hashes = {h for _, h in theirs}
+            # Entries with the same hash are the same entry (key and version): only the others
+            # are looked at, and only their keys hashed (a node catching up hashes none of its own)
+            mine = [(key, bytes(h[:WIRE_HASH])) for key, h in store.hashes_in_leaf(leaf)]
+            send = [key for key, h in mine if h not in their_hashes]
             if done and len(entries) + len(send) > self.max_entries:
                 break  # this leaf and the rest wait for a later batch
             done.append(leaf)
@@ -421,11 +480,19 @@ class MerkleSync:
                 e = store.get(key)
                 if e is not None:
                     entries.append(e)
-            want.extend(kid for kid in theirs if kid not in mine)
+            my_hashes = {h for _, h in mine}
+            differ = [(kid, h) for kid, h in theirs if h not in my_hashes]
+            if differ:
+                mine_differ = {key_id(key) for key in send}  # keys held here in another version
+                for kid, h in differ:
+                    if kid not in mine_differ:
+                        want.append(kid)
+                        want_hashes.append(h)
         rest = [*leaves[len(done) :], *pending]
         return MerkleStep({
             "type": "merkle-entries", "leaves": pack_nodes(done), "pending": pack_nodes(rest),
-            **self._wire(store, entries), "want": b"".join(want),
+            **self._wire(store, entries), "want": b"".join(dict.fromkeys(want)),
+            "want_hashes": b"".join(want_hashes),
         })  # fmt: skip
 
     def _wire(self, store: MerkleStore, entries: list[ManifestEntry]) -> dict[str, Any]:
@@ -482,13 +549,20 @@ class MerkleSync:
         if not isinstance(want, bytes) or len(want) % WIRE_HASH:
             raise ValueError("want must be packed key ids")
         wanted = {want[i : i + WIRE_HASH] for i in range(0, len(want), WIRE_HASH)}
-        apply = [e for e in theirs.values() if newer(store.get(e.key), e)]
-        push: list[ManifestEntry] = []
-        for leaf in leaves:
-            for key, _ in store.hashes_in_leaf(leaf):
-                if key_id(key) in wanted or key in theirs:
-                    mine = store.get(key)
-                    if mine is not None and newer(theirs.get(key), mine):
+        by_hash = msg.get("want_hashes")  # the same entries by their short hashes (no key hashing)
+        if by_hash is not None and (not isinstance(by_hash, bytes) or len(by_hash) % WIRE_HASH):
+            raise ValueError("want_hashes must be packed entry hashes")
+        wanted_hashes = {by_hash[i : i + WIRE_HASH] for i in range(0, len(by_hash or b""), WIRE_HASH)}
+        ours = {key: store.get(key) for key in theirs}
+        apply = [e for e in theirs.values() if newer(ours[e.key], e)]
+        push = [mine for key, mine in ours.items() if mine is not None and newer(theirs[key], mine)]
+        if wanted:  # only then the leaves are read
+            for leaf in leaves:
+                for key, h in store.hashes_in_leaf(leaf):
+                    if key in theirs:
+                        continue
+                    hit = h[:WIRE_HASH] in wanted_hashes if by_hash is not None else key_id(key) in wanted
+                    if hit and (mine := store.get(key)) is not None:
                         push.append(mine)
         reply = {
             "type": "merkle-push",

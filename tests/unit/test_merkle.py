@@ -25,6 +25,7 @@ from p2pstore.core.merkle import (
     pack_nodes,
     run_merkle_exchange,
     unpack_nodes,
+    xor_fold,
 )
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -184,6 +185,55 @@ def test_an_empty_node_catches_up_in_batches() -> None:
     assert stats.applied_b == 3000
 
 
+def run_streams(
+    sync: MerkleSync, a: MemoryMerkleManifest, b: MemoryMerkleManifest, ways: int
+) -> list[set[int]]:
+    """An exchange a opens, whose first reply with pending leaves a splits ``ways`` ways; each
+    stream then runs to its end on its own (as the node runs them at once). Returns the leaves
+    each stream's messages named."""
+    named: list[set[int]] = []
+
+    def run(msg: dict | None, fork: bool) -> None:
+        seen: set[int] = set()
+        named.append(seen)
+        while msg is not None and msg["type"] != "merkle-done":
+            for m in (msg, step_b := sync.handle(b, decode(encode(msg)))):
+                if isinstance(m, dict) and "leaves" in m:
+                    seen.update(unpack_nodes(m["leaves"], LEAVES))
+            for e in step_b.apply:
+                b.apply(e)
+            step_a = sync.handle(a, decode(encode(step_b.reply or dict(DONE))))
+            for e in step_a.apply:
+                a.apply(e)
+            msg = step_a.reply
+            if fork and msg is not None and msg.get("pending"):
+                fork = False
+                msg, *more = sync.split(a, msg, ways)
+                for m in more:
+                    run(m, False)
+
+    run(sync.open(a), True)
+    return named
+
+
+def test_split_streams_cover_disjoint_leaves_and_converge() -> None:
+    a, b = pair(2000, 6000)  # b holds 3,000 keys a lacks and 3,000 newer versions
+    a.apply(entry("only-a/1"))
+    named = run_streams(MerkleSync(max_entries=300), a, b, 3)
+    assert a.merkle() == b.merkle()
+    assert len(named) == 3 and all(named)  # split three ways, every stream did work
+    assert not (named[1] & named[2])  # the streams split off share no leaf
+    assert b.get("only-a/1") == a.get("only-a/1")
+
+
+def test_a_reply_with_few_pending_leaves_is_not_split() -> None:
+    a, _ = pair(200, 10)
+    sync = MerkleSync()
+    msg = {"type": "merkle-push", "leaves": pack_nodes([1]), "pending": pack_nodes([2, 3]), "entries": []}
+    assert sync.split(a, msg, 2) == [msg]
+    assert sync.split(a, {"type": "merkle-level", "level": 0}, 2) == [{"type": "merkle-level", "level": 0}]
+
+
 keys = st.text(alphabet="abcxyz", min_size=1, max_size=6).map(lambda s: f"k/{s}")
 ops = st.lists(st.tuples(keys, st.integers(0, 5), st.booleans()), max_size=30)
 
@@ -215,6 +265,26 @@ def test_tree_built_from_hashes_equals_incremental() -> None:
     m.apply(entry("x/1", 99))
     built = MerkleTree.build((leaf_of(k), entry_hash(m.get(k))) for k in {e.key for e in entries})
     assert built == m.merkle()
+
+
+@given(st.lists(st.binary(min_size=16, max_size=16), max_size=40))
+@FAST
+def test_xor_fold_equals_xor_hash_by_hash(hashes: list[bytes]) -> None:
+    acc = 0
+    for h in hashes:
+        acc ^= int.from_bytes(h, "big")
+    assert xor_fold(b"".join(hashes), len(hashes)) == acc
+
+
+def test_tree_from_leaf_blobs_equals_one_built_entry_by_entry() -> None:
+    pairs = [(leaf_of(f"k/{i}"), hashlib.blake2b(b"%d" % i, digest_size=16).digest()) for i in range(3000)]
+    grouped: dict[int, list[bytes]] = {}
+    for leaf, h in pairs:
+        grouped.setdefault(leaf, []).append(h)
+    rows = [(leaf, len(hs), b"".join(hs)) for leaf, hs in grouped.items()]
+    assert MerkleTree.from_leaf_blobs(rows) == MerkleTree.build(pairs)
+    with pytest.raises(ValueError):
+        xor_fold(b"\0" * 17, 1)  # a hash of another length is refused, not folded wrongly
 
 
 @pytest.mark.parametrize(
