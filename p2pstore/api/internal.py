@@ -46,7 +46,7 @@ from ..storage.chunks import is_sha256_hex
 from .errors import status_of
 from .metrics import REQUESTS, RPC_READ_PAUSES
 from .overview import node_summary
-from .public import NODE_KEY, READ_SIZE, get_node
+from .public import NODE_KEY, READ_SIZE, get_node, pieces_of
 
 log = logging.getLogger("p2pstore.internal")
 MAX_KEYS_PER_LOOKUP = 10_000
@@ -179,8 +179,31 @@ async def write_raw(request: web.Request) -> web.Response:
         wire = unpack(header, MAX_MESSAGE_BYTES)
     except Exception as exc:
         raise malformed(peer, "write", f"bad {ENTRY_HEADER} header: {type(exc).__name__}") from exc
-    data = await read_body(request, ONE_PHASE_MAX)
-    return reply(await write_small(get_node(request), {"entry": wire, "data": data}, peer))
+    pieces = await read_pieces(request, ONE_PHASE_MAX)
+    entry = entry_of(peer, "write", {"entry": wire})
+    node = get_node(request)
+    applied = await node.cluster.replica.commit_small(entry, pieces)  # checks them against the entry
+    return reply({"applied": applied, "leases": node.cluster.leases.report(entry.key)})
+
+
+async def read_pieces(request: web.Request, limit: int) -> tuple[bytes, ...]:
+    """A raw body of at most ``limit`` bytes, in the pieces it arrived in: it is hashed and
+    written piece by piece, so joining it (as ``readexactly`` does) would only copy it."""
+    length = request.content_length
+    if length is not None and length > limit:  # refused unread
+        raise too_large(length, limit)
+    pieces, size = [], 0
+    async for piece in pieces_of(request.content):
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            raise too_large(size, limit)
+    if length is not None and size != length:
+        raise BadRequest("body shorter than its Content-Length")
+    claim = request.get(BODY_DIGEST)  # signed with the body's own digest rather than ENTRY
+    if claim is not None and len(claim) == 64:
+        checked_body(request, b"".join(pieces))
+    return tuple(pieces)
 
 
 def malformed(peer: str, method: str, why: str) -> BadRequest:

@@ -21,6 +21,7 @@ from ..config import NodeConfig
 from ..core.hlc import HybridLogicalClock, check_not_ahead
 from ..core.manifest import ManifestEntry
 from ..errors import BadRequest, NotFound
+from ..storage.chunks import Body, body_size, pieces_of, sha256_of
 from ..storage.store import SMALL_CHUNK, LocalStore, StoredBlob
 
 STAGE_TTL = 600.0  # seconds a staged upload waits for its commit before it is dropped
@@ -38,10 +39,10 @@ def view_of(entry: ManifestEntry | None, complete: bool) -> dict[str, Any]:
     return {"entry": entry.to_wire() if entry else None, "complete": complete}
 
 
-def write_checked(store: LocalStore, data: bytes, sha: str, hashed: bool, cached: bool = True) -> bytes:
-    """Write one chunk file durably after checking ``data`` hashes to ``sha`` (unless ``hashed``:
-    computed from these bytes by this process); returns its read sum."""
-    if not hashed and hashlib.sha256(data).hexdigest() != sha:
+def write_checked(store: LocalStore, data: Body, sha: str, hashed: bool, cached: bool = True) -> bytes:
+    """Write one chunk file durably after checking ``data`` (a buffer or its pieces) hashes to
+    ``sha`` (unless ``hashed``: computed from these bytes by this process); its read sum."""
+    if not hashed and sha256_of(data) != sha:
         raise BadRequest("entry does not match the data sent with it")
     return store.write_verified_file(data, sha, cached)
 
@@ -100,25 +101,28 @@ class Replica:
         self.clock.observe(entry.version)
         return await self.store.commit(blob, entry)
 
-    async def commit_small(self, entry: ManifestEntry, data: bytes, hashed: bool = False) -> bool:
-        """One-phase write of a small file: the bytes arrive with their entry.
+    async def commit_small(self, entry: ManifestEntry, body: Body, hashed: bool = False) -> bool:
+        """One-phase write of a small file: the bytes (one buffer, or the pieces they arrived
+        in: a chunk file is written from those without joining them) arrive with their entry.
 
         ``hashed``: this process computed ``entry.sha256`` from these very bytes (the
         coordinator's own replica), so they are not hashed again; bytes from a peer always are.
         """
-        chunks = (entry.sha256,) if data else ()
-        if entry.deleted or entry.size != len(data) or entry.chunks != chunks:
+        size = body_size(body)
+        chunks = (entry.sha256,) if size else ()
+        if entry.deleted or entry.size != size or entry.chunks != chunks:
             raise BadRequest("entry does not match the data sent with it")
         not_ahead(entry)
         store = self.store
-        store.check_space(len(data))
-        if len(data) > SMALL_CHUNK:  # one chunk file, written durably before the entry commits
+        store.check_space(size)
+        if size > SMALL_CHUNK:  # one chunk file, written durably before the entry commits
             async with store.gc_lock.shared():
                 # Hashed in the I/O thread with the write: 0.7 ms per MiB off the event loop.
                 cached = self.keep_cached(hashed)  # hashed here: the coordinator's own copy
-                fast = await store.in_io(write_checked, store, data, entry.sha256, hashed, cached)
+                fast = await store.in_io(write_checked, store, body, entry.sha256, hashed, cached)
                 self.clock.observe(entry.version)
                 return bool(await store.apply_entries([entry], sums={entry.sha256: fast}))
+        data = b"".join(pieces_of(body))  # at most SMALL_CHUNK: stored in its entry's row
         if not hashed and hashlib.sha256(data).hexdigest() != entry.sha256:
             raise BadRequest("entry does not match the data sent with it")
         self.clock.observe(entry.version)

@@ -24,7 +24,7 @@ from ..core.manifest import ManifestEntry
 from ..core.merkle import MerkleTree
 from ..errors import BadRequest, CorruptData, InsufficientStorage, PayloadTooLarge, Unavailable, disk_full
 from .checkpoint import DB_NAME, create_checkpoint, list_checkpoints, restore_checkpoint
-from .chunks import ChunkStore, fsync_dir, is_sha256_hex, read_sum
+from .chunks import Body, ChunkStore, fsync_dir, is_sha256_hex, read_sum
 from .lock import DataDirLock
 from .metadata import DatabaseCorrupt, MetadataDB, check_integrity
 from .reserve import SpaceReserve
@@ -288,8 +288,9 @@ class LocalStore:
         else:  # a repaired copy: not kept in the page cache
             self.committer.remember({sha: await self.in_io(self.write_verified_file, data, sha, False)})
 
-    def write_verified_file(self, data: bytes, sha: str, cached: bool = True) -> bytes:
-        """Write a chunk file whose bytes the caller checked against ``sha``; their read sum."""
+    def write_verified_file(self, data: Body, sha: str, cached: bool = True) -> bytes:
+        """Write a chunk file whose bytes (one buffer or its pieces) the caller checked against
+        ``sha``; their read sum."""
         self.chunks.write(data, sha, cached)
         return read_sum(data)
 
