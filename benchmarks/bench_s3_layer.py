@@ -135,6 +135,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="GETs per API per round")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--only", choices=("native", "s3"), help="one API only (to profile the node meanwhile)")
     ap.add_argument("--repo", type=Path, default=None, help="run the node from another checkout")
     args = ap.parse_args()
     env = {"PYTHONPATH": str(args.repo.resolve())} if args.repo else None
@@ -184,6 +185,8 @@ def measure(node: LocalNode, args: argparse.Namespace) -> None:
         return out
 
     apis = {"native": (node.port, native_requests), "s3": (node.s3_port, s3_requests)}
+    if args.only:
+        apis = {args.only: apis[args.only]}
 
     def half(api: str) -> float:
         port, build = apis[api]
@@ -200,22 +203,26 @@ def measure(node: LocalNode, args: argparse.Namespace) -> None:
         half(api)
     print(f"node pid {pid}; {args.requests} GETs of {SIZE} B per API per round, {args.connections} "
           f"connections; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    results: dict[str, list[float]] = {"native": [], "s3": []}
+    results: dict[str, list[float]] = {api: [] for api in apis}
     ticks0, t0 = node_ticks(pid), time.monotonic()
     for r in range(args.rounds):
-        order = ("native", "s3") if r % 2 == 0 else ("s3", "native")
-        for api in order:
+        for api in list(apis) if r % 2 == 0 else reversed(apis):
             results[api].append(half(api))
+        if args.only:
+            print(f"round {r + 1:2d}: {args.only} {results[args.only][-1]:6.1f} µs", flush=True)
+            continue
         print(f"round {r + 1:2d}: native {results['native'][-1]:6.1f} µs  s3 {results['s3'][-1]:6.1f} µs  "
               f"diff {results['s3'][-1] - results['native'][-1]:+6.1f} µs", flush=True)  # fmt: skip
     ticks = (node_ticks(pid) - ticks0) / os.sysconf("SC_CLK_TCK")
-    total = sum(results["native"]) + sum(results["s3"])
+    total = sum(sum(v) for v in results.values())
+    print(f"cross-check: /proc/<pid>/stat {ticks:.2f} s over {time.monotonic() - t0:.1f} s, "
+          f"schedstat {total * args.requests / 1e6:.2f} s")  # fmt: skip
+    if args.only:
+        return
     n, s = statistics.median(results["native"]), statistics.median(results["s3"])
     diffs = sorted(b - a for a, b in zip(results["native"], results["s3"], strict=True))
     print(f"median node CPU per GET: native {n:.1f} µs, s3 {s:.1f} µs, s3 - native {statistics.median(diffs):+.1f} µs "
           f"(+{(s / n - 1) * 100:.0f} %); paired differences {diffs[0]:+.1f} .. {diffs[-1]:+.1f} µs")  # fmt: skip
-    print(f"cross-check: /proc/<pid>/stat {ticks:.2f} s over {time.monotonic() - t0:.1f} s, "
-          f"schedstat {total * args.requests / 1e6:.2f} s")  # fmt: skip
 
 
 if __name__ == "__main__":
