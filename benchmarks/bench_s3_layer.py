@@ -1,7 +1,7 @@
 """CPU per 4 KiB GET on one node: the S3 API's GetObject against the native API's GET of the
 same objects, so the S3 layer's own cost per request shows in microseconds.
 
-    python benchmarks/bench_s3_layer.py --objects 200 --requests 2000 --rounds 15
+    python benchmarks/bench_s3_layer.py --objects 2000 --requests 2000 --rounds 15
 
 Starts one real node process (R=1, fsync=never, an S3 port), makes an admin key and a bucket,
 writes ``--objects`` 4 KiB objects through S3 (so each carries its MD5, as the bench's do), then
@@ -18,6 +18,7 @@ costs. A script that prints figures, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import selectors
@@ -42,10 +43,8 @@ def node_cpu_ns(pid: int) -> int:
     """CPU nanoseconds the node's live threads have run (schedstat: finer than clock ticks)."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that ended meanwhile
             total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass  # a thread that ended meanwhile
     return total
 
 
@@ -129,100 +128,115 @@ def one_request(port: int, req: bytes) -> tuple[int, bytes]:
     return run(port, [req], 1)[0]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--objects", type=int, default=200)
-    ap.add_argument("--requests", type=int, default=2000, help="GETs per API per round")
-    ap.add_argument("--rounds", type=int, default=15)
-    ap.add_argument("--connections", type=int, default=4)
-    ap.add_argument("--only", choices=("native", "s3"), help="one API only (to profile the node meanwhile)")
-    ap.add_argument("--repo", type=Path, default=None, help="run the node from another checkout")
-    args = ap.parse_args()
-    env = {"PYTHONPATH": str(args.repo.resolve())} if args.repo else None
-    with tempfile.TemporaryDirectory() as tmp:
-        (s3_port,) = free_ports(1)
-        (node,) = LocalNode.cluster(Path(tmp), 1, {"fsync": "never", "replicas": 1, "write_quorum": 1},
-                                    s3_ports=[s3_port], env=env)  # fmt: skip
-        start_all([node])
-        try:
-            measure(node, args)
-        finally:
-            stop_all([node])
+class Target:
+    """One node under test: its key, its bucket of objects, and the GETs of both APIs."""
 
+    def __init__(self, name: str, node: LocalNode, args: argparse.Namespace) -> None:
+        assert node.pid is not None
+        self.name, self.node, self.pid, self.args = name, node, node.pid, args
+        status, body = http_json(node.url + "/s3/keys", "POST", {"name": "layer", "admin": True}, timeout=30)
+        if status != 201 or not isinstance(body, dict):
+            raise SystemExit(f"cannot create a key: HTTP {status}: {body}")
+        self.signer = Signer(body["key_id"], body["secret"])
+        self.host = f"127.0.0.1:{node.s3_port}"
+        self.native_host = f"127.0.0.1:{node.port}"
+        bucket = self.signed("PUT", f"/{BUCKET}")
+        got = one_request(node.s3_port, bucket)
+        if got[0] != 200:
+            raise SystemExit(f"cannot create the bucket: HTTP {got[0]}: {got[1][:300]!r}")
+        self.keys = [f"obj-{i:05d}" for i in range(args.objects)]
+        puts = []
+        for i, key in enumerate(self.keys):
+            data = (f"{i:016d}".encode() * (SIZE // 16))[:SIZE]
+            puts.append(self.signed("PUT", f"/{BUCKET}/{key}", data))
+        bad = [a for a in run(node.s3_port, puts, args.connections) if a[0] != 200]
+        if bad:
+            raise SystemExit(f"{len(bad)} PUTs failed: {bad[0]}")
 
-def measure(node: LocalNode, args: argparse.Namespace) -> None:
-    pid = node.pid
-    assert pid is not None
-    status, body = http_json(node.url + "/s3/keys", "POST", {"name": "layer", "admin": True}, timeout=30)
-    if status != 201 or not isinstance(body, dict):
-        raise SystemExit(f"cannot create a key: HTTP {status}: {body}")
-    signer = Signer(body["key_id"], body["secret"])
-    host = f"127.0.0.1:{node.s3_port}"
-    got = one_request(node.s3_port, request_bytes("PUT", host, f"/{BUCKET}", signer.headers("PUT", host, f"/{BUCKET}")))
-    if got[0] != 200:
-        raise SystemExit(f"cannot create the bucket: HTTP {got[0]}: {got[1][:300]!r}")
-    keys = [f"obj-{i:05d}" for i in range(args.objects)]
-    puts = []
-    for i, key in enumerate(keys):
-        data = (f"{i:016d}".encode() * (SIZE // 16))[:SIZE]
-        path = f"/{BUCKET}/{key}"
-        sha = hashlib.sha256(data).hexdigest()
-        puts.append(request_bytes("PUT", host, path, signer.headers("PUT", host, path, sha), data))
-    bad = [a for a in run(node.s3_port, puts, args.connections) if a[0] != 200]
-    if bad:
-        raise SystemExit(f"{len(bad)} PUTs failed: {bad[0]}")
-    native_host = f"127.0.0.1:{node.port}"
+    def signed(self, method: str, path: str, body: bytes = b"") -> bytes:
+        sha = hashlib.sha256(body).hexdigest()
+        return request_bytes(method, self.host, path, self.signer.headers(method, self.host, path, sha), body)
 
-    def native_requests() -> list[bytes]:
-        return [request_bytes("GET", native_host, f"/files/{BUCKET}/{keys[i % len(keys)]}", {})
-                for i in range(args.requests)]  # fmt: skip
+    def requests(self, api: str) -> tuple[int, list[bytes]]:
+        """(port, the round's requests): built and signed before it starts."""
+        keys, n = self.keys, self.args.requests
+        if api == "native":
+            paths = (f"/files/{BUCKET}/{keys[i % len(keys)]}" for i in range(n))
+            return self.node.port, [request_bytes("GET", self.native_host, p, {}) for p in paths]
+        return self.node.s3_port, [self.signed("GET", f"/{BUCKET}/{keys[i % len(keys)]}") for i in range(n)]
 
-    def s3_requests() -> list[bytes]:
-        out = []
-        for i in range(args.requests):
-            path = f"/{BUCKET}/{keys[i % len(keys)]}"
-            out.append(request_bytes("GET", host, path, signer.headers("GET", host, path)))
-        return out
-
-    apis = {"native": (node.port, native_requests), "s3": (node.s3_port, s3_requests)}
-    if args.only:
-        apis = {args.only: apis[args.only]}
-
-    def half(api: str) -> float:
-        port, build = apis[api]
-        reqs = build()
-        before = node_cpu_ns(pid)
-        answers = run(port, reqs, args.connections)
-        spent = node_cpu_ns(pid) - before
+    def half(self, api: str) -> float:
+        """Node CPU µs per GET of one API's requests."""
+        port, reqs = self.requests(api)
+        before = node_cpu_ns(self.pid)
+        answers = run(port, reqs, self.args.connections)
+        spent = node_cpu_ns(self.pid) - before
         wrong = [a for a in answers if a[0] != 200 or len(a[1]) != SIZE]
         if wrong:
             raise SystemExit(f"{api}: {len(wrong)} bad answers, first: {wrong[0][0]} {wrong[0][1][:300]!r}")
         return spent / len(reqs) / 1000
 
-    for api in apis:  # warm-up: caches, connections, the registry's records
-        half(api)
-    print(f"node pid {pid}; {args.requests} GETs of {SIZE} B per API per round, {args.connections} "
-          f"connections; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    results: dict[str, list[float]] = {api: [] for api in apis}
-    ticks0, t0 = node_ticks(pid), time.monotonic()
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--objects", type=int, default=2000)
+    ap.add_argument("--requests", type=int, default=2000, help="GETs per API per round")
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--only", choices=("native", "s3"), help="one API only (to profile the node meanwhile)")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="another checkout: a second node runs its code in the same rounds")  # fmt: skip
+    args = ap.parse_args()
+    setups = [("this", None)]
+    if args.compare:
+        setups.append((args.compare.name, {"PYTHONPATH": str(args.compare.resolve())}))
+    nodes: list[LocalNode] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            flags = {"fsync": "never", "replicas": 1, "write_quorum": 1}
+            for i, (_, env) in enumerate(setups):
+                (node,) = LocalNode.cluster(Path(tmp), 1, flags, s3_ports=free_ports(1), env=env,
+                                            name=f"n{i}-")  # fmt: skip
+                nodes.append(node)
+                start_all([node])
+            measure([Target(name, node, args) for (name, _), node in zip(setups, nodes, strict=True)], args)
+        finally:
+            stop_all(nodes)
+
+
+def measure(targets: list[Target], args: argparse.Namespace) -> None:
+    apis = [args.only] if args.only else ["native", "s3"]
+    halves = [(t, api) for t in targets for api in apis]
+    for t, api in halves:  # warm-up: caches, connections, the registry's records
+        t.half(api)
+    print(f"node pids {', '.join(f'{t.name} {t.pid}' for t in targets)}; {args.requests} GETs of {SIZE} B "
+          f"per API per round, {args.connections} connections; load average {os.getloadavg()[0]:.1f}",
+          flush=True)  # fmt: skip
+    results: dict[tuple[str, str], list[float]] = {(t.name, api): [] for t, api in halves}
+    t0 = time.monotonic()
+    ticks0 = [node_ticks(t.pid) for t in targets]
     for r in range(args.rounds):
-        for api in list(apis) if r % 2 == 0 else reversed(apis):
-            results[api].append(half(api))
-        if args.only:
-            print(f"round {r + 1:2d}: {args.only} {results[args.only][-1]:6.1f} µs", flush=True)
-            continue
-        print(f"round {r + 1:2d}: native {results['native'][-1]:6.1f} µs  s3 {results['s3'][-1]:6.1f} µs  "
-              f"diff {results['s3'][-1] - results['native'][-1]:+6.1f} µs", flush=True)  # fmt: skip
-    ticks = (node_ticks(pid) - ticks0) / os.sysconf("SC_CLK_TCK")
-    total = sum(sum(v) for v in results.values())
-    print(f"cross-check: /proc/<pid>/stat {ticks:.2f} s over {time.monotonic() - t0:.1f} s, "
-          f"schedstat {total * args.requests / 1e6:.2f} s")  # fmt: skip
-    if args.only:
-        return
-    n, s = statistics.median(results["native"]), statistics.median(results["s3"])
-    diffs = sorted(b - a for a, b in zip(results["native"], results["s3"], strict=True))
-    print(f"median node CPU per GET: native {n:.1f} µs, s3 {s:.1f} µs, s3 - native {statistics.median(diffs):+.1f} µs "
-          f"(+{(s / n - 1) * 100:.0f} %); paired differences {diffs[0]:+.1f} .. {diffs[-1]:+.1f} µs")  # fmt: skip
+        shift = r % len(halves)  # each half takes each place in the order in turn
+        for t, api in halves[shift:] + halves[:shift]:
+            results[(t.name, api)].append(t.half(api))
+        shown = "  ".join(f"{name} {api} {v[-1]:6.1f}" for (name, api), v in results.items())
+        print(f"round {r + 1:2d} (µs): {shown}", flush=True)
+    clock = os.sysconf("SC_CLK_TCK")
+    for t, ticks in zip(targets, ticks0, strict=True):
+        spent = sum(sum(results[(t.name, api)]) for api in apis) * args.requests / 1e6
+        print(f"cross-check {t.name}: /proc/<pid>/stat {(node_ticks(t.pid) - ticks) / clock:.2f} s, "
+              f"schedstat {spent:.2f} s over {time.monotonic() - t0:.1f} s")  # fmt: skip
+    print(f"load average {os.getloadavg()[0]:.1f}; medians over {args.rounds} rounds, node CPU per GET:")
+    for t in targets:
+        line = "  ".join(f"{api} {statistics.median(results[(t.name, api)]):.1f} µs" for api in apis)
+        if not args.only:
+            native, s3 = results[(t.name, "native")], results[(t.name, "s3")]
+            n, s = statistics.median(native), statistics.median(s3)
+            diffs = sorted(b - a for a, b in zip(native, s3, strict=True))
+            line += (f"  s3 - native {statistics.median(diffs):+.1f} µs (paired, median; "
+                     f"{diffs[len(diffs) // 4]:+.1f} .. {diffs[3 * len(diffs) // 4]:+.1f} quartiles)"
+                     f"  s3 / native {(s / n - 1) * 100:+.0f} %")  # fmt: skip
+        print(f"  {t.name}: {line}")
 
 
 if __name__ == "__main__":

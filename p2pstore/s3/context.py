@@ -43,7 +43,7 @@ class S3Call:
 
     async def bucket_for(self, action: str) -> Bucket:
         """The request's bucket, if it exists and this key may ``action`` ("read"/"write") it."""
-        bucket = await self.registry.get_bucket(self.bucket)
+        bucket = self.registry.cached_bucket(self.bucket) or await self.registry.get_bucket(self.bucket)
         if bucket is None:
             raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=self.bucket)
         if not self.key.may(bucket, action):
