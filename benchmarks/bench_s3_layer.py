@@ -237,6 +237,12 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
                      f"{diffs[len(diffs) // 4]:+.1f} .. {diffs[3 * len(diffs) // 4]:+.1f} quartiles)"
                      f"  s3 / native {(s / n - 1) * 100:+.0f} %")  # fmt: skip
         print(f"  {t.name}: {line}")
+    for other in targets[1:]:
+        line = "  ".join(
+            f"{api} {statistics.median(b - a for a, b in zip(results[(other.name, api)], results[(targets[0].name, api)], strict=True)):+.1f} µs"
+            for api in apis
+        )
+        print(f"  {targets[0].name} - {other.name} (paired, median): {line}")
 
 
 if __name__ == "__main__":

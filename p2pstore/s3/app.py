@@ -159,7 +159,8 @@ def s3_handler(node: Node, registry: Registry, region: str, domains: tuple[str, 
                 bucket, object_key = split_target(sig.path, request.headers.get("Host"), domains)
                 call = S3Call(request, node, registry, region, sig, key, verified, bucket, object_key, extra)
                 response = await route(call)(call)
-                if not response.prepared:  # a streamed answer sent them with its head (call.extra)
+                # a streamed answer sent them with its head (call.extra); GetObject's carries them
+                if not response.prepared and "x-amz-request-id" not in response.headers:
                     response.headers.update(extra)
             except Exception as exc:
                 response = error_response(request, logged_error(request, exc), request_id)
