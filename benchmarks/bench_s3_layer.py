@@ -140,6 +140,7 @@ class Target:
         self.signer = Signer(body["key_id"], body["secret"])
         self.host = f"127.0.0.1:{node.s3_port}"
         self.native_host = f"127.0.0.1:{node.port}"
+        self.round = 0
         bucket = self.signed("PUT", f"/{BUCKET}")
         got = one_request(node.s3_port, bucket)
         if got[0] != 200:
@@ -160,18 +161,32 @@ class Target:
     def requests(self, api: str) -> tuple[int, list[bytes]]:
         """(port, the round's requests): built and signed before it starts."""
         keys, n = self.keys, self.args.requests
+        if self.args.op == "put":  # new keys each round, as the bench writes them
+            self.round += 1
+            names = [f"{api}-{self.round}-{i:05d}" for i in range(n)]
+            bodies = [(f"{self.round:08d}{i:08d}".encode() * (SIZE // 16))[:SIZE] for i in range(n)]
+            pairs = zip(names, bodies, strict=True)
+            if api == "native":
+                sha = "X-Content-SHA256"
+                return self.node.port, [request_bytes("PUT", self.native_host, f"/files/{BUCKET}/{k}",
+                                                      {sha: hashlib.sha256(b).hexdigest()}, b)
+                                        for k, b in pairs]  # fmt: skip
+            return self.node.s3_port, [self.signed("PUT", f"/{BUCKET}/{k}", b) for k, b in pairs]
         if api == "native":
             paths = (f"/files/{BUCKET}/{keys[i % len(keys)]}" for i in range(n))
             return self.node.port, [request_bytes("GET", self.native_host, p, {}) for p in paths]
         return self.node.s3_port, [self.signed("GET", f"/{BUCKET}/{keys[i % len(keys)]}") for i in range(n)]
 
     def half(self, api: str) -> float:
-        """Node CPU µs per GET of one API's requests."""
+        """Node CPU µs per request of one API's requests."""
         port, reqs = self.requests(api)
         before = node_cpu_ns(self.pid)
         answers = run(port, reqs, self.args.connections)
         spent = node_cpu_ns(self.pid) - before
-        wrong = [a for a in answers if a[0] != 200 or len(a[1]) != SIZE]
+        if self.args.op == "put":
+            wrong = [a for a in answers if a[0] != (201 if api == "native" else 200)]
+        else:
+            wrong = [a for a in answers if a[0] != 200 or len(a[1]) != SIZE]
         if wrong:
             raise SystemExit(f"{api}: {len(wrong)} bad answers, first: {wrong[0][0]} {wrong[0][1][:300]!r}")
         return spent / len(reqs) / 1000
@@ -180,7 +195,8 @@ class Target:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--objects", type=int, default=2000)
-    ap.add_argument("--requests", type=int, default=2000, help="GETs per API per round")
+    ap.add_argument("--requests", type=int, default=2000, help="requests per API per round")
+    ap.add_argument("--op", choices=("get", "put"), default="get", help="GET the objects or PUT new ones")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--only", choices=("native", "s3"), help="one API only (to profile the node meanwhile)")
@@ -209,7 +225,8 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
     halves = [(t, api) for t in targets for api in apis]
     for t, api in halves:  # warm-up: caches, connections, the registry's records
         t.half(api)
-    print(f"node pids {', '.join(f'{t.name} {t.pid}' for t in targets)}; {args.requests} GETs of {SIZE} B "
+    op = args.op.upper()
+    print(f"node pids {', '.join(f'{t.name} {t.pid}' for t in targets)}; {args.requests} {op}s of {SIZE} B "
           f"per API per round, {args.connections} connections; load average {os.getloadavg()[0]:.1f}",
           flush=True)  # fmt: skip
     results: dict[tuple[str, str], list[float]] = {(t.name, api): [] for t, api in halves}
@@ -226,7 +243,7 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
         spent = sum(sum(results[(t.name, api)]) for api in apis) * args.requests / 1e6
         print(f"cross-check {t.name}: /proc/<pid>/stat {(node_ticks(t.pid) - ticks) / clock:.2f} s, "
               f"schedstat {spent:.2f} s over {time.monotonic() - t0:.1f} s")  # fmt: skip
-    print(f"load average {os.getloadavg()[0]:.1f}; medians over {args.rounds} rounds, node CPU per GET:")
+    print(f"load average {os.getloadavg()[0]:.1f}; medians over {args.rounds} rounds, node CPU per {op}:")
     for t in targets:
         line = "  ".join(f"{api} {statistics.median(results[(t.name, api)]):.1f} µs" for api in apis)
         if not args.only:
@@ -237,12 +254,12 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
                      f"{diffs[len(diffs) // 4]:+.1f} .. {diffs[3 * len(diffs) // 4]:+.1f} quartiles)"
                      f"  s3 / native {(s / n - 1) * 100:+.0f} %")  # fmt: skip
         print(f"  {t.name}: {line}")
+    this = targets[0].name
     for other in targets[1:]:
-        line = "  ".join(
-            f"{api} {statistics.median(b - a for a, b in zip(results[(other.name, api)], results[(targets[0].name, api)], strict=True)):+.1f} µs"
-            for api in apis
-        )
-        print(f"  {targets[0].name} - {other.name} (paired, median): {line}")
+        paired = {api: [a - b for a, b in zip(results[(this, api)], results[(other.name, api)], strict=True)]
+                  for api in apis}  # fmt: skip
+        line = "  ".join(f"{api} {statistics.median(v):+.1f} µs" for api, v in paired.items())
+        print(f"  {this} - {other.name} (paired, median): {line}")
 
 
 if __name__ == "__main__":
