@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from p2pstore.bench.s3sign import Signer  # noqa: E402
-from p2pstore.launcher import LocalNode, free_ports, http_json, start_all, stop_all  # noqa: E402
+from p2pstore.launcher import LocalNode, free_ports, http_json, start_all, stop_all, wait_converged  # noqa: E402
 
 SIZE = 4096
 BUCKET = "layer"
@@ -89,21 +89,21 @@ class Conn:
         return int(head[0].split()[1]), body
 
 
-def run(port: int, requests: list[bytes], connections: int) -> list[tuple[int, bytes]]:
-    """Send ``requests`` over ``connections`` connections, one in flight on each; the answers."""
+def run(jobs: list[tuple[int, list[bytes]]]) -> list[tuple[int, bytes]]:
+    """One connection per (port, requests), each with one request in flight; the answers."""
     sel = selectors.DefaultSelector()
-    conns = [Conn(port) for _ in range(connections)]
-    todo = iter(requests)
+    conns = [(Conn(port), iter(reqs)) for port, reqs in jobs]
+    total = sum(len(reqs) for _, reqs in jobs)
     answers: list[tuple[int, bytes]] = []
     try:
-        for c in conns:
+        for c, todo in conns:
             req = next(todo, None)
             if req is not None:
                 c.sock.sendall(req)
-                sel.register(c.sock, selectors.EVENT_READ, c)
-        while len(answers) < len(requests):
+                sel.register(c.sock, selectors.EVENT_READ, (c, todo))
+        while len(answers) < total:
             for key, _ in sel.select(timeout=30):
-                c = key.data
+                c, todo = key.data
                 data = c.sock.recv(1 << 16)
                 if not data:
                     raise ConnectionError("the node closed a connection")
@@ -119,77 +119,75 @@ def run(port: int, requests: list[bytes], connections: int) -> list[tuple[int, b
                     c.sock.sendall(req)
     finally:
         sel.close()
-        for c in conns:
+        for c, _ in conns:
             c.sock.close()
     return answers
 
 
-def one_request(port: int, req: bytes) -> tuple[int, bytes]:
-    return run(port, [req], 1)[0]
-
-
 class Target:
-    """One node under test: its key, its bucket of objects, and the GETs of both APIs."""
+    """One cluster under test (the code of one checkout): its key, its bucket of objects, and
+    the requests of both APIs, spread over its nodes (connection j goes to node j mod N)."""
 
-    def __init__(self, name: str, node: LocalNode, args: argparse.Namespace) -> None:
-        assert node.pid is not None
-        self.name, self.node, self.pid, self.args = name, node, node.pid, args
-        status, body = http_json(node.url + "/s3/keys", "POST", {"name": "layer", "admin": True}, timeout=30)
+    def __init__(self, name: str, nodes: list[LocalNode], args: argparse.Namespace) -> None:
+        self.name, self.nodes, self.args = name, nodes, args
+        self.pids = [n.pid for n in nodes if n.pid is not None]
+        first = nodes[0]
+        status, body = http_json(first.url + "/s3/keys", "POST", {"name": "layer", "admin": True}, timeout=30)
         if status != 201 or not isinstance(body, dict):
             raise SystemExit(f"cannot create a key: HTTP {status}: {body}")
         self.signer = Signer(body["key_id"], body["secret"])
-        self.host = f"127.0.0.1:{node.s3_port}"
-        self.native_host = f"127.0.0.1:{node.port}"
         self.round = 0
-        bucket = self.signed("PUT", f"/{BUCKET}")
-        got = one_request(node.s3_port, bucket)
+        got = run([(first.s3_port, [self.signed(first, "PUT", f"/{BUCKET}")])])[0]
         if got[0] != 200:
             raise SystemExit(f"cannot create the bucket: HTTP {got[0]}: {got[1][:300]!r}")
         self.keys = [f"obj-{i:05d}" for i in range(args.objects)]
-        puts = []
-        for i, key in enumerate(self.keys):
-            data = (f"{i:016d}".encode() * (SIZE // 16))[:SIZE]
-            puts.append(self.signed("PUT", f"/{BUCKET}/{key}", data))
-        bad = [a for a in run(node.s3_port, puts, args.connections) if a[0] != 200]
+        bodies = [(f"{i:016d}".encode() * (SIZE // 16))[:SIZE] for i in range(args.objects)]
+        bad = [a for a in run(self.jobs("s3", "PUT", self.keys, bodies)) if a[0] != 200]
         if bad:
             raise SystemExit(f"{len(bad)} PUTs failed: {bad[0]}")
+        if len(nodes) > 1:  # every replica has every object before GETs are measured
+            wait_converged(nodes, timeout=120)
 
-    def signed(self, method: str, path: str, body: bytes = b"") -> bytes:
+    def signed(self, node: LocalNode, method: str, path: str, body: bytes = b"") -> bytes:
+        host = f"127.0.0.1:{node.s3_port}"
         sha = hashlib.sha256(body).hexdigest()
-        return request_bytes(method, self.host, path, self.signer.headers(method, self.host, path, sha), body)
+        return request_bytes(method, host, path, self.signer.headers(method, host, path, sha), body)
 
-    def requests(self, api: str) -> tuple[int, list[bytes]]:
-        """(port, the round's requests): built and signed before it starts."""
-        keys, n = self.keys, self.args.requests
-        if self.args.op == "put":  # new keys each round, as the bench writes them
-            self.round += 1
-            names = [f"{api}-{self.round}-{i:05d}" for i in range(n)]
-            bodies = [(f"{self.round:08d}{i:08d}".encode() * (SIZE // 16))[:SIZE] for i in range(n)]
-            pairs = zip(names, bodies, strict=True)
-            if api == "native":
-                sha = "X-Content-SHA256"
-                return self.node.port, [request_bytes("PUT", self.native_host, f"/files/{BUCKET}/{k}",
-                                                      {sha: hashlib.sha256(b).hexdigest()}, b)
-                                        for k, b in pairs]  # fmt: skip
-            return self.node.s3_port, [self.signed("PUT", f"/{BUCKET}/{k}", b) for k, b in pairs]
-        if api == "native":
-            paths = (f"/files/{BUCKET}/{keys[i % len(keys)]}" for i in range(n))
-            return self.node.port, [request_bytes("GET", self.native_host, p, {}) for p in paths]
-        return self.node.s3_port, [self.signed("GET", f"/{BUCKET}/{keys[i % len(keys)]}") for i in range(n)]
+    def one(self, api: str, node: LocalNode, method: str, key: str, body: bytes | None) -> bytes:
+        if api == "s3":
+            return self.signed(node, method, f"/{BUCKET}/{key}", body or b"")
+        head = {"X-Content-SHA256": hashlib.sha256(body).hexdigest()} if body is not None else {}
+        return request_bytes(method, f"127.0.0.1:{node.port}", f"/files/{BUCKET}/{key}", head, body or b"")
+
+    def jobs(self, api: str, method: str, keys: list[str], bodies: list[bytes] | None = None
+             ) -> list[tuple[int, list[bytes]]]:  # fmt: skip
+        """Requests of ``keys`` for each connection, built and signed before a round starts."""
+        out = []
+        for j in range(self.args.connections):
+            node = self.nodes[j % len(self.nodes)]
+            port = node.s3_port if api == "s3" else node.port
+            mine = range(j, len(keys), self.args.connections)
+            reqs = [self.one(api, node, method, keys[i], bodies[i] if bodies else None) for i in mine]
+            out.append((port, reqs))
+        return out
 
     def half(self, api: str) -> float:
-        """Node CPU µs per request of one API's requests."""
-        port, reqs = self.requests(api)
-        before = node_cpu_ns(self.pid)
-        answers = run(port, reqs, self.args.connections)
-        spent = node_cpu_ns(self.pid) - before
-        if self.args.op == "put":
-            wrong = [a for a in answers if a[0] != (201 if api == "native" else 200)]
+        """Nodes' CPU µs per request of one API's requests (summed over the nodes)."""
+        n = self.args.requests
+        if self.args.op == "put":  # new keys each round, as the bench writes them
+            self.round += 1
+            keys = [f"{api}-{self.round}-{i:05d}" for i in range(n)]
+            bodies = [(f"{self.round:08d}{i:08d}".encode() * (SIZE // 16))[:SIZE] for i in range(n)]
+            jobs, ok = self.jobs(api, "PUT", keys, bodies), (201 if api == "native" else 200)
         else:
-            wrong = [a for a in answers if a[0] != 200 or len(a[1]) != SIZE]
+            jobs, ok = self.jobs(api, "GET", [self.keys[i % len(self.keys)] for i in range(n)]), 200
+        before = sum(node_cpu_ns(pid) for pid in self.pids)
+        answers = run(jobs)
+        spent = sum(node_cpu_ns(pid) for pid in self.pids) - before
+        wrong = [a for a in answers if a[0] != ok or (self.args.op == "get" and len(a[1]) != SIZE)]
         if wrong:
             raise SystemExit(f"{api}: {len(wrong)} bad answers, first: {wrong[0][0]} {wrong[0][1][:300]!r}")
-        return spent / len(reqs) / 1000
+        return spent / n / 1000
 
 
 def main() -> None:
@@ -199,6 +197,7 @@ def main() -> None:
     ap.add_argument("--op", choices=("get", "put"), default="get", help="GET the objects or PUT new ones")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--nodes", type=int, default=1, help="nodes per cluster (R=min(3,N), W=min(2,R))")
     ap.add_argument("--only", choices=("native", "s3"), help="one API only (to profile the node meanwhile)")
     ap.add_argument("--compare", type=Path, default=None,
                     help="another checkout: a second node runs its code in the same rounds")  # fmt: skip
@@ -209,13 +208,16 @@ def main() -> None:
     nodes: list[LocalNode] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            flags = {"fsync": "never", "replicas": 1, "write_quorum": 1}
+            replicas = min(3, args.nodes)
+            flags = {"fsync": "never", "replicas": replicas, "write_quorum": min(2, replicas)}
+            clusters = []
             for i, (_, env) in enumerate(setups):
-                (node,) = LocalNode.cluster(Path(tmp), 1, flags, s3_ports=free_ports(1), env=env,
-                                            name=f"n{i}-")  # fmt: skip
-                nodes.append(node)
-                start_all([node])
-            measure([Target(name, node, args) for (name, _), node in zip(setups, nodes, strict=True)], args)
+                cluster = LocalNode.cluster(Path(tmp), args.nodes, flags, s3_ports=free_ports(args.nodes),
+                                            env=env, name=f"c{i}-node")  # fmt: skip
+                nodes.extend(cluster)
+                clusters.append(cluster)
+                start_all(cluster, converged=True)
+            measure([Target(name, c, args) for (name, _), c in zip(setups, clusters, strict=True)], args)
         finally:
             stop_all(nodes)
 
@@ -226,12 +228,12 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
     for t, api in halves:  # warm-up: caches, connections, the registry's records
         t.half(api)
     op = args.op.upper()
-    print(f"node pids {', '.join(f'{t.name} {t.pid}' for t in targets)}; {args.requests} {op}s of {SIZE} B "
+    print(f"node pids {', '.join(f'{t.name} {t.pids}' for t in targets)}; {args.requests} {op}s of {SIZE} B "
           f"per API per round, {args.connections} connections; load average {os.getloadavg()[0]:.1f}",
           flush=True)  # fmt: skip
     results: dict[tuple[str, str], list[float]] = {(t.name, api): [] for t, api in halves}
     t0 = time.monotonic()
-    ticks0 = [node_ticks(t.pid) for t in targets]
+    ticks0 = [sum(node_ticks(pid) for pid in t.pids) for t in targets]
     for r in range(args.rounds):
         shift = r % len(halves)  # each half takes each place in the order in turn
         for t, api in halves[shift:] + halves[:shift]:
@@ -241,7 +243,8 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
     clock = os.sysconf("SC_CLK_TCK")
     for t, ticks in zip(targets, ticks0, strict=True):
         spent = sum(sum(results[(t.name, api)]) for api in apis) * args.requests / 1e6
-        print(f"cross-check {t.name}: /proc/<pid>/stat {(node_ticks(t.pid) - ticks) / clock:.2f} s, "
+        now = sum(node_ticks(pid) for pid in t.pids)
+        print(f"cross-check {t.name}: /proc/<pid>/stat {(now - ticks) / clock:.2f} s, "
               f"schedstat {spent:.2f} s over {time.monotonic() - t0:.1f} s")  # fmt: skip
     print(f"load average {os.getloadavg()[0]:.1f}; medians over {args.rounds} rounds, node CPU per {op}:")
     for t in targets:
