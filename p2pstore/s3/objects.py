@@ -52,14 +52,19 @@ _CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified
 
 def native_key(call: S3Call, bucket: str, key: str) -> str:
     """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    return native_name(bucket, key, call.node.config.max_key_bytes)
+
+
+def native_name(bucket: str, key: str, max_bytes: int) -> str:
+    """:func:`native_key` for a key length limit."""
     name = f"{bucket}/{key}"
-    if len(name) <= call.node.config.max_key_bytes and _PLAIN_NAME.fullmatch(name):
+    if len(name) <= max_bytes and _PLAIN_NAME.fullmatch(name):
         return name  # ASCII: as many bytes as characters
     if is_marker_name(key):
         raise S3Error("InvalidArgument", f"This store cannot hold the key {key[:200]!r}: its last segment "
                       f"{FOLDER_MARKER!r} is how folder markers ('dir/') are stored")  # fmt: skip
     try:
-        return validate_key(f"{bucket}/{stored_key(key)}", call.node.config.max_key_bytes)
+        return validate_key(f"{bucket}/{stored_key(key)}", max_bytes)
     except InvalidKey as exc:
         if "longer than" in exc.message:
             raise S3Error("KeyTooLongError", "Your key is too long") from None
