@@ -140,7 +140,8 @@ def s3_handler(node: Node, registry: Registry, region: str, domains: tuple[str, 
     A route handler rather than a middleware: aiohttp wraps each middleware in one more
     coroutine per request, and this app has only the one route. ``direct``: called by the
     server without the application's router (see :func:`direct_handler`), so it answers
-    ``Expect: 100-continue`` itself, as the router would have before calling it."""
+    ``Expect: 100-continue`` itself once the request's signature holds (a request refused
+    before its body is answered without inviting the body)."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request_id = f"{_ID_PREFIX}{next(_ids):08X}"
@@ -153,13 +154,13 @@ def s3_handler(node: Node, registry: Registry, region: str, domains: tuple[str, 
                     response = await preflight(request, registry, domains)
                     status = f"{response.status // 100}xx"
                     return response
-                if direct and "Expect" in request.headers:
-                    await answer_expect(request)
                 sig = sig_request(request)
                 origin = request.headers.get("Origin")
                 if origin is not None:  # a browser's request: the bucket's CORS rules say what it may see
                     extra.update(await cors_headers(request, sig.path, origin, registry, domains))
                 key, verified = await authenticate(sig, registry, region)
+                if direct and "Expect" in request.headers:  # signed: now the body may come
+                    await answer_expect(request)
                 if domains:
                     bucket, object_key = split_target(sig.path, request.headers.get("Host"), domains)
                 else:  # path style only: /bucket/key
