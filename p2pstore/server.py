@@ -29,7 +29,7 @@ from .config import NodeConfig
 from .core.identity import Adoption, IdentityRefused
 from .node import Node, stored_node_id
 from .s3.admin import add_admin_routes
-from .s3.app import build_s3_app
+from .s3.app import build_s3_app, direct_handler
 from .s3.app import error_response as s3_error_response
 from .s3.errors import S3Error
 from .s3.lifecycle import LifecycleRunner
@@ -149,7 +149,8 @@ async def serve(cfg: NodeConfig, stop: asyncio.Event) -> None:
         port = cfg.internal_listen_port
         sites.append(MutualTLSSite(runner, cfg.host, port, internal_tls))
     if cfg.s3_port:
-        s3_runner = GuardedRunner(build_s3_app(node, registry), guard, refuse_s3, access_log=None,
+        s3_app = build_s3_app(node, registry)
+        s3_runner = GuardedRunner(s3_app, guard, refuse_s3, direct_handler(s3_app), access_log=None,
                                   handler_cancellation=False, read_bufsize=READ_BUFSIZE,
                                   keepalive_timeout=KEEPALIVE_TIMEOUT)  # fmt: skip
         await s3_runner.setup()

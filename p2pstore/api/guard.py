@@ -216,16 +216,21 @@ class GuardedServer(Server):
 
 
 class GuardedRunner(web.AppRunner):
-    """An AppRunner whose server is a GuardedServer."""
+    """An AppRunner whose server is a GuardedServer. ``handler``: what the server calls for each
+    request instead of the application's router (an app with one catch-all route, s3/app.py)."""
 
-    def __init__(self, app: web.Application, guard: Guard, refuse: Refuse, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, guard: Guard, refuse: Refuse,
+                 handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]] | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(app, **kwargs)
         self._guard = guard
         self._refuse = refuse
+        self._handler = handler
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
-        return GuardedServer(server.request_handler, guard=self._guard, refuse=self._refuse,
+        handler = self._handler or server.request_handler
+        return GuardedServer(handler, guard=self._guard, refuse=self._refuse,
                              request_factory=server.request_factory, loop=server._loop,
                              handler_cancellation=server.handler_cancellation,
                              **server._kwargs)  # fmt: skip

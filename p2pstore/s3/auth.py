@@ -40,7 +40,7 @@ async def authenticate(
     signed = sigv4.parse(req, time.time(), region)
     if signed is None:
         raise S3Error("AccessDenied", "Access Denied: anonymous requests are not allowed; sign with SigV4.")
-    key = await registry.get_key(signed.access_key)
+    key = registry.cached_key(signed.access_key) or await registry.get_key(signed.access_key)
     if key is None:
         raise S3Error("InvalidAccessKeyId",
                       "The AWS Access Key Id you provided does not exist in our records.",

@@ -41,9 +41,15 @@ class S3Call:
         """Object ``k`` of bucket ``b`` is the native key ``b/k``."""
         return self.bucket + NATIVE_SEPARATOR + self.object_key
 
+    def may_now(self, action: str) -> bool:
+        """Whether this key may ``action`` the request's bucket, told from a fresh cached record
+        without a coroutine; False also when that needs a read (then ask bucket_for)."""
+        bucket = self.registry.cached_bucket(self.bucket)
+        return bucket is not None and self.key.may(bucket, action)
+
     async def bucket_for(self, action: str) -> Bucket:
         """The request's bucket, if it exists and this key may ``action`` ("read"/"write") it."""
-        bucket = await self.registry.get_bucket(self.bucket)
+        bucket = self.registry.cached_bucket(self.bucket) or await self.registry.get_bucket(self.bucket)
         if bucket is None:
             raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=self.bucket)
         if not self.key.may(bucket, action):

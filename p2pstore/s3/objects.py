@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import email.utils
 import functools
+import re
 from collections.abc import AsyncIterator
 from urllib.parse import unquote
 
@@ -42,13 +43,28 @@ RESPONSE_OVERRIDES = {
 }
 
 
+# A key of plain segments (ASCII letters, digits, '_', '~', '-' and '.', no segment starting with
+# '.'), as most keys are: what validate_key and the folder-marker rules accept, checked in one scan.
+_PLAIN_NAME = re.compile(r"[\w~-][\w.~-]*(?:/[\w~-][\w.~-]*)*", re.ASCII)
+PRECONDITION_FAILED = "At least one of the pre-conditions you specified did not hold"
+_CONDITIONAL = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
 def native_key(call: S3Call, bucket: str, key: str) -> str:
     """``bucket/key`` if the native namespace can hold it, else the S3 error saying why."""
+    return native_name(bucket, key, call.node.config.max_key_bytes)
+
+
+def native_name(bucket: str, key: str, max_bytes: int) -> str:
+    """:func:`native_key` for a key length limit."""
+    name = f"{bucket}/{key}"
+    if len(name) <= max_bytes and _PLAIN_NAME.fullmatch(name):
+        return name  # ASCII: as many bytes as characters
     if is_marker_name(key):
         raise S3Error("InvalidArgument", f"This store cannot hold the key {key[:200]!r}: its last segment "
                       f"{FOLDER_MARKER!r} is how folder markers ('dir/') are stored")  # fmt: skip
     try:
-        return validate_key(f"{bucket}/{stored_key(key)}", call.node.config.max_key_bytes)
+        return validate_key(f"{bucket}/{stored_key(key)}", max_bytes)
     except InvalidKey as exc:
         if "longer than" in exc.message:
             raise S3Error("KeyTooLongError", "Your key is too long") from None
@@ -63,12 +79,19 @@ async def resolve(call: S3Call, key: str) -> Resolved:
     given) and retry a 503 for minutes, so with two of three replicas down a missing key is
     answered as missing (the native API's ``?r=1``): at worst a key written only to the two
     unreachable replicas reads as missing until one is back; no wrong byte is ever served."""
-    reads = call.node.cluster.reads
     try:
-        try:
-            return await reads.resolve(key)
-        except Unavailable:
-            return await reads.resolve(key, r=1)
+        return await call.node.cluster.reads.resolve(key)
+    except (NotFound, Unavailable) as exc:
+        return await resolve_after(call, key, exc)
+
+
+async def resolve_after(call: S3Call, key: str, failed: NotFound | Unavailable) -> Resolved:
+    """:func:`resolve` once the quorum read of ``key`` raised ``failed``: one read of r=1 after
+    Unavailable, NoSuchKey (with a delete marker's headers) after NotFound."""
+    try:
+        if isinstance(failed, NotFound):
+            raise failed
+        return await call.node.cluster.reads.resolve(key, r=1)
     except NotFound:
         err = S3Error("NoSuchKey", "The specified key does not exist.", Key=call.object_key)
         current = call.node.store.get(key)  # a delete marker says so (versioned buckets)
@@ -113,20 +136,28 @@ def precondition(headers: dict[str, str] | object, entry: ManifestEntry, prefix:
 
 async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.StreamResponse:
     """GetObject/HeadObject of the current version, or of ``resolved`` (s3/versioning.py)."""
-    await call.bucket_for("read")
+    if not call.may_now("read"):
+        await call.bucket_for("read")  # reads the bucket's record, or says why not
     request = call.request
+    lowered = call.sig.headers  # plain dict look-ups, names lower-cased once per request
     reads = call.node.cluster.reads
     if resolved is None:
-        resolved = await resolve(call, native_key(call, call.bucket, call.object_key))
+        key = native_key(call, call.bucket, call.object_key)
+        try:  # resolve() inline: one coroutine less on every GET
+            resolved = await reads.resolve(key)
+        except (NotFound, Unavailable) as exc:
+            resolved = await resolve_after(call, key, exc)
     entry = resolved.entry
-    headers = object_headers(entry, request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED")
-    outcome = precondition(request.headers, entry)
-    if outcome == 412:
-        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
-    if outcome == 304:
-        return web.Response(
-            status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
-        )
+    mode = lowered.get("x-amz-checksum-mode")
+    headers = object_headers(entry, mode is not None and mode.upper() == "ENABLED")
+    if not lowered.keys().isdisjoint(_CONDITIONAL):  # the usual request sends none
+        outcome = precondition(request.headers, entry)
+        if outcome == 412:
+            raise S3Error("PreconditionFailed", PRECONDITION_FAILED)
+        if outcome == 304:
+            return web.Response(
+                status=304, headers={"ETag": headers["ETag"], "Last-Modified": headers["Last-Modified"]}
+            )
     query = call.sig.query
     if query:
         for param, header in RESPONSE_OVERRIDES.items():
@@ -139,7 +170,7 @@ async def get_object(call: S3Call, resolved: Resolved | None = None) -> web.Stre
         if part is not None and (runs := part_runs(entry)) is not None:
             headers["x-amz-mp-parts-count"] = str(sum(count for _, count in runs))
         if part is None:
-            rng = parse_range(request.headers.get("Range"), entry.size)
+            rng = parse_range(lowered.get("range"), entry.size)
     except RangeNotSatisfiable:
         raise S3Error(
             "InvalidRange", "The requested range is not satisfiable", ActualObjectSize=str(entry.size)

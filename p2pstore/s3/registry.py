@@ -152,6 +152,24 @@ class Registry:
         """Record names under ``prefix`` in this node's manifest (every node keeps all of it)."""
         return [e.key[len(prefix) :] for e in self.node.store.db.list(prefix, "", LIST_LIMIT)]
 
+    def _fresh(self, key: str) -> Any:
+        """The parsed record of ``key`` when its cached text is still fresh, else None: the
+        common case of every S3 request, answered without a coroutine. The caller falls back
+        to get_key/get_bucket, which read (and account for missing records)."""
+        hit = self._cache.get(key)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        parsed = self._parsed.get(key)
+        return parsed[1] if parsed is not None and parsed[0] is hit[1] else None
+
+    def cached_key(self, key_id: str) -> AccessKey | None:
+        """The access key from a fresh cache entry (None: ask get_key)."""
+        return self._fresh(KEYS + key_id)
+
+    def cached_bucket(self, name: str) -> Bucket | None:
+        """The bucket from a fresh cache entry (None: ask get_bucket)."""
+        return self._fresh(BUCKETS + name)
+
     # ---- access keys ----
     async def get_key(self, key_id: str) -> AccessKey | None:
         if not key_id or "/" in key_id:

@@ -31,6 +31,11 @@ STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 STREAMING_MODES = (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNSIGNED_TRAILER)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+# Payload modes known without a regex: the named modes and the empty body's sha256 (every GET).
+_KNOWN_PAYLOADS = frozenset((UNSIGNED, *STREAMING_MODES, EMPTY_SHA256))
+# The headers boto3, the AWS CLI and the bench sign on a request without a body to describe.
+COMMON_SIGNED = ("host", "x-amz-content-sha256", "x-amz-date")
+_COMMON_NAMES = ";".join(COMMON_SIGNED)
 MAX_SKEW = 15 * 60  # seconds a request's time may differ from ours
 MAX_EXPIRES = 7 * 24 * 3600  # the longest a presigned URL may live
 SERVICE = "s3"
@@ -131,6 +136,10 @@ def canonical_headers(headers: Mapping[str, str], names: Sequence[str]) -> str:
 
 
 def canonical_request(req: Request, signed_headers: Sequence[str], payload: str, presigned: bool) -> str:
+    if not req.query and signed_headers == COMMON_SIGNED:
+        common = _common_canonical(req, payload)
+        if common is not None:
+            return common
     return "\n".join((
         req.method,
         uri_encode(req.path or "/", slash=False),
@@ -141,9 +150,34 @@ def canonical_request(req: Request, signed_headers: Sequence[str], payload: str,
     ))  # fmt: skip
 
 
+def _common_canonical(req: Request, payload: str) -> str | None:
+    """The canonical request of the usual shape (no query, the three COMMON_SIGNED headers) in
+    one format, or None when it needs the general path: a header value with any whitespace (to
+    trim or fold) or a path with characters to encode. Same text as the general path."""
+    headers = req.headers
+    host = headers.get("host", "")
+    sha = headers.get("x-amz-content-sha256", "")
+    date = headers.get("x-amz-date", "")
+    values = host + sha + date
+    # isprintable() is False for every whitespace character but ' ' (str.isspace's set is
+    # Unicode categories Zs, Zl, Zp and control characters): one C scan each, no regex.
+    if " " in values or not values.isprintable():
+        return None
+    path = req.path or "/"
+    if not _UNRESERVED_PATH.fullmatch(path):
+        return None
+    return (f"{req.method}\n{path}\n\nhost:{host}\nx-amz-content-sha256:{sha}\nx-amz-date:{date}\n\n"
+            f"{_COMMON_NAMES}\n{payload}")  # fmt: skip
+
+
 def string_to_sign(amz_date: str, scope: Scope, canonical: str) -> str:
     digest = hashlib.sha256(canonical.encode()).hexdigest()
-    return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
+    return _sts_head(amz_date, scope) + digest
+
+
+@functools.lru_cache(maxsize=64)  # requests signed in the same second share it
+def _sts_head(amz_date: str, scope: Scope) -> str:
+    return f"{ALGORITHM}\n{amz_date}\n{_scope_text(scope)}\n"
 
 
 @functools.lru_cache(maxsize=256)
@@ -189,7 +223,9 @@ def trailer_string_to_sign(amz_date: str, scope: Scope, previous: str, trailer: 
 
 
 def same(a: str, b: str) -> bool:
-    """Constant-time equality of two signatures (any text)."""
+    """Constant-time equality of two signatures (any text; ASCII compared as it is)."""
+    if a.isascii() and b.isascii():
+        return hmac.compare_digest(a, b)
     return hmac.compare_digest(a.encode("utf-8", "replace"), b.encode("utf-8", "replace"))
 
 
@@ -303,7 +339,7 @@ def _parse_query(req: Request, now: float, region: str) -> Signed:
 
 def check_payload_mode(value: str) -> str:
     """x-amz-content-sha256: a hex sha256 or one of the modes this server decodes."""
-    if value in (UNSIGNED, *STREAMING_MODES) or _HEX64.fullmatch(value):
+    if value in _KNOWN_PAYLOADS or _HEX64.fullmatch(value):
         return value
     if value.startswith("STREAMING-"):
         raise S3Error("NotImplemented", f"x-amz-content-sha256 {value[:60]} is not implemented")
@@ -350,14 +386,22 @@ def _request_date(req: Request) -> str:
     """The request time as YYYYMMDDTHHMMSSZ: x-amz-date, else the Date header."""
     raw = req.headers.get("x-amz-date")
     if raw is not None:
-        if not _AMZ_DATE.fullmatch(raw.strip()):
+        amz_date = _amz_date(raw)
+        if amz_date is None:
             raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
-        return raw.strip()
+        return amz_date
     raw = req.headers.get("date")
     parsed = email.utils.parsedate_tz(raw) if raw else None
     if parsed is None:
         raise S3Error("AccessDenied", "AWS authentication requires a valid Date or x-amz-date header")
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(email.utils.mktime_tz(parsed)))
+
+
+@functools.lru_cache(maxsize=64)  # requests in the same second share it
+def _amz_date(raw: str) -> str | None:
+    """An x-amz-date header's value, stripped, when it is YYYYMMDDTHHMMSSZ; else None."""
+    raw = raw.strip()
+    return raw if _AMZ_DATE.fullmatch(raw) else None
 
 
 @functools.lru_cache(maxsize=64)  # requests in the same second share it

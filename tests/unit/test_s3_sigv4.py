@@ -59,6 +59,37 @@ def test_a_request_botocore_signed_verifies() -> None:
     assert verified.access_key == AK and verified.payload == hashlib.sha256(b"hello").hexdigest()
 
 
+@pytest.mark.parametrize("path", ["/b/k", "/b/dir/k-1_2.~x", "/b/k e+y/€", "/b/%41", "/b//k", "", "/"])
+@pytest.mark.parametrize("host", ["127.0.0.1:9", " 1.2.3.4:9 ", "a  b", "a\tb", "a\u00a0b", "a\u2028b", "é"])
+def test_the_common_shape_takes_a_shortcut_to_the_same_canonical_request(path: str, host: str) -> None:
+    """No query and the three usual signed headers: one format instead of the general steps, and
+    the same text, whitespace to trim or fold and paths to encode included."""
+    headers = {"host": host, "x-amz-content-sha256": sigv4.EMPTY_SHA256, "x-amz-date": "20240101T000000Z",
+               "x-amz-meta-unsigned": "x"}  # fmt: skip
+    names = sigv4.COMMON_SIGNED
+    general = "\n".join(("GET", sigv4.uri_encode(path or "/", slash=False), "",
+                         sigv4.canonical_headers(headers, names), ";".join(names),
+                         sigv4.EMPTY_SHA256))  # fmt: skip
+    req = sigv4.Request("GET", path, [], headers)
+    assert sigv4.canonical_request(req, names, sigv4.EMPTY_SHA256, presigned=False) == general
+    fewer = ("host", "x-amz-date")  # another shape: the general path, which signs only those
+    other = sigv4.canonical_request(req, fewer, sigv4.EMPTY_SHA256, presigned=False)
+    assert "x-amz-content-sha256:" not in other and "\nhost;x-amz-date\n" in other
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/b/key-1", "http://127.0.0.1:9/b/k%20e%2By/%E2%82%AC"])
+def test_a_get_botocore_signed_has_the_common_shape_and_verifies(url: str) -> None:
+    aws = AWSRequest(method="GET", url=url, data=b"", headers={})
+    S3SigV4Auth(CREDS, "s3", REGION).add_auth(aws)
+    req = as_request(aws)
+    assert "SignedHeaders=host;x-amz-content-sha256;x-amz-date," in req.headers["authorization"]
+    assert check(req).access_key == AK
+    tampered = sigv4.Request(req.method, req.path + "x", req.query, req.headers)
+    with pytest.raises(S3Error) as info:
+        check(tampered)
+    assert info.value.code == "SignatureDoesNotMatch"
+
+
 @pytest.mark.parametrize("key_size", [0, 1, 32, 63, 64, 65, 200])
 def test_sign_is_hmac_sha256(key_size: int) -> None:
     """sign() builds HMAC-SHA256 from hashes with the key's pads absorbed (cached per key): the
