@@ -63,12 +63,16 @@ def limits_of(cfg: NodeConfig) -> Limits:
     return Limits(cfg.header_timeout, cfg.body_timeout, cfg.min_body_rate, cfg.max_uploads_per_client)
 
 
-def refuse_json(request: web.BaseRequest, why: str) -> web.StreamResponse:
-    return error_response(503, why)
+def refuse_json(request: web.BaseRequest, why: str, status: int = 503) -> web.StreamResponse:
+    return error_response(status, why)
 
 
-def refuse_s3(request: web.BaseRequest, why: str) -> web.StreamResponse:
-    return s3_error_response(request, S3Error("ServiceUnavailable", why), uuid.uuid4().hex[:16].upper())  # type: ignore[arg-type]
+S3_REFUSALS = {503: "ServiceUnavailable", 431: "RequestHeaderSectionTooLarge", 400: "BadRequest"}
+
+
+def refuse_s3(request: web.BaseRequest, why: str, status: int = 503) -> web.StreamResponse:
+    err = S3Error(S3_REFUSALS.get(status, "BadRequest"), why)
+    return s3_error_response(request, err, uuid.uuid4().hex[:16].upper())  # type: ignore[arg-type]
 
 
 def setup_logging(level: str, node_id: str = "-") -> None:

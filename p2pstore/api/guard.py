@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
@@ -41,7 +42,10 @@ SWEEP_INTERVAL = 1.0  # seconds between two looks at every connection
 LOG_EVERY = 60.0  # seconds between two log lines about the same address and reason
 INTERNAL_PREFIX = "/_internal/"
 # (request, why) -> the refusal in the port's own error format (JSON, S3 XML)
-Refuse = Callable[[web.BaseRequest, str], web.StreamResponse]
+Refuse = Callable[..., web.StreamResponse]
+"""``refuse(request, why, status=503)``: an answer in the port's own error format (JSON on the
+native port, S3 XML on the S3 port); 400 for a request that does not parse, 431 for a head over
+aiohttp's line and field limits."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,21 @@ class GuardedHandler(RequestHandler):
             self._watch(self._messages[-1] if self._messages else None)
         elif not in_body and self.head_since is None and data:
             self.head_since = self._loop.time()
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:  # fmt: skip
+        """A request that does not parse (a head line or field over the limits, a bad method
+        or header) is the client's error: one debug line, no traceback, and the answer in the
+        port's own format rather than aiohttp's plain text."""
+        if status != 400 or not isinstance(exc, HttpProcessingError) or request.writer.output_size > 0:
+            return super().handle_error(request, status, exc, message)
+        too_large = isinstance(exc, LineTooLong)
+        why = ("the request's head has a line or field over the size limit" if too_large
+               else f"the request does not parse as HTTP: {exc.message}")  # fmt: skip
+        log.debug("malformed request from %s: %s", self._peer(), exc)
+        resp = self._manager.refuse(request, why, 431 if too_large else 400)  # type: ignore[union-attr]
+        resp.force_close()
+        return resp
 
     def _watch(self, parsed: Any) -> None:
         message, payload = parsed if parsed is not None else (None, None)

@@ -190,7 +190,7 @@ def logged_error(request: web.Request, exc: Exception) -> S3Error:
         else:
             log.error("unexpected error serving S3 %s %s", request.method, request.path, exc_info=exc)
     elif err.code != "NoSuchKey":
-        log.info("S3 %s %s: %s %s", request.method, request.path[:200], err.code, err.message[:200])
+        log.debug("S3 %s %s: %s %s", request.method, request.path[:200], err.code, err.message[:200])
     return err
 
 

@@ -64,6 +64,7 @@ STATUS: dict[str, int] = {
     "NotImplemented": 501,
     "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403,
+    "RequestHeaderSectionTooLarge": 400,
     "RequestTimeout": 400,
     "OperationAborted": 409,
     "ServiceUnavailable": 503,

@@ -549,3 +549,35 @@ def test_expect_100_continue_is_answered_before_the_body(node_factory) -> None:
     assert s3.get_object(Bucket="expect", Key="continued")["Body"].read() == data
     assert [o["Key"] for o in s3.list_objects_v2(Bucket="expect")["Contents"]] == ["continued"]
     no_tracebacks([node])
+
+
+def test_heads_that_do_not_parse_get_the_ports_own_errors(node_factory) -> None:
+    """A head over aiohttp's line or field limits, or one that is not HTTP, is the client's
+    error: S3 XML on the S3 port (400 RequestHeaderSectionTooLarge / BadRequest), JSON on the
+    native port (431 / 400), the connection closed, no traceback in the log, nothing stored."""
+    (node,) = node_factory(1, s3=True, fsync="never")
+    s3_host = node.s3_url.split("://")[1]
+    native_host = node.url.split("://")[1]
+    big = "a" * 20_000
+    cases = [
+        (s3_host, f"GET /b/k HTTP/1.1\r\nHost: {s3_host}\r\nX-Big: {big}\r\n\r\n", b"400",
+         b"<Code>RequestHeaderSectionTooLarge</Code>"),
+        (s3_host, f"PUT /b/{big} HTTP/1.1\r\nHost: {s3_host}\r\nContent-Length: 1\r\n\r\nx", b"400",
+         b"<Code>RequestHeaderSectionTooLarge</Code>"),
+        (s3_host, f"GET /b/k HTTP/1.1\r\nHost: {s3_host}\r\nBad Header\r\n\r\n", b"400",
+         b"<Code>BadRequest</Code>"),
+        (native_host, f"GET /files/k HTTP/1.1\r\nHost: {native_host}\r\nX-Big: {big}\r\n\r\n", b"431",
+         b'"error"'),
+        (native_host, f"GET /files/k HTTP/1.1\r\nHost: {native_host}\r\nBad Header\r\n\r\n", b"400",
+         b'"error"'),
+    ]  # fmt: skip
+    for host, request, status, marker in cases:
+        with socket.create_connection(("127.0.0.1", int(host.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(request.encode())
+            head, body = read_answer(sock)
+            assert head.split(b" ")[1] == status, (request[:60], head)
+            assert marker in body, (request[:60], body)
+            assert sock.recv(1) == b"", "the connection stays open after a head that does not parse"
+    status, answer = native(node, "GET", "/files?prefix=b/")
+    assert status == 200 and not answer.get("files"), answer
+    no_tracebacks([node])
