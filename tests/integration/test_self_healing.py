@@ -15,6 +15,7 @@ import time
 import aiohttp
 import pytest
 
+from tests.support.http import put_all
 from tests.support.processes import NodeProcess, run_cli, wait_for
 
 PERIOD = 0.2
@@ -56,14 +57,7 @@ async def test_restarted_node_resyncs_500_missed_files(node_factory) -> None:
     payloads = {
         f"missed/{i:03d}": hashlib.sha256(str(i).encode()).digest() * (1 + i % 50) for i in range(500)
     }
-    sem = asyncio.Semaphore(16)
-    async with aiohttp.ClientSession() as s:
-
-        async def put(i: int, key: str, data: bytes) -> None:
-            async with sem, s.put(f"{nodes[i % 2].url}/files/{key}", data=data) as r:
-                assert r.status == 201, await r.text()
-
-        await asyncio.gather(*(put(i, k, d) for i, (k, d) in enumerate(payloads.items())))
+    await put_all(nodes[:2], payloads)
     total = sum(len(d) for d in payloads.values())
     started = time.monotonic()
     down.start()
