@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 from ..core import quorum
 from ..core.manifest import ManifestEntry
 from ..errors import CorruptData, NotFound, StoreError, Unavailable
+from ..storage.chunks import READ_PIECE, sha256_of
 from ..storage.store import LocalStore
 from .antientropy import AntiEntropy
 from .background import Background
@@ -96,14 +96,9 @@ class ChunkFetcher:
                     return await self.store.read_chunk_pieces(sha)
                 address = self.peers.address(node_id)
                 transport = self.peers.transport
-                if whole:
-                    pieces = [await transport.get_bytes(address, f"/chunk/{sha}", self.idle)]
-                else:
-                    pieces = await transport.get_pieces(address, f"/chunk/{sha}", self.idle)
-                digest = hashlib.sha256()
-                for piece in pieces:
-                    digest.update(piece)
-                if digest.hexdigest() != sha:
+                piece = None if whole else READ_PIECE
+                pieces = await transport.get_pieces(address, f"/chunk/{sha}", self.idle, piece)
+                if sha256_of(pieces) != sha:
                     raise CorruptData(f"chunk {sha[:12]} from {node_id} failed verification")
                 return pieces
             except (PeerError, StoreError, OSError) as exc:

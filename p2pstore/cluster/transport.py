@@ -196,26 +196,14 @@ class Transport:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
 
-    async def get_bytes(self, address: str, path: str, idle: float = 60.0) -> bytes:
-        """GET bytes; a peer that sends nothing for ``idle`` seconds (frozen, partitioned) fails
-        the call, however long a steady transfer takes."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(idle, 5.0), sock_read=idle)
-        try:
-            signed = self.auth("GET", address, INTERNAL_PREFIX + path)
-            async with self.session.get(self.url(address, path), timeout=timeout, headers=signed) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise PeerError(address, f"HTTP {resp.status}: {body[:200]!r}", resp.status)
-                return body
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PeerError(address, f"{type(exc).__name__}: {exc}") from exc
-
     async def get_pieces(
-        self, address: str, path: str, idle: float = 60.0, piece: int = 1 << 20
+        self, address: str, path: str, idle: float = 60.0, piece: int | None = 1 << 20
     ) -> list[bytes]:
-        """``get_bytes``, the body as pieces of at most ``piece`` bytes: a multi-MiB chunk is
-        not gathered in the reader's buffer and then copied into one object (twice its size
-        held at once), and a caller sending the pieces on frees each as it goes."""
+        """GET a body as pieces of at most ``piece`` bytes (None: one piece): a multi-MiB chunk
+        is not gathered in the reader's buffer and then copied into one object (twice its size
+        held at once), and a caller sending the pieces on frees each as it goes. A peer that
+        sends nothing for ``idle`` seconds (frozen, partitioned) fails the call, however long a
+        steady transfer takes."""
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(idle, 5.0), sock_read=idle)
         try:
             signed = self.auth("GET", address, INTERNAL_PREFIX + path)
@@ -228,7 +216,7 @@ class Transport:
                     return [await resp.read()]
                 pieces = []
                 while left > 0:
-                    block = await resp.content.readexactly(min(piece, left))
+                    block = await resp.content.readexactly(min(piece or left, left))
                     pieces.append(block)
                     left -= len(block)
                 return pieces

@@ -217,10 +217,7 @@ class ChunkStore:
                 left -= len(block)
         if known_sum is not None and fast.digest() == known_sum:
             return pieces, None
-        digest = hashlib.sha256()
-        for block in pieces:
-            digest.update(block)
-        if digest.hexdigest() != sha:
+        if sha256_of(pieces) != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return pieces, fast.digest()
 
