@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import logging
 import os
@@ -250,13 +249,9 @@ def tune_malloc() -> list[str]:
     loop's thread) is reused by the next GET's pieces (read by an I/O thread) instead of sitting
     in another arena, and 1 MiB pieces, the common buffer size, are reused from the heap without
     page faults (docs/benchmarks.md, "Memory"). A no-op where the C library is not glibc."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
+    try:  # the process's own symbols, libc's among them (find_library would run ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
-        return []
-    if mallopt is None:
         return []
     done = []
     for param, value, env in MALLOC_SETTINGS:
