@@ -75,6 +75,7 @@ class Housekeeper(BackgroundLoop):
         self._orphan_cursor: str | None = None  # where the walk in progress goes on; None: none is
         self._orphan_walk_started: float | None = None
         self._orphan_step_at = time.monotonic()
+        self.segment_bytes_freed = 0  # by compaction (storage/segments.py)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -84,6 +85,7 @@ class Housekeeper(BackgroundLoop):
             "chunks_collected": self.chunks_collected,
             "orphan_walks": self.orphan_walks,
             "orphan_names_checked": self.orphan_names_checked,
+            "segment_bytes_freed": self.segment_bytes_freed,
             "handoff_running": int(self.handoff_running),
         }
 
@@ -258,6 +260,8 @@ class Housekeeper(BackgroundLoop):
         age = LOW_SPACE_GC_AGE if low else min(MAX_CHUNK_GC_AGE, self.tombstone_grace)
         self.chunks_collected += await self.store.collect_garbage(age)
         self.chunks_collected += await self.orphan_step(age)
+        if low or not self.busy():  # one mostly dead segment per round, while clients wait not
+            self.segment_bytes_freed += await self.store.in_io(self.store.chunks.compact)
         await self.store.in_io(self.store.reserve.ensure, self.store.min_free_bytes)  # after a delete used it
 
     async def orphan_step(self, age: float) -> int:
@@ -318,9 +322,7 @@ class Housekeeper(BackgroundLoop):
         if not purge:
             return
         wire = [t.to_wire() for t in purge]
-        results = await asyncio.gather(
-            *(self._purge_on(m.id, wire) for m in members), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self._purge_on(m.id, wire) for m in members), return_exceptions=True)
         done = sum(r for r in results if isinstance(r, int))
         self.tombstones_purged += len(purge)
         log.info("leader purged %d tombstones on %d members (%d rows)", len(purge), len(members), done)

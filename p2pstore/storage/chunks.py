@@ -1,8 +1,10 @@
-"""Content-addressed chunk files: the only place file bytes live on a node.
+"""Content-addressed chunks on disk: where file bytes above SQLite's small chunks live.
 
-A chunk is named by the sha256 of its bytes and written tmp -> fsync -> rename -> dir fsync,
-so a chunk file either does not exist or holds exactly the bytes its name promises (until the
-disk rots, which reads and the scrubber detect). Identical chunks are stored once.
+A chunk is named by the sha256 of its bytes. A chunk written whole (``write``: one-phase
+writes, repairs) is a record appended to a segment file (``segments.SegmentStore``); a chunk
+staged piece by piece for a large upload becomes a file of its own, written tmp -> fsync ->
+rename -> dir fsync. Either way a chunk is absent or holds exactly the bytes its name promises
+(until the disk rots, which reads and the scrubber detect). Identical chunks are stored once.
 All methods here block: callers run them in a thread.
 
 Reads check a chunk against its *read sum* (xxh3-128, see ``read_sum``) when the node recorded
@@ -25,6 +27,7 @@ from typing import Any, TypeAlias
 import xxhash
 
 from ..errors import CorruptData
+from .segments import MAX_RECORD, SegmentStore
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +114,8 @@ def fsync_dir(path: Path) -> None:
 
 
 class ChunkStore:
-    """Chunk files under ``root/chunks/ab/<sha>``, temp files under ``root/tmp``."""
+    """Chunk files under ``root/chunks/ab/<sha>``, chunk records under ``root/segments``, temp
+    files under ``root/tmp``. Every look-up tries the files first, then the segments."""
 
     def __init__(self, root: Path, fsync: str = "always") -> None:
         self.root = root
@@ -122,6 +126,10 @@ class ChunkStore:
         self.fsync = fsync
         for d in (self.chunk_dir, self.tmp_dir, self.quarantine_dir):
             d.mkdir(parents=True, exist_ok=True)
+        self.segments = SegmentStore(root / "segments", fsync)
+
+    def close(self) -> None:
+        self.segments.close()
 
     def path(self, sha: str) -> Path:
         return self.chunk_dir / sha[:2] / sha
@@ -132,14 +140,31 @@ class ChunkStore:
         return f"{self._prefix}{sha[:2]}/{sha}"
 
     def has(self, sha: str) -> bool:
-        return os.path.exists(self.file(sha))
+        return os.path.exists(self.file(sha)) or self.segments.locate(sha) is not None
 
     def length(self, sha: str) -> int | None:
-        """Size of a stored chunk file, or None when absent (no read, no verification)."""
+        """Size of a stored chunk, or None when absent (no read, no verification)."""
         try:
             return os.stat(self.file(sha)).st_size
         except FileNotFoundError:
-            return None
+            loc = self.segments.locate(sha)
+            return None if loc is None else loc.length
+
+    def touched(self, sha: str) -> float | None:
+        """When a stored chunk was written or last found already stored (None: absent)."""
+        try:
+            return os.stat(self.file(sha)).st_mtime
+        except FileNotFoundError:
+            return self.segments.touched(sha)
+
+    def touch(self, sha: str, when: float | None = None) -> bool:
+        """Mark a stored chunk in use at ``when`` (now), so GC leaves it alone for a while;
+        False when it is not here."""
+        try:
+            os.utime(self.file(sha), None if when is None else (when, when))
+            return True
+        except FileNotFoundError:
+            return self.segments.touch(sha, when)
 
     def clean_tmp(self) -> int:
         """Remove temp files left by a crash or an aborted upload; return how many."""
@@ -152,18 +177,25 @@ class ChunkStore:
             removed += 1
         return removed
 
-    def write(self, data: Body, sha: str | None = None, cached: bool = True) -> str:
-        """Store one chunk durably and return its sha256 (computed here unless given).
-        ``data`` may be the pieces the chunk arrived in (written with ``writev``, not joined).
+    def write(
+        self, data: Body, sha: str | None = None, cached: bool = True, fast: bytes | None = None
+    ) -> str:
+        """Store one chunk durably and return its sha256 (computed here unless given): a record
+        appended to a segment, with its read sum ``fast`` (computed here unless given).
+        ``data`` may be the pieces the chunk arrived in (written with ``pwritev``, not joined).
         ``cached=False``: once fsynced, its pages leave the page cache (``drop_cached``)."""
         if sha is None:
             sha = sha256_of(data)
-        final = self.path(sha)
-        try:
-            os.utime(final)  # already stored: mark it in use so GC leaves it alone for a while
+        if self.touch(sha):  # already stored: mark it in use so GC leaves it alone for a while
             return sha
-        except FileNotFoundError:
-            pass
+        if body_size(data) <= MAX_RECORD:
+            self.segments.append(sha, pieces_of(data), fast or read_sum(data), cached)
+            return sha
+        return self.write_file(data, sha, cached)
+
+    def write_file(self, data: Body, sha: str, cached: bool = True) -> str:
+        """Store one chunk as a file of its own (tmp -> fsync -> rename -> dir fsync)."""
+        final = self.path(sha)
         final.parent.mkdir(exist_ok=True)
         tmp = self.tmp_dir / f"{sha}.{uuid.uuid4().hex}"
         try:
@@ -192,8 +224,14 @@ class ChunkStore:
         A recorded sum can only let good bytes through sooner: on a mismatch the sha256
         decides, so a wrong sum never makes a good chunk look corrupt.
         """
-        with open(self.file(sha), "rb") as fh:
-            data = fh.read()
+        try:
+            with open(self.file(sha), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            pieces = self.segments.read(sha, MAX_RECORD)
+            if pieces is None:
+                raise
+            data = b"".join(pieces)
         if known_sum is not None and read_sum(data) == known_sum:
             return data, None
         if hashlib.sha256(data).hexdigest() != sha:
@@ -209,12 +247,19 @@ class ChunkStore:
         reused by the allocator where 4 MiB ones are mapped and unmapped each time."""
         pieces: list[bytes] = []
         fast = new_read_sum()
-        with open(self.file(sha), "rb", buffering=0) as fh:
-            left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
-            while left > 0 and (block := fh.read(min(piece, left))):
-                fast.update(block)
-                pieces.append(block)
-                left -= len(block)
+        try:
+            with open(self.file(sha), "rb", buffering=0) as fh:
+                left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
+                while left > 0 and (block := fh.read(min(piece, left))):
+                    pieces.append(block)
+                    left -= len(block)
+        except FileNotFoundError:
+            found = self.segments.read(sha, piece)
+            if found is None:
+                raise
+            pieces = found
+        for block in pieces:
+            fast.update(block)
         if known_sum is not None and fast.digest() == known_sum:
             return pieces, None
         if sha256_of(pieces) != sha:
@@ -231,7 +276,12 @@ class ChunkStore:
                     digest.update(block)
                     fast.update(block)
         except FileNotFoundError:
-            return None
+            pieces = self.segments.read(sha, 1 << 20)
+            if pieces is None:
+                return None
+            for block in pieces:
+                digest.update(block)
+                fast.update(block)
         return fast.digest() if digest.hexdigest() == sha else None
 
     def quarantine(self, sha: str) -> Path | None:
@@ -241,28 +291,38 @@ class ChunkStore:
         try:
             os.replace(src, dest)
         except FileNotFoundError:
-            return None
+            pieces = self.segments.read(sha, MAX_RECORD)
+            if pieces is None or not self.segments.delete(sha):
+                return None
+            dest.write_bytes(b"".join(pieces))
         log.warning("quarantined corrupt chunk %s", sha[:12])
         return dest
 
     def delete(self, sha: str) -> None:
         self.path(sha).unlink(missing_ok=True)
+        self.segments.delete(sha)
+
+    def compact(self) -> int:
+        """Reclaim one mostly dead segment (``SegmentStore.compact``); bytes freed."""
+        return self.segments.compact(self.quarantine_dir)
 
     def iter_shas(self):
-        """Every chunk name on disk (used by start-up checks, the scrubber and GC)."""
+        """Every chunk name on disk (used by start-up checks, the scrubber and GC); a chunk
+        both in a file and in a segment comes twice."""
         for sub in self.chunk_dir.iterdir():
             if sub.is_dir():
                 for f in sub.iterdir():
                     if is_sha256_hex(f.name):
                         yield f.name
+        yield from self.segments.iter_shas()
 
     def names_after(self, after: str, limit: int) -> list[str]:
-        """Up to ``limit`` chunk file names after ``after``, in name order: one page of a walk
-        over every chunk file that keeps only its cursor (the orphan scan), never all names."""
+        """Up to ``limit`` chunk names after ``after``, in name order: one page of a walk over
+        every stored chunk that keeps only its cursor (the orphan scan), never all names."""
         try:
             subs = sorted(e.name for e in os.scandir(self.chunk_dir) if e.is_dir() and e.name >= after[:2])
         except FileNotFoundError:
-            return []
+            subs = []
         out: list[str] = []
         for sub in subs:
             try:
@@ -272,7 +332,8 @@ class ChunkStore:
             out += sorted(n for n in names if n > after and is_sha256_hex(n))[: limit - len(out)]
             if len(out) >= limit:
                 break
-        return out
+        # Each source's page holds its first ``limit`` names: together, the next ``limit``.
+        return sorted({*out, *self.segments.names_after(after, limit)})[:limit]
 
     def disk_usage(self) -> dict[str, int]:
         usage = shutil.disk_usage(self.root)

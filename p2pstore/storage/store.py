@@ -291,8 +291,9 @@ class LocalStore:
     def write_verified_file(self, data: Body, sha: str, cached: bool = True) -> bytes:
         """Write a chunk file whose bytes (one buffer or its pieces) the caller checked against
         ``sha``; their read sum."""
-        self.chunks.write(data, sha, cached)
-        return read_sum(data)
+        fast = read_sum(data)
+        self.chunks.write(data, sha, cached, fast)
+        return fast
 
     async def quarantine_chunk(self, sha: str) -> None:
         if self.chunks.quarantine(sha) is None:
@@ -306,6 +307,7 @@ class LocalStore:
     def close(self) -> None:
         self._io.shutdown(wait=True)
         self._dbw.shutdown(wait=True)
+        self.chunks.close()
         self.db.close()
         self.lock.release()
 
@@ -425,7 +427,7 @@ class LocalStore:
             if not is_sha256_hex(staged.name):
                 continue  # only finished chunks (named by their sha256) ever leave staging
             final = self.chunks.path(staged.name)
-            if final.exists():
+            if self.chunks.has(staged.name):
                 continue
             final.parent.mkdir(exist_ok=True)
             os.replace(staged, final)
@@ -525,13 +527,12 @@ class LocalStore:
                 continue  # referenced again since the candidates were listed
             if self.db.has_loose_small_chunk(sha):
                 small.append(sha)
-            try:
-                if self.chunks.path(sha).stat().st_mtime >= cutoff:
+            touched = self.chunks.touched(sha)
+            if touched is not None:
+                if touched >= cutoff:
                     continue  # young: maybe staged for a commit that has not landed yet
                 self.chunks.delete(sha)
                 removed += 1
-            except FileNotFoundError:
-                pass
             gone.append(sha)
         self.db.forget_chunks(gone)
         return removed, small

@@ -1,0 +1,420 @@
+"""Append-only segment files: where chunks written whole (one-phase writes, repairs) live.
+
+A chunk file costs an inode, a rename and a directory fsync per chunk; the kernel's share of
+that was the largest single cost of a 1 MiB PUT (docs/benchmarks.md). Here a chunk is one
+*record* appended to the node's active segment file (``segments/<id>.seg``): a 64-byte head
+(magic, the chunk's sha256, its length, its xxh3-128 read sum) and then its bytes, followed by
+one ``fdatasync`` that concurrent writers share. Records are written in offset order under one
+lock, so a segment never has a hole: a record whose ``fdatasync`` returned has every record
+before it on disk too.
+
+Where each chunk is lives in an SQLite index beside the segments (``segments/index.sqlite3``,
+WAL, not fsynced per write). The segment files are the truth: a segment whose records were not
+all known to be indexed when the node stopped (``indexed = 0``) is scanned at start-up, and
+every whole record the index lacks is checked against its head's read sum and indexed again
+(a torn record at the end of a crash is never indexed). A process never appends to a segment
+it did not create, so a torn tail is never built upon. A crash can bring a deleted record
+back; it is then an orphan that garbage collection deletes again.
+
+Deleting a chunk only drops its index row; ``compact`` reclaims the space of a sealed segment
+whose live bytes fell under half its size by copying its live records to the active segment
+(checked against their read sums on the way) and unlinking it. Readers that meet a segment
+just unlinked look the chunk up again.
+
+Every method blocks (callers run them in a thread); one lock serialises the index connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import struct
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import xxhash
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"p2pseg01"
+HEAD = struct.Struct(">8s32sQ16s")  # magic, sha256 (raw), length, xxh3-128 of the bytes
+ROLL_BYTES = 256 * 1024 * 1024  # a segment this large is sealed and a new one started
+MAX_RECORD = 64 * 1024 * 1024  # larger lengths in a head mean the head is not a head
+COMPACT_BELOW = 0.5  # a sealed segment with less than this share of live bytes is compacted
+INDEX_NAME = "index.sqlite3"
+IOV_BATCH = 512
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    sha TEXT PRIMARY KEY,
+    segment INTEGER NOT NULL,
+    offset INTEGER NOT NULL,  -- of the chunk's first byte (its head is just before)
+    length INTEGER NOT NULL,
+    touched REAL NOT NULL     -- written or last found already stored (GC's grace period)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS records_by_segment ON records (segment, offset);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    live INTEGER NOT NULL DEFAULT 0,    -- bytes of indexed records (heads included)
+    indexed INTEGER NOT NULL DEFAULT 0  -- 1: sealed, every record it holds is indexed
+);
+"""
+FIND = "SELECT segment, offset, length FROM records WHERE sha = ?"
+FIND_AT = "SELECT length FROM records WHERE sha = ? AND segment = ? AND offset = ?"
+NAMES_AFTER = "SELECT sha FROM records WHERE sha > ? ORDER BY sha LIMIT ?"
+ADD_LIVE = "UPDATE segments SET live = live + ? WHERE id = ?"
+MOVE = "UPDATE records SET segment = ?, offset = ? WHERE sha = ? AND segment = ? AND offset = ?"
+SEALED = "SELECT id, live FROM segments WHERE indexed = 1 AND id != ?"
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a chunk's bytes are: ``length`` bytes at ``offset`` of segment file ``path``."""
+
+    path: str
+    offset: int
+    length: int
+
+
+@dataclass
+class _Active:
+    id: int
+    fd: int
+    end: int = 0
+    writers: int = 0  # appends whose index row is not written yet
+    sealed: bool = False
+
+
+def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
+    """Write ``buffers`` at ``offset`` with as few ``pwritev`` calls as it takes."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        written = os.pwritev(fd, views[:IOV_BATCH], offset)
+        offset += written
+        while written:
+            if written >= len(views[0]):
+                written -= len(views.pop(0))
+            else:
+                views[0] = views[0][written:]
+                written = 0
+
+
+class SegmentStore:
+    """Chunk records in ``folder/<id>.seg``, indexed in ``folder/index.sqlite3``."""
+
+    def __init__(self, folder: Path, fsync: str = "always", roll_bytes: int = ROLL_BYTES) -> None:
+        self.folder = folder
+        self.fsync = fsync
+        self.roll_bytes = roll_bytes
+        folder.mkdir(parents=True, exist_ok=True)
+        self._db_lock = threading.Lock()
+        self._append_lock = threading.Lock()
+        self._db = sqlite3.connect(folder / INDEX_NAME, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # the segments are the truth (see above)
+        self._db.executescript(SCHEMA)
+        self.recovered = self._recover()
+        self._active = self._start_segment()
+
+    def path(self, segment: int) -> str:
+        return f"{self.folder}{os.sep}{segment:08d}.seg"
+
+    # ---- start-up ----
+    def _recover(self) -> int:
+        """Index what segments not known to be fully indexed hold; forget segments whose file is
+        gone. Returns how many records were indexed again."""
+        on_disk = sorted(int(p.stem) for p in self.folder.glob("*.seg") if p.stem.isdigit())
+        with self._db_lock:
+            known = dict(self._db.execute("SELECT id, indexed FROM segments").fetchall())
+            for gone in set(known) - set(on_disk):
+                self._db.execute("DELETE FROM records WHERE segment = ?", (gone,))
+                self._db.execute("DELETE FROM segments WHERE id = ?", (gone,))
+        found = 0
+        for segment in on_disk:
+            if known.get(segment) == 1:
+                continue
+            with self._db_lock:
+                self._db.execute("INSERT OR IGNORE INTO segments (id) VALUES (?)", (segment,))
+            found += self._scan(segment)
+            with self._db_lock:
+                self._db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (segment,))
+        if found:
+            log.warning("indexed %d chunk records again from segments a crash left", found)
+        return found
+
+    def _scan(self, segment: int) -> int:
+        """Index every whole record of ``segment`` that the index lacks; stop at the first head
+        that does not parse (the torn end of an interrupted append)."""
+        found = 0
+        with open(self.path(segment), "rb", buffering=0) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset = 0
+            while offset + HEAD.size <= size:
+                magic, raw, length, fast = HEAD.unpack(os.pread(fh.fileno(), HEAD.size, offset))
+                start = offset + HEAD.size
+                if magic != MAGIC or length > MAX_RECORD or start + length > size:
+                    break
+                sha = raw.hex()
+                data = os.pread(fh.fileno(), length, start) if self.locate(sha) is None else None
+                if data is not None and xxhash.xxh3_128_digest(data) == fast:
+                    with self._db_lock:
+                        self._insert(sha, segment, start, length, time.time())
+                    found += 1
+                offset = start + length
+        return found
+
+    def _start_segment(self) -> _Active:
+        """A new, empty active segment (never one a previous process appended to)."""
+        with self._db_lock:
+            row = self._db.execute("SELECT max(id) FROM segments").fetchone()
+            segment = (row[0] or 0) + 1
+            self._db.execute("INSERT INTO segments (id) VALUES (?)", (segment,))
+        fd = os.open(self.path(segment), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        if self.fsync == "always":
+            _fsync_dir(self.folder)
+        return _Active(segment, fd)
+
+    def close(self) -> None:
+        with self._append_lock:
+            active = self._active
+            active.sealed = True
+            if active.writers == 0:
+                self._seal(active)
+        with self._db_lock:
+            self._db.close()
+
+    # ---- look-ups ----
+    def locate(self, sha: str) -> Location | None:
+        with self._db_lock:
+            row = self._db.execute(FIND, (sha,)).fetchone()
+        return None if row is None else Location(self.path(row[0]), row[1], row[2])
+
+    def touched(self, sha: str) -> float | None:
+        with self._db_lock:
+            row = self._db.execute("SELECT touched FROM records WHERE sha = ?", (sha,)).fetchone()
+        return None if row is None else row[0]
+
+    def touch(self, sha: str, when: float | None = None) -> bool:
+        """Mark a stored chunk as in use at ``when`` (now); False when it is not here."""
+        with self._db_lock:
+            cur = self._db.execute("UPDATE records SET touched = ? WHERE sha = ?", (when or time.time(), sha))
+        return cur.rowcount > 0
+
+    def names_after(self, after: str, limit: int) -> list[str]:
+        with self._db_lock:
+            rows = self._db.execute(NAMES_AFTER, (after, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    def iter_shas(self) -> Iterator[str]:
+        after = ""
+        while page := self.names_after(after, 1000):
+            yield from page
+            after = page[-1]
+
+    def locations(self) -> dict[str, Location]:
+        """Every indexed chunk's location (start-up checks, tests, the chaos nemesis)."""
+        with self._db_lock:
+            rows = self._db.execute("SELECT sha, segment, offset, length FROM records").fetchall()
+        return {sha: Location(self.path(seg), off, length) for sha, seg, off, length in rows}
+
+    def live_bytes(self) -> tuple[int, int]:
+        """(bytes of live records, bytes of every segment file): what compaction could free."""
+        with self._db_lock:
+            live = self._db.execute("SELECT coalesce(sum(live), 0) FROM segments").fetchone()[0]
+            ids = [r[0] for r in self._db.execute("SELECT id FROM segments")]
+        total = 0
+        for segment in ids:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(self.path(segment)).st_size
+        return live, total
+
+    # ---- reads ----
+    def read(self, sha: str, piece: int) -> list[bytes] | None:
+        """A chunk's bytes (not verified here) in pieces of at most ``piece``; None when absent.
+        A segment unlinked by compaction between the look-up and the open is looked up again."""
+        for _ in range(3):
+            loc = self.locate(sha)
+            if loc is None:
+                return None
+            try:
+                fd = os.open(loc.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # moved by compaction meanwhile
+            try:
+                return _pread_pieces(fd, loc.offset, loc.length, piece)
+            finally:
+                os.close(fd)
+        return None
+
+    # ---- writes ----
+    def append(self, sha: str, pieces: Sequence[Buffer], fast: bytes, cached: bool) -> None:
+        """Store chunk ``sha`` (whose bytes the caller checked) durably; its read sum ``fast``
+        goes in the record's head. The caller checked it is not indexed yet (``touch``); one
+        written twice at once keeps the first row, the other record is dead bytes."""
+        active, start, length = self._write_record(sha, pieces, fast, cached)
+        try:
+            with self._db_lock:
+                self._insert(sha, active.id, start, length, time.time())
+        finally:
+            self._done_writing(active)
+
+    def _write_record(
+        self, sha: str, pieces: Sequence[Buffer], fast: bytes, cached: bool
+    ) -> tuple[_Active, int, int]:
+        """Append one record and make it durable; (its segment, its bytes' offset, length).
+        The caller must call ``_done_writing`` once its index row is written."""
+        length = sum(len(p) for p in pieces)
+        head = HEAD.pack(MAGIC, bytes.fromhex(sha), length, fast)
+        with self._append_lock:
+            active = self._active
+            offset = active.end
+            try:
+                pwrite_all(active.fd, [head, *pieces], offset)
+            except BaseException:
+                os.ftruncate(active.fd, offset)  # no partial record before the next one
+                raise
+            active.end = offset + HEAD.size + length
+            active.writers += 1
+            if active.end >= self.roll_bytes:
+                active.sealed = True
+                self._active = self._start_segment()
+        try:
+            if self.fsync != "never":
+                os.fdatasync(active.fd)  # concurrent appends share one journal commit
+                if not cached:
+                    os.posix_fadvise(active.fd, offset, HEAD.size + length, os.POSIX_FADV_DONTNEED)
+        except BaseException:
+            self._done_writing(active)
+            raise
+        return active, offset + HEAD.size, length
+
+    def _done_writing(self, active: _Active) -> None:
+        with self._append_lock:
+            active.writers -= 1
+            if active.sealed and active.writers == 0:
+                self._seal(active)
+
+    def _seal(self, active: _Active) -> None:
+        """Every record of a full segment is indexed: start-up need not scan it again."""
+        with self._db_lock:
+            self._db.execute("UPDATE segments SET indexed = 1 WHERE id = ?", (active.id,))
+        os.close(active.fd)
+
+    def _insert(self, sha: str, segment: int, offset: int, length: int, touched: float) -> None:
+        """Index a record (under the index lock); a chunk indexed meanwhile keeps its row."""
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO records (sha, segment, offset, length, touched) VALUES (?, ?, ?, ?, ?)",
+            (sha, segment, offset, length, touched),
+        )
+        if cur.rowcount > 0:
+            self._db.execute(ADD_LIVE, (HEAD.size + length, segment))
+
+    def delete(self, sha: str) -> bool:
+        """Forget a chunk (its bytes stay until compaction); False when it was not here."""
+        with self._db_lock:
+            row = self._db.execute("SELECT segment, length FROM records WHERE sha = ?", (sha,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM records WHERE sha = ?", (sha,))
+            self._db.execute(ADD_LIVE, (-HEAD.size - row[1], row[0]))
+            self._db.execute("COMMIT")
+        return True
+
+    # ---- compaction ----
+    def compact(self, quarantine: Path) -> int:
+        """Reclaim one sealed segment whose live share fell under COMPACT_BELOW: copy its live
+        records (checked against their read sums; a bad one goes to ``quarantine`` and is
+        forgotten, for repair to fetch again) to the active segment, then unlink it. Returns
+        the bytes freed (0: nothing worth compacting)."""
+        picked = self._pick_segment()
+        if picked is None:
+            return 0
+        segment, size = picked
+        with self._db_lock:
+            rows = self._db.execute(
+                "SELECT sha, offset, length FROM records WHERE segment = ? ORDER BY offset", (segment,)
+            ).fetchall()
+        moved = 0
+        with open(self.path(segment), "rb", buffering=0) as fh:
+            for sha, offset, length in rows:
+                raw = os.pread(fh.fileno(), HEAD.size + length, offset - HEAD.size)
+                magic, name, _, fast = HEAD.unpack_from(raw)
+                data = memoryview(raw)[HEAD.size :]
+                if magic != MAGIC or name.hex() != sha or xxhash.xxh3_128_digest(data) != fast:
+                    (quarantine / f"{sha}.{int(time.time())}").write_bytes(data)
+                    self._forget_at(sha, segment, offset)
+                    log.warning("quarantined corrupt chunk %s (segment %d)", sha[:12], segment)
+                    continue
+                active, start, _ = self._write_record(sha, [data], fast, cached=False)
+                try:
+                    with self._db_lock:
+                        self._db.execute("BEGIN")
+                        cur = self._db.execute(MOVE, (active.id, start, sha, segment, offset))
+                        if cur.rowcount > 0:  # not deleted meanwhile
+                            self._db.execute(ADD_LIVE, (HEAD.size + length, active.id))
+                            self._db.execute(ADD_LIVE, (-HEAD.size - length, segment))
+                        self._db.execute("COMMIT")
+                finally:
+                    self._done_writing(active)
+                moved += HEAD.size + length
+        with self._db_lock:
+            left = self._db.execute("SELECT 1 FROM records WHERE segment = ? LIMIT 1", (segment,)).fetchone()
+            if left is not None:
+                return 0  # a record was indexed here meanwhile (a crash's scan): next time
+            self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
+        os.unlink(self.path(segment))
+        if self.fsync == "always":
+            _fsync_dir(self.folder)
+        log.info("compacted segment %d: %d bytes kept of %d", segment, moved, size)
+        return size - moved
+
+    def _pick_segment(self) -> tuple[int, int] | None:
+        """The sealed segment with the smallest live share under COMPACT_BELOW, and its size."""
+        with self._db_lock:
+            rows = self._db.execute(SEALED, (self._active.id,)).fetchall()
+        best: tuple[float, int, int] | None = None
+        for segment, live in rows:
+            try:
+                size = os.stat(self.path(segment)).st_size
+            except FileNotFoundError:
+                continue
+            share = live / size if size else 0.0
+            if share < COMPACT_BELOW and (best is None or share < best[0]):
+                best = (share, segment, size)
+        return None if best is None else (best[1], best[2])
+
+    def _forget_at(self, sha: str, segment: int, offset: int) -> None:
+        with self._db_lock:
+            row = self._db.execute(FIND_AT, (sha, segment, offset)).fetchone()
+            if row is not None:
+                self._db.execute("DELETE FROM records WHERE sha = ?", (sha,))
+                self._db.execute(ADD_LIVE, (-HEAD.size - row[0], segment))
+
+
+def _pread_pieces(fd: int, offset: int, length: int, piece: int) -> list[bytes]:
+    pieces: list[bytes] = []
+    end = offset + length
+    while offset < end:
+        block = os.pread(fd, min(piece, end - offset), offset)
+        if not block:
+            raise OSError(f"segment ends {end - offset} bytes early")
+        pieces.append(block)
+        offset += len(block)
+    return pieces
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
