@@ -69,6 +69,7 @@ FIND = "SELECT segment, offset, length FROM records WHERE sha = ?"
 FIND_AT = "SELECT length FROM records WHERE sha = ? AND segment = ? AND offset = ?"
 NAMES_AFTER = "SELECT sha FROM records WHERE sha > ? ORDER BY sha LIMIT ?"
 ADD_LIVE = "UPDATE segments SET live = live + ? WHERE id = ?"
+INSERT = "INSERT OR IGNORE INTO records (sha, segment, offset, length, touched) VALUES (?, ?, ?, ?, ?)"
 MOVE = "UPDATE records SET segment = ?, offset = ? WHERE sha = ? AND segment = ? AND offset = ?"
 SEALED = "SELECT id, live FROM segments WHERE indexed = 1 AND id != ?"
 
@@ -91,6 +92,8 @@ class _Active:
     end: int = 0
     writers: int = 0  # appends whose index row is not written yet
     sealed: bool = False
+    synced: int = 0  # bytes known durable (fdatasync returned after they were written)
+    syncing: bool = False  # an fdatasync of this segment is running
 
 
 def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
@@ -117,6 +120,8 @@ class SegmentStore:
         folder.mkdir(parents=True, exist_ok=True)
         self._db_lock = threading.Lock()
         self._append_lock = threading.Lock()
+        self._sync = threading.Condition()
+        self.syncs = 0  # fdatasync calls (each covers every record written before it)
         self._db = sqlite3.connect(folder / INDEX_NAME, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the segments are the truth (see above)
@@ -165,7 +170,7 @@ class SegmentStore:
                 sha = raw.hex()
                 data = os.pread(fh.fileno(), length, start) if self.locate(sha) is None else None
                 if data is not None and xxhash.xxh3_128_digest(data) == fast:
-                    with self._db_lock:
+                    with self._transaction():
                         self._insert(sha, segment, start, length, time.time())
                     found += 1
                 offset = start + length
@@ -261,7 +266,7 @@ class SegmentStore:
         written twice at once keeps the first row, the other record is dead bytes."""
         active, start, length = self._write_record(sha, pieces, fast, cached)
         try:
-            with self._db_lock:
+            with self._transaction():
                 self._insert(sha, active.id, start, length, time.time())
         finally:
             self._done_writing(active)
@@ -288,13 +293,37 @@ class SegmentStore:
                 self._active = self._start_segment()
         try:
             if self.fsync != "never":
-                os.fdatasync(active.fd)  # concurrent appends share one journal commit
+                self._make_durable(active, offset + HEAD.size + length)
                 if not cached:
                     os.posix_fadvise(active.fd, offset, HEAD.size + length, os.POSIX_FADV_DONTNEED)
         except BaseException:
             self._done_writing(active)
             raise
         return active, offset + HEAD.size, length
+
+    def _make_durable(self, active: _Active, end: int) -> None:
+        """Return once the first ``end`` bytes of ``active`` are on disk. Group commit: one
+        ``fdatasync`` covers every record written before it started, so a writer that finds
+        one running waits for it, and starts another only if its record came too late."""
+        while True:
+            with self._sync:
+                while active.syncing and active.synced < end:
+                    self._sync.wait()
+                if active.synced >= end:
+                    return
+                active.syncing = True
+                target = active.end  # every record up to here is written (offset order)
+            done = False
+            try:
+                os.fdatasync(active.fd)
+                done = True
+            finally:
+                with self._sync:
+                    active.syncing = False
+                    if done:
+                        active.synced = max(active.synced, target)
+                        self.syncs += 1
+                    self._sync.notify_all()
 
     def _done_writing(self, active: _Active) -> None:
         with self._append_lock:
@@ -309,36 +338,46 @@ class SegmentStore:
         os.close(active.fd)
 
     def _insert(self, sha: str, segment: int, offset: int, length: int, touched: float) -> None:
-        """Index a record (under the index lock); a chunk indexed meanwhile keeps its row."""
-        cur = self._db.execute(
-            "INSERT OR IGNORE INTO records (sha, segment, offset, length, touched) VALUES (?, ?, ?, ?, ?)",
-            (sha, segment, offset, length, touched),
-        )
-        if cur.rowcount > 0:
+        """Index a record (in a ``_transaction``); a chunk indexed meanwhile keeps its row."""
+        if self._db.execute(INSERT, (sha, segment, offset, length, touched)).rowcount > 0:
             self._db.execute(ADD_LIVE, (HEAD.size + length, segment))
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The index connection, under its lock, in one transaction (rolled back on error)."""
+        with self._db_lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def delete(self, sha: str) -> bool:
         """Forget a chunk (its bytes stay until compaction); False when it was not here."""
-        with self._db_lock:
-            row = self._db.execute("SELECT segment, length FROM records WHERE sha = ?", (sha,)).fetchone()
-            if row is None:
-                return False
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM records WHERE sha = ?", (sha,))
-            self._db.execute(ADD_LIVE, (-HEAD.size - row[1], row[0]))
-            self._db.execute("COMMIT")
-        return True
+        with self._transaction() as db:
+            row = db.execute("SELECT segment, length FROM records WHERE sha = ?", (sha,)).fetchone()
+            if row is not None:
+                db.execute("DELETE FROM records WHERE sha = ?", (sha,))
+                db.execute(ADD_LIVE, (-HEAD.size - row[1], row[0]))
+        return row is not None
 
     # ---- compaction ----
     def compact(self, quarantine: Path) -> int:
         """Reclaim one sealed segment whose live share fell under COMPACT_BELOW: copy its live
         records (checked against their read sums; a bad one goes to ``quarantine`` and is
         forgotten, for repair to fetch again) to the active segment, then unlink it. Returns
-        the bytes freed (0: nothing worth compacting)."""
-        picked = self._pick_segment()
-        if picked is None:
-            return 0
-        segment, size = picked
+        the bytes freed (0: nothing worth compacting). Empty segments on the way go at once."""
+        tried: set[int] = set()
+        while (picked := self._pick_segment(tried)) is not None:
+            tried.add(picked[0])
+            freed = self._compact(*picked, quarantine)
+            if freed:
+                return freed
+        return 0
+
+    def _compact(self, segment: int, size: int, quarantine: Path) -> int:
         with self._db_lock:
             rows = self._db.execute(
                 "SELECT sha, offset, length FROM records WHERE segment = ? ORDER BY offset", (segment,)
@@ -356,13 +395,10 @@ class SegmentStore:
                     continue
                 active, start, _ = self._write_record(sha, [data], fast, cached=False)
                 try:
-                    with self._db_lock:
-                        self._db.execute("BEGIN")
-                        cur = self._db.execute(MOVE, (active.id, start, sha, segment, offset))
-                        if cur.rowcount > 0:  # not deleted meanwhile
-                            self._db.execute(ADD_LIVE, (HEAD.size + length, active.id))
-                            self._db.execute(ADD_LIVE, (-HEAD.size - length, segment))
-                        self._db.execute("COMMIT")
+                    with self._transaction() as db:
+                        if db.execute(MOVE, (active.id, start, sha, segment, offset)).rowcount > 0:
+                            db.execute(ADD_LIVE, (HEAD.size + length, active.id))  # not deleted meanwhile
+                            db.execute(ADD_LIVE, (-HEAD.size - length, segment))
                 finally:
                     self._done_writing(active)
                 moved += HEAD.size + length
@@ -377,12 +413,14 @@ class SegmentStore:
         log.info("compacted segment %d: %d bytes kept of %d", segment, moved, size)
         return size - moved
 
-    def _pick_segment(self) -> tuple[int, int] | None:
+    def _pick_segment(self, skip: set[int]) -> tuple[int, int] | None:
         """The sealed segment with the smallest live share under COMPACT_BELOW, and its size."""
         with self._db_lock:
             rows = self._db.execute(SEALED, (self._active.id,)).fetchall()
         best: tuple[float, int, int] | None = None
         for segment, live in rows:
+            if segment in skip:
+                continue
             try:
                 size = os.stat(self.path(segment)).st_size
             except FileNotFoundError:
@@ -393,11 +431,11 @@ class SegmentStore:
         return None if best is None else (best[1], best[2])
 
     def _forget_at(self, sha: str, segment: int, offset: int) -> None:
-        with self._db_lock:
-            row = self._db.execute(FIND_AT, (sha, segment, offset)).fetchone()
+        with self._transaction() as db:
+            row = db.execute(FIND_AT, (sha, segment, offset)).fetchone()
             if row is not None:
-                self._db.execute("DELETE FROM records WHERE sha = ?", (sha,))
-                self._db.execute(ADD_LIVE, (-HEAD.size - row[0], segment))
+                db.execute("DELETE FROM records WHERE sha = ?", (sha,))
+                db.execute(ADD_LIVE, (-HEAD.size - row[0], segment))
 
 
 def _pread_pieces(fd: int, offset: int, length: int, piece: int) -> list[bytes]:
