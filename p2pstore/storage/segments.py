@@ -18,8 +18,8 @@ back; it is then an orphan that garbage collection deletes again.
 
 Deleting a chunk only drops its index row; ``compact`` reclaims the space of a sealed segment
 whose live bytes fell under half its size by copying its live records to the active segment
-(checked against their read sums on the way) and unlinking it. Readers that meet a segment
-just unlinked look the chunk up again.
+(checked against their read sums on the way), syncing the index (a WAL checkpoint), and only
+then unlinking it. Readers that meet a segment just unlinked look the chunk up again.
 
 Every method blocks (callers run them in a thread); one lock serialises the index connection.
 """
@@ -407,6 +407,9 @@ class SegmentStore:
             if left is not None:
                 return 0  # a record was indexed here meanwhile (a crash's scan): next time
             self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
+            # The moves must outlive a power cut before their old copies go: the index is not
+            # fsynced per write, and a checkpoint syncs its WAL.
+            self._db.execute("PRAGMA wal_checkpoint(FULL)")
         os.unlink(self.path(segment))
         if self.fsync == "always":
             _fsync_dir(self.folder)
