@@ -407,9 +407,11 @@ class SegmentStore:
             if left is not None:
                 return 0  # a record was indexed here meanwhile (a crash's scan): next time
             self._db.execute("DELETE FROM segments WHERE id = ?", (segment,))
-            # The moves must outlive a power cut before their old copies go: the index is not
-            # fsynced per write, and a checkpoint syncs its WAL.
-            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        # The moves must outlive a power cut before their old copies go: the index is not
+        # fsynced per write, and a checkpoint syncs its WAL (on a connection of its own, so
+        # that look-ups do not wait for it).
+        with contextlib.closing(sqlite3.connect(self.folder / INDEX_NAME)) as sync:
+            sync.execute("PRAGMA wal_checkpoint(FULL)")
         os.unlink(self.path(segment))
         if self.fsync == "always":
             _fsync_dir(self.folder)
