@@ -30,7 +30,7 @@ from ..errors import (
     Unavailable,
     full_disk_refused,
 )
-from ..storage.store import LocalStore
+from ..storage.store import SMALL_CHUNK, LocalStore
 from .announce import EntryAnnouncer
 from .background import Background
 from .codec import ENTRY_HEADER, pack
@@ -135,12 +135,10 @@ class WriteCoordinator:
             staged = dict.fromkeys(targets)
         elif body is not None and expected_size is not None and expected_size <= self._one_phase_max():
             small = await read_small(body, expected_size)  # whole (bounded): one round trip each
-            digest = hashlib.sha256()
-            for piece in small:
-                digest.update(piece)
-                if body_md5 is not None:
-                    body_md5.update(piece)
-            sha = digest.hexdigest()
+            if expected_size > SMALL_CHUNK:  # in a thread: the loop serves others meanwhile
+                sha = await self.store.in_io(hash_pieces, small, body_md5)
+            else:
+                sha = hash_pieces(small, body_md5)
             if expected_sha and sha != expected_sha:
                 raise BadRequest("X-Content-SHA256 does not match the body; nothing stored")
             entry = ManifestEntry(
@@ -336,6 +334,16 @@ def checked_meta(meta: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
 def with_md5(pairs: tuple[tuple[str, str], ...], md5: Any) -> tuple[tuple[str, str], ...]:
     """``pairs`` plus the body's MD5 (hex) as "md5", when it was computed."""
     return pairs if md5 is None else tuple(sorted({**dict(pairs), "md5": md5.hexdigest()}.items()))
+
+
+def hash_pieces(pieces: Pieces, md5: Any = None) -> str:
+    """The sha256 of a body kept in pieces, feeding ``md5`` (if any) the same pieces."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+        if md5 is not None:
+            md5.update(piece)
+    return digest.hexdigest()
 
 
 async def read_small(body: AsyncIterator[bytes], expected_size: int) -> Pieces:

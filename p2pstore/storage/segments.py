@@ -48,6 +48,8 @@ ROLL_BYTES = 256 * 1024 * 1024  # a segment this large is sealed and a new one s
 MAX_RECORD = 64 * 1024 * 1024  # larger lengths in a head mean the head is not a head
 COMPACT_BELOW = 0.5  # a sealed segment with less than this share of live bytes is compacted
 INDEX_NAME = "index.sqlite3"
+FOLIO = 2 * 1024 * 1024  # the page cache's largest folio: what dropping a record rounds out to
+DONTNEED = os.POSIX_FADV_DONTNEED
 IOV_BATCH = 512
 
 SCHEMA = """
@@ -71,7 +73,7 @@ NAMES_AFTER = "SELECT sha FROM records WHERE sha > ? ORDER BY sha LIMIT ?"
 ADD_LIVE = "UPDATE segments SET live = live + ? WHERE id = ?"
 INSERT = "INSERT OR IGNORE INTO records (sha, segment, offset, length, touched) VALUES (?, ?, ?, ?, ?)"
 MOVE = "UPDATE records SET segment = ?, offset = ? WHERE sha = ? AND segment = ? AND offset = ?"
-SEALED = "SELECT id, live FROM segments WHERE indexed = 1 AND id != ?"
+SEALED = "SELECT id, live FROM segments WHERE indexed = 1"
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -127,7 +129,11 @@ class SegmentStore:
         self._db.execute("PRAGMA synchronous=NORMAL")  # the segments are the truth (see above)
         self._db.executescript(SCHEMA)
         self.recovered = self._recover()
-        self._active = self._start_segment()
+        # Records kept in the page cache and records dropped from it go to segments of their
+        # own: the page cache keeps pages in folios of up to 2 MiB, so dropping one record's
+        # range from a segment it shares with cached ones would leave much of it cached (the
+        # folios across its edges) or drop parts of theirs.
+        self._active: dict[bool, _Active] = {}
 
     def path(self, segment: int) -> str:
         return f"{self.folder}{os.sep}{segment:08d}.seg"
@@ -189,10 +195,11 @@ class SegmentStore:
 
     def close(self) -> None:
         with self._append_lock:
-            active = self._active
-            active.sealed = True
-            if active.writers == 0:
-                self._seal(active)
+            for active in self._active.values():
+                active.sealed = True
+                if active.writers == 0:
+                    self._seal(active)
+            self._active.clear()
         with self._db_lock:
             self._db.close()
 
@@ -210,7 +217,9 @@ class SegmentStore:
     def touch(self, sha: str, when: float | None = None) -> bool:
         """Mark a stored chunk as in use at ``when`` (now); False when it is not here."""
         with self._db_lock:
-            cur = self._db.execute("UPDATE records SET touched = ? WHERE sha = ?", (when or time.time(), sha))
+            cur = self._db.execute(
+                "UPDATE records SET touched = ? WHERE sha = ?", (time.time() if when is None else when, sha)
+            )
         return cur.rowcount > 0
 
     def names_after(self, after: str, limit: int) -> list[str]:
@@ -279,7 +288,7 @@ class SegmentStore:
         length = sum(len(p) for p in pieces)
         head = HEAD.pack(MAGIC, bytes.fromhex(sha), length, fast)
         with self._append_lock:
-            active = self._active
+            active = self._active.get(cached) or self._active.setdefault(cached, self._start_segment())
             offset = active.end
             try:
                 pwrite_all(active.fd, [head, *pieces], offset)
@@ -290,12 +299,13 @@ class SegmentStore:
             active.writers += 1
             if active.end >= self.roll_bytes:
                 active.sealed = True
-                self._active = self._start_segment()
+                del self._active[cached]  # the next append starts a new one
         try:
             if self.fsync != "never":
                 self._make_durable(active, offset + HEAD.size + length)
-                if not cached:
-                    os.posix_fadvise(active.fd, offset, HEAD.size + length, os.POSIX_FADV_DONTNEED)
+                if not cached:  # whole folios: the neighbours in this segment are not cached either
+                    start = offset - offset % FOLIO
+                    os.posix_fadvise(active.fd, start, offset + HEAD.size + length + FOLIO - start, DONTNEED)
         except BaseException:
             self._done_writing(active)
             raise
@@ -386,7 +396,8 @@ class SegmentStore:
         with open(self.path(segment), "rb", buffering=0) as fh:
             for sha, offset, length in rows:
                 raw = os.pread(fh.fileno(), HEAD.size + length, offset - HEAD.size)
-                magic, name, _, fast = HEAD.unpack_from(raw)
+                whole = len(raw) == HEAD.size + length  # else the file lost its end
+                magic, name, _, fast = HEAD.unpack_from(raw) if whole else (b"", b"", 0, b"")
                 data = memoryview(raw)[HEAD.size :]
                 if magic != MAGIC or name.hex() != sha or xxhash.xxh3_128_digest(data) != fast:
                     (quarantine / f"{sha}.{int(time.time())}").write_bytes(data)
@@ -421,10 +432,11 @@ class SegmentStore:
     def _pick_segment(self, skip: set[int]) -> tuple[int, int] | None:
         """The sealed segment with the smallest live share under COMPACT_BELOW, and its size."""
         with self._db_lock:
-            rows = self._db.execute(SEALED, (self._active.id,)).fetchall()
+            rows = self._db.execute(SEALED).fetchall()
+            active = {a.id for a in self._active.values()}
         best: tuple[float, int, int] | None = None
         for segment, live in rows:
-            if segment in skip:
+            if segment in skip or segment in active:
                 continue
             try:
                 size = os.stat(self.path(segment)).st_size
@@ -449,7 +461,7 @@ def _pread_pieces(fd: int, offset: int, length: int, piece: int) -> list[bytes]:
     while offset < end:
         block = os.pread(fd, min(piece, end - offset), offset)
         if not block:
-            raise OSError(f"segment ends {end - offset} bytes early")
+            break  # the file lost its end: the caller's check finds the chunk corrupt
         pieces.append(block)
         offset += len(block)
     return pieces
