@@ -469,6 +469,11 @@ def test_a_record_with_flipped_bytes_is_not_indexed_again(tmp_path: Path, rng: r
         store.close()
 
 
+def whole_lines(text: str) -> list[str]:
+    """The lines a killed child printed whole (a kill mid-print leaves a part of one)."""
+    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
 WRITER = textwrap.dedent(
     """
     import random, sys
@@ -505,10 +510,10 @@ def test_sigkill_mid_append_loses_no_acknowledged_chunk(tmp_path: Path, rng: ran
         try:
             for _ in range(rng.randint(3, 60)):
                 line = proc.stdout.readline()
-                assert line, f"writer died: rc {proc.poll()}"
+                assert line.endswith("\n"), f"writer died: rc {proc.poll()}"
                 lines.append(line)
             os.kill(proc.pid, signal.SIGKILL)
-            lines += proc.stdout.read().splitlines()  # printed before the kill landed
+            lines += whole_lines(proc.stdout.read())  # printed before the kill landed
         finally:
             proc.kill()
             proc.wait()
@@ -530,6 +535,79 @@ def test_sigkill_mid_append_loses_no_acknowledged_chunk(tmp_path: Path, rng: ran
             assert chunks.segments.live_bytes()[0] == live_sum(chunks.segments)
         finally:
             chunks.close()
+
+
+COMPACTOR = textwrap.dedent(
+    """
+    import hashlib, random, sys
+    from pathlib import Path
+    from p2pstore.storage.chunks import read_sum
+    from p2pstore.storage.segments import SegmentStore
+    folder, seed = Path(sys.argv[1]), int(sys.argv[2])
+    rng = random.Random(seed)
+    store = SegmentStore(folder, roll_bytes=256 * 1024)
+    live = sorted(store.locations())
+    while True:
+        for _ in range(rng.randint(1, 12)):
+            data = rng.randbytes(rng.randint(1, 40_000))
+            sha = hashlib.sha256(data).hexdigest()
+            store.append(sha, [data], read_sum(data), True)
+            live.append(sha)
+            print("w", sha, flush=True)
+        for _ in range(rng.randint(0, 10)):
+            if live:
+                sha = live.pop(rng.randrange(len(live)))
+                print("D", sha, flush=True)
+                store.delete(sha)
+                print("d", sha, flush=True)
+        print("c", store.compact(folder.parent / "quarantine"), flush=True)
+    """
+)
+
+
+def test_sigkill_mid_compaction_loses_no_live_chunk(tmp_path: Path, rng: random.Random) -> None:
+    folder = tmp_path / "segments"
+    (tmp_path / "quarantine").mkdir()
+    must_live: set[str] = set()
+    compactions = 0
+    for crash in range(4):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", COMPACTOR, str(folder), str(rng.randrange(1 << 30))],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines = []
+        try:
+            while sum(line.startswith("c ") for line in lines) < rng.randint(3, 12):
+                line = proc.stdout.readline()
+                assert line.endswith("\n"), f"compactor died: rc {proc.poll()}"
+                lines.append(line)
+            os.kill(proc.pid, signal.SIGKILL)
+            lines += whole_lines(proc.stdout.read())
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL
+        for line in lines:
+            what, arg = line.split()
+            if what == "w":
+                must_live.add(arg)
+            elif what == "D":  # being deleted when the kill came, or deleted: either is fine
+                must_live.discard(arg)
+            elif what == "c":
+                compactions += int(arg) > 0
+        store = SegmentStore(folder, roll_bytes=256 * KIB)
+        try:
+            held = store.locations()
+            assert must_live <= set(held), f"live chunks lost after crash {crash}"
+            for sha in held:  # every indexed chunk, resurrected or not, holds its own bytes
+                assert sha_of(read_seg(store, sha)) == sha
+            assert store.live_bytes()[0] == live_sum(store)
+            must_live = set(held)  # the next writer process starts from what is indexed now
+        finally:
+            store.close()
+    assert compactions > 0 and not list((tmp_path / "quarantine").iterdir())
 
 
 CRASH_BETWEEN_ROW_AND_LIVE = textwrap.dedent(
