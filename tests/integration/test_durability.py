@@ -11,14 +11,11 @@ import sqlite3
 import aiohttp
 import pytest
 
+from tests.support.chunks import flip_byte
 from tests.support.http import generated_body, generated_sha256
 from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
-
-
-def chunk_paths(node: NodeProcess) -> list:
-    return sorted(p for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
 
 
 async def put(s: aiohttp.ClientSession, node: NodeProcess, key: str, data) -> dict:
@@ -82,10 +79,7 @@ async def test_flipped_byte_is_never_served(node_factory) -> None:
 
     def flip(data: bytes, offset: int) -> None:
         sha = hashlib.sha256(data[offset : offset + 64 * 1024]).hexdigest()
-        path = node.data_dir / "chunks" / sha[:2] / sha
-        raw = bytearray(path.read_bytes())
-        raw[100] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        flip_byte(node.data_dir, sha, at=100)  # in its chunk file or its segment record
 
     flip(good_first, 0)  # first chunk: detected before any byte is sent -> JSON error
     flip(good_later, 128 * 1024)  # third chunk: detected mid-stream -> connection cut short
