@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,3 +109,13 @@ def flip_byte(data_dir: Path, sha: str, at: int = 0, mask: int = 0xFF) -> Stored
     finally:
         os.close(fd)
     return where
+
+
+def wipe_chunks(data_dir: Path) -> int:
+    """Delete every chunk on a stopped node's disk (chunk files, segment files and their
+    index), as a lost disk would; the metadata stays. Returns how many chunks were there."""
+    lost = len(stored_chunks(data_dir))
+    for path in chunk_files(data_dir).values():
+        path.unlink()
+    shutil.rmtree(Path(data_dir) / "segments", ignore_errors=True)
+    return lost
