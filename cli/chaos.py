@@ -41,7 +41,7 @@ def chaos(
     ] = None,
     flip_every: Annotated[
         float,
-        typer.Option("--flip-every", min=0, help="Seconds between flipped bytes in chunk files; 0 = off."),
+        typer.Option("--flip-every", min=0, help="Seconds between flipped bytes in stored chunks; 0 = off."),
     ] = 0.0,
     bound: Annotated[
         float, typer.Option("--bound", help="Seconds allowed to converge after healing.")

@@ -7,6 +7,7 @@ a failing history can be lined up with what the cluster suffered.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import sqlite3
@@ -14,8 +15,12 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..launcher import LocalNode, http_json
+from ..storage.segments import INDEX_NAME, Location
+
+FLIP_PLACES = ("file", "segment", "db")
 
 PROCESS_FAULTS = ("kill", "pause", "restart")
 
@@ -91,16 +96,20 @@ class Nemesis:
         self.start(node)
 
     def flip_bytes(self, node: LocalNode, rng: random.Random | None = None, where: str = "any") -> str | None:
-        """Silent rot: flip one byte of a random chunk (a chunk file, or a small chunk kept in SQLite).
+        """Silent rot: flip one byte of a random chunk (a chunk file, a chunk's record in a
+        segment file, or a small chunk kept in SQLite).
 
-        ``where`` is ``file``, ``db`` or ``any``. The node is not told; it must notice on read
-        or scrub. Returns a description of what was flipped, or None when there was nothing.
+        ``where`` is ``file``, ``segment``, ``db`` or ``any``. The node is not told; it must notice
+        on read or scrub. Returns a description of what was flipped, or None when there was nothing.
         """
+        if where != "any" and where not in FLIP_PLACES:
+            raise ValueError(f"where must be one of {FLIP_PLACES} or 'any', not {where!r}")
         rng = rng or random.Random()
-        places = ["file", "db"] if where == "any" else [where]
+        places = list(FLIP_PLACES) if where == "any" else [where]
         rng.shuffle(places)
+        flips = {"file": self._flip_file, "segment": self._flip_segment, "db": self._flip_db}
         for place in places:
-            done = self._flip_file(node, rng) if place == "file" else self._flip_db(node, rng)
+            done = flips[place](node, rng)
             if done is not None:
                 self._log("flip_bytes", node, done)
                 return done
@@ -125,6 +134,30 @@ class Nemesis:
         except FileNotFoundError:  # repaired or collected while we looked
             return None
         return f"file {path.name[:12]}@{pos}"
+
+    @staticmethod
+    def _flip_segment(node: LocalNode, rng: random.Random) -> str | None:
+        """Rot inside a segment file: one byte of one chunk record's bytes (not its head)."""
+        records = segment_records(node.data_dir)
+        if not records:
+            return None
+        sha = rng.choice(sorted(records))
+        loc = records[sha]
+        if loc.length == 0:
+            return None
+        pos = rng.randrange(loc.length)
+        try:
+            fd = os.open(loc.path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:  # compacted away while we looked
+            return None
+        try:
+            byte = os.pread(fd, 1, loc.offset + pos)
+            if len(byte) != 1:
+                return None
+            os.pwrite(fd, bytes([byte[0] ^ 0xFF]), loc.offset + pos)
+        finally:
+            os.close(fd)
+        return f"segment {sha[:12]}@{pos}"
 
     @staticmethod
     def _flip_db(node: LocalNode, rng: random.Random) -> str | None:
@@ -273,3 +306,22 @@ class Schedule:
 
     def _count(self, fault: str) -> None:
         self.counts[fault] = self.counts.get(fault, 0) + 1
+
+
+def segment_records(data_dir: Path) -> dict[str, Location]:
+    """Where a node's chunk records are (sha -> segment file, offset, length), read from its
+    segment index without the node's help: read-only, so it is safe while the node runs. A
+    record compacted meanwhile may be reported at its old place (dead bytes by then)."""
+    folder = Path(data_dir) / "segments"
+    index = folder / INDEX_NAME
+    if not index.exists():
+        return {}
+    try:
+        con = sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=5.0)
+        try:
+            rows = con.execute("SELECT sha, segment, offset, length FROM records").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return {}  # busy, or being created: skip this time
+    return {sha: Location(str(folder / f"{seg:08d}.seg"), off, length) for sha, seg, off, length in rows}

@@ -24,6 +24,7 @@ from p2pstore.chaos.nemesis import Nemesis, Schedule
 from p2pstore.chaos.runner import final_reads, process_cluster, wait_converged
 from p2pstore.chaos.workload import Workload, WorkloadConfig
 from p2pstore.launcher import LocalNode
+from tests.support.chunks import stored_chunks
 
 from .conftest import CONVERGENCE_BOUND, run_scenario
 
@@ -77,8 +78,9 @@ def test_kill_pause_restart_under_load(tmp_path: Path) -> None:
 
 
 def test_flipped_bytes_are_never_served(tmp_path: Path) -> None:
-    """Flip a byte in a random chunk every 0.3 s under load (chunk files and small chunks kept in
-    SQLite): every read verifies, so no wrong byte is served; the scrubber repairs the rot."""
+    """Flip a byte in a random chunk every 0.3 s under load (chunk files, chunk records in segment
+    files, small chunks kept in SQLite): every read verifies, so no wrong byte is served; the
+    scrubber repairs the rot."""
     flags = {"scrub-rate": "4MiB", "chunk-size": "128KiB"}
     with process_cluster(tmp_path, 3, flags) as nemesis:
         flips: list[str] = []
@@ -91,33 +93,38 @@ def test_flipped_bytes_are_never_served(tmp_path: Path) -> None:
                 if done is not None:
                     flips.append(f"{node.name}:{done}")
 
-        # Values of 1 KiB-300 KiB: small ones live in SQLite, large ones span 128 KiB chunk files.
+        # Values of 1 KiB-300 KiB: small ones live in SQLite, those up to 128 KiB (sent whole)
+        # are segment records, larger ones span 128 KiB chunk files.
         wl = WorkloadConfig(seed=5, put_weight=0.3, get_weight=0.65, delete_weight=0.05, max_size=300 * 1024)
         report, _ = run_scenario(nemesis, tmp_path, 15.0, rot, wl)
         kinds_flipped = {f.split(":")[1].split()[0] for f in flips}
-        assert len(flips) >= 10 and kinds_flipped == {"file", "db"}, flips
+        assert len(flips) >= 10 and kinds_flipped == {"file", "segment", "db"}, flips
         assert not report.kinds() & {"corrupt_read", "lost_write"}, report.summary()
         assert report.ok, report.summary()
 
-        # Rot left in chunk files is found and repaired by the scrubber (measured, printed).
+        # Rot left on disk is found and repaired by the scrubber (measured, printed).
         t = time.monotonic()
-        bad = _corrupt_chunk_files(nemesis)
+        bad = _corrupt_chunks(nemesis)
         while bad and time.monotonic() - t < 30:
             time.sleep(1)
-            bad = _corrupt_chunk_files(nemesis)
-        print(f"  {len(flips)} flips; corrupt chunk files left after {time.monotonic() - t:.1f}s: {len(bad)}")
+            bad = _corrupt_chunks(nemesis)
+        left = f"{time.monotonic() - t:.1f}s: {len(bad)} {bad[:6]}"
+        print(f"  {len(flips)} flips; corrupt chunks left after {left}")
 
 
-def _corrupt_chunk_files(nemesis: Nemesis) -> list[Path]:
+def _corrupt_chunks(nemesis: Nemesis) -> list[str]:
+    """Chunks on the nodes' disks (files and segment records) whose bytes are not their name's."""
     bad = []
     for node in nemesis.nodes:
-        for path in (node.data_dir / "chunks").rglob("*"):
-            if path.is_file() and len(path.name) == 64:
-                try:
-                    if hashlib.sha256(path.read_bytes()).hexdigest() != path.name:
-                        bad.append(path)
-                except FileNotFoundError:
-                    pass
+        for sha, where in stored_chunks(node.data_dir).items():
+            try:
+                with open(where.path, "rb") as fh:
+                    fh.seek(where.offset)
+                    data = fh.read(where.length)
+            except FileNotFoundError:  # repaired, collected or compacted meanwhile
+                continue
+            if hashlib.sha256(data).hexdigest() != sha:
+                bad.append(f"{node.name}:{'segment' if where.in_segment else 'file'}:{sha[:12]}")
     return bad
 
 

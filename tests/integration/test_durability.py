@@ -11,14 +11,11 @@ import sqlite3
 import aiohttp
 import pytest
 
+from tests.support.chunks import flip_byte, stored_chunks
 from tests.support.http import generated_body, generated_sha256
 from tests.support.processes import NodeProcess, metric, wait_for
 
 MiB = 1 << 20
-
-
-def chunk_paths(node: NodeProcess) -> list:
-    return sorted(p for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
 
 
 async def put(s: aiohttp.ClientSession, node: NodeProcess, key: str, data) -> dict:
@@ -69,6 +66,40 @@ async def test_acknowledged_small_writes_survive_kill9(node_factory) -> None:
                 assert r.status == 200 and await r.read() == body
 
 
+async def test_acknowledged_whole_writes_survive_kill9_and_a_lost_segment_index(node_factory) -> None:
+    """Bodies sent whole (64 KiB-1 MiB, with their length) are records appended to one segment
+    file with a shared fdatasync: every acknowledged one is read back after kill -9, and again
+    after the segment index is deleted (the segment files are the truth: start-up indexes them
+    again)."""
+    (node,) = node_factory(1)  # fsync=always
+    rng = random.Random(3)
+    bodies = {f"whole/{i}": rng.randbytes(rng.randint(70_000, MiB)) for i in range(24)}
+    async with aiohttp.ClientSession() as s:
+        await asyncio.gather(*(put(s, node, k, v) for k, v in bodies.items()))
+    shas = {hashlib.sha256(v).hexdigest() for v in bodies.values()}
+    stored = stored_chunks(node.data_dir)
+    assert shas <= stored.keys() and all(stored[sha].in_segment for sha in shas)
+
+    async def all_read_back() -> None:
+        async with aiohttp.ClientSession() as s:
+            for key, body in bodies.items():
+                async with s.get(f"{node.url}/files/{key}") as r:
+                    assert r.status == 200 and await r.read() == body, key
+
+    node.kill()
+    node.start()
+    node.wait_ready()
+    await all_read_back()
+    node.terminate()
+    for index in (node.data_dir / "segments").glob("index.sqlite3*"):
+        index.unlink()
+    node.start()
+    node.wait_ready()
+    assert shas <= stored_chunks(node.data_dir).keys()  # indexed again from the segment files
+    assert "chunk records again" in node.log_text()
+    await all_read_back()
+
+
 async def test_flipped_byte_is_never_served(node_factory) -> None:
     (node,) = node_factory(1, fsync="never", chunk_size=64 * 1024)
     size = 256 * 1024  # 4 chunks
@@ -82,10 +113,7 @@ async def test_flipped_byte_is_never_served(node_factory) -> None:
 
     def flip(data: bytes, offset: int) -> None:
         sha = hashlib.sha256(data[offset : offset + 64 * 1024]).hexdigest()
-        path = node.data_dir / "chunks" / sha[:2] / sha
-        raw = bytearray(path.read_bytes())
-        raw[100] ^= 0xFF
-        path.write_bytes(bytes(raw))
+        flip_byte(node.data_dir, sha, at=100)  # in its chunk file or its segment record
 
     flip(good_first, 0)  # first chunk: detected before any byte is sent -> JSON error
     flip(good_later, 128 * 1024)  # third chunk: detected mid-stream -> connection cut short

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import sqlite3
 import time
 import urllib.error
@@ -15,6 +14,7 @@ import pytest
 
 from p2pstore.core.placement import replicas as place
 from p2pstore.storage.chunks import ChunkStore
+from tests.support.chunks import stored_chunks
 from tests.support.processes import NodeProcess, wait_for
 
 PERIOD = 0.2
@@ -30,8 +30,9 @@ def wait_members(nodes: list[NodeProcess]) -> None:
 
 
 def chunk_count(node: NodeProcess) -> int:
-    """Chunk files plus small files' bytes kept in SQLite (inline in their rows, or by name)."""
-    files = sum(1 for p in (node.data_dir / "chunks").rglob("*") if p.is_file())
+    """Chunks on disk (files and segment records) plus small files' bytes kept in SQLite
+    (inline in their rows, or by name)."""
+    files = len(stored_chunks(node.data_dir))
     conn = sqlite3.connect(f"file:{node.data_dir / 'meta.sqlite'}?mode=ro", uri=True)
     try:
         small = conn.execute(
@@ -137,17 +138,23 @@ def test_long_dead_node_is_replaced_then_surplus_removed(node_factory) -> None:
         assert all(local_body(by_id[i], key) == body for i in place(key, ids, 3)), key
 
 
-async def test_the_first_orphan_scan_waits_while_clients_are_served(node_factory) -> None:
-    """A crash can leave a chunk file no entry references; the walk over every chunk name that
-    finds such files pauses while clients are served (up to a minute at a time) instead of
-    competing with them, and collects it once they pause."""
+@pytest.mark.parametrize("home", ["file", "segment"])
+async def test_the_first_orphan_scan_waits_while_clients_are_served(node_factory, home: str) -> None:
+    """A crash can leave a chunk no entry references (a staged chunk file, or a segment record
+    whose delete a crash undid); the walk over every chunk name that finds such chunks pauses
+    while clients are served (up to a minute at a time) instead of competing with them, and
+    collects it once they pause."""
     node = node_factory(1, fsync="never", gossip_interval=PERIOD, tombstone_grace=1)[0]
     node.terminate()
     orphan = b"left behind by a crash" * 100
-    path = ChunkStore(node.data_dir, "never").path(hashlib.sha256(orphan).hexdigest())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orphan)
-    os.utime(path, (time.time() - 3600, time.time() - 3600))  # old enough to collect
+    sha = hashlib.sha256(orphan).hexdigest()
+    store = ChunkStore(node.data_dir, "never")
+    try:
+        store.write_file(orphan, sha) if home == "file" else store.write(orphan, sha)
+        assert store.touch(sha, time.time() - 3600)  # old enough to collect
+    finally:
+        store.close()
+    assert stored_chunks(node.data_dir)[sha].in_segment == (home == "segment")
     node.start()
     node.wait_ready()
     busy_until = time.monotonic() + 8  # four housekeeping rounds (every 2 s)
@@ -156,5 +163,5 @@ async def test_the_first_orphan_scan_waits_while_clients_are_served(node_factory
             async with s.get(f"{node.url}/files/nothing-here") as r:
                 assert r.status == 404
             await asyncio.sleep(0.1)
-            assert path.exists(), "the orphan scan ran while clients were being served"
-    wait_for(lambda: not path.exists(), 20, message="orphan chunk collected once clients paused")
+            assert sha in stored_chunks(node.data_dir), "the orphan scan ran while clients were being served"
+    wait_for(lambda: sha not in stored_chunks(node.data_dir), 20, message="orphan collected, clients gone")

@@ -15,14 +15,15 @@ boto3 = pytest.importorskip("boto3")
 from botocore.exceptions import ClientError  # noqa: E402
 
 from tests.integration.test_s3 import ADMIN_ID, ADMIN_SECRET, MiB, client, code_of, import_key  # noqa: E402
+from tests.support.chunks import stored_chunks  # noqa: E402
 from tests.support.processes import NodeProcess, wait_for  # noqa: E402
 
 DAY = 86400
 
 
 def chunk_files(node: NodeProcess) -> dict[str, int]:
-    """Chunk files on the node's disk: sha -> bytes."""
-    return {p.name: p.stat().st_size for p in (node.data_dir / "chunks").glob("*/*") if p.is_file()}
+    """Chunks stored on the node's disk (chunk files and segment records): sha -> bytes."""
+    return {sha: c.length for sha, c in stored_chunks(node.data_dir).items()}
 
 
 def chunk_shas(body: bytes) -> set[str]:
@@ -94,7 +95,7 @@ def test_lifecycle_removes_exactly_the_named_versions_and_frees_their_chunks(nod
     for n in nodes:
         freed = sum(before[n.name].values()) - sum(chunk_files(n).values())
         assert freed == 2 * (3 * MiB // 2), (n.name, freed)
-        print(f"{n.name}: {freed} chunk bytes freed on disk")
+        print(f"{n.name}: {freed} chunk bytes no longer stored")
     for vid, body in zip(ids[("logs", "a")][2:], bodies[("logs", "a")][2:], strict=True):
         assert client(nodes[1]).get_object(Bucket="logs", Key="a", VersionId=vid)["Body"].read() == body
     for old in ids[("logs", "a")][:2]:

@@ -1,4 +1,4 @@
-"""Read sums: every chunk file a node writes gets the xxh3-128 of the bytes whose sha256 it
+"""Read sums: every chunk a node writes gets the xxh3-128 of the bytes whose sha256 it
 computed or checked, and reads check that instead of the sha256. A wrong or missing sum may only
 cost time: a good chunk is never refused, a bad one never served."""
 
@@ -26,6 +26,7 @@ from p2pstore.storage import chunks as chunks_module
 from p2pstore.storage.checkpoint import DB_NAME
 from p2pstore.storage.chunks import read_sum
 from p2pstore.storage.store import LocalStore
+from tests.support.chunks import overwrite_chunk, read_chunk, stored_chunks
 from tests.support.http import generated_body, generated_sha256
 from tests.support.processes import wait_for
 from tests.support.rot import rotted
@@ -149,27 +150,31 @@ async def test_repaired_chunks_get_a_sum_and_collected_chunks_lose_theirs(store:
 
 
 async def test_every_replica_records_the_sums_of_what_it_wrote(node_factory) -> None:
-    """On real nodes: a 300 KiB file (sent to replicas as one raw body) and a 5 MiB one (staged
-    in 4 MiB chunks) leave a read sum for each chunk file on each of the three nodes."""
+    """On real nodes: a 300 KiB file (with a Content-Length: sent to replicas as one raw body,
+    a segment record) and a 5 MiB one (streamed: staged in 4 MiB chunk files) leave a read sum
+    for each chunk, of the bytes on disk, on each of the three nodes."""
     nodes = node_factory(3, replicas=3, fsync="never")
     wait_for(lambda: all(len(n.get_json("/status")["members"]) == 3 for n in nodes), 20,
              message="every node knows all three")  # fmt: skip
     sizes = {"raw": 300 * 1024, "staged": 5 * 1024 * 1024}
     async with aiohttp.ClientSession() as s:
         for n, (key, size) in enumerate(sizes.items()):
+            body = generated_body(size, seed=n)
+            if key == "raw":  # whole, with its length: the one-phase write
+                body = b"".join([piece async for piece in body])
             # w=3: acknowledged once all three replicas committed (none is still writing)
-            async with s.put(f"{nodes[n].url}/files/{key}?w=3", data=generated_body(size, seed=n)) as r:
+            async with s.put(f"{nodes[n].url}/files/{key}?w=3", data=body) as r:
                 assert r.status == 201, await r.text()
             async with s.get(f"{nodes[2 - n].url}/files/{key}") as r:
                 body = await r.read()
             assert r.status == 200 and hashlib.sha256(body).hexdigest() == generated_sha256(size, seed=n)
     for node in nodes:
         node.terminate()
-        files = [p for p in (node.data_dir / "chunks").rglob("*") if p.is_file()]
-        assert len(files) == 3  # one raw-body chunk, two staged
+        stored = stored_chunks(node.data_dir)
+        assert sorted(c.in_segment for c in stored.values()) == [False, False, True]  # raw, 2 staged
         with sqlite3.connect(node.data_dir / DB_NAME) as db:
             sums = dict(db.execute("SELECT sha, xxh FROM chunk_sums"))
-        assert {p.name: read_sum(p.read_bytes()) for p in files}.items() <= sums.items()
+        assert {sha: read_sum(read_chunk(node.data_dir, sha)) for sha in stored}.items() <= sums.items()
 
 
 async def scrub_one(store: LocalStore, sha: str) -> bool:
@@ -232,7 +237,7 @@ async def test_a_scrub_pass_checks_small_chunks_in_batches_and_finds_rot_of_both
     await stored_file(store, "k", small[0])  # a commit: the files' read sums are recorded
     mended_file, bad_file, _, big = (hashlib.sha256(d).hexdigest() for d in files)
     bad_small = hashlib.sha256(small[7]).hexdigest()
-    Path(store.chunks.file(bad_file)).write_bytes(rotted(files[1]))
+    assert overwrite_chunk(store.data_dir, bad_file, rotted(files[1])).in_segment  # written whole
     flip_small_chunk(store, bad_small)
     await store.in_db(store.db.apply_batch, [], {mended_file: b"\0" * 16})
     gone = "0" * 64  # listed, then deleted before the scrubber got to it

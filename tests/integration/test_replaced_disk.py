@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from p2pstore.launcher import free_port
+from tests.support.chunks import stored_chunks
 from tests.support.http import put_all
 from tests.support.processes import NodeProcess, run_cli, wait_for
 
@@ -37,8 +38,9 @@ def holdings(node: NodeProcess) -> dict[str, set[str]]:
         after = page["next"]
 
 
-def chunk_files(node: NodeProcess) -> set[str]:
-    return {p.name for p in (node.data_dir / "chunks").rglob("*") if p.is_file()}
+def chunk_names(node: NodeProcess) -> set[str]:
+    """The chunks ``node`` holds on disk (chunk files and segment records)."""
+    return set(stored_chunks(node.data_dir))
 
 
 def payloads() -> dict[str, bytes]:
@@ -60,7 +62,7 @@ async def test_wiped_node_takes_its_old_place_and_refills(node_factory, crash: b
                       60, interval=0.5, message="three verified copies of every file")  # fmt: skip
     should_hold = before[old_id]
     assert 0 < len(should_hold) < len(files)  # 4 nodes, R=3: a real subset
-    chunks_before = {n.name: chunk_files(n) for n in others}
+    chunks_before = {n.name: chunk_names(n) for n in others}
 
     wiped.kill() if crash else wiped.terminate()
     shutil.rmtree(wiped.data_dir)
@@ -75,7 +77,7 @@ async def test_wiped_node_takes_its_old_place_and_refills(node_factory, crash: b
 
     after = holdings(nodes[0])
     assert after == before  # the same copies on the same nodes: nothing moved
-    assert {n.name: chunk_files(n) for n in others} == chunks_before
+    assert {n.name: chunk_names(n) for n in others} == chunks_before
     ids = {m["id"] for m in nodes[0].get_json("/status")["members"]}
     assert len(ids) == 4 and old_id in ids  # no new member appeared
     async with aiohttp.ClientSession() as s:

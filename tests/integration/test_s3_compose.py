@@ -23,6 +23,7 @@ from p2pstore.core.manifest import ManifestEntry
 from p2pstore.core.placement import replicas as place
 from p2pstore.storage.store import LocalStore
 from tests.integration.test_s3 import ADMIN_ID, ADMIN_SECRET, MiB, client, import_key, no_tracebacks
+from tests.support.chunks import wipe_chunks
 from tests.support.processes import NodeProcess, metric, wait_for
 
 boto3 = pytest.importorskip("boto3")
@@ -137,9 +138,7 @@ def test_five_nodes_fetch_node_to_node_and_heal_after_the_parts_are_gone(node_fa
     victim = next(n for n in nodes if n.node_id == final[0])  # type: ignore[attr-defined]
     wait_for(lambda: local_copy(victim, f"fiv/{key}") == data, 30, message="victim holds the object")
     victim.kill()
-    for p in (victim.data_dir / "chunks").rglob("*"):
-        if p.is_file():
-            p.unlink()
+    assert wipe_chunks(victim.data_dir) > 0  # chunk files and segment records alike
     victim.start()
     victim.wait_ready()
     wait_for(lambda: local_copy(victim, f"fiv/{key}") == data, 60, message="wiped replica repaired")
@@ -220,7 +219,7 @@ async def test_gc_keeps_chunks_a_composed_entry_shares_with_deleted_parts(tmp_pa
                                    for e in entries])  # fmt: skip
         old = time.time() - 3600
         for sha in entries[0].chunks:
-            os.utime(store.chunks.path(sha), (old, old))
+            assert store.chunks.touch(sha, old)
         await store.collect_garbage(60)
         await store.collect_garbage(60, full=True)
         assert store.has_all_chunks(whole)  # the small last part lost its row but not its bytes
@@ -228,7 +227,7 @@ async def test_gc_keeps_chunks_a_composed_entry_shares_with_deleted_parts(tmp_pa
         assert got == b"".join(parts)
         await store.apply_entries([ManifestEntry.tombstone("obj", make_version(4000, 0, "n1"), time.time())])
         for sha in entries[0].chunks:
-            os.utime(store.chunks.path(sha), (old, old))
+            assert store.chunks.touch(sha, old)
         assert await store.collect_garbage(60, full=True) >= 1  # unreferenced at last: freed
         assert not store.chunks.has(entries[0].chunks[0])
     finally:

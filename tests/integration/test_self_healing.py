@@ -15,6 +15,7 @@ import time
 import aiohttp
 import pytest
 
+from tests.support.chunks import flip_byte, read_chunk, stored_chunks
 from tests.support.http import put_all
 from tests.support.processes import NodeProcess, run_cli, wait_for
 
@@ -43,8 +44,10 @@ def verified_on(node: NodeProcess, node_id: str, prefix: str) -> int:
         after = page["next"]
 
 
-def chunk_path(node: NodeProcess, sha: str):
-    return node.data_dir / "chunks" / sha[:2] / sha
+def holds_good_copy(node: NodeProcess, sha: str) -> bool:
+    """``node`` stores chunk ``sha`` on disk (file or segment record) and its bytes are right."""
+    where = stored_chunks(node.data_dir).get(sha)
+    return where is not None and hashlib.sha256(read_chunk(node.data_dir, sha)).hexdigest() == sha
 
 
 @pytest.mark.slow
@@ -79,17 +82,21 @@ async def test_flipped_byte_and_deleted_chunk_are_repaired(node_factory) -> None
     body_a = b"A" * 300_000
     body_b = b"B" * 300_000
     sha_a, sha_b = hashlib.sha256(body_a).hexdigest(), hashlib.sha256(body_b).hexdigest()
+
+    async def streamed(body: bytes):
+        yield body
+
     async with aiohttp.ClientSession() as s:
-        for key, body in (("rot/a", body_a), ("rot/b", body_b)):
+        # "a" arrives whole (one-phase: a segment record), "b" streamed (staged: a chunk file)
+        for key, body in (("rot/a", body_a), ("rot/b", streamed(body_b))):
             async with s.put(f"{nodes[0].url}/files/{key}", data=body) as r:
                 assert r.status == 201
-    wait_for(lambda: chunk_path(victim, sha_a).exists() and chunk_path(victim, sha_b).exists(), 20,
-             message="chunks on the victim")  # fmt: skip
+    wait_for(lambda: {sha_a, sha_b} <= stored_chunks(victim.data_dir).keys(), 20, message="chunks on victim")
+    stored = stored_chunks(victim.data_dir)
+    assert stored[sha_a].in_segment and not stored[sha_b].in_segment
 
-    raw = bytearray(chunk_path(victim, sha_a).read_bytes())
-    raw[1234] ^= 0x01
-    chunk_path(victim, sha_a).write_bytes(bytes(raw))
-    chunk_path(victim, sha_b).unlink()
+    flip_byte(victim.data_dir, sha_a, at=1234, mask=0x01)  # rot inside the segment
+    stored[sha_b].path.unlink()  # a lost chunk file
 
     async with aiohttp.ClientSession() as s:
         for gw in nodes:  # any gateway returns the right bytes
@@ -97,11 +104,7 @@ async def test_flipped_byte_and_deleted_chunk_are_repaired(node_factory) -> None
                 assert r.status == 200 and await r.read() == body_a
 
     def healed() -> bool:
-        return all(
-            chunk_path(victim, sha).exists()
-            and hashlib.sha256(chunk_path(victim, sha).read_bytes()).hexdigest() == sha
-            for sha in (sha_a, sha_b)
-        )
+        return all(holds_good_copy(victim, sha) for sha in (sha_a, sha_b))
 
     wait_for(healed, 30, message="victim holds correct copies again")
     assert any((victim.data_dir / "quarantine").iterdir()), "the bad chunk is kept in quarantine"

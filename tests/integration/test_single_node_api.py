@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.support.chunks import stored_chunks
 from tests.support.http import generated_body, generated_sha256
 from tests.support.processes import NodeProcess, metric
 
@@ -20,8 +21,9 @@ def files_url(node: NodeProcess, key: str) -> str:
     return f"{node.url}/files/{key}"
 
 
-def chunk_files(data_dir: Path) -> list[Path]:
-    return [p for p in (data_dir / "chunks").rglob("*") if p.is_file()]
+def chunk_names(data_dir: Path) -> list[str]:
+    """Chunks stored on disk: chunk files and segment records."""
+    return sorted(stored_chunks(data_dir))
 
 
 def tmp_files(data_dir: Path) -> list[Path]:
@@ -154,16 +156,15 @@ async def test_bad_keys_rejected(node: NodeProcess, key: str) -> None:
 async def test_wrong_checksum_stores_nothing(node: NodeProcess) -> None:
     async with aiohttp.ClientSession() as s:
         wrong = hashlib.sha256(b"something else").hexdigest()
-        async with s.put(
-            files_url(node, "c"), data=b"payload" * 1000, headers={"X-Content-SHA256": wrong}
-        ) as r:
-            assert r.status == 400
-            assert "does not match" in (await r.json())["error"]
+        for body in (b"payload" * 1000, b"payload" * 100_000):  # inline; whole, a segment record
+            async with s.put(files_url(node, "c"), data=body, headers={"X-Content-SHA256": wrong}) as r:
+                assert r.status == 400
+                assert "does not match" in (await r.json())["error"]
         async with s.put(files_url(node, "c"), data=b"x", headers={"X-Content-SHA256": "zz"}) as r:
             assert r.status == 400
         async with s.get(files_url(node, "c")) as r:
             assert r.status == 404
-    assert chunk_files(node.data_dir) == []
+    assert chunk_names(node.data_dir) == []
     assert tmp_files(node.data_dir) == []
 
 
@@ -191,7 +192,7 @@ async def test_truncated_upload_leaves_nothing(node: NodeProcess) -> None:
     wait_for(lambda: tmp_files(node.data_dir) == [], 10, message="temp data cleaned")
     async with aiohttp.ClientSession() as s, s.get(files_url(node, "trunc")) as r:
         assert r.status == 404
-    assert chunk_files(node.data_dir) == []
+    assert chunk_names(node.data_dir) == []
 
 
 async def test_api_token(node_factory) -> None:

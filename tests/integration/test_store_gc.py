@@ -1,5 +1,6 @@
 """Chunk garbage collection on a real store in a temp dir: a chunk whose last reference went is
-collected by the cheap round, an orphan file only by the walk over every chunk name (paced, a
+collected by the cheap round, an orphan (a chunk file, or a segment record: chunks written
+whole) only by the walk over every chunk name (paced, a
 page at a time), young or referenced chunks never, not even when a write references one while
 the walk looks at it."""
 
@@ -47,7 +48,7 @@ async def test_gc_rounds(tmp_path: Path) -> None:
         await store.in_db(store.db.put_small_chunk, loose_sha, loose)
         old = time.time() - 3600
         for sha in (*gone.chunks, *kept.chunks, orphan_sha):
-            os.utime(store.chunks.path(sha), (old, old))
+            assert store.chunks.touch(sha, old)
 
         assert await store.collect_garbage(60) == 0  # nothing lost its references yet
         await store.apply_entries(
@@ -71,16 +72,17 @@ async def test_gc_rounds(tmp_path: Path) -> None:
 
 
 def old_file(store: LocalStore, data: bytes) -> str:
-    """A chunk file no entry references, old enough to collect (what a crash leaves)."""
+    """A chunk no entry references (a segment record), old enough to collect (what a crash
+    leaves)."""
     sha = store.chunks.write(data, hashlib.sha256(data).hexdigest())
     old = time.time() - 3600
-    os.utime(store.chunks.path(sha), (old, old))
+    assert store.chunks.touch(sha, old)
     return sha
 
 
 async def test_orphan_walk_pages_collect_every_orphan_and_no_live_chunk(tmp_path: Path) -> None:
     """The housekeeper's orphan walk, ten names a round: each page checks at most its share,
-    the walk ends once every name was seen, and it removed exactly the orphans (chunk files
+    the walk ends once every name was seen, and it removed exactly the orphans (segment records
     and chunks stored by name), never a chunk an entry references."""
     store = LocalStore(tmp_path, chunk_size=MiB, fsync="never")
     try:
@@ -89,7 +91,7 @@ async def test_orphan_walk_pages_collect_every_orphan_and_no_live_chunk(tmp_path
             for i in range(12)
         ]
         for e in live:
-            os.utime(store.chunks.path(e.chunks[0]), (time.time() - 3600,) * 2)
+            assert store.chunks.touch(e.chunks[0], time.time() - 3600)
         orphans = {old_file(store, os.urandom(70_000)) for _ in range(15)}
         for i in range(8):
             loose = b"stored by name, its entry lost %d" % i
@@ -126,7 +128,7 @@ async def test_a_write_racing_the_orphan_walk_keeps_its_chunk(tmp_path: Path) ->
         assert sorted(candidates) == sorted([racing, orphan]) and checked == 2 and nxt is None
         entry = await stored(store, "racing", body, make_version(1000, 0, "n1"))  # dedupes onto it
         assert entry.chunks == (racing,)
-        os.utime(store.chunks.path(racing), (time.time() - 3600,) * 2)  # even if nothing touched it
+        assert store.chunks.touch(racing, time.time() - 3600)  # even if nothing touched it
         assert await store.delete_unreferenced(candidates, 60) == 1
         assert store.chunks.has(racing) and not store.chunks.has(orphan)
         assert await store.read_chunk(racing) == body

@@ -11,10 +11,21 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PAGE = mmap.PAGESIZE
 
 
-def resident_fraction(path: Path) -> float:
-    """The share of ``path``'s pages that are in the page cache now (1.0 for an empty file)."""
-    size = path.stat().st_size
-    if size == 0:
+def resident_fraction(path: Path, offset: int = 0, length: int | None = None) -> float:
+    """The share of the pages of ``path`` (or of its bytes ``offset .. offset + length``) that
+    are in the page cache now (1.0 when there is no page to look at).
+
+    For a range inside a larger file (a chunk's record in a segment file) only the pages wholly
+    inside the range count: a page at its edge holds a neighbour's bytes too and is cached or
+    dropped with it (``posix_fadvise(DONTNEED)`` keeps partial pages). The file's last page
+    counts whole: nothing follows it."""
+    size = Path(path).stat().st_size
+    end = size if length is None else offset + length
+    if not 0 <= offset <= end <= size:
+        raise ValueError(f"bytes {offset}..{end} are not within {path} ({size} bytes)")
+    first = (offset + PAGE - 1) // PAGE
+    last = (end + PAGE - 1) // PAGE if end == size else end // PAGE  # one past the last page
+    if last <= first:
         return 1.0
     pages = (size + PAGE - 1) // PAGE
     vec = (ctypes.c_ubyte * pages)()
@@ -29,4 +40,4 @@ def resident_fraction(path: Path) -> float:
             del buf
     finally:
         mapped.close()
-    return sum(v & 1 for v in vec) / pages
+    return sum(v & 1 for v in vec[first:last]) / (last - first)
