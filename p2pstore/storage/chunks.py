@@ -292,7 +292,10 @@ class ChunkStore:
             os.replace(src, dest)
         except FileNotFoundError:
             pieces = self.segments.read(sha, MAX_RECORD)
-            if pieces is None or not self.segments.delete(sha):
+            if not self.segments.delete(sha):
+                return None
+            if pieces is None:  # its segment file is gone: forgotten, for repair to refill
+                log.warning("forgot chunk %s: its segment file is gone", sha[:12])
                 return None
             dest.write_bytes(b"".join(pieces))
         log.warning("quarantined corrupt chunk %s", sha[:12])

@@ -73,7 +73,7 @@ NAMES_AFTER = "SELECT sha FROM records WHERE sha > ? ORDER BY sha LIMIT ?"
 ADD_LIVE = "UPDATE segments SET live = live + ? WHERE id = ?"
 INSERT = "INSERT OR IGNORE INTO records (sha, segment, offset, length, touched) VALUES (?, ?, ?, ?, ?)"
 MOVE = "UPDATE records SET segment = ?, offset = ? WHERE sha = ? AND segment = ? AND offset = ?"
-SEALED = "SELECT id, live FROM segments WHERE indexed = 1"
+SEGMENTS = "SELECT id, live, indexed FROM segments"
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -375,17 +375,35 @@ class SegmentStore:
 
     # ---- compaction ----
     def compact(self, quarantine: Path) -> int:
-        """Reclaim one sealed segment whose live share fell under COMPACT_BELOW: copy its live
-        records (checked against their read sums; a bad one goes to ``quarantine`` and is
-        forgotten, for repair to fetch again) to the active segment, then unlink it. Returns
-        the bytes freed (0: nothing worth compacting). Empty segments on the way go at once."""
+        """Reclaim one segment whose live share fell under COMPACT_BELOW: copy its live records
+        (checked against their read sums; a bad one goes to ``quarantine`` and is forgotten,
+        for repair to fetch again) to the active segment, then unlink it. An active segment
+        that qualifies is sealed first (the next append starts a new one), so the space of
+        deleted records comes back without waiting for the segment to fill. Returns the bytes
+        freed (0: nothing worth compacting). Empty segments on the way go at once."""
         tried: set[int] = set()
         while (picked := self._pick_segment(tried)) is not None:
             tried.add(picked[0])
-            freed = self._compact(*picked, quarantine)
-            if freed:
-                return freed
+            if self._retire(picked[0]):
+                freed = self._compact(*picked, quarantine)
+                if freed:
+                    return freed
         return 0
+
+    def _retire(self, segment: int) -> bool:
+        """Seal ``segment`` if it is an active one; True once it is sealed (not while an
+        append to it is still being indexed)."""
+        with self._append_lock:
+            for cached, active in list(self._active.items()):
+                if active.id == segment:
+                    del self._active[cached]
+                    active.sealed = True
+                    if active.writers:
+                        return False
+                    self._seal(active)
+        with self._db_lock:
+            row = self._db.execute("SELECT indexed FROM segments WHERE id = ?", (segment,)).fetchone()
+        return row is not None and row[0] == 1
 
     def _compact(self, segment: int, size: int, quarantine: Path) -> int:
         with self._db_lock:
@@ -430,17 +448,21 @@ class SegmentStore:
         return size - moved
 
     def _pick_segment(self, skip: set[int]) -> tuple[int, int] | None:
-        """The sealed segment with the smallest live share under COMPACT_BELOW, and its size."""
-        with self._db_lock:
-            rows = self._db.execute(SEALED).fetchall()
+        """The sealed or active segment with the smallest live share under COMPACT_BELOW, and
+        its size (an empty active segment is left alone)."""
+        with self._append_lock:
             active = {a.id for a in self._active.values()}
+        with self._db_lock:
+            rows = self._db.execute(SEGMENTS).fetchall()
         best: tuple[float, int, int] | None = None
-        for segment, live in rows:
-            if segment in skip or segment in active:
+        for segment, live, indexed in rows:
+            if segment in skip or not (indexed or segment in active):
                 continue
             try:
                 size = os.stat(self.path(segment)).st_size
             except FileNotFoundError:
+                continue
+            if not size and segment in active:
                 continue
             share = live / size if size else 0.0
             if share < COMPACT_BELOW and (best is None or share < best[0]):

@@ -50,12 +50,6 @@ async def test_a_store_drops_what_it_wrote_from_the_cache_once_durable_when_aske
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="segments.py _write_record: posix_fadvise(DONTNEED) over a record's unaligned byte "
-    "range keeps every large folio that straddles its edges (ext4, Linux 6.x): about half of a "
-    "1 MiB record written after another stays cached",
-)
 async def test_repaired_chunks_leave_the_page_cache_once_durable(tmp_path: Path) -> None:
     """Repair never keeps what it wrote cached, whatever was written before it in the segment:
     each record's pages leave the page cache once fsynced (those of a cached record stay)."""

@@ -1,9 +1,6 @@
 """Disk faults that only segment files can have, on a real store in a temp dir: a record cut
 short, a segment file lost, the space of deleted records. Each is what the store promises for
 chunk files too: bad bytes are never served and are repaired, deleted bytes are freed.
-
-The tests marked ``xfail(strict=True)`` state what the store must do and does not yet
-(p2pstore/storage/segments.py); once it does, they pass, fail as XPASS, and lose the mark.
 """
 
 from __future__ import annotations
@@ -39,12 +36,6 @@ async def repaired_record(tmp_path: Path) -> tuple[bytes, str]:
     return data, sha
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OSError,
-    reason="segments.py _pread_pieces raises a plain OSError ('segment ends N bytes early') that "
-    "ChunkStore.verify/read do not turn into 'corrupt': the scrub pass fails on it every time",
-)
 async def test_a_record_cut_short_is_corrupt_and_repaired(tmp_path: Path) -> None:
     data, sha = await repaired_record(tmp_path)
     where = stored_chunks(tmp_path)[sha]
@@ -62,13 +53,6 @@ async def test_a_record_cut_short_is_corrupt_and_repaired(tmp_path: Path) -> Non
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a chunk whose segment file is gone stays indexed while the node runs: ChunkStore.has is "
-    "True, quarantine finds nothing to move (segments.read: None) and keeps the row, and write() "
-    "then only touches the row, so repair never stores it again",
-)
 async def test_a_chunk_whose_segment_file_was_lost_is_repaired(tmp_path: Path) -> None:
     data, sha = await repaired_record(tmp_path)
     store = open_store(tmp_path)
@@ -83,13 +67,6 @@ async def test_a_chunk_whose_segment_file_was_lost_is_repaired(tmp_path: Path) -
         store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="compaction only picks sealed segments (segments.py SEALED excludes the active one, "
-    "which rolls at 256 MiB): records deleted from the active segment keep their space until "
-    "a restart (tests/integration/test_disk_full.py::test_a_full_disk_can_be_emptied_through_the_api)",
-)
 async def test_the_space_of_deleted_records_comes_back_without_a_restart(tmp_path: Path) -> None:
     store = open_store(tmp_path)
     try:
@@ -109,8 +86,7 @@ async def test_the_space_of_deleted_records_comes_back_without_a_restart(tmp_pat
 
 
 async def test_deleted_records_of_a_sealed_segment_are_compacted_and_the_rest_kept(tmp_path: Path) -> None:
-    """The part that works today: after a restart the old segment is sealed; deleting most of
-    it lets compaction copy the live records to the active segment and unlink it."""
+    """After a restart the old segment is sealed; deleting most of it lets compaction copy the live records to the active segment and unlink it."""
     store = open_store(tmp_path)
     bodies = {}
     try:
