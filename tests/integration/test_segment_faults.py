@@ -86,7 +86,8 @@ async def test_the_space_of_deleted_records_comes_back_without_a_restart(tmp_pat
 
 
 async def test_deleted_records_of_a_sealed_segment_are_compacted_and_the_rest_kept(tmp_path: Path) -> None:
-    """After a restart the old segment is sealed; deleting most of it lets compaction copy the live records to the active segment and unlink it."""
+    """After a restart the old segment is sealed; deleting most of it lets compaction copy the
+    live records to the active segment and unlink it."""
     store = open_store(tmp_path)
     bodies = {}
     try:
