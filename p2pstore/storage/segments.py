@@ -3,10 +3,17 @@
 A chunk file costs an inode, a rename and a directory fsync per chunk; the kernel's share of
 that was the largest single cost of a 1 MiB PUT (docs/benchmarks.md). Here a chunk is one
 *record* appended to the node's active segment file (``segments/<id>.seg``): a 64-byte head
-(magic, the chunk's sha256, its length, its xxh3-128 read sum) and then its bytes, followed by
-one ``fdatasync`` that concurrent writers share. Records are written in offset order under one
-lock, so a segment never has a hole: a record whose ``fdatasync`` returned has every record
-before it on disk too.
+(magic, the chunk's sha256, its length, its xxh3-128 read sum), its bytes and zeros up to the
+next multiple of 4 KiB, followed by one ``fdatasync`` that concurrent writers share. Records are
+written in offset order under one lock, so a segment never has a hole: a record whose
+``fdatasync`` returned has every record before it on disk too.
+
+Records that are to stay in the page cache (the gateway's own copy of a write) and records that
+are not (the other replicas', repairs, compaction) go to segments of their own. The latter is
+written with O_DIRECT from one reused, aligned buffer: no page-cache pages to fill and drop
+again (on a VM whose host backs memory lazily, new pages cost a trip to the hypervisor each).
+Where O_DIRECT is refused (tmpfs) its pages are dropped after the sync instead, in whole
+folios (the page cache keeps up to 2 MiB together; a range that cuts one keeps it cached).
 
 Where each chunk is lives in an SQLite index beside the segments (``segments/index.sqlite3``,
 WAL, not fsynced per write). The segment files are the truth: a segment whose records were not
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import sqlite3
 import struct
@@ -48,8 +56,10 @@ ROLL_BYTES = 256 * 1024 * 1024  # a segment this large is sealed and a new one s
 MAX_RECORD = 64 * 1024 * 1024  # larger lengths in a head mean the head is not a head
 COMPACT_BELOW = 0.5  # a sealed segment with less than this share of live bytes is compacted
 INDEX_NAME = "index.sqlite3"
+ALIGN = 4096  # every record starts at a multiple of this (what O_DIRECT writes need)
 FOLIO = 2 * 1024 * 1024  # the page cache's largest folio: what dropping a record rounds out to
 DONTNEED = os.POSIX_FADV_DONTNEED
+KEEP_BUFFER = 8 * 1024 * 1024  # a larger O_DIRECT buffer is freed after its write
 IOV_BATCH = 512
 
 SCHEMA = """
@@ -63,7 +73,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_segment ON records (segment, offset);
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
-    live INTEGER NOT NULL DEFAULT 0,    -- bytes of indexed records (heads included)
+    live INTEGER NOT NULL DEFAULT 0,    -- bytes of indexed records (heads and padding included)
     indexed INTEGER NOT NULL DEFAULT 0  -- 1: sealed, every record it holds is indexed
 );
 """
@@ -94,8 +104,14 @@ class _Active:
     end: int = 0
     writers: int = 0  # appends whose index row is not written yet
     sealed: bool = False
+    direct: bool = False  # opened with O_DIRECT: records bypass the page cache
     synced: int = 0  # bytes known durable (fdatasync returned after they were written)
     syncing: bool = False  # an fdatasync of this segment is running
+
+
+def span(length: int) -> int:
+    """The bytes a record of a ``length``-byte chunk takes: head, bytes, padding to ALIGN."""
+    return -(-(HEAD.size + length) // ALIGN) * ALIGN
 
 
 def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
@@ -123,16 +139,14 @@ class SegmentStore:
         self._db_lock = threading.Lock()
         self._append_lock = threading.Lock()
         self._sync = threading.Condition()
+        self._buffer = mmap.mmap(-1, ALIGN)  # O_DIRECT writes' aligned buffer (page-aligned)
         self.syncs = 0  # fdatasync calls (each covers every record written before it)
         self._db = sqlite3.connect(folder / INDEX_NAME, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the segments are the truth (see above)
         self._db.executescript(SCHEMA)
         self.recovered = self._recover()
-        # Records kept in the page cache and records dropped from it go to segments of their
-        # own: the page cache keeps pages in folios of up to 2 MiB, so dropping one record's
-        # range from a segment it shares with cached ones would leave much of it cached (the
-        # folios across its edges) or drop parts of theirs.
+        # Records kept in the page cache and records kept out of it: segments of their own.
         self._active: dict[bool, _Active] = {}
 
     def path(self, segment: int) -> str:
@@ -179,19 +193,32 @@ class SegmentStore:
                     with self._transaction():
                         self._insert(sha, segment, start, length, time.time())
                     found += 1
-                offset = start + length
+                offset += span(length)
         return found
 
-    def _start_segment(self) -> _Active:
-        """A new, empty active segment (never one a previous process appended to)."""
+    def _start_segment(self, cached: bool) -> _Active:
+        """A new, empty active segment (never one a previous process appended to). One for
+        records not to be cached is opened with O_DIRECT where the file system allows it."""
         with self._db_lock:
             row = self._db.execute("SELECT max(id) FROM segments").fetchone()
             segment = (row[0] or 0) + 1
             self._db.execute("INSERT INTO segments (id) VALUES (?)", (segment,))
-        fd = os.open(self.path(segment), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        direct = not cached and self.fsync != "never" and hasattr(os, "O_DIRECT")
+        try:
+            fd = self._open(self.path(segment), flags | (os.O_DIRECT if direct else 0))
+        except OSError:  # a file system without O_DIRECT: dropped from the cache once synced
+            if not direct:
+                raise
+            direct = False
+            fd = self._open(self.path(segment), flags & ~os.O_EXCL)
         if self.fsync == "always":
             _fsync_dir(self.folder)
-        return _Active(segment, fd)
+        return _Active(segment, fd, direct=direct)
+
+    @staticmethod
+    def _open(path: str, flags: int) -> int:
+        return os.open(path, flags, 0o644)
 
     def close(self) -> None:
         with self._append_lock:
@@ -288,28 +315,55 @@ class SegmentStore:
         length = sum(len(p) for p in pieces)
         head = HEAD.pack(MAGIC, bytes.fromhex(sha), length, fast)
         with self._append_lock:
-            active = self._active.get(cached) or self._active.setdefault(cached, self._start_segment())
+            active = self._active.get(cached) or self._active.setdefault(cached, self._start_segment(cached))
             offset = active.end
             try:
-                pwrite_all(active.fd, [head, *pieces], offset)
+                if active.direct:
+                    self._write_direct(active.fd, head, pieces, offset, span(length))
+                else:
+                    pad = bytes(span(length) - HEAD.size - length)
+                    pwrite_all(active.fd, [head, *pieces, pad], offset)
             except BaseException:
                 os.ftruncate(active.fd, offset)  # no partial record before the next one
                 raise
-            active.end = offset + HEAD.size + length
+            active.end = offset + span(length)
             active.writers += 1
             if active.end >= self.roll_bytes:
                 active.sealed = True
                 del self._active[cached]  # the next append starts a new one
         try:
             if self.fsync != "never":
-                self._make_durable(active, offset + HEAD.size + length)
-                if not cached:  # whole folios: the neighbours in this segment are not cached either
+                self._make_durable(active, offset + span(length))
+                if not cached and not active.direct:  # whole folios: no neighbour here is cached
                     start = offset - offset % FOLIO
-                    os.posix_fadvise(active.fd, start, offset + HEAD.size + length + FOLIO - start, DONTNEED)
+                    os.posix_fadvise(active.fd, start, offset + span(length) + FOLIO - start, DONTNEED)
         except BaseException:
             self._done_writing(active)
             raise
         return active, offset + HEAD.size, length
+
+    def _write_direct(self, fd: int, head: bytes, pieces: Sequence[Buffer], offset: int, size: int) -> None:
+        """Write one record with O_DIRECT (under the append lock): copied into an aligned
+        buffer that is reused, so its memory is warm, where a page-cache write takes fresh
+        pages to fill (on a VM whose host backs memory lazily, a trip to the hypervisor each)
+        and dropping them afterwards costs a call more."""
+        if len(self._buffer) < size:
+            self._buffer = mmap.mmap(-1, size)
+        view = memoryview(self._buffer)
+        try:
+            view[: HEAD.size] = head
+            at = HEAD.size
+            for piece in pieces:
+                view[at : at + len(piece)] = piece
+                at += len(piece)
+            view[at:size] = bytes(size - at)
+            done = 0
+            while done < size:
+                done += os.pwrite(fd, view[done:size], offset + done)
+        finally:
+            view.release()
+            if len(self._buffer) > KEEP_BUFFER:
+                self._buffer = mmap.mmap(-1, ALIGN)
 
     def _make_durable(self, active: _Active, end: int) -> None:
         """Return once the first ``end`` bytes of ``active`` are on disk. Group commit: one
@@ -350,13 +404,13 @@ class SegmentStore:
     def _insert(self, sha: str, segment: int, offset: int, length: int, touched: float) -> None:
         """Index a record (in a ``_transaction``); a chunk indexed meanwhile keeps its row."""
         if self._db.execute(INSERT, (sha, segment, offset, length, touched)).rowcount > 0:
-            self._db.execute(ADD_LIVE, (HEAD.size + length, segment))
+            self._db.execute(ADD_LIVE, (span(length), segment))
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """The index connection, under its lock, in one transaction (rolled back on error)."""
         with self._db_lock:
-            self._db.execute("BEGIN")
+            self._db.execute("BEGIN IMMEDIATE")  # waits for a checkpoint rather than failing
             try:
                 yield self._db
             except BaseException:
@@ -370,7 +424,7 @@ class SegmentStore:
             row = db.execute("SELECT segment, length FROM records WHERE sha = ?", (sha,)).fetchone()
             if row is not None:
                 db.execute("DELETE FROM records WHERE sha = ?", (sha,))
-                db.execute(ADD_LIVE, (-HEAD.size - row[1], row[0]))
+                db.execute(ADD_LIVE, (-span(row[1]), row[0]))
         return row is not None
 
     # ---- compaction ----
@@ -426,11 +480,11 @@ class SegmentStore:
                 try:
                     with self._transaction() as db:
                         if db.execute(MOVE, (active.id, start, sha, segment, offset)).rowcount > 0:
-                            db.execute(ADD_LIVE, (HEAD.size + length, active.id))  # not deleted meanwhile
-                            db.execute(ADD_LIVE, (-HEAD.size - length, segment))
+                            db.execute(ADD_LIVE, (span(length), active.id))  # not deleted meanwhile
+                            db.execute(ADD_LIVE, (-span(length), segment))
                 finally:
                     self._done_writing(active)
-                moved += HEAD.size + length
+                moved += span(length)
         with self._db_lock:
             left = self._db.execute("SELECT 1 FROM records WHERE segment = ? LIMIT 1", (segment,)).fetchone()
             if left is not None:
@@ -474,7 +528,7 @@ class SegmentStore:
             row = db.execute(FIND_AT, (sha, segment, offset)).fetchone()
             if row is not None:
                 db.execute("DELETE FROM records WHERE sha = ?", (sha,))
-                db.execute(ADD_LIVE, (-HEAD.size - row[0], segment))
+                db.execute(ADD_LIVE, (-span(row[0]), segment))
 
 
 def _pread_pieces(fd: int, offset: int, length: int, piece: int) -> list[bytes]:
