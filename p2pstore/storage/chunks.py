@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import xxhash
 
 from ..errors import CorruptData
-from .segments import MAX_RECORD, SegmentStore
+from .segments import MAX_RECORD, SegmentStore, write_buffers
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ HEX = set("0123456789abcdef")
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 Body: TypeAlias = Buffer | Sequence[Buffer]  # one buffer, or the pieces it arrived in
-IOV_BATCH = 512  # pieces per writev (below the kernel's IOV_MAX of 1024)
 
 
 def pieces_of(body: Body) -> Sequence[Buffer]:
@@ -58,18 +57,9 @@ def sha256_of(body: Body) -> str:
 
 
 def write_all(fd: int, body: Body) -> None:
-    """Write every byte of ``body`` to ``fd`` with as few ``writev`` calls as it takes (one for
-    a body of up to IOV_BATCH pieces): no user-space copy, unlike ``b"".join`` + ``write``."""
-    views = [memoryview(p).cast("B") for p in pieces_of(body) if len(p)]
-    while views:
-        batch = views[:IOV_BATCH]
-        written = os.writev(fd, batch)
-        while written:  # drop what went out; a short write resumes mid-piece
-            if written >= len(views[0]):
-                written -= len(views.pop(0))
-            else:
-                views[0] = views[0][written:]
-                written = 0
+    """Write every byte of ``body`` to ``fd`` at its position with as few ``writev`` calls as
+    it takes (one for up to IOV_BATCH pieces): no user-space copy, unlike ``b"".join``."""
+    write_buffers(fd, pieces_of(body))
 
 
 def is_sha256_hex(value: object) -> bool:

@@ -60,7 +60,7 @@ ALIGN = 4096  # every record starts at a multiple of this (what O_DIRECT writes 
 FOLIO = 2 * 1024 * 1024  # the page cache's largest folio: what dropping a record rounds out to
 DONTNEED = os.POSIX_FADV_DONTNEED
 KEEP_BUFFER = 8 * 1024 * 1024  # a larger O_DIRECT buffer is freed after its write
-IOV_BATCH = 512
+IOV_BATCH = 512  # buffers per writev/pwritev (below the kernel's IOV_MAX of 1024)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -114,12 +114,15 @@ def span(length: int) -> int:
     return -(-(HEAD.size + length) // ALIGN) * ALIGN
 
 
-def pwrite_all(fd: int, buffers: Sequence[Buffer], offset: int) -> None:
-    """Write ``buffers`` at ``offset`` with as few ``pwritev`` calls as it takes."""
+def write_buffers(fd: int, buffers: Sequence[Buffer], offset: int | None = None) -> None:
+    """Write every byte of ``buffers`` at ``offset`` (``pwritev``), or at the file's position
+    (``writev``) when None, with as few calls as it takes; a short write resumes mid-buffer."""
     views = [memoryview(b).cast("B") for b in buffers if len(b)]
     while views:
-        written = os.pwritev(fd, views[:IOV_BATCH], offset)
-        offset += written
+        batch = views[:IOV_BATCH]
+        written = os.writev(fd, batch) if offset is None else os.pwritev(fd, batch, offset)
+        if offset is not None:
+            offset += written
         while written:
             if written >= len(views[0]):
                 written -= len(views.pop(0))
@@ -322,7 +325,7 @@ class SegmentStore:
                     self._write_direct(active.fd, head, pieces, offset, span(length))
                 else:
                     pad = bytes(span(length) - HEAD.size - length)
-                    pwrite_all(active.fd, [head, *pieces, pad], offset)
+                    write_buffers(active.fd, [head, *pieces, pad], offset)
             except BaseException:
                 os.ftruncate(active.fd, offset)  # no partial record before the next one
                 raise

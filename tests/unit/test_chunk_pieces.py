@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from p2pstore.storage.chunks import (
-    IOV_BATCH,
     ChunkStore,
     body_size,
     pieces_of,
@@ -19,6 +18,7 @@ from p2pstore.storage.chunks import (
     sha256_of,
     write_all,
 )
+from p2pstore.storage.segments import IOV_BATCH
 
 
 def cut(data: bytes, rng: random.Random, most: int) -> list[bytes | memoryview]:
