@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import xxhash
 
 from ..errors import CorruptData
-from .segments import MAX_RECORD, SegmentStore, write_buffers
+from .segments import MAX_RECORD, SegmentStore, fsync_dir, write_buffers
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,6 @@ def drop_cached(fd: int) -> None:
     what is read; on a VM whose host backs memory lazily, new page-cache pages also cost a trip
     to the hypervisor each, while dropped ones are reused at once (docs/benchmarks.md)."""
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ChunkStore:

@@ -216,7 +216,7 @@ class SegmentStore:
             direct = False
             fd = self._open(self.path(segment), flags & ~os.O_EXCL)
         if self.fsync == "always":
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         return _Active(segment, fd, direct=direct)
 
     @staticmethod
@@ -500,7 +500,7 @@ class SegmentStore:
             sync.execute("PRAGMA wal_checkpoint(FULL)")
         os.unlink(self.path(segment))
         if self.fsync == "always":
-            _fsync_dir(self.folder)
+            fsync_dir(self.folder)
         log.info("compacted segment %d: %d bytes kept of %d", segment, moved, size)
         return size - moved
 
@@ -546,7 +546,8 @@ def _pread_pieces(fd: int, offset: int, length: int, piece: int) -> list[bytes]:
     return pieces
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a file's creation, a rename or an unlink in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
