@@ -293,6 +293,9 @@ class SegmentStore:
             except FileNotFoundError:
                 continue  # moved by compaction meanwhile
             try:
+                # No readahead: past a record's end lie other chunks, rarely read next, whose
+                # pages would only crowd the cache (and cost a fresh page each to fill).
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
                 return _pread_pieces(fd, loc.offset, loc.length, piece)
             finally:
                 os.close(fd)
