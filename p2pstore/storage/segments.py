@@ -143,7 +143,6 @@ class SegmentStore:
         self._append_lock = threading.Lock()
         self._sync = threading.Condition()
         self._buffer = mmap.mmap(-1, ALIGN)  # O_DIRECT writes' aligned buffer (page-aligned)
-        self.syncs = 0  # fdatasync calls (each covers every record written before it)
         self._db = sqlite3.connect(folder / INDEX_NAME, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # the segments are the truth (see above)
@@ -392,7 +391,6 @@ class SegmentStore:
                     active.syncing = False
                     if done:
                         active.synced = max(active.synced, target)
-                        self.syncs += 1
                     self._sync.notify_all()
 
     def _done_writing(self, active: _Active) -> None:
