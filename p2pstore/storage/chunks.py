@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -205,14 +206,8 @@ class ChunkStore:
         A recorded sum can only let good bytes through sooner: on a mismatch the sha256
         decides, so a wrong sum never makes a good chunk look corrupt.
         """
-        try:
-            with open(self.file(sha), "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            pieces = self.segments.read(sha, MAX_RECORD)
-            if pieces is None:
-                raise
-            data = b"".join(pieces)
+        blocks = self._blocks(sha, sys.maxsize)
+        data = blocks[0] if len(blocks) == 1 else b"".join(blocks)
         if known_sum is not None and read_sum(data) == known_sum:
             return data, None
         if hashlib.sha256(data).hexdigest() != sha:
@@ -226,19 +221,8 @@ class ChunkStore:
         before any is returned. A reader that sends them one by one frees each as it goes
         instead of holding the whole chunk until its last byte is out, and 1 MiB buffers are
         reused by the allocator where 4 MiB ones are mapped and unmapped each time."""
-        pieces: list[bytes] = []
+        pieces = self._blocks(sha, piece)
         fast = new_read_sum()
-        try:
-            with open(self.file(sha), "rb", buffering=0) as fh:
-                left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
-                while left > 0 and (block := fh.read(min(piece, left))):
-                    pieces.append(block)
-                    left -= len(block)
-        except FileNotFoundError:
-            found = self.segments.read(sha, piece)
-            if found is None:
-                raise
-            pieces = found
         for block in pieces:
             fast.update(block)
         if known_sum is not None and fast.digest() == known_sum:
@@ -246,6 +230,23 @@ class ChunkStore:
         if sha256_of(pieces) != sha:
             raise CorruptData(f"chunk {sha[:12]} is corrupt", {"chunk": sha})
         return pieces, fast.digest()
+
+    def _blocks(self, sha: str, piece: int) -> list[bytes]:
+        """A chunk's bytes, unverified, in blocks of at most ``piece``, from its file or else its
+        segment record; FileNotFoundError when it is in neither."""
+        try:
+            with open(self.file(sha), "rb", buffering=0) as fh:
+                left = os.fstat(fh.fileno()).st_size  # chunk files never change once named
+                blocks: list[bytes] = []
+                while left > 0 and (block := fh.read(min(piece, left))):
+                    blocks.append(block)
+                    left -= len(block)
+                return blocks
+        except FileNotFoundError:
+            found = self.segments.read(sha, piece)
+            if found is None:
+                raise
+            return found
 
     def verify(self, sha: str) -> bytes | None:
         """The chunk's read sum when it exists and its bytes hash to its name (streamed, low
