@@ -22,7 +22,7 @@ import typer
 
 from .cluster_state import alive, default_root, find_node, launch, load, save, set_pid, stop_pid
 from .common import print_json
-from .failures import EXIT_REFUSED, CliError
+from .failures import EXIT_BAD_INPUT, EXIT_REFUSED, CliError
 
 if TYPE_CHECKING:
     from p2pstore.launcher import LocalNode
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run a local cluster of node processes.", no_args_is_help=True, rich_markup_mode=None)
 S3_OFFSET = 100  # node i serves S3 on base port + 100 + i
 INTERNAL_OFFSET = 200  # node i takes node-to-node TLS traffic on base port + 200 + i
+CHOOSE_ANOTHER = "choose another --base-port"
 
 
 def cluster_secret(root: Path) -> str:
@@ -141,6 +142,7 @@ def up(
     root.mkdir(parents=True, exist_ok=True)
     if _running(root):
         raise CliError(f"a cluster is already running in {root}: see 'p2pstore cluster status'", EXIT_REFUSED)
+    _check_ports(host, base_port, nodes, s3=s3, internal=not insecure_plain)
     # The secret goes through the environment, not the command line every local user can read;
     # the nodes also see the caller's other P2PSTORE_* settings.
     tls = None if insecure_plain else local_certs(root, nodes)
@@ -203,6 +205,29 @@ def up(
             final["up_pid"] = None
             save(root, final)
         typer.echo("all nodes stopped")
+
+
+def port_layout(
+    base_port: int, nodes: int, *, s3: bool = True, internal: bool = True
+) -> list[tuple[int, str]]:
+    """Every port `cluster up` listens on, each with what it serves."""
+    ports = [(base_port + i, f"node{i}'s HTTP API") for i in range(nodes)]
+    if s3:
+        ports += [(base_port + S3_OFFSET + i, f"node{i}'s S3 API") for i in range(nodes)]
+    if internal:
+        ports += [(base_port + INTERNAL_OFFSET + i, f"node{i}'s node-to-node port") for i in range(nodes)]
+    return ports
+
+
+def _check_ports(host: str, base_port: int, nodes: int, *, s3: bool, internal: bool) -> None:
+    """Refuse to start when a port is taken: one clear line instead of a node that dies later."""
+    from p2pstore.launcher import port_free
+
+    for port, role in port_layout(base_port, nodes, s3=s3, internal=internal):
+        if not 0 < port < 65536:
+            raise CliError(f"port {port} ({role}) is out of range: {CHOOSE_ANOTHER}", EXIT_BAD_INPUT)
+        if not port_free(port, host):
+            raise CliError(f"port {port} ({role}) is in use on {host}: {CHOOSE_ANOTHER}", EXIT_REFUSED)
 
 
 def _watch(root: Path, procs: list[LocalNode], stopping: Callable[[], bool]) -> None:

@@ -11,28 +11,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from p2pstore_cli.cluster import port_layout
 from p2pstore_cli.cluster_state import alive
 
-from p2pstore.launcher import child_env, free_port, http_json
+from p2pstore.launcher import child_env, free_port, http_json, port_free
 from tests.support.processes import wait_for
 
 
-def consecutive_free_ports(n: int) -> int:
-    """The first of ``n`` consecutive ports that were all free a moment ago."""
+def free_base_port(n: int, **layout: bool) -> int:
+    """A base port whose whole `cluster up` layout for ``n`` nodes (HTTP, S3 and node-to-node
+    ports) was free a moment ago."""
     for _ in range(100):
         base = free_port()
-        sockets: list[socket.socket] = []
-        try:
-            for i in range(n):
-                sockets.append(socket.socket())
-                sockets[-1].bind(("127.0.0.1", base + i))
+        if all(port_free(port) for port, _ in port_layout(base, n, **layout)):
             return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    pytest.skip(f"no {n} consecutive free ports")
+    pytest.skip(f"no free port layout for {n} nodes")
 
 
 def joined(port: int) -> bool:
@@ -40,8 +33,16 @@ def joined(port: int) -> bool:
     return status == 200 and body["joined"] is True
 
 
+def all_joined(proc: subprocess.Popen[str], ports: list[int]) -> bool:
+    """Every node answers joined; a `cluster up` that has already ended fails at once, with its output."""
+    if proc.poll() is not None:
+        out, err = proc.communicate()
+        pytest.fail(f"cluster up exited with code {proc.returncode}:\n{out}\n{err}")
+    return all(joined(port) for port in ports)
+
+
 def test_cluster_up_runs_the_nodes_until_sigterm(tmp_path: Path) -> None:
-    base = consecutive_free_ports(2)
+    base = free_base_port(2)
     root = tmp_path / "cluster"
     proc = subprocess.Popen(
         [sys.executable, "-m", "p2pstore", "cluster", "up", "-n", "2", "--base-port", str(base),
@@ -49,7 +50,7 @@ def test_cluster_up_runs_the_nodes_until_sigterm(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
     )  # fmt: skip
     try:
-        wait_for(lambda: joined(base) and joined(base + 1), 60, message="both nodes up and joined")
+        wait_for(lambda: all_joined(proc, [base, base + 1]), 60, message="both nodes up and joined")
         key = (root / "certs" / "ca-key.pem").read_text()  # node-to-node mutual TLS by default
         for i in range(2):
             log = (root / f"node{i}.log").read_text()
@@ -73,7 +74,7 @@ def test_cluster_status_restart_and_stop_from_another_shell(tmp_path: Path) -> N
     command that brings it back, `cluster restart` does (secret and all), `cluster stop` ends it."""
     from tests.support.processes import run_cli
 
-    base = consecutive_free_ports(2)
+    base = free_base_port(2, s3=False, internal=False)
     root = tmp_path / "cluster"
     proc = subprocess.Popen(
         [sys.executable, "-m", "p2pstore", "cluster", "up", "-n", "2", "--base-port", str(base),
@@ -81,7 +82,7 @@ def test_cluster_status_restart_and_stop_from_another_shell(tmp_path: Path) -> N
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(),
     )  # fmt: skip
     try:
-        wait_for(lambda: joined(base) and joined(base + 1), 60, message="both nodes up and joined")
+        wait_for(lambda: all_joined(proc, [base, base + 1]), 60, message="both nodes up and joined")
         state_file = root / "cluster.json"
         assert state_file.stat().st_mode & 0o777 == 0o600
         state = json.loads(state_file.read_text())
@@ -132,3 +133,22 @@ def test_default_data_root_is_outside_the_current_folder(tmp_path: Path) -> None
     assert res.stderr.decode() == f"error: no cluster in {tmp_path}/state/p2pstore/cluster " \
                                   "(start one: p2pstore cluster up)\n"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cluster_up_refuses_a_taken_port_before_starting_anything(tmp_path: Path) -> None:
+    """A port of the layout already in use (here node1's node-to-node port) is one clear line and
+    exit code 5, before any node starts or any state is written."""
+    from tests.support.processes import run_cli
+
+    base = free_base_port(2)
+    root = tmp_path / "cluster"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 201))
+        taken.listen()
+        res = run_cli("cluster", "up", "-n", "2", "--base-port", str(base), "--data-root", str(root))
+    assert res.returncode == 5, res.stderr
+    assert res.stderr.decode() == f"error: port {base + 201} (node1's node-to-node port) is in use on " \
+                                  "127.0.0.1: choose another --base-port\n"
+    assert not (root / "cluster.json").exists() and not list(root.glob("node*"))
+    bad = run_cli("cluster", "up", "--base-port", "65530", "--data-root", str(root))
+    assert bad.returncode == 2 and b"port 65630 (node0's S3 API) is out of range" in bad.stderr

@@ -68,6 +68,7 @@ def start_nodes(
     prefix: str = "node",
     s3: bool = False,
     tls: Path | None = None,
+    converged: bool = True,
     **flags: Any,
 ) -> list[NodeProcess]:
     """Start ``n`` nodes under ``tmp_path`` and wait until all are ready.
@@ -78,12 +79,14 @@ def start_nodes(
     fails to start, the ones already started are killed before the error propagates. ``s3``: each
     node also serves the S3 API, on a free port of its own (``node.s3_url``). ``tls``: a folder
     from ``p2pstore cluster certs`` (node0..n-1): node-to-node traffic is mutual TLS; without it
-    the nodes run plain HTTP with signed requests (``--insecure-plain``).
+    the nodes run plain HTTP with signed requests (``--insecure-plain``). ``converged``: also wait
+    until every node sees all of them alive, so a file written next is placed on the whole
+    cluster and any node can find it (pass False for nodes meant not to meet).
     """
     ports = free_ports(2 * n if s3 else n)
     nodes = NodeProcess.cluster(tmp_path, n, flags, name=prefix, env=env, ports=ports[:n],
                                 s3_ports=ports[n:] if s3 else None, tls=tls)  # fmt: skip
-    start_all(nodes, timeout)
+    start_all(nodes, timeout, converged=converged and n > 1)
     return nodes
 
 
