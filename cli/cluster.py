@@ -152,10 +152,9 @@ def up(
     secret = cluster_secret(root) if insecure_plain else None
     env = {CLUSTER_SECRET_ENV: secret} if secret else {}
     procs = LocalNode.cluster(
-        root, nodes, flags, ports=range(base_port, base_port + nodes), host=host,
-        env=env, keep_settings=True, tls=tls,
-        internal_ports=range(base_port + INTERNAL_OFFSET, base_port + INTERNAL_OFFSET + nodes),
-        s3_ports=range(base_port + S3_OFFSET, base_port + S3_OFFSET + nodes) if s3 else None,
+        root, nodes, flags, ports=_ports(base_port, 0, nodes), host=host,
+        env=env, keep_settings=True, tls=tls, internal_ports=_ports(base_port, INTERNAL_OFFSET, nodes),
+        s3_ports=_ports(base_port, S3_OFFSET, nodes) if s3 else None,
     )  # fmt: skip
     stopping = False
 
@@ -211,12 +210,18 @@ def port_layout(
     base_port: int, nodes: int, *, s3: bool = True, internal: bool = True
 ) -> list[tuple[int, str]]:
     """Every port `cluster up` listens on, each with what it serves."""
-    ports = [(base_port + i, f"node{i}'s HTTP API") for i in range(nodes)]
+    roles = [(0, "HTTP API")]
     if s3:
-        ports += [(base_port + S3_OFFSET + i, f"node{i}'s S3 API") for i in range(nodes)]
+        roles.append((S3_OFFSET, "S3 API"))
     if internal:
-        ports += [(base_port + INTERNAL_OFFSET + i, f"node{i}'s node-to-node port") for i in range(nodes)]
-    return ports
+        roles.append((INTERNAL_OFFSET, "node-to-node port"))
+    return [(port, f"node{i}'s {role}") for offset, role in roles
+            for i, port in enumerate(_ports(base_port, offset, nodes))]  # fmt: skip
+
+
+def _ports(base_port: int, offset: int, nodes: int) -> range:
+    """Node i's port for one role: base + offset + i."""
+    return range(base_port + offset, base_port + offset + nodes)
 
 
 def _check_ports(host: str, base_port: int, nodes: int, *, s3: bool, internal: bool) -> None:
